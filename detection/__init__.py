@@ -1,0 +1,1 @@
+"""gendet detection: YOLO cat/dog and face detectors through ultralytics, offline-safe."""

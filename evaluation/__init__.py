@@ -1,0 +1,1 @@
+"""gendet evaluation: generate-then-detect (prompt suites, judge rules, runner, reports)."""

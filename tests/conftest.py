@@ -1,0 +1,66 @@
+"""Suite-wide setup: offline environment first, then a guard that fails any test
+touching a non-loopback network address."""
+
+import gendet_env  # noqa: F401  (sets offline variables before anything imports ultralytics/transformers)
+
+import ipaddress
+import socket
+import sys
+
+import pytest
+
+
+class NetworkBlocked(OSError):
+    """Raised inside the code under test when it tries to reach the network."""
+
+
+_violations: list[str] = []
+
+
+def _is_loopback(host) -> bool:
+    if host is None:
+        return True
+    if isinstance(host, bytes):
+        host = host.decode(errors="replace")
+    host = str(host).strip("[]")
+    if host in ("", "localhost", "localhost.localdomain"):
+        return True
+    try:
+        addr = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return False  # a host name other than localhost needs DNS: network
+    return addr.is_loopback or addr.is_unspecified
+
+
+def _audit(event: str, args) -> None:
+    if event == "socket.connect" or event == "socket.sendto":
+        sock, address = args[0], args[-1]
+        if getattr(sock, "family", None) == socket.AF_UNIX or not isinstance(address, tuple):
+            return
+        host = address[0]
+    elif event == "socket.getaddrinfo" or event == "socket.gethostbyname":
+        host = args[0]
+    else:
+        return
+    if not _is_loopback(host):
+        _violations.append(f"{event} to {host!r}")
+        raise NetworkBlocked(f"gendet tests are offline: blocked {event} to {host!r}")
+
+
+sys.addaudithook(_audit)  # cannot be removed: active for the whole session
+
+
+@pytest.fixture
+def network_violations():
+    """The list of blocked attempts; a test that provokes one on purpose clears it."""
+    return _violations
+
+
+@pytest.fixture(autouse=True)
+def _fail_on_network_use():
+    start = len(_violations)
+    yield
+    new = _violations[start:]
+    if new:
+        del _violations[start:]
+        pytest.fail("test tried to reach the network: " + "; ".join(new), pytrace=False)

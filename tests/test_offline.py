@@ -1,0 +1,70 @@
+"""The suite is offline: the guard blocks and reports non-loopback connections."""
+
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+import gendet_env
+
+
+def test_offline_variables_are_set():
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "YOLO_OFFLINE"):
+        assert os.environ[key] == "1"
+    assert os.environ["YOLO_AUTOINSTALL"] == "False"
+    for key in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "HF_HOME"):
+        assert Path(os.environ[key]).is_dir()
+
+
+def test_fonts_are_seeded_from_dejavu():
+    fonts = gendet_env.seed_fonts()
+    assert fonts and all(f.stat().st_size > 100_000 for f in fonts)
+    assert {f.name for f in fonts} == {"Arial.ttf", "Arial.Unicode.ttf"}
+
+
+def test_outbound_connection_is_caught(network_violations):
+    # 203.0.113.0/24 is TEST-NET-3: never routed, so nothing leaves even if the guard failed.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock, pytest.raises(
+        OSError, match="blocked socket.connect"
+    ):
+        sock.settimeout(0.5)
+        sock.connect(("203.0.113.7", 80))
+    with pytest.raises(OSError, match="blocked socket.getaddrinfo"):
+        socket.getaddrinfo("huggingface.co", 443)
+    assert network_violations[-2:] == ["socket.connect to '203.0.113.7'", "socket.getaddrinfo to 'huggingface.co'"]
+    network_violations.clear()  # provoked on purpose: do not fail this test
+
+
+def test_loopback_is_allowed():
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    accepted = threading.Thread(target=lambda: server.accept()[0].close())
+    accepted.start()
+    with socket.create_connection(("localhost", port), timeout=2):
+        pass
+    accepted.join(2)
+    server.close()
+
+
+def test_ultralytics_sync_is_off():
+    gendet_env.ultralytics()
+    from ultralytics.utils import SETTINGS
+
+    assert SETTINGS["sync"] is False
+
+
+def test_datasets_is_ours():
+    import datasets
+
+    assert Path(datasets.__file__).resolve().parent == gendet_env.ROOT / "datasets"
+
+
+def test_ultralytics_font_check_stays_local():
+    gendet_env.ultralytics()
+    from ultralytics.utils import USER_CONFIG_DIR
+    from ultralytics.utils.checks import check_font
+
+    for name in gendet_env.FONT_NAMES:
+        assert Path(check_font(name)) == USER_CONFIG_DIR / name  # found locally, no download

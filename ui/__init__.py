@@ -1,0 +1,1 @@
+"""gendet ui: the Streamlit app (`streamlit run ui` runs ui/streamlit_app.py)."""
