@@ -28,6 +28,7 @@ OFFLINE_VARS = {
     "HF_HOME": str(CACHE / "hf"),
     "TORCH_HOME": str(CACHE / "torch"),
     "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+    "NO_ALBUMENTATIONS_UPDATE": "1",  # albumentations asks PyPI for a newer version on import
 }
 for _key, _value in OFFLINE_VARS.items():
     os.environ.setdefault(_key, _value)

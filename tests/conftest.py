@@ -56,11 +56,23 @@ def network_violations():
     return _violations
 
 
+_outside_tests: list[str] = []  # attempts at import/collection time, outside any test
+
+
 @pytest.fixture(autouse=True)
 def _fail_on_network_use():
-    start = len(_violations)
+    _outside_tests.extend(_violations)  # whatever happened between tests
+    del _violations[:]
     yield
-    new = _violations[start:]
+    new = _violations[:]
     if new:
-        del _violations[start:]
+        del _violations[:]
         pytest.fail("test tried to reach the network: " + "; ".join(new), pytrace=False)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Attempts outside tests (module imports during collection) fail the run too."""
+    stray = _outside_tests + _violations
+    if stray:
+        sys.stderr.write("\nNETWORK USE OUTSIDE TESTS (blocked): " + "; ".join(stray) + "\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

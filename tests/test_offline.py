@@ -68,3 +68,19 @@ def test_ultralytics_font_check_stays_local():
 
     for name in gendet_env.FONT_NAMES:
         assert Path(check_font(name)) == USER_CONFIG_DIR / name  # found locally, no download
+
+
+def test_network_use_at_import_time_fails_the_session(tmp_path):
+    """An attempt outside any test (a module that connects on import) still fails the run."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_connects_on_import.py").write_text(
+        "import socket\n"
+        "try:\n    socket.create_connection(('203.0.113.9', 80), timeout=0.1)\nexcept OSError:\n    pass\n"
+        "def test_nothing():\n    assert True\n")
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.conftest", "-p", "no:cacheprovider",
+                          str(tmp_path)], capture_output=True, text=True, cwd=gendet_env.ROOT, timeout=120)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "1 passed" in run.stdout
+    assert "NETWORK USE OUTSIDE TESTS (blocked): socket.getaddrinfo to '203.0.113.9'" in run.stderr

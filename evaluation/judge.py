@@ -1,0 +1,212 @@
+"""The judge: pure functions from (what a prompt expects, what the detectors found) to a verdict.
+
+Every threshold lives in one frozen, versioned `JudgeRules`; its `to_dict()` is
+written into every result row, so a number is never separated from the rules
+that produced it. The rules, in the order they are applied:
+
+1. Merge: detections below `presence_conf` are dropped; two detections of
+   different classes whose boxes overlap with IoU >= `dedup_iou` are one object
+   seen by two detectors (a cat's face found by the face model), and only the more
+   confident one is kept.
+2. Presence and `{min: N}`: at least N detections of the class at `presence_conf`.
+3. Exact counts `{count: N}`, N >= 1: exactly N detections at the stricter
+   `count_conf` (N-1 and N+1 both fail).
+   `{count: 0}` (absence, negatives): no detection of the class at `presence_conf`.
+4. Relations `[a, left_of, b]`: the most confident a and the most confident b
+   (two different detections); their box centres must differ by more than
+   `position_margin` x image side in the stated direction.
+5. Colours `{cat: black}`: every counted detection of the class measures as that
+   colour (`evaluation.colors`); needs the image, otherwise the check is recorded
+   as not judged and does not fail the verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+CLASSES = ("cat", "dog", "face")
+RELATIONS = ("left_of", "right_of", "above", "below")
+
+
+@dataclass(frozen=True)
+class JudgeRules:
+    version: str = "judge-1"
+    presence_conf: float = 0.3
+    count_conf: float = 0.45
+    position_margin: float = 0.05  # fraction of the image side
+    dedup_iou: float = 0.6
+    color_distance: float = 70.0   # RGB distance from a box's main fill to a named colour
+
+    def __post_init__(self):
+        if not 0.0 <= self.color_distance <= 442.0:  # 442 = the RGB cube's diagonal
+            raise ValueError(f"JudgeRules.color_distance must be in [0, 442], got {self.color_distance}")
+        for name in ("presence_conf", "count_conf", "position_margin", "dedup_iou"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"JudgeRules.{name} must be in [0, 1], got {v}")
+        if self.count_conf < self.presence_conf:
+            raise ValueError(f"JudgeRules.count_conf ({self.count_conf}) must be >= presence_conf "
+                             f"({self.presence_conf}): counting is the stricter check")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_RULES = JudgeRules()
+
+
+@dataclass(frozen=True)
+class Found:
+    """One detection as the judge sees it (any object with label/confidence/box converts)."""
+    label: str
+    confidence: float
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+
+    @property
+    def center(self) -> tuple[float, float]:
+        return (self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2
+
+
+@dataclass
+class Check:
+    kind: str          # "count", "min", "absent", "relation", "color"
+    passed: bool | None  # None: not judged (e.g. a colour without the image)
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Verdict:
+    passed: bool
+    reason: str                     # the first failing check's reason, or "ok"
+    checks: list[Check] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # at presence_conf, after merging
+    rules: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "reason": self.reason, "counts": self.counts,
+                "checks": [c.to_dict() for c in self.checks], "rules": self.rules}
+
+
+def as_found(d: Any) -> Found:
+    """A Found from a detection object, a dict with label/confidence/box, or a Found."""
+    if isinstance(d, Found):
+        return d
+    get = d.get if isinstance(d, Mapping) else (lambda k: getattr(d, k))
+    try:
+        box = tuple(float(v) for v in get("box"))
+        found = Found(str(get("label")), float(get("confidence")), box)
+    except (KeyError, AttributeError, TypeError, ValueError) as e:
+        raise ValueError(f"a detection needs label, confidence and a 4-number box; got {d!r}") from e
+    if len(found.box) != 4:
+        raise ValueError(f"a detection box has 4 numbers (x1, y1, x2, y2); got {found.box}")
+    return found
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def merge_detections(detections: Iterable[Any], rules: JudgeRules = DEFAULT_RULES) -> list[Found]:
+    """Rule 1: keep detections at presence_conf; of two different-class boxes with
+    IoU >= dedup_iou keep the more confident. Most confident first (ties: input order)."""
+    kept: list[Found] = []
+    candidates = [f for f in map(as_found, detections) if f.confidence >= rules.presence_conf]
+    for f in sorted(candidates, key=lambda f: -f.confidence):  # sorted() is stable
+        if all(f.label == k.label or iou(f.box, k.box) < rules.dedup_iou for k in kept):
+            kept.append(f)
+    return kept
+
+
+def _plural(label: str, n: int) -> str:
+    return label if n == 1 else label + "s"
+
+
+def _relation_holds(a: Found, b: Found, relation: str, margin_px: float) -> bool:
+    (ax, ay), (bx, by) = a.center, b.center
+    return {"left_of": bx - ax > margin_px, "right_of": ax - bx > margin_px,
+            "above": by - ay > margin_px, "below": ay - by > margin_px}[relation]
+
+
+def _where(a: Found, b: Found, margin_px: float) -> str:
+    """Where a actually is relative to b, for the reason string."""
+    words = [w for r, w in (("left_of", "left of"), ("right_of", "right of"), ("above", "above"), ("below", "below"))
+             if _relation_holds(a, b, r, margin_px)]
+    return " and ".join(words) if words else "level with"
+
+
+def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
+          rules: JudgeRules = DEFAULT_RULES, image=None) -> Verdict:
+    """Judge one image. `spec` has `expect` ({class: {"count": N} | {"min": N}}), and
+    optional `relations` ([[a, rel, b], ...]) and `colors` ({class: colour}) — a
+    `PromptSpec` or a plain dict. `image_size` is (width, height); `image` (HxWx3 RGB
+    uint8 array or PIL image) is only needed for colour checks."""
+    get = spec.get if isinstance(spec, Mapping) else (lambda k, default=None: getattr(spec, k, default))
+    expect = get("expect") or {}
+    relations = get("relations") or []
+    colors = get("colors") or {}
+    width, height = image_size
+    found = merge_detections(detections, rules)
+    by_label = {c: [f for f in found if f.label == c] for c in {f.label for f in found} | set(expect)}
+    counts = {c: len(v) for c, v in sorted(by_label.items())}
+    checks: list[Check] = []
+
+    for label, rule in expect.items():
+        present = by_label[label]
+        if "min" in rule:
+            n = int(rule["min"])
+            checks.append(Check("min", len(present) >= n, f"expected {label}>={n}, found {len(present)}"))
+        elif int(rule["count"]) == 0:
+            best = f" (conf {present[0].confidence:.2f})" if present else ""
+            checks.append(Check("absent", not present, f"expected no {label}, found {len(present)}{best}"))
+        else:
+            n = int(rule["count"])
+            strict = sum(f.confidence >= rules.count_conf for f in present)
+            ok = strict == n
+            if strict == len(present):
+                reason = f"expected {label}=={n}, found {strict}"
+            else:  # some only at presence level: say both numbers
+                reason = (f"expected {label}=={n}, found {strict} at conf>={rules.count_conf} "
+                          f"and {len(present)} at conf>={rules.presence_conf}")
+            checks.append(Check("count", ok, reason))
+
+    margin_px = rules.position_margin * max(width, height)
+    for a_label, relation, b_label in relations:
+        text = relation.replace("_", " ")
+        a_all, b_all = by_label.get(a_label, []), by_label.get(b_label, [])
+        a = a_all[0] if a_all else None
+        b = next((f for f in b_all if f is not a), None)
+        if a is None or b is None:
+            missing = a_label if a is None else b_label
+            checks.append(Check("relation", False, f"{a_label} {text} {b_label}: no {missing} found"))
+            continue
+        ok = _relation_holds(a, b, relation, margin_px)
+        where = _where(a, b, margin_px)
+        checks.append(Check("relation", ok, f"{a_label} is {where} {b_label}, expected {text}"))
+
+    for label, color in colors.items():
+        present = by_label.get(label, [])
+        if image is None:
+            checks.append(Check("color", None, f"{color} {label}: colour not judged (no image given)"))
+            continue
+        if not present:
+            checks.append(Check("color", False, f"expected {color} {label}, found no {label}"))
+            continue
+        from evaluation.colors import box_color  # local: numpy work only when colours are asked
+
+        seen = [box_color(image, f.box, label, rules.color_distance) for f in present]
+        ok = all(s == color for s in seen)
+        reason = (f"expected {color} {_plural(label, len(present))}, found "
+                  + ", ".join(s or "unclear" for s in seen))
+        checks.append(Check("color", ok, reason))
+
+    failed = [c for c in checks if c.passed is False]
+    return Verdict(passed=not failed, reason=failed[0].reason if failed else "ok",
+                   checks=checks, counts=counts, rules=rules.to_dict())

@@ -1,0 +1,109 @@
+"""Read a free-form prompt of the demo world's language as a `PromptSpec`.
+
+    parse_prompt("two black cats to the left of a face")  ->  expect cat==2, face>=1, dog==0, ...
+
+The language is the caption grammar of `datasets.scenes`: noun phrases
+("a cat", "an orange dog", "three faces", "one dog") joined by "and", or two
+noun phrases joined by a relation ("to the left of", "to the right of",
+"above", "below"), optionally after "a photo of"; or an empty scene ("nothing",
+"an empty room", "a plain background"). The world is closed: a class the prompt
+does not name is expected to be absent. "a"/"an" means at least one, a number
+word means exactly that many. A relation between two objects of the same class
+is not judged (nothing tells the judge which cat is "the black one"). A prompt outside the grammar gives a ParseError
+that says which words were not understood, so the UI can say "not judged".
+"""
+
+from __future__ import annotations
+
+import re
+
+from datasets.scenes import COUNT_WORDS, EMPTY_CAPTIONS, PHOTO_PREFIX
+from evaluation.judge import CLASSES
+from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec
+
+RELATION_WORDS = {"to the left of": "left_of", "to the right of": "right_of", "above": "above", "below": "below"}
+NUMBERS = {w: n for n, w in COUNT_WORDS.items()} | {str(n): n for n in COUNT_WORDS}
+EMPTY = set(EMPTY_CAPTIONS) | {"a plain background", "an empty background", "no animals", "no objects"}
+
+
+class ParseError(ValueError):
+    """The prompt is outside the language the judge understands."""
+
+
+def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
+    """"two black cats" -> ("cat", 2, exact=True, "black")."""
+    words = text.split()
+    if len(words) < 2:
+        raise ParseError(f"cannot judge {prompt!r}: {text!r} is not a counted object like 'a cat' or 'two dogs'")
+    head, *middle, noun = words
+    if head in ("a", "an"):
+        count, exact = 1, False
+    elif head in NUMBERS:
+        count, exact = NUMBERS[head], True
+    else:
+        raise ParseError(f"cannot judge {prompt!r}: {text!r} should start with a, an or a number word (one..four)")
+    label = noun[:-1] if noun.endswith("s") and noun[:-1] in CLASSES else noun
+    if label not in CLASSES:
+        raise ParseError(f"cannot judge {prompt!r}: {noun!r} is not one of {', '.join(CLASSES)}")
+    if (count > 1) != (noun != label):
+        raise ParseError(f"cannot judge {prompt!r}: {text!r} mixes singular and plural")
+    color = None
+    if middle:
+        if len(middle) != 1 or middle[0] not in COLORS or label not in COLOR_CLASSES:
+            raise ParseError(f"cannot judge {prompt!r}: {' '.join(middle)!r} is not a colour the judge knows "
+                             f"for {label} ({', '.join(COLORS) if label in COLOR_CLASSES else 'none'})")
+        color = middle[0]
+    return label, count, exact, color
+
+
+def parse_prompt(prompt: str) -> PromptSpec:
+    """The expectation a prompt states; ParseError if the judge cannot read it."""
+    text = re.sub(r"\s+", " ", prompt.strip().lower().rstrip("."))
+    if not text:
+        raise ParseError("cannot judge an empty prompt")
+    if text.startswith(PHOTO_PREFIX):
+        text = text[len(PHOTO_PREFIX):]
+    if text in EMPTY:
+        return PromptSpec(prompt, "negatives", {c: {"count": 0} for c in CLASSES})
+
+    relations, sides = [], [text]
+    for words, rel in RELATION_WORDS.items():
+        if f" {words} " in text:
+            left, right = text.split(f" {words} ", 1)
+            sides = [left, right]
+            relations.append(rel)
+            break
+    phrases = [_noun_phrase(p.strip(), prompt) for side in sides for p in side.split(" and ")]
+    if relations and len(phrases) != 2:
+        raise ParseError(f"cannot judge {prompt!r}: a relation must join exactly two objects")
+
+    totals: dict[str, list[int | bool]] = {}
+    colors: dict[str, set] = {}
+    for label, count, exact, color in phrases:
+        n, ex = totals.get(label, [0, True])
+        totals[label] = [n + count, ex and exact]
+        colors.setdefault(label, set()).add(color)
+    expect = {c: ({"count": n} if exact else {"min": n}) for c, (n, exact) in totals.items()}
+    expect |= {c: {"count": 0} for c in CLASSES if c not in expect}
+    # one colour for the whole class ("two black cats"); mixed colours are not judged per object
+    named = {c: next(iter(s)) for c, s in colors.items() if len(s) == 1 and None not in s}
+
+    rel = ()
+    if relations and phrases[0][0] != phrases[1][0]:
+        # "a black cat to the left of a white cat": boxes carry no colour identity the
+        # judge could trust, so only the counts (and the shared colour, if any) are judged
+        rel = ((phrases[0][0], relations[0], phrases[1][0]),)
+    labels = [c for c in CLASSES if c in totals]
+    if rel:
+        category = "position"
+    elif labels == ["face"]:
+        category = "faces"
+    elif named:
+        category = "colors"
+    elif any(p[2] or p[1] > 1 for p in phrases):
+        category = "counting"
+    elif len(labels) > 1:
+        category = "two_objects"
+    else:
+        category = "single_object"
+    return PromptSpec(prompt, category, expect, named, rel)

@@ -1,0 +1,156 @@
+"""Generate-then-detect over a prompt suite: the loop behind `python -m evaluation.run`.
+
+For each prompt: generate `images_per_prompt` images (image k gets seed `seed + k`),
+detect on the in-memory batch, judge, append one row per image to results.jsonl
+and save the PNG for the report. Rows already in results.jsonl are skipped, so
+an interrupted run resumes. Under torchrun each rank takes every WORLD_SIZE-th
+prompt and writes its own shard; rank 0 merges the shards and writes the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from evaluation.detectors import JudgeDetectors
+from evaluation.judge import DEFAULT_RULES, JudgeRules, judge
+from evaluation.suite import Suite
+from evaluation.summary import summarize, write_csv, write_json
+
+# generate(prompt, seeds) -> float tensor [B,3,H,W] in [0,1] (or a list of HxWx3 uint8 / PIL), B = len(seeds)
+GenerateFn = Callable[[str, list[int]], object]
+
+
+@dataclass(frozen=True)
+class Shard:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Shard":
+        """torchrun sets RANK and WORLD_SIZE; a plain run is rank 0 of 1."""
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+    def results_name(self) -> str:
+        return "results.jsonl" if self.world == 1 else f"results.rank{self.rank}.jsonl"
+
+
+def to_uint8_images(batch) -> list[np.ndarray]:
+    """HxWx3 uint8 RGB arrays from a float tensor [B,3,H,W] in [0,1], or a list of PIL/arrays."""
+    if hasattr(batch, "detach"):
+        x = batch.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return list(x)
+    return [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8) for im in batch]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a results file; a torn last line (killed mid-write) is ignored."""
+    if not path.is_file():
+        return []
+    rows = []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise ValueError(f"{path}:{n}: not a JSON row") from None
+    return rows
+
+
+def _check_run_config(out: Path, config: dict) -> None:
+    """A resumed run must have the settings of the run it continues."""
+    path = out / "run.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old != config:
+            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+            raise ValueError(f"{out} holds a run with different settings ({', '.join(diff)}); "
+                             "use a new --out directory or --overwrite")
+    else:
+        write_json(config, path)
+
+
+def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir: str | Path, *,
+              images_per_prompt: int = 4, seed: int = 0, settings: dict | None = None,
+              models: dict | None = None, rules: JudgeRules = DEFAULT_RULES, shard: Shard = Shard(),
+              progress: bool = True, barrier: Callable[[], None] | None = None) -> dict | None:
+    """Run (or resume) a suite into out_dir; returns the summary on rank 0, None elsewhere."""
+    if images_per_prompt < 1:
+        raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+    out = Path(out_dir)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    settings = dict(settings or {})
+    config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts], "images_per_prompt": images_per_prompt,
+              "seed": seed, "settings": settings, "judge": rules.to_dict(), "models": models or {}}
+    if shard.rank == 0:
+        _check_run_config(out, config)
+    if barrier:
+        barrier()
+    if shard.rank != 0:
+        _check_run_config(out, config)
+
+    results = out / shard.results_name()
+    done = {(r["prompt_index"], r["image_index"]) for r in read_rows(results)}
+    mine = [(i, s) for i, s in enumerate(suite.prompts) if i % shard.world == shard.rank]
+    todo = [(i, s) for i, s in mine if any((i, k) not in done for k in range(images_per_prompt))]
+    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval {suite.name}", unit="prompt",
+               disable=not progress or shard.rank != 0)
+    with open(results, "a", encoding="utf-8") as fh:
+        for i, spec in todo:
+            seeds = [seed + k for k in range(images_per_prompt)]
+            images = to_uint8_images(generate(spec.prompt, seeds))
+            if len(images) != len(seeds):
+                raise RuntimeError(f"generate returned {len(images)} images for {len(seeds)} seeds")
+            found = eyes.detect(images)
+            for k, (image, dets) in enumerate(zip(images, found)):
+                if (i, k) in done:
+                    continue
+                name = f"images/{i:04d}_{k}.png"
+                from PIL import Image
+
+                Image.fromarray(image).save(out / name)
+                h, w = image.shape[:2]
+                verdict = judge(spec, dets, (w, h), rules, image=image)
+                row = {"prompt": spec.prompt, "prompt_index": i, "category": spec.category,
+                       "expect": spec.expectation_text, "image_index": k, "seed": seeds[k],
+                       "settings": settings, "image": name, "size": [w, h], "detections": dets,
+                       "verdict": verdict.to_dict(), "passed": verdict.passed, "reason": verdict.reason}
+                fh.write(json.dumps(row) + "\n")
+                fh.flush()
+            bar.update()
+    bar.close()
+    if barrier:
+        barrier()
+    if shard.rank != 0:
+        return None
+    return finish(out, suite, config, shard.world)
+
+
+def finish(out: Path, suite: Suite, config: dict, world: int = 1) -> dict:
+    """Merge shards (if any), then write summary.json, summary.csv and report.html."""
+    from evaluation.report import write_report
+
+    if world > 1:
+        rows = [r for rank in range(world) for r in read_rows(out / f"results.rank{rank}.jsonl")]
+        rows.sort(key=lambda r: (r["prompt_index"], r["image_index"]))
+        tmp = out / "results.jsonl.tmp"
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        tmp.replace(out / "results.jsonl")
+    rows = read_rows(out / "results.jsonl")
+    summary = summarize(rows)
+    summary |= {"suite": suite.name, "images_per_prompt": config["images_per_prompt"], "seed": config["seed"],
+                "settings": config["settings"], "judge": config["judge"], "models": config["models"]}
+    write_json(summary, out / "summary.json")
+    write_csv(summary, out / "summary.csv")
+    write_report(out, rows, summary)
+    return summary

@@ -1,0 +1,68 @@
+"""Prompt suites: YAML files of `PromptSpec`s (schema in evaluation/spec.py and the suites folder).
+
+    suite = load_suite("default")            # evaluation/suites/default.yaml
+    suite = load_suite("my_suite.yaml")      # any path
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from evaluation.spec import PromptSpec, SpecError, spec_from_dict
+
+SUITES_DIR = Path(__file__).parent / "suites"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    prompts: tuple[PromptSpec, ...]
+    path: Path
+
+    def categories(self) -> list[str]:
+        return sorted({p.category for p in self.prompts})
+
+
+def builtin_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def resolve_suite(name_or_path: str | Path) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise FileNotFoundError(f"suite file {path} does not exist")
+        return path
+    builtin = SUITES_DIR / f"{name_or_path}.yaml"
+    if not builtin.is_file():
+        raise FileNotFoundError(f"no suite {str(name_or_path)!r}: not a file, and the built-in suites are "
+                                f"{', '.join(builtin_suites())}")
+    return builtin
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Load and validate a suite; a SpecError names the file and the prompt index."""
+    path = resolve_suite(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("prompts"), list) or not data["prompts"]:
+        raise SpecError(f"{path}: a suite is a mapping with 'name' and a non-empty 'prompts' list")
+    name = data.get("name") or path.stem
+    specs = tuple(spec_from_dict(d, f"{path}, prompt {i}") for i, d in enumerate(data["prompts"]))
+    seen: dict[str, int] = {}
+    for i, s in enumerate(specs):
+        if s.prompt in seen:
+            raise SpecError(f"{path}, prompt {i}: {s.prompt!r} repeats prompt {seen[s.prompt]}")
+        seen[s.prompt] = i
+    return Suite(str(name), specs, path)
+
+
+def dump_suite(name: str, specs, path: str | Path) -> None:
+    """Write specs as suite YAML (the same schema load_suite reads)."""
+    data = {"name": name, "prompts": [s.to_dict() for s in specs]}
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=120))

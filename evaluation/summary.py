@@ -1,0 +1,76 @@
+"""Accuracy with bootstrap confidence intervals, per category and overall, from result rows.
+
+A row is one judged image: at least {"category": str, "verdict": {"passed": bool}}.
+The interval is the percentile bootstrap over images (resampled within each
+category, and over all images for the overall figure), seeded, so the same rows
+always give the same numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+BOOTSTRAP_SAMPLES = 2000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_ci(passed, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the mean of 0/1 outcomes."""
+    x = np.asarray(passed, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError("no outcomes to bootstrap")
+    rng = np.random.default_rng(seed)
+    # the mean of a resample of n Bernoulli outcomes is Binomial(n, p_hat) / n
+    means = rng.binomial(x.size, x.mean(), size=samples) / x.size
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def accuracy_block(passed) -> dict:
+    lo, hi = bootstrap_ci(passed)
+    return {"accuracy": float(np.mean(passed)), "ci95": [lo, hi], "n": int(len(passed))}
+
+
+def summarize(rows: list[dict]) -> dict:
+    """{"overall": {...}, "categories": {name: {...}}} over judged rows (rows without a
+    verdict, e.g. prompts the judge could not read, are counted under "not_judged")."""
+    judged = [r for r in rows if r.get("verdict") is not None]
+    if not judged:
+        raise ValueError("no judged rows to summarise")
+    by_cat: dict[str, list[bool]] = {}
+    for r in judged:
+        by_cat.setdefault(r["category"], []).append(bool(r["verdict"]["passed"]))
+    out = {"overall": accuracy_block([p for v in by_cat.values() for p in v]),
+           "categories": {c: accuracy_block(v) for c, v in sorted(by_cat.items())}}
+    if len(judged) != len(rows):
+        out["not_judged"] = len(rows) - len(judged)
+    return out
+
+
+def write_csv(summary: dict, path: str | Path) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["category", "accuracy", "ci95_low", "ci95_high", "n"])
+        for name, b in [("overall", summary["overall"]), *summary["categories"].items()]:
+            w.writerow([name, f"{b['accuracy']:.4f}", f"{b['ci95'][0]:.4f}", f"{b['ci95'][1]:.4f}", b["n"]])
+
+
+def markdown_table(summary: dict) -> str:
+    """The summary as a Markdown table (README, model cards)."""
+    lines = ["| category | accuracy | 95% CI | images |", "|---|---|---|---|"]
+    for name, b in [*summary["categories"].items(), ("**overall**", summary["overall"])]:
+        lines.append(f"| {name} | {b['accuracy']:.3f} | {b['ci95'][0]:.3f}-{b['ci95'][1]:.3f} | {b['n']} |")
+    return "\n".join(lines)
+
+
+def write_json(obj, path: str | Path) -> None:
+    """Atomic JSON write: a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,188 @@
+"""The judge's rules on hand-made detections, the prompt parser, suites and the colour measure."""
+
+import numpy as np
+import pytest
+
+from datasets.scenes import render_scene
+from evaluation.colors import box_color
+from evaluation.judge import JudgeRules, judge, merge_detections
+from evaluation.prompts import ParseError, parse_prompt
+from evaluation.spec import SpecError, spec_from_dict
+from evaluation.suite import builtin_suites, load_suite
+
+SIZE = (128, 128)
+
+
+def det(label, conf, box):
+    return {"label": label, "confidence": conf, "box": box}
+
+
+def test_presence_and_min_counts():
+    spec = parse_prompt("a dog")  # dog>=1, cat==0, face==0
+    v = judge(spec, [det("dog", 0.31, (0, 0, 20, 20))], SIZE)
+    assert v.passed and v.reason == "ok" and v.counts["dog"] == 1
+    v = judge(spec, [det("dog", 0.29, (0, 0, 20, 20))], SIZE)  # below presence_conf
+    assert not v.passed and v.reason == "expected dog>=1, found 0"
+    v = judge({"expect": {"dog": {"min": 2}}}, [det("dog", 0.9, (0, 0, 20, 20))], SIZE)
+    assert v.reason == "expected dog>=2, found 1"
+
+
+def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
+    spec = {"expect": {"cat": {"count": 2}}}
+    two = [det("cat", 0.9, (0, 0, 20, 20)), det("cat", 0.5, (60, 60, 90, 90))]
+    assert judge(spec, two, SIZE).passed
+    three = two + [det("cat", 0.46, (100, 0, 120, 20))]
+    v = judge(spec, three, SIZE)
+    assert not v.passed and v.reason == "expected cat==2, found 3"
+    # the second cat only reaches presence level: counting does not see it
+    weak = [det("cat", 0.9, (0, 0, 20, 20)), det("cat", 0.4, (60, 60, 90, 90))]
+    v = judge(spec, weak, SIZE)
+    assert not v.passed
+    assert v.reason == "expected cat==2, found 1 at conf>=0.45 and 2 at conf>=0.3"
+    # exactly at the thresholds counts (>=)
+    edge = [det("cat", 0.45, (0, 0, 20, 20)), det("cat", 0.45, (60, 60, 90, 90))]
+    assert judge(spec, edge, SIZE).passed
+
+
+def test_absence_fails_on_any_presence_level_detection():
+    spec = parse_prompt("nothing")
+    assert judge(spec, [], SIZE).passed
+    assert judge(spec, [det("face", 0.29, (0, 0, 9, 9))], SIZE).passed
+    v = judge(spec, [det("face", 0.3, (0, 0, 9, 9))], SIZE)
+    assert not v.passed and v.reason == "expected no face, found 1 (conf 0.30)"
+
+
+def test_cross_detector_dedup_keeps_the_more_confident():
+    rules = JudgeRules()
+    cat = det("cat", 0.8, (10, 10, 50, 50))
+    face_same = det("face", 0.6, (12, 12, 50, 50))  # IoU = 38*38/1600 = 0.9025
+    face_apart = det("face", 0.95, (70, 70, 110, 110))
+    kept = merge_detections([face_same, cat, face_apart], rules)
+    assert [k.label for k in kept] == ["face", "cat"] and kept[0].confidence == 0.95
+    # IoU just under the threshold: both stay. (0, 0, 10, 10) vs (0, 0, 10, 6): IoU 0.6 -> dropped; 0.59 kept
+    a, b = det("cat", 0.9, (0, 0, 10, 10)), det("dog", 0.5, (0, 0, 10, 6))
+    assert len(merge_detections([a, b], rules)) == 1
+    b2 = det("dog", 0.5, (0, 0, 10, 5.9))
+    assert len(merge_detections([a, b2], rules)) == 2
+    # same class is never merged by the judge (that is the detector's NMS)
+    assert len(merge_detections([a, det("cat", 0.5, (0, 0, 10, 10))], rules)) == 2
+    spec = parse_prompt("a cat")
+    assert judge(spec, [cat, face_same], SIZE).passed  # the face was the cat's face
+
+
+def test_relations_by_centres_with_margin():
+    spec = parse_prompt("a dog to the left of a face")
+    assert spec.relations == (("dog", "left_of", "face"),)
+    margin = 0.05 * 128  # 6.4 px
+    dog = det("dog", 0.9, (0, 40, 20, 60))  # centre x 10
+    face_far = det("face", 0.9, (7, 70, 27, 90))  # centre x 17: 7 px right of the dog
+    face_near = det("face", 0.9, (6, 70, 26, 90))  # centre x 16: 6 px, inside the margin
+    assert 17 - 10 > margin > 16 - 10
+    assert judge(spec, [dog, face_far], SIZE).passed
+    v = judge(spec, [dog, face_near], SIZE)
+    assert not v.passed and v.reason == "dog is above face, expected left of"
+    v = judge(spec, [det("dog", 0.9, (100, 0, 120, 20)), face_far], SIZE)
+    assert v.reason == "dog is right of and above face, expected left of"
+    v = judge(spec, [dog], SIZE)
+    assert not v.passed and v.reason == "expected face>=1, found 0"
+    assert any(c.reason == "dog left of face: no face found" for c in v.checks)
+
+
+def test_relation_uses_most_confident_of_each_class():
+    spec = {"expect": {"cat": {"min": 1}, "dog": {"min": 1}}, "relations": [["cat", "above", "dog"]]}
+    low_cat = det("cat", 0.5, (0, 100, 20, 120))  # below the dog
+    top_cat = det("cat", 0.9, (0, 0, 20, 20))  # above the dog, more confident
+    dog = det("dog", 0.9, (50, 50, 70, 70))
+    assert judge(spec, [low_cat, top_cat, dog], SIZE).passed
+    assert not judge(spec, [low_cat, dog], SIZE).passed
+
+
+def test_colors_need_the_image_and_are_measured():
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[:] = (0, 200, 0)
+    img[10:30, 10:30] = (36, 30, 36)  # near black fur
+    spec = parse_prompt("a black cat")
+    d = [det("cat", 0.9, (10, 10, 30, 30))]
+    v = judge(spec, d, (64, 64))  # no image: colour not judged, does not fail
+    assert v.passed and [c.passed for c in v.checks if c.kind == "color"] == [None]
+    assert judge(spec, d, (64, 64), image=img).passed
+    img[10:30, 10:30] = (226, 128, 42)
+    v = judge(spec, d, (64, 64), image=img)
+    assert not v.passed and v.reason == "expected black cat, found orange"
+
+
+def test_box_color_agrees_with_scene_ground_truth():
+    right = total = 0
+    for i in range(120):
+        image, objects, _ = render_scene(i, 128, 3)
+        for o in objects:
+            if o["label"] != "face":
+                total += 1
+                right += box_color(image, o["box"], o["label"]) == o["color"]
+    assert total > 60 and right / total >= 0.9, (right, total)
+
+
+def test_rules_are_recorded_and_validated():
+    v = judge(parse_prompt("a cat"), [], SIZE)
+    assert v.rules["version"] == "judge-1" and v.to_dict()["rules"]["count_conf"] == 0.45
+    with pytest.raises(ValueError, match="count_conf"):
+        JudgeRules(presence_conf=0.5, count_conf=0.4)
+    with pytest.raises(ValueError, match="dedup_iou"):
+        JudgeRules(dedup_iou=1.5)
+
+
+def test_parse_prompt_grammar():
+    s = parse_prompt("A photo of two black cats and a face.")
+    assert s.expect == {"cat": {"count": 2}, "face": {"min": 1}, "dog": {"count": 0}}
+    assert s.colors == {"cat": "black"} and s.category == "colors"
+    s = parse_prompt("a black cat to the left of a white cat")  # same class: no relation judged
+    assert s.relations == () and s.expect["cat"] == {"min": 2} and s.colors == {}
+    assert parse_prompt("an empty room").expect == {c: {"count": 0} for c in ("cat", "dog", "face")}
+    assert parse_prompt("three faces").category == "faces"
+    for bad, words in [("a horse", "'horse'"), ("a purple cat", "'purple'"), ("two cat", "singular and plural"),
+                       ("many dogs", "number word"), ("a black face", "colour"), ("", "empty")]:
+        with pytest.raises(ParseError, match=words):
+            parse_prompt(bad)
+
+
+def test_scene_captions_parse_and_judge_true_on_ground_truth():
+    """Every caption the scenes world writes is read by the parser, and the judge
+    passes it on the scene's own ground-truth boxes (confidence 1)."""
+    checked = 0
+    for i in range(150):
+        image, objects, captions = render_scene(i, 128, 5)
+        dets = [det(o["label"], 1.0, o["box"]) for o in objects]
+        for cap in captions:
+            v = judge(parse_prompt(cap), dets, (128, 128))
+            assert v.passed, (i, cap, v.reason)
+            checked += 1
+    assert checked > 500
+
+
+def test_builtin_suites_load_and_equal_the_parser():
+    assert {"default", "smoke"} <= set(builtin_suites())
+    suite = load_suite("default")
+    assert len(suite.prompts) >= 60
+    assert set(suite.categories()) == {"single_object", "two_objects", "counting", "position",
+                                       "faces", "negatives", "colors"}
+    for spec in suite.prompts + load_suite("smoke").prompts:
+        assert parse_prompt(spec.prompt) == spec
+
+
+def test_suite_errors_name_file_and_prompt(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: s\nprompts:\n- {prompt: a cat, category: single_object, expect: {cat: {min: 1}}}\n"
+                   "- {prompt: a cow, category: single_object, expect: {cow: {min: 1}}}\n")
+    with pytest.raises(SpecError, match=r"s\.yaml, prompt 1 \('a cow'\): unknown class 'cow'"):
+        load_suite(bad)
+    bad.write_text("name: s\nprompts:\n- {prompt: x, category: position, expect: {cat: {min: 1}, dog: {min: 1}},"
+                   " relations: [[cat, near, dog]]}\n")
+    with pytest.raises(SpecError, match=r"prompt 0 .*unknown relation 'near'"):
+        load_suite(bad)
+    bad.write_text("name: s\nprompts:\n- {prompt: x, expect: {cat: {min: 1}}}\n")
+    with pytest.raises(SpecError, match="prompt 0: missing field 'category'"):
+        load_suite(bad)
+    with pytest.raises(FileNotFoundError, match="built-in suites are"):
+        load_suite("no_such_suite")
+    with pytest.raises(SpecError, match=r"expect\.cat\.min must be an integer >= 1"):
+        spec_from_dict({"prompt": "x", "category": "counting", "expect": {"cat": {"min": 0}}})

@@ -1,0 +1,154 @@
+"""The generate-then-detect runner with a known world: the "generator" returns
+procedural scenes and the "detectors" report their ground truth, so every
+verdict is known in advance."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from datasets.scenes import render_scene
+from evaluation.detectors import JudgeDetectors, parse_detector_spec
+from evaluation.judge import judge
+from evaluation.runner import Shard, read_rows, run_suite
+from evaluation.suite import load_suite
+from evaluation.summary import bootstrap_ci, summarize
+
+SIZE = 64
+
+
+class SceneWorld:
+    """generate(prompt, seeds) -> scenes `seed`; detectors look the scene up by its pixels."""
+
+    def __init__(self):
+        self.truth = {}
+        self.calls = []
+
+    def generate(self, prompt, seeds):
+        self.calls.append(prompt)
+        images = []
+        for s in seeds:
+            image, objects, _ = render_scene(s, SIZE, 11)
+            array = np.asarray(image)
+            self.truth[array.tobytes()] = objects
+            images.append(array)
+        return images
+
+
+class GroundTruthDetector:
+    def __init__(self, world, names):
+        self.world, self.names = world, names
+
+    def detect(self, images, conf=None):
+        class D:
+            def __init__(self, o):
+                self.label, self.confidence, self.box = o["label"], 0.9, o["box"]
+        return [[D(o) for o in self.world.truth[np.asarray(im).tobytes()] if o["label"] in self.names]
+                for im in images]
+
+
+def make_eyes(world):
+    return JudgeDetectors({"catdog": GroundTruthDetector(world, ["cat", "dog"]),
+                           "face": GroundTruthDetector(world, ["face"])})
+
+
+def expected_pass(spec, seed):
+    _, objects, _ = render_scene(seed, SIZE, 11)
+    dets = [{"label": o["label"], "confidence": 0.9, "box": o["box"]} for o in objects]
+    return judge(spec, dets, (SIZE, SIZE)).passed
+
+
+def test_runner_writes_every_output_with_known_verdicts(tmp_path):
+    suite = load_suite("smoke")
+    world = SceneWorld()
+    summary = run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, seed=5,
+                        settings={"steps": 0}, progress=False)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert len(rows) == 3 * len(suite.prompts)
+    for row in rows:
+        spec = suite.prompts[row["prompt_index"]]
+        assert row["prompt"] == spec.prompt and row["seed"] == 5 + row["image_index"]
+        assert row["passed"] == expected_pass(spec, row["seed"])
+        assert row["verdict"]["rules"]["version"] == "judge-1"
+        assert (tmp_path / row["image"]).is_file()
+    # summary numbers equal a recount
+    passed = [r["passed"] for r in rows]
+    assert summary["overall"]["accuracy"] == pytest.approx(np.mean(passed))
+    assert summary["overall"]["n"] == len(rows)
+    for cat, block in summary["categories"].items():
+        mine = [r["passed"] for r in rows if r["category"] == cat]
+        assert block["accuracy"] == pytest.approx(np.mean(mine)) and block["n"] == len(mine)
+        assert block["ci95"][0] <= block["accuracy"] <= block["ci95"][1]
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk["overall"] == summary["overall"] and on_disk["judge"]["count_conf"] == 0.45
+    with open(tmp_path / "summary.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert table[0]["category"] == "overall" and int(table[0]["n"]) == len(rows)
+    report = (tmp_path / "report.html").read_text()
+    assert all(f'src="{r["image"]}"' in report for r in rows)
+    assert report.count('class="card pass"') == sum(passed)
+    assert 0 < sum(passed) < len(rows)  # seed 5: 4 of 24 pass, so both branches are exercised
+
+
+def test_runner_resumes_without_repeating_work(tmp_path):
+    suite = load_suite("smoke")
+    world = SceneWorld()
+    calls = {"n": 0}
+
+    def flaky(prompt, seeds):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # interrupted after 3 prompts
+        return world.generate(prompt, seeds)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_suite(suite, flaky, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    assert len(read_rows(tmp_path / "results.jsonl")) == 6
+    world.calls.clear()
+    run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert len(rows) == 2 * len(suite.prompts)
+    assert len({(r["prompt_index"], r["image_index"]) for r in rows}) == len(rows)
+    assert world.calls == [p.prompt for p in suite.prompts[3:]]
+    # a torn last line (killed mid-write) is dropped, not fatal
+    with open(tmp_path / "results.jsonl", "a") as fh:
+        fh.write('{"prompt": "a ca')
+    assert len(read_rows(tmp_path / "results.jsonl")) == len(rows)
+    # other settings in the same folder are refused
+    with pytest.raises(ValueError, match="different settings.*images_per_prompt"):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, progress=False)
+
+
+def test_sharded_run_merges_to_the_single_process_result(tmp_path):
+    suite = load_suite("smoke")
+    world = SceneWorld()
+    single = run_suite(suite, world.generate, make_eyes(world), tmp_path / "one", images_per_prompt=2,
+                       progress=False)
+    sharded = tmp_path / "two"
+    assert run_suite(suite, world.generate, make_eyes(world), sharded, images_per_prompt=2,
+                     shard=Shard(1, 2), progress=False) is None
+    merged = run_suite(suite, world.generate, make_eyes(world), sharded, images_per_prompt=2,
+                       shard=Shard(0, 2), progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items()} for r in rows]  # noqa: E731
+    assert strip(read_rows(sharded / "results.jsonl")) == strip(read_rows(tmp_path / "one" / "results.jsonl"))
+    assert merged["overall"] == single["overall"] and merged["categories"] == single["categories"]
+
+
+def test_bootstrap_interval_matches_the_normal_approximation():
+    x = [1] * 700 + [0] * 300
+    lo, hi = bootstrap_ci(x)
+    half = 1.96 * np.sqrt(0.7 * 0.3 / 1000)  # 0.0284
+    assert lo == pytest.approx(0.7 - half, abs=0.006) and hi == pytest.approx(0.7 + half, abs=0.006)
+    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0) and bootstrap_ci([0, 0]) == (0.0, 0.0)
+    assert bootstrap_ci(x) == bootstrap_ci(x)  # seeded
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_detector_spec_parsing():
+    assert parse_detector_spec("catdog=a.pt,face=b.pt") == {"catdog": __import__("pathlib").Path("a.pt"),
+                                                            "face": __import__("pathlib").Path("b.pt")}
+    for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", ""):
+        with pytest.raises(ValueError):
+            parse_detector_spec(bad)

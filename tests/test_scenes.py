@@ -1,0 +1,399 @@
+"""datasets.scenes: the on-disk layout of datasets/FORMATS.md, determinism, label
+round trips (COCO and YOLO back to objects.jsonl), caption truth, variety, pixels.
+
+One small dataset (40 images at 64 px) is written once per module and read by
+most tests; the variety and caption checks call render_scene directly, which is
+much faster than writing files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from datasets import scenes
+from datasets.scenes import (CLASSES, COCO_IDS, COLORS, COUNT_WORDS, EMPTY_CAPTIONS, PHOTO_PREFIX,
+                             PLAIN_BACKGROUNDS, RELATIONS, captions_for, main, relation_holds,
+                             render_background, render_scene)
+from datasets.scenes_draw import BACKGROUNDS
+
+REPO = Path(__file__).resolve().parents[1]
+N, SIZE, SEED = 40, 64, 1
+ARGS = ["--n", str(N), "--size", str(SIZE), "--seed", str(SEED)]
+COCO_IDS_INV = {v: k for k, v in COCO_IDS.items()}
+YOLO_NAMES = {"catdog": {0: "cat", 1: "dog"}, "face": {0: "face"}}  # FORMATS.md, "Classes"
+
+
+# ---------------------------------------------------------------- helpers
+def _files(root: Path) -> dict[str, bytes]:
+    """Every file under root (relative path -> bytes)."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _assert_same_tree(a: Path, b: Path) -> None:
+    fa, fb = _files(a), _files(b)
+    assert sorted(fa) == sorted(fb)
+    different = [k for k in fa if fa[k] != fb[k]]
+    assert not different, f"files differ: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scenes") / "ds"
+    assert main(["--out", str(out), *ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def rows(root) -> list[dict]:
+    return _jsonl(root / "objects.jsonl")
+
+
+# ---------------------------------------------------------------- layout
+def test_layout_has_every_file_of_formats_md(root, rows):
+    n_train, n_val = scenes.split_sizes(N, 0.1)
+    assert (n_train, n_val) == (36, 4)
+    names = {"train": [f"{i:06d}.png" for i in range(n_train)],
+             "val": [f"{i:06d}.png" for i in range(n_train, N)]}
+    for split, expected in names.items():
+        assert sorted(p.name for p in (root / "images" / split).iterdir()) == expected
+        for task in YOLO_NAMES:
+            assert sorted(p.name for p in (root / task / "images" / split).iterdir()) == expected
+            assert sorted(p.name for p in (root / task / "labels" / split).iterdir()) == \
+                [n.replace(".png", ".txt") for n in expected]
+            for name in expected:  # the YOLO image is the same picture (link or copy)
+                assert (root / task / "images" / split / name).read_bytes() == \
+                    (root / "images" / split / name).read_bytes()
+        for name in expected[:3]:
+            with Image.open(root / "images" / split / name) as im:
+                assert (im.mode, im.size) == ("RGB", (SIZE, SIZE))
+    for f in ("captions.jsonl", "objects.jsonl", "meta.json", "annotations/instances_train.json",
+              "annotations/instances_val.json", "catdog/data.yaml", "face/data.yaml"):
+        assert (root / f).is_file(), f
+
+    assert [r["image"] for r in rows] == [f"images/{s}/{n}" for s in ("train", "val") for n in names[s]]
+    assert [r["split"] for r in rows] == ["train"] * n_train + ["val"] * n_val
+    assert all(r["width"] == r["height"] == SIZE and r["background"] in BACKGROUNDS for r in rows)
+    caps = _jsonl(root / "captions.jsonl")
+    assert [(c["image"], c["split"]) for c in caps] == [(r["image"], r["split"]) for r in rows]
+
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["generator"].startswith("scenes")
+    assert (meta["seed"], meta["n"], meta["size"]) == (SEED, N, SIZE)
+    assert meta["splits"] == {"train": n_train, "val": n_val}
+    counted = Counter(o["label"] for r in rows for o in r["objects"])
+    assert meta["objects"] == {c: counted[c] for c in CLASSES}
+    assert meta["empty_images"] == sum(not r["objects"] for r in rows)
+
+
+def test_data_yaml(root):
+    for task, names in YOLO_NAMES.items():
+        data = yaml.safe_load((root / task / "data.yaml").read_text())
+        assert "path" not in data  # ultralytics then resolves train/val against the yaml's folder
+        assert data["names"] == names
+        assert (data["train"], data["val"], data["task_name"]) == ("images/train", "images/val", task)
+
+
+# ---------------------------------------------------------------- determinism
+def test_same_seed_byte_identical_and_workers_and_seed(root, tmp_path):
+    other = tmp_path / "other"
+    assert main(["--out", str(other), *ARGS[:-1], "2", "--quiet"]) == 0  # seed 2
+    fa, fb = _files(root), _files(other)
+    assert sorted(fa) == sorted(fb)
+    pngs = [k for k in fa if k.startswith("images/")]
+    assert sum(fa[k] != fb[k] for k in pngs) >= N - 2, "a different seed must give different images"
+    assert fa["objects.jsonl"] != fb["objects.jsonl"]
+
+    # Rewriting an earlier scenes root with seed 1 replaces it by exactly the seed-1 dataset.
+    assert main(["--out", str(other), *ARGS, "--quiet"]) == 0
+    _assert_same_tree(root, other)
+
+    two = tmp_path / "two_workers"
+    assert main(["--out", str(two), *ARGS, "--workers", "2", "--quiet"]) == 0
+    _assert_same_tree(root, two)
+
+
+def test_cli_subprocess_matches_in_process(root, tmp_path):
+    out = tmp_path / "cli"
+    res = subprocess.run([sys.executable, "-m", "datasets.scenes", "--out", str(out), *ARGS, "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert res.returncode == 0, res.stderr
+    assert f"wrote {N} scenes" in res.stdout
+    _assert_same_tree(root, out)
+
+
+def test_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "--out" in out and "--seed" in out and "--workers" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n", "0", "--size", "64"], "n must be at least 1 (got 0)"),
+    (["--n", "5", "--size", "16"], "size must be at least 32 pixels (got 16)"),
+    (["--n", "5", "--size", "64", "--seed", "-3"], "seed must be >= 0 (got -3)"),
+    (["--n", "5", "--size", "64", "--val-fraction", "1.5"], "val fraction must be in [0, 1) (got 1.5)"),
+    (["--n", "5", "--size", "64", "--workers", "0"], "workers must be at least 1 (got 0)"),
+    (["--n", "five"], "invalid int value: 'five'"),
+])
+def test_bad_arguments_exit_2_with_message(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(out), *argv])
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+
+
+def test_refuses_foreign_non_empty_dir(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.txt").write_text("do not delete")
+    (out / "images").mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(out), "--n", "3", "--size", "64"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "not empty" in err
+    assert (out / "thesis.txt").read_text() == "do not delete"
+    assert sorted(p.name for p in out.iterdir()) == ["images", "thesis.txt"]
+
+
+def test_missing_out_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--n", "3"])
+    assert e.value.code == 2
+    assert "--out" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- labels
+def test_coco_matches_objects_jsonl(root, rows):
+    from pycocotools.coco import COCO
+
+    seen = 0
+    for split in ("train", "val"):
+        coco = COCO(str(root / "annotations" / f"instances_{split}.json"))
+        assert {c["id"]: c["name"] for c in coco.loadCats(coco.getCatIds())} == {1: "cat", 2: "dog", 3: "face"}
+        by_file = {im["file_name"]: im for im in coco.loadImgs(coco.getImgIds())}
+        split_rows = [r for r in rows if r["split"] == split]
+        assert sorted(by_file) == sorted(Path(r["image"]).name for r in split_rows)
+        for r in split_rows:
+            im = by_file[Path(r["image"]).name]
+            assert (root / "images" / split / im["file_name"]).is_file()
+            assert (im["width"], im["height"]) == (SIZE, SIZE)
+            anns = coco.loadAnns(coco.getAnnIds(imgIds=[im["id"]]))
+            got = [(COCO_IDS_INV[a["category_id"]], a["color"],
+                    [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]])
+                   for a in anns]
+            want = [(o["label"], o["color"], o["box"]) for o in r["objects"]]
+            assert sorted(got) == sorted(want)
+            for a in anns:
+                assert a["area"] == pytest.approx(a["bbox"][2] * a["bbox"][3]) and a["iscrowd"] == 0
+            seen += len(anns)
+    assert seen == sum(len(r["objects"]) for r in rows) > 0
+
+
+
+def test_yolo_labels_decode_to_objects_boxes(root, rows):
+    decoded = 0
+    for r in rows:
+        for task, names in YOLO_NAMES.items():
+            path = root / task / "labels" / r["split"] / Path(r["image"]).with_suffix(".txt").name
+            got = []
+            for line in path.read_text().splitlines():
+                cls, cx, cy, w, h = line.split()
+                cx, cy, w, h = (float(v) * SIZE for v in (cx, cy, w, h))
+                assert all(0 <= float(v) <= 1 for v in line.split()[1:])
+                got.append((names[int(cls)], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]))
+            want = [(o["label"], o["box"]) for o in r["objects"] if o["label"] in names.values()]
+            assert [g[0] for g in got] == [w[0] for w in want]
+            for (_, gb), (_, wb) in zip(got, want):
+                assert np.abs(np.subtract(gb, wb)).max() < 1.0
+            decoded += len(got)
+    assert decoded == sum(len(r["objects"]) for r in rows) > 0
+
+
+def test_boxes_inside_image(rows):
+    boxes = [o["box"] for r in rows for o in r["objects"]]
+    assert boxes
+    for x1, y1, x2, y2 in boxes:
+        assert 0 <= x1 < x2 <= SIZE and 0 <= y1 < y2 <= SIZE
+
+
+# ---------------------------------------------------------------- captions
+ARTICLES = {"a": 1, "an": 1, "one": 1, **{w: k for k, w in COUNT_WORDS.items()}}
+ALL_COLORS = {c for label in ("cat", "dog") for c in COLORS[label]}
+
+
+def _parse_phrase(phrase: str) -> tuple[int, str | None, str]:
+    """'two black cats' -> (2, 'black', 'cat'); fails on anything the grammar does not allow."""
+    words = phrase.split()
+    assert 2 <= len(words) <= 3, phrase
+    count = ARTICLES[words[0]]
+    noun = words[-1]
+    label = noun[:-1] if count > 1 else noun
+    assert label in CLASSES and noun == label + ("s" if count > 1 else ""), phrase
+    color = words[1] if len(words) == 3 else None
+    if color is not None:
+        assert label != "face", f"faces never take a colour: {phrase!r}"
+        assert color in COLORS[label], phrase
+    if words[0] in ("a", "an"):
+        assert words[0] == ("an" if words[1][0] in "aeiou" else "a"), phrase
+    return count, color, label
+
+
+def _matches(obj, phrase) -> bool:
+    _, color, label = phrase
+    return obj["label"] == label and (color is None or obj["color"] == color)
+
+
+def check_caption(caption: str, objects: list[dict], background: str, size: int) -> None:
+    """Assert that caption is a true and complete description of objects."""
+    if not objects:
+        allowed = set(EMPTY_CAPTIONS) | ({"a plain background"} if background in PLAIN_BACKGROUNDS else set())
+        assert caption in allowed, caption
+        return
+    assert caption not in EMPTY_CAPTIONS and caption != "a plain background", caption
+    text = caption[len(PHOTO_PREFIX):] if caption.startswith(PHOTO_PREFIX) else caption
+    rel = [r for r in RELATIONS if f" {r} " in text]
+    if rel:
+        left, right = text.split(f" {rel[0]} ")
+        pa, pb = _parse_phrase(left), _parse_phrase(right)
+        assert pa[0] == pb[0] == 1 and len(objects) == 2, caption
+        pairs = [(a, b) for a in objects for b in objects
+                 if a is not b and _matches(a, pa) and _matches(b, pb)]
+        assert pairs, f"{caption!r}: no objects match"
+        for a, b in pairs:  # true whichever matching objects the reader picks
+            assert relation_holds(a["box"], b["box"], rel[0], size), caption
+        return
+    phrases = [_parse_phrase(p) for p in text.split(" and ")]
+    for label in CLASSES:
+        objs = [o for o in objects if o["label"] == label]
+        assert sum(p[0] for p in phrases if p[2] == label) == len(objs), f"{caption!r}: count of {label}"
+        for color in {p[1] for p in phrases if p[2] == label and p[1]}:
+            claimed = sum(p[0] for p in phrases if p[2] == label and p[1] == color)
+            assert claimed <= sum(o["color"] == color for o in objs), f"{caption!r}: {color} {label}"
+        if all(p[1] for p in phrases if p[2] == label):  # every one coloured: the colours are exact
+            for color in {o["color"] for o in objs}:
+                assert sum(p[0] for p in phrases if p[2] == label and p[1] == color) == \
+                    sum(o["color"] == color for o in objs), f"{caption!r}: {color} {label}"
+
+
+def test_checker_rejects_false_captions():
+    """The caption checker must be able to fail."""
+    objs = [{"label": "cat", "color": "black", "box": [0, 0, 10, 10]},
+            {"label": "dog", "color": "white", "box": [40, 0, 50, 10]}]
+    check_caption("a black cat and a white dog", objs, "flat", 64)
+    check_caption("a cat to the left of a dog", objs, "flat", 64)
+    for bad in ("two cats and a dog", "a white cat and a white dog", "a cat", "a cat and a dog and a face",
+                "a cat to the right of a dog", "a dog to the left of a cat", "nothing", "an black cat and a dog"):
+        with pytest.raises(AssertionError):
+            check_caption(bad, objs, "flat", 64)
+    faces = [{"label": "face", "color": "blond", "box": [0, 0, 10, 10]}]
+    with pytest.raises(AssertionError):
+        check_caption("a blond face", faces, "flat", 64)
+    with pytest.raises(AssertionError):
+        check_caption("a plain background", [], "clutter", 64)
+
+
+def test_relation_holds_known_answers():
+    a, b = [0, 0, 10, 10], [30, 0, 40, 10]  # centres 5 and 35: dx = 30 > 0.15 * 64 = 9.6
+    assert relation_holds(a, b, "to the left of", 64) and relation_holds(b, a, "to the right of", 64)
+    assert not relation_holds(a, b, "to the right of", 64) and not relation_holds(a, b, "above", 64)
+    assert not relation_holds(a, [9, 0, 19, 10], "to the left of", 64)  # dx = 9 < 9.6: too close
+    assert relation_holds([0, 0, 10, 10], [0, 20, 10, 30], "above", 64)
+    assert relation_holds([0, 20, 10, 30], [0, 0, 10, 10], "below", 64)
+
+
+def test_dataset_captions_are_true(root, rows):
+    caps = _jsonl(root / "captions.jsonl")
+    for r, c in zip(rows, caps):
+        assert c["captions"] and len(set(c["captions"])) == len(c["captions"])
+        if r["objects"]:
+            assert len(c["captions"]) >= 2
+        for caption in c["captions"]:
+            check_caption(caption, r["objects"], r["background"], SIZE)
+    coco = json.loads((root / "annotations" / "instances_train.json").read_text())
+    assert [im["captions"] for im in coco["images"]] == [c["captions"] for c in caps if c["split"] == "train"]
+
+
+@pytest.fixture(scope="module")
+def many():
+    """300 scenes rendered in memory with their backgrounds (seed 7, 64 px)."""
+    return [(i, *render_scene(i, SIZE, 7, with_background=True)) for i in range(300)]
+
+
+def test_rendered_captions_are_true_and_recomputable(many):
+    kinds = Counter()
+    for _, _, objects, captions, background in many:
+        assert captions == captions_for(objects, background, SIZE)
+        for caption in captions:
+            check_caption(caption, objects, background, SIZE)
+            kinds["relation" if any(f" {r} " in caption for r in RELATIONS) else
+                  "count" if any(caption.split()[0] == w or f" {w} " in caption for w in ("two", "three", "four"))
+                  else "other"] += 1
+    assert kinds["relation"] >= 10 and kinds["count"] >= 10
+
+
+def test_variety(many):
+    counts = Counter(len(objs) for _, _, objs, _, _ in many)
+    assert set(counts) == {0, 1, 2, 3, 4}
+    objs = [o for _, _, scene, _, _ in many for o in scene]
+    assert set(o["label"] for o in objs) == set(CLASSES)
+    for label in ("cat", "dog"):
+        assert len({o["color"] for o in objs if o["label"] == label}) >= 4
+    assert len({o["color"] for o in objs if o["label"] == "face"}) >= 3
+    assert len({bg for *_, bg in many}) >= 5
+    sides = [max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) / SIZE for o in objs]
+    assert min(sides) <= 0.25 and max(sides) >= 0.8  # small to frame-filling
+    for o in objs:
+        x1, y1, x2, y2 = o["box"]
+        assert 0 <= x1 < x2 <= SIZE and 0 <= y1 < y2 <= SIZE
+        assert o["color"] in COLORS[o["label"]]
+
+
+def _boxes_overlap(a, b) -> bool:
+    return not (a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1])
+
+
+def _check_pixels(image: np.ndarray, background: np.ndarray, objects: list[dict]) -> None:
+    changed = np.abs(image.astype(int) - background.astype(int)).max(-1) > 0
+    covered = np.zeros(changed.shape, bool)
+    for k, o in enumerate(objects):
+        x1, y1, x2, y2 = o["box"]
+        covered[y1:y2, x1:x2] = True
+        inside = changed[y1:y2, x1:x2]
+        assert inside.mean() > 0.4, f"object {k} ({o['label']}) barely drawn: {inside.mean():.2f}"
+        if not any(_boxes_overlap(o["box"], p["box"]) for j, p in enumerate(objects) if j != k):
+            # a lone box is tight: the drawing touches all four edges
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+    assert not changed[~covered].any(), "pixels outside every box differ from the background"
+
+
+def test_objects_are_drawn_inside_their_boxes(root, rows):
+    for i, r in enumerate(rows):
+        image = np.asarray(Image.open(root / r["image"]).convert("RGB"))
+        kind, bg = render_background(i, SIZE, SEED)
+        assert kind == r["background"]
+        _check_pixels(image, np.asarray(bg), r["objects"])
+
+
+def test_rendered_pixels_match_boxes(many):
+    for i, image, objects, _, _ in many[:150]:
+        _check_pixels(np.asarray(image), np.asarray(render_background(i, SIZE, 7)[1]), objects)
