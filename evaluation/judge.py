@@ -16,8 +16,9 @@ that produced it. The rules, in the order they are applied:
    (two different detections); their box centres must differ by more than
    `position_margin` x image side in the stated direction.
 5. Colours `{cat: black}`: every counted detection of the class measures as that
-   colour (`evaluation.colors`); needs the image, otherwise the check is recorded
-   as not judged and does not fail the verdict.
+   colour (`evaluation.colors`; a detection that carries a known "color", such as
+   ground truth, is taken at its word); without the image a measured colour is
+   recorded as not judged and does not fail the verdict.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Found:
     label: str
     confidence: float
     box: tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels
+    color: str | None = None  # known colour (ground truth); otherwise measured from the image
 
     @property
     def center(self) -> tuple[float, float]:
@@ -95,10 +97,10 @@ def as_found(d: Any) -> Found:
     """A Found from a detection object, a dict with label/confidence/box, or a Found."""
     if isinstance(d, Found):
         return d
-    get = d.get if isinstance(d, Mapping) else (lambda k: getattr(d, k))
+    get = d.get if isinstance(d, Mapping) else (lambda k, default=None: getattr(d, k, default))
     try:
         box = tuple(float(v) for v in get("box"))
-        found = Found(str(get("label")), float(get("confidence")), box)
+        found = Found(str(get("label")), float(get("confidence")), box, get("color", None))
     except (KeyError, AttributeError, TypeError, ValueError) as e:
         raise ValueError(f"a detection needs label, confidence and a 4-number box; got {d!r}") from e
     if len(found.box) != 4:
@@ -193,15 +195,15 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
 
     for label, color in colors.items():
         present = by_label.get(label, [])
-        if image is None:
-            checks.append(Check("color", None, f"{color} {label}: colour not judged (no image given)"))
-            continue
         if not present:
             checks.append(Check("color", False, f"expected {color} {label}, found no {label}"))
             continue
+        if image is None and any(f.color is None for f in present):
+            checks.append(Check("color", None, f"{color} {label}: colour not judged (no image given)"))
+            continue
         from evaluation.colors import box_color  # local: numpy work only when colours are asked
 
-        seen = [box_color(image, f.box, label, rules.color_distance) for f in present]
+        seen = [f.color or box_color(image, f.box, label, rules.color_distance) for f in present]
         ok = all(s == color for s in seen)
         reason = (f"expected {color} {_plural(label, len(present))}, found "
                   + ", ".join(s or "unclear" for s in seen))

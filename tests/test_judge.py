@@ -151,10 +151,11 @@ def test_scene_captions_parse_and_judge_true_on_ground_truth():
     checked = 0
     for i in range(150):
         image, objects, captions = render_scene(i, 128, 5)
-        dets = [det(o["label"], 1.0, o["box"]) for o in objects]
+        dets = [dict(det(o["label"], 1.0, o["box"]), color=o["color"]) for o in objects]
         for cap in captions:
             v = judge(parse_prompt(cap), dets, (128, 128))
             assert v.passed, (i, cap, v.reason)
+            assert all(c.passed for c in v.checks)  # colours too: ground truth carries them
             checked += 1
     assert checked > 500
 

@@ -152,3 +152,44 @@ def test_detector_spec_parsing():
     for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", ""):
         with pytest.raises(ValueError):
             parse_detector_spec(bad)
+
+
+def test_generate_checked_keeps_passing_candidates_best_first():
+    from evaluation.checked import generate_checked
+
+    world = SceneWorld()
+    eyes = make_eyes(world)
+    spec = load_suite("default").prompts[0]  # "a cat"
+    everything = generate_checked(world.generate, eyes, spec, n_candidates=40, seed=0, keep_failed=True)
+    assert [c.seed for c in everything if c.verdict.passed] == \
+        sorted((s for s in range(40) if expected_pass(spec, s)), key=lambda s: s)  # equal scores: by seed
+    passing = generate_checked(world.generate, eyes, "a cat", n_candidates=40, seed=0)
+    assert passing and all(c.verdict.passed for c in passing)
+    assert [c.seed for c in passing] == [c.seed for c in everything if c.verdict.passed]
+    assert all(not c.verdict.passed for c in everything[len(passing):])
+
+
+def test_validate_judge_agrees_fully_with_ground_truth_eyes(tmp_path):
+    from datasets.scenes import generate
+    from evaluation.validate_judge import format_table, validate
+
+    root = generate(tmp_path / "scenes", n=30, size=64, seed=11, val_fraction=0.5, progress=False)
+
+    world = SceneWorld()
+    for row in map(json.loads, (root / "objects.jsonl").read_text().splitlines()):
+        from PIL import Image
+        world.truth[np.asarray(Image.open(root / row["image"]).convert("RGB")).tobytes()] = row["objects"]
+    report = validate(root, make_eyes(world), "smoke", progress=False)
+    assert report["images"] == 15
+    for cat, block in report["categories"].items():
+        # only colours are measured from pixels (95% right on scenes); everything else is exact
+        assert block["accuracy"] == 1.0 or cat == "colors", (cat, block)
+    assert report["true_captions_failed"]["single_object"] == 0.0
+    assert "overall" in format_table(report)
+
+    # eyes that miss every face: face prompts now disagree with the truth
+    blind = make_eyes(world)
+    blind.detectors["face"] = GroundTruthDetector(world, [])
+    worse = validate(root, blind, "smoke", progress=False)
+    assert worse["categories"]["faces"]["accuracy"] < 1.0
+    assert worse["disagreements"] and worse["overall"]["accuracy"] < report["overall"]["accuracy"]

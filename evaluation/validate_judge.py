@@ -1,0 +1,139 @@
+"""How far can the judge be trusted? Run it on real scene images whose contents are known.
+
+    python -m evaluation.validate_judge --data data/demo_scenes \\
+        --detectors catdog=models/demo/catdog.pt,face=models/demo/face.pt --out runs/judge_val
+
+For every image of the split, the detectors run once; then every prompt of the
+suite, and every caption of the image itself, is judged twice: on the
+detections, and on the image's ground-truth objects (confidence 1, true
+colours). Agreement is the share of (image, prompt) pairs where the two
+verdicts are the same, per category; the image's own captions are all true, so
+they also measure how often a right image is failed. Writes
+`judge_validation.json` (and prints a table).
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from evaluation.detectors import JudgeDetectors
+from evaluation.judge import DEFAULT_RULES, judge
+from evaluation.prompts import parse_prompt
+from evaluation.suite import load_suite
+from evaluation.summary import accuracy_block, write_json
+
+
+def read_objects(root: Path, split: str) -> list[dict]:
+    path = root / "objects.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} has no objects.jsonl: --data must be a datasets.scenes root")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not JSON ({e})") from None
+            if row.get("split", "train") == split:
+                rows.append(row)
+    return rows
+
+
+def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", limit: int | None = None,
+             batch: int = 16, progress: bool = True) -> dict:
+    root = Path(root)
+    rows = read_objects(root, split)[:limit]
+    if not rows:
+        raise ValueError(f"{root}: no images in split {split!r}")
+    specs = list(load_suite(suite).prompts)
+    own_captions = read_captions(root)
+    agree: dict[str, list[bool]] = {}
+    truth_pass: dict[str, list[bool]] = {}
+    missed_true: dict[str, list[bool]] = {}  # own captions: failed although true
+    examples = []
+    for start in tqdm(range(0, len(rows), batch), desc="judge validation", unit="batch", disable=not progress):
+        chunk = rows[start:start + batch]
+        images = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in chunk]
+        found = eyes.detect(images)
+        for row, image, dets in zip(chunk, images, found):
+            gt = [{"label": o["label"], "confidence": 1.0, "box": o["box"], "color": o["color"]}
+                  for o in row["objects"]]
+            size = (row["width"], row["height"])
+            captions = own_captions.get(row["image"], [])
+            for spec, own in [(s, False) for s in specs] + [(parse_prompt(c), True) for c in captions]:
+                reference = judge(spec, gt, size, DEFAULT_RULES).passed
+                verdict = judge(spec, dets, size, eyes.rules, image=image)
+                same = verdict.passed == reference
+                agree.setdefault(spec.category, []).append(same)
+                truth_pass.setdefault(spec.category, []).append(reference)
+                if own:
+                    missed_true.setdefault(spec.category, []).append(not verdict.passed)
+                if not same and len(examples) < 50:
+                    examples.append({"image": row["image"], "prompt": spec.prompt, "truth": reference,
+                                     "judged": verdict.passed, "reason": verdict.reason})
+    all_agree = [a for v in agree.values() for a in v]
+    return {
+        "data": str(root), "split": split, "images": len(rows), "suite": str(suite),
+        "judge": eyes.rules.to_dict(), "detectors": eyes.info(),
+        "overall": accuracy_block(all_agree),
+        "categories": {c: accuracy_block(v) | {"truth_pass_rate": float(np.mean(truth_pass[c]))}
+                       for c, v in sorted(agree.items())},
+        "true_captions_failed": {c: float(np.mean(v)) for c, v in sorted(missed_true.items())},
+        "disagreements": examples,
+    }
+
+
+def read_captions(root: Path) -> dict[str, list[str]]:
+    """image path -> its own captions (captions.jsonl)."""
+    path = root / "captions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{root} has no captions.jsonl: --data must be a datasets.scenes root")
+    with open(path) as fh:
+        return {r["image"]: r["captions"] for r in map(json.loads, filter(str.strip, fh))}
+
+
+def format_table(report: dict) -> str:
+    lines = [f"judge agreement with ground truth ({report['images']} {report['split']} images of {report['data']})",
+             f"{'category':<14} {'agreement':>9} {'95% CI':>15} {'pairs':>7} {'true caps failed':>17}"]
+    for c, b in [*report["categories"].items(), ("overall", report["overall"])]:
+        failed = report["true_captions_failed"].get(c)
+        lines.append(f"{c:<14} {b['accuracy']:>9.3f} {b['ci95'][0]:>7.3f}-{b['ci95'][1]:.3f} {b['n']:>7} "
+                     f"{'' if failed is None else f'{failed:.3f}':>17}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evaluation.validate_judge", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, type=Path, help="a datasets.scenes root")
+    ap.add_argument("--detectors", required=True, help="catdog=PATH,face=PATH")
+    ap.add_argument("--suite", default="default", help="suite name or YAML file (default: default)")
+    ap.add_argument("--split", default="val", choices=("train", "val"))
+    ap.add_argument("--limit", type=int, default=None, help="at most this many images")
+    ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 if available)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for judge_validation.json (default: --data)")
+    args = ap.parse_args(argv)
+    try:
+        eyes = JudgeDetectors.load(args.detectors, device=args.device)
+        report = validate(args.data, eyes, args.suite, args.split, args.limit)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out = args.out or args.data
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / "judge_validation.json")
+    print(format_table(report))
+    print(f"wrote {out / 'judge_validation.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
