@@ -1,0 +1,377 @@
+"""Mask-and-replace discrete diffusion (VQ-Diffusion, Gu et al. 2022), with the sampling of
+"Improved Vector Quantized Diffusion Models" (Tang et al. 2022), all in log space.
+
+Tokens take K + 1 values: the K codes of the VQ-VAE and [MASK] = K. One forward step
+keeps a code with alpha_t, replaces it by a uniformly drawn code with beta_t each (K beta_t
+in all), or masks it with gamma_t; [MASK] stays [MASK]. Time is 0-based as in the official
+code: x_t is the state after t + 1 steps, t = 0..T-1, and x_{-1} is x0.
+
+Transition matrices of this form are closed under products, so any span s -> t has the
+same shape with alpha_{s->t} = abar_t / abar_s and 1 - gamma_{s->t} = (1 - gbar_t) / (1 - gbar_s):
+that gives q(x_t | x0) in closed form and the exact posterior q(x_s | x_t, x0) for any
+s < t, which is what skipping steps needs.
+
+The denoiser is any `denoise_fn(x_t [B, N] long, t [B] long) -> logits [B, K, N]`
+predicting x0. With classifier-free guidance (guidance_scale != 1) it is called once
+per step on a doubled batch [x_t; x_t] and must return the conditional logits for the
+first B rows and the unconditional (null text) logits for the last B rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOG_ZERO = -70.0  # log-probability that stands for 0 (official VQ-Diffusion clamps to it)
+EPS = 1e-30
+
+DenoiseFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def alpha_schedule(T: int, K: int, att_1=0.99999, att_T=0.000009, ctt_1=0.000009, ctt_T=0.99999):
+    """Official schedule: the cumulative keep (abar) and mask (gbar) probabilities move
+    linearly from att_1 -> att_T and ctt_1 -> ctt_T; one-step values are their ratios."""
+    att = torch.linspace(att_1, att_T, T, dtype=torch.float64)
+    ctt = torch.linspace(ctt_1, ctt_T, T, dtype=torch.float64)
+    att_prev = torch.cat([torch.ones(1, dtype=torch.float64), att[:-1]])
+    ctt_prev = torch.cat([torch.zeros(1, dtype=torch.float64), ctt[:-1]])
+    at = att / att_prev
+    ct = 1 - (1 - ctt) / (1 - ctt_prev)
+    bt = (1 - at - ct) / K
+    btt = (1 - att - ctt) / K
+    return at, bt, ct, att, btt, ctt
+
+
+def log_onehot(x: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[B, N] indices -> [B, C, N] log one-hot (LOG_ZERO off the index)."""
+    onehot = F.one_hot(x, num_classes).permute(0, 2, 1).to(torch.float32)
+    return torch.log(onehot.clamp(min=EPS)).clamp(min=LOG_ZERO)
+
+
+def multinomial_kl(log_p: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
+    """KL(p || q) over dim 1."""
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def _log(x: torch.Tensor) -> torch.Tensor:
+    return torch.log(x.clamp(min=EPS))
+
+
+class MaskReplaceDiffusion(nn.Module):
+    """The diffusion process, its training loss and its samplers (no learned parameters;
+    the importance-sampling history is kept in buffers so checkpoints resume exactly)."""
+
+    def __init__(self, num_classes: int, num_timesteps: int = 100, alpha_start: float = 0.99999,
+                 alpha_end: float = 0.000009, gamma_start: float = 0.000009, gamma_end: float = 0.99999,
+                 auxiliary_loss_weight: float = 5e-4, adaptive_auxiliary: bool = True,
+                 mask_weight: Sequence[float] = (1.0, 1.0)):
+        super().__init__()
+        if num_classes < 2 or num_timesteps < 2:
+            raise ValueError(f"need num_classes >= 2 and num_timesteps >= 2, got {num_classes}, {num_timesteps}")
+        self.num_classes = K = int(num_classes)
+        self.num_timesteps = T = int(num_timesteps)
+        self.mask_id = K
+        self.auxiliary_loss_weight = float(auxiliary_loss_weight)
+        self.adaptive_auxiliary = bool(adaptive_auxiliary)
+        self.mask_weight = (float(mask_weight[0]), float(mask_weight[1]))
+        self.schedule = dict(alpha_start=alpha_start, alpha_end=alpha_end, gamma_start=gamma_start, gamma_end=gamma_end)
+        at, bt, ct, att, btt, ctt = alpha_schedule(T, K, alpha_start, alpha_end, gamma_start, gamma_end)
+        if (bt < 0).any() or (btt < 0).any():
+            raise ValueError("schedule gives negative replace probabilities; check alpha/gamma start and end")
+        # float64: beta_bar is 1 - alpha_bar - gamma_bar, a difference of nearly equal numbers;
+        # in float32 it would be off by percents. Index T stands for "no step" (x_{-1} = x0).
+        one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+        for name, v in dict(alpha=at, beta=bt, gamma=ct, alpha_bar=att, beta_bar=btt, gamma_bar=ctt,
+                            cum_a=torch.cat([att, one]), cum_b=torch.cat([btt, zero]),
+                            cum_c=torch.cat([ctt, zero])).items():
+            self.register_buffer(name, v, persistent=False)
+        self.register_buffer("Lt_history", torch.zeros(T, dtype=torch.float64))
+        self.register_buffer("Lt_count", torch.zeros(T, dtype=torch.float64))
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, num_timesteps={self.num_timesteps}"
+
+    def config(self) -> dict:
+        return dict(num_classes=self.num_classes, num_timesteps=self.num_timesteps, **self.schedule,
+                    auxiliary_loss_weight=self.auxiliary_loss_weight, adaptive_auxiliary=self.adaptive_auxiliary,
+                    mask_weight=list(self.mask_weight))
+
+    # ------------------------------------------------------------------ spans s -> t
+    def _index(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.where(t < 0, torch.full_like(t, self.num_timesteps), t).to(self.cum_a.device)
+
+    def _cum(self, t: torch.Tensor, dtype=torch.float32):
+        """log abar, log bbar, log gbar, log(1 - gbar) after t + 1 steps ([B, 1, 1]); t = -1: none."""
+        i = self._index(t)
+        a, b, c = self.cum_a[i], self.cum_b[i], self.cum_c[i]
+        return tuple(_log(v).to(dtype).view(-1, 1, 1) for v in (a, b, c, 1 - c))
+
+    def _span(self, s: torch.Tensor, t: torch.Tensor, dtype=torch.float32):
+        """log alpha, beta, gamma of the multi-step transition x_s -> x_t (s < t), computed
+        without subtracting nearly equal numbers (float64, then cast)."""
+        i, j = self._index(s), self._index(t)
+        omc_s = 1 - self.cum_c[i]
+        a = self.cum_a[j] / self.cum_a[i]
+        b = (self.cum_b[j] - a * self.cum_b[i]) / omc_s
+        c = (self.cum_c[j] - self.cum_c[i]) / omc_s
+        return tuple(_log(v.clamp(min=0)).to(dtype).view(-1, 1, 1) for v in (a, b, c))
+
+    # ------------------------------------------------------------------ forward process
+    def log_q_xt_given_x0(self, log_x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log q(x_t | x0) for a distribution over x0 ([B, K+1, N] log probs)."""
+        la, lb, lc, l1mc = self._cum(t, log_x0.dtype)
+        real = torch.logaddexp(log_x0[:, :-1] + la, lb)
+        mask = torch.logaddexp(log_x0[:, -1:] + l1mc, lc)
+        return torch.cat([real, mask], dim=1).clamp(min=LOG_ZERO)
+
+    def q_probs(self, x0: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
+        """q(x_t | x0) as probabilities [B, K+1, N] for tokens x0 [B, N]."""
+        t = self._as_t(t, x0)
+        return self.log_q_xt_given_x0(log_onehot(x0, self.num_classes + 1), t).exp()
+
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor | int, generator=None) -> torch.Tensor:
+        """Tokens after t + 1 noising steps."""
+        t = self._as_t(t, x0)
+        return self._sample(self.log_q_xt_given_x0(log_onehot(x0, self.num_classes + 1), t), generator)
+
+    def _as_t(self, t, x) -> torch.Tensor:
+        t = torch.as_tensor(t, device=x.device, dtype=torch.long)
+        return t.expand(x.shape[0]) if t.dim() == 0 else t
+
+    # ------------------------------------------------------------------ posterior
+    def q_posterior(self, log_x0: torch.Tensor, log_xt: torch.Tensor, t: torch.Tensor,
+                    t_prev: torch.Tensor | None = None) -> torch.Tensor:
+        """log E_{x0 ~ p}[q(x_s | x_t, x0)] with s = t_prev (default t - 1; -1 means x0).
+
+        log_x0: [B, K+1, N] log-distribution over x0 (a one-hot for the true posterior, the
+        model's prediction for p_theta); log_xt: [B, K+1, N] log one-hot of x_t.
+        """
+        t = self._as_t(t, log_xt)
+        s = t - 1 if t_prev is None else self._as_t(t_prev, log_xt)
+        if (s >= t).any() or (s < -1).any():
+            raise ValueError(f"t_prev must be in [-1, t), got t_prev={s.tolist()} for t={t.tolist()}")
+        K = self.num_classes
+        xt = log_xt.argmax(dim=1)
+        is_mask = (xt == K).unsqueeze(1)  # [B, 1, N]
+        # q(x_t | x0) at the observed x_t, for every real x0
+        la_t, lb_t, lc_t, _ = self._cum(t, log_xt.dtype)
+        q_xt_x0 = torch.where(is_mask, lc_t.expand(-1, K, log_xt.shape[2]),
+                              torch.logaddexp(log_xt[:, :-1] + la_t, lb_t))
+        # w(x0) = p(x0) / q(x_t | x0), kept normalised (its sum is restored below)
+        w = log_x0[:, :-1] - q_xt_x0
+        w_sum = torch.logsumexp(w, dim=1, keepdim=True)
+        w = torch.cat([w - w_sum, torch.full_like(w[:, :1], LOG_ZERO)], dim=1)
+        # sum_x0 w(x0) q(x_s | x0), then times q(x_t | x_s) at the observed x_t
+        ev = self.log_q_xt_given_x0(w, s)
+        la, lb, lc = self._span(s, t, log_xt.dtype)
+        one = torch.zeros_like(lc)
+        step_real = torch.cat([torch.logaddexp(log_xt[:, :-1] + la, lb),
+                               torch.full_like(log_xt[:, -1:], LOG_ZERO)], dim=1)  # x_t real: x_s can't be mask
+        step_mask = torch.cat([lc.expand(-1, K, log_xt.shape[2]), one.expand(-1, 1, log_xt.shape[2])], dim=1)
+        step = torch.where(is_mask, step_mask, step_real)
+        log_post = ev + step + w_sum
+        log_post = log_post - torch.logsumexp(log_post, dim=1, keepdim=True)
+        return log_post.clamp(LOG_ZERO, 0)
+
+    # ------------------------------------------------------------------ model
+    def predict_start(self, denoise_fn: DenoiseFn, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """log p_theta(x0 | x_t) over K+1 classes ([MASK] gets LOG_ZERO)."""
+        logits = denoise_fn(x_t, t)
+        return self._logits_to_log_x0(logits, x_t)
+
+    def _logits_to_log_x0(self, logits: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        B, N = x_t.shape
+        if logits.shape != (B, self.num_classes, N):
+            raise ValueError(f"denoiser returned {tuple(logits.shape)}, expected {(B, self.num_classes, N)}")
+        log_pred = F.log_softmax(logits.double(), dim=1).float()
+        log_pred = torch.cat([log_pred, torch.full_like(log_pred[:, :1], LOG_ZERO)], dim=1)
+        return log_pred.clamp(LOG_ZERO, 0)
+
+    # ------------------------------------------------------------------ training
+    def sample_time(self, b: int, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Importance sampling of t from the loss history (uniform until every t was seen 10 times)."""
+        T = self.num_timesteps
+        if not bool((self.Lt_count > 10).all()):
+            t = torch.randint(0, T, (b,), device=device, generator=generator)
+            return t, torch.full((b,), 1.0 / T, device=device)
+        lt = torch.sqrt(self.Lt_history + 1e-10) + 1e-4
+        lt[0] = lt[1]  # the decoder term is on another scale: weigh t=0 like t=1
+        pt_all = (lt / lt.sum()).to(device)
+        t = torch.multinomial(pt_all.float(), b, replacement=True, generator=generator)
+        return t, pt_all.gather(0, t).float()
+
+    def loss(self, denoise_fn: DenoiseFn, x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
+        """The variational bound per token (KL between true and model posteriors, decoder NLL
+        at t = 0) over importance-sampled t, plus the auxiliary x0 loss; returns (loss, stats)."""
+        B, N = x0.shape
+        K = self.num_classes
+        t, pt = self.sample_time(B, x0.device, generator)
+        log_x0 = log_onehot(x0, K + 1)
+        xt = self._sample(self.log_q_xt_given_x0(log_x0, t), generator)
+        log_xt = log_onehot(xt, K + 1)
+        log_x0_recon = self.predict_start(denoise_fn, xt, t)
+        log_model = self.q_posterior(log_x0_recon, log_xt, t)
+        log_true = self.q_posterior(log_x0, log_xt, t)
+        masked = (xt == K).float()
+        weight = masked * self.mask_weight[0] + (1 - masked) * self.mask_weight[1]
+        kl = (multinomial_kl(log_true, log_model) * weight).sum(1)
+        decoder_nll = -(log_x0.exp() * log_model).sum(1).sum(1)
+        is_t0 = (t == 0).float()
+        vb = is_t0 * decoder_nll + (1 - is_t0) * kl
+        with torch.no_grad():  # the history the importance sampler reads
+            lt2 = vb.detach().double().pow(2)
+            new = 0.1 * lt2 + 0.9 * self.Lt_history.gather(0, t)
+            self.Lt_history.scatter_(0, t, new)
+            self.Lt_count.scatter_add_(0, t, torch.ones_like(lt2))
+        loss = vb / pt
+        aux = torch.zeros_like(vb)
+        if self.auxiliary_loss_weight:
+            kl_aux = (multinomial_kl(log_x0[:, :-1], log_x0_recon[:, :-1]) * weight).sum(1)
+            aux = is_t0 * decoder_nll + (1 - is_t0) * kl_aux
+            scale = (1 - t.float() / self.num_timesteps) + 1.0 if self.adaptive_auxiliary else 1.0
+            loss = loss + scale * self.auxiliary_loss_weight * aux / pt
+        with torch.no_grad():
+            pred = log_x0_recon[:, :-1].argmax(1)
+            m = masked.bool()
+            acc_masked = (pred[m] == x0[m]).float().mean() if m.any() else torch.tensor(float("nan"))
+        stats = {"vb": float(vb.detach().mean() / N), "aux": float(aux.detach().mean() / N), "t_mean": float(t.float().mean()),
+                 "acc_masked": float(acc_masked)}
+        return loss.sum() / (B * N), stats
+
+    # ------------------------------------------------------------------ sampling
+    def _sample(self, log_probs: torch.Tensor, generator=None) -> torch.Tensor:
+        """Categorical draw over dim 1 with Gumbel noise; `generator` may be a list (one per row)."""
+        u = _rand(log_probs.shape, generator, log_probs.device)
+        gumbel = -torch.log(-torch.log(u + EPS) + EPS)
+        return (gumbel + log_probs).argmax(dim=1)
+
+    @staticmethod
+    def truncate(log_x0: torch.Tensor, r: float) -> torch.Tensor:
+        """Keep the smallest set of codes whose probability reaches r, renormalise (dim 1)."""
+        if r >= 1.0:
+            return log_x0
+        sorted_lp, order = log_x0.sort(dim=1, descending=True)
+        before = sorted_lp.exp().cumsum(dim=1) - sorted_lp.exp()  # mass of the codes ranked above
+        keep_sorted = before < r  # the top code always stays (before = 0)
+        keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+        out = torch.where(keep, log_x0, torch.full_like(log_x0, LOG_ZERO))
+        real = out[:, :-1] - torch.logsumexp(out[:, :-1], dim=1, keepdim=True)
+        return torch.cat([real, out[:, -1:]], dim=1).clamp(LOG_ZERO, 0)
+
+    def guided_log_x0(self, denoise_fn: DenoiseFn, x_t: torch.Tensor, t: torch.Tensor,
+                      guidance_scale: float) -> torch.Tensor:
+        """log p(x0 | x_t) with classifier-free guidance (Improved VQ-Diffusion):
+        log p_u + s (log p_c - log p_u), renormalised over the real codes."""
+        if guidance_scale == 1.0:
+            return self.predict_start(denoise_fn, x_t, t)
+        B = x_t.shape[0]
+        logits = denoise_fn(torch.cat([x_t, x_t]), torch.cat([t, t]))
+        both = self._logits_to_log_x0(logits, torch.cat([x_t, x_t]))
+        cond, uncond = both[:B, :-1], both[B:, :-1]
+        mixed = uncond + guidance_scale * (cond - uncond)
+        mixed = (mixed - torch.logsumexp(mixed, dim=1, keepdim=True)).clamp(LOG_ZERO, 0)
+        return torch.cat([mixed, both[:B, -1:]], dim=1)
+
+    def timesteps(self, steps: int | None, start_t: int | None = None) -> list[int]:
+        """The t visited by a sampler: `steps` values evenly spaced from start_t down to 0."""
+        start = self.num_timesteps - 1 if start_t is None else int(start_t)
+        if not 0 <= start < self.num_timesteps:
+            raise ValueError(f"start_t must be in [0, {self.num_timesteps}), got {start_t}")
+        steps = start + 1 if steps is None else int(steps)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        steps = min(steps, start + 1)
+        ts = torch.linspace(start, 0, steps, dtype=torch.float64).round().long().tolist()
+        return list(dict.fromkeys(ts))  # rounding can repeat a value
+
+    @torch.no_grad()
+    def sample(self, denoise_fn: DenoiseFn, batch_size: int, num_tokens: int, steps: int | None = None,
+               guidance_scale: float = 1.0, truncation: float = 1.0, purity: bool = False, generator=None,
+               callback=None, x_init: torch.Tensor | None = None, start_t: int | None = None,
+               inpaint_mask: torch.Tensor | None = None, device=None) -> torch.Tensor:
+        """Tokens [B, N] in [0, K).
+
+        steps: number of denoiser calls (None: every t, the full chain); t values are spread
+            evenly and each jump uses the exact multi-step posterior.
+        truncation: keep the top-r probability mass of p(x0 | x_t) (1.0: off).
+        purity: unmask first the masked positions whose x0 prediction is most certain; how many
+            are unmasked per step follows the forward process (Improved VQ-Diffusion).
+        x_init + start_t: editing, start from x_init noised to start_t (the filter ratio is
+            (start_t + 1) / T). x_init + inpaint_mask (True = regenerate): positions outside
+            the mask keep x_init's tokens at every step; by default the chain starts from
+            all-[MASK] inside the mask.
+        generator: a torch.Generator, or a list of B of them (each row then depends on its own).
+        callback(step_index, t, x0_tokens): after every step, with the argmax x0 prediction.
+        """
+        K = self.num_classes
+        device = device or self.cum_a.device
+        if x_init is not None:
+            x_init = x_init.to(device)
+            if x_init.shape != (batch_size, num_tokens):
+                raise ValueError(f"x_init must be [{batch_size}, {num_tokens}], got {tuple(x_init.shape)}")
+        if inpaint_mask is not None:
+            if x_init is None:
+                raise ValueError("inpaint_mask needs x_init (the tokens to keep)")
+            inpaint_mask = inpaint_mask.to(device=device, dtype=torch.bool)
+            if inpaint_mask.shape != x_init.shape:
+                raise ValueError(f"inpaint_mask must be {tuple(x_init.shape)}, got {tuple(inpaint_mask.shape)}")
+        if start_t is not None and x_init is None:
+            raise ValueError("start_t (editing) needs x_init")
+        ts = self.timesteps(steps, start_t)
+        if x_init is not None and start_t is not None:
+            x = self.q_sample(x_init, torch.full((batch_size,), ts[0], device=device), generator)
+        else:
+            x = torch.full((batch_size, num_tokens), K, dtype=torch.long, device=device)
+        if inpaint_mask is not None:
+            x = torch.where(inpaint_mask, x, x_init)
+        for i, t_val in enumerate(ts):
+            s_val = ts[i + 1] if i + 1 < len(ts) else -1
+            t = torch.full((batch_size,), t_val, dtype=torch.long, device=device)
+            s = torch.full_like(t, s_val)
+            log_x0 = self.guided_log_x0(denoise_fn, x, t, guidance_scale)
+            log_x0 = self.truncate(log_x0, truncation)
+            log_xt = log_onehot(x, K + 1)
+            log_post = self.q_posterior(log_x0, log_xt, t, s)
+            if purity:
+                x = self._purity_step(x, log_x0, log_post, t, s, generator)
+            else:
+                x = self._sample(log_post, generator)
+            if inpaint_mask is not None:
+                x = torch.where(inpaint_mask, x, x_init)
+            if callback is not None:
+                callback(i, t_val, log_x0[:, :-1].argmax(1))
+        return x
+
+    def _purity_step(self, x, log_x0, log_post, t, s, generator):
+        """Improved VQ-Diffusion purity prior: of the masked positions, reveal the most certain
+        ones; as many as the forward process unmasks on average from t to s."""
+        K = self.num_classes
+        masked = x == K
+        # unmasked positions follow the ordinary posterior (they cannot become [MASK])
+        draw = self._sample(log_post, generator)
+        # q(x_s = mask | x_t = mask, x0 real) = gbar_s / gbar_t, the same for every x0
+        _, _, lc_s, _ = self._cum(s, torch.float64)
+        _, _, lc_t, _ = self._cum(t, torch.float64)
+        stay = (lc_s - lc_t).exp().view(-1).clamp(0, 1)
+        n_masked = masked.sum(1)
+        n_reveal = torch.round(n_masked.double() * (1 - stay.double())).long()
+        purity = log_x0[:, :-1].max(dim=1).values.masked_fill(~masked, -math.inf)
+        order = purity.argsort(dim=1, descending=True, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(x.shape[1], device=x.device).expand_as(order))
+        reveal = masked & (rank < n_reveal.unsqueeze(1))
+        # a revealed token is drawn from the posterior restricted to the real codes
+        real = self._sample(log_post[:, :-1], generator)
+        out = torch.where(masked, torch.full_like(x, K), draw)
+        return torch.where(reveal, real, out)
+
+
+def _rand(shape, generator, device) -> torch.Tensor:
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
+        return torch.stack([torch.rand(shape[1:], generator=g, device=device) for g in generator])
+    return torch.rand(shape, generator=generator, device=device)

@@ -1,0 +1,61 @@
+"""Generation settings inside PNG text chunks, so an image remembers how it was made.
+
+    save_png(image, "cat.png", {"prompt": "a black cat", "seed": 3, "steps": 25, ...})
+    read_settings("cat.png")  ->  {"prompt": "a black cat", "seed": 3, "steps": 25, ...}
+
+Each setting is its own tEXt chunk under the key `gendet:<name>` (readable by any
+PNG tool), and the whole dict also goes in one `gendet` chunk as JSON, which is
+what `read_settings` trusts: values keep their types.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+KEY = "gendet"
+
+
+def png_bytes(image: Image.Image, settings: dict) -> bytes:
+    """The image as PNG bytes with the settings embedded (for downloads)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(KEY, json.dumps(settings, sort_keys=True))
+    for name, value in settings.items():
+        info.add_text(f"{KEY}:{name}", value if isinstance(value, str) else json.dumps(value))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def save_png(image: Image.Image, path: str | Path, settings: dict) -> Path:
+    """Write atomically (temp file + rename): a crash never leaves half a PNG."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(png_bytes(image, settings))
+    tmp.replace(path)
+    return path
+
+
+def read_settings(source) -> dict:
+    """Settings from a PNG path, bytes or file object; ValueError if it holds none."""
+    if isinstance(source, (bytes, bytearray)):
+        source = io.BytesIO(source)
+    name = getattr(source, "name", source)
+    try:
+        with Image.open(source) as im:
+            im.load()
+            text = dict(getattr(im, "text", {}) or {})
+    except (OSError, SyntaxError) as e:
+        raise ValueError(f"{name}: not a readable image ({e})") from None
+    if KEY not in text:
+        raise ValueError(f"{name}: no gendet settings in this image (it was not saved by gendet)")
+    try:
+        settings = json.loads(text[KEY])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{name}: the gendet settings chunk is not valid JSON ({e})") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{name}: the gendet settings chunk is not a mapping")
+    return settings

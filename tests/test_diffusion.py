@@ -1,0 +1,288 @@
+"""Mask-and-replace diffusion against brute force: explicit (K+1)x(K+1) transition
+matrices, Bayes' rule by hand, empirical marginals, and a tiny model that must learn."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from generation.diffusion import LOG_ZERO, MaskReplaceDiffusion, log_onehot
+
+
+def one_step_matrix(d: MaskReplaceDiffusion, t: int) -> torch.Tensor:
+    """Q[i, j] = q(x_t = j | x_{t-1} = i), built from alpha/beta/gamma only."""
+    K = d.num_classes
+    a, b, c = (float(v[t]) for v in (d.alpha, d.beta, d.gamma))
+    Q = torch.zeros(K + 1, K + 1, dtype=torch.float64)
+    Q[:K, :K] = b
+    Q[:K, :K] += torch.eye(K, dtype=torch.float64) * a
+    Q[:K, K] = c
+    Q[K, K] = 1.0
+    return Q
+
+
+def product(d, first: int, last: int) -> torch.Tensor:
+    """q(x_last | x_{first-1}) = Q_first @ ... @ Q_last (identity when first > last)."""
+    M = torch.eye(d.num_classes + 1, dtype=torch.float64)
+    for k in range(first, last + 1):
+        M = M @ one_step_matrix(d, k)
+    return M
+
+
+@pytest.mark.parametrize("K,T", [(4, 8), (5, 10), (6, 12)])
+def test_cumulative_terms_equal_products_of_one_step_matrices(K, T):
+    d = MaskReplaceDiffusion(K, T).double()
+    for t in range(T):
+        M = product(d, 0, t)
+        assert torch.allclose(M[0, 0], d.alpha_bar[t].double() + d.beta_bar[t].double(), atol=1e-6)
+        assert torch.allclose(M[0, 1], d.beta_bar[t].double(), atol=1e-6)
+        assert torch.allclose(M[0, K], d.gamma_bar[t].double(), atol=1e-6)
+        x0 = torch.arange(K + 1).unsqueeze(0)
+        probs = d.q_probs(x0, t)[0].double()  # [K+1 (x_t), K+1 (x0 positions)]
+        assert torch.allclose(probs.T[:K], M[:K], atol=1e-5)
+
+
+def bayes_posterior(d, p0: torch.Tensor, xt: int, t: int, s: int) -> torch.Tensor:
+    """E_{x0~p0}[q(x_s | x_t, x0)] by Bayes' rule with explicit matrices; p0 over the K real codes."""
+    K = d.num_classes
+    to_t = product(d, s + 1, t)         # q(x_t | x_s)
+    to_s = product(d, 0, s)             # q(x_s | x0); identity for s = -1
+    out = torch.zeros(K + 1, dtype=torch.float64)
+    for x0 in range(K):
+        joint = to_s[x0, :] * to_t[:, xt]       # q(x_s = j, x_t | x0)
+        out += p0[x0] * joint / joint.sum()
+    return out
+
+
+@pytest.mark.parametrize("K,T", [(4, 8), (5, 11), (6, 12)])
+def test_posterior_equals_bayes_for_every_xt_and_every_step(K, T):
+    torch.manual_seed(K * T)
+    d = MaskReplaceDiffusion(K, T).double()
+    p0 = torch.softmax(torch.randn(K, dtype=torch.float64) * 2, 0)
+    log_x0 = torch.cat([p0.log(), torch.tensor([LOG_ZERO], dtype=torch.float64)]).view(1, K + 1, 1)
+    for t in range(T):
+        for xt in range(K + 1):
+            log_xt = log_onehot(torch.tensor([[xt]]), K + 1).double()
+            got = d.q_posterior(log_x0, log_xt, torch.tensor([t])).exp()[0, :, 0]
+            want = bayes_posterior(d, p0, xt, t, t - 1)
+            assert torch.allclose(got, want, atol=1e-5), (t, xt, got, want)
+
+
+@pytest.mark.parametrize("s_from_t", [lambda t: t - 3, lambda t: -1, lambda t: t // 2])
+def test_skip_step_posterior_equals_bayes_over_the_product_matrix(s_from_t):
+    K, T = 5, 10
+    torch.manual_seed(1)
+    d = MaskReplaceDiffusion(K, T).double()
+    p0 = torch.softmax(torch.randn(K, dtype=torch.float64), 0)
+    log_x0 = torch.cat([p0.log(), torch.tensor([LOG_ZERO], dtype=torch.float64)]).view(1, K + 1, 1)
+    for t in range(1, T):
+        s = max(-1, s_from_t(t))
+        if s >= t:
+            continue
+        for xt in range(K + 1):
+            log_xt = log_onehot(torch.tensor([[xt]]), K + 1).double()
+            got = d.q_posterior(log_x0, log_xt, torch.tensor([t]), torch.tensor([s])).exp()[0, :, 0]
+            assert torch.allclose(got, bayes_posterior(d, p0, xt, t, s), atol=1e-5), (t, s, xt)
+
+
+def test_posterior_at_t0_is_the_x0_distribution():
+    d = MaskReplaceDiffusion(4, 8)
+    p0 = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    log_x0 = torch.cat([p0.log(), torch.tensor([LOG_ZERO])]).view(1, 5, 1)
+    for xt in (0, 4):
+        got = d.q_posterior(log_x0, log_onehot(torch.tensor([[xt]]), 5), torch.tensor([0])).exp()[0, :4, 0]
+        assert torch.allclose(got, p0, atol=1e-5)
+
+
+def test_q_sample_marginals_match_the_cumulative_matrix():
+    K, T, n = 4, 8, 40000
+    d = MaskReplaceDiffusion(K, T)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.full((1, n), 2)
+    for t in (0, 3, 7):
+        xt = d.q_sample(x0, t, generator=g)[0]
+        freq = torch.bincount(xt, minlength=K + 1).double() / n
+        want = product(d.double(), 0, t)[2]
+        d.float()
+        assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / n), (t, freq, want)
+
+
+class TableDenoiser(nn.Module):
+    """An MLP over the whole one-hot grid and t: enough capacity to memorise a few grids."""
+
+    def __init__(self, K, N, T, hidden=128):
+        super().__init__()
+        self.K, self.N = K, N
+        self.time = nn.Embedding(T, hidden)
+        self.inp = nn.Linear(N * (K + 1), hidden)
+        self.out = nn.Sequential(nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, K * N))
+
+    def forward(self, x_t, t):
+        h = self.inp(torch.nn.functional.one_hot(x_t, self.K + 1).float().flatten(1)) + self.time(t)
+        return self.out(h).view(-1, self.K, self.N)                  # [B, K, N]
+
+
+def test_loss_is_finite_and_reaches_every_parameter():
+    K, T, N = 6, 10, 9
+    d = MaskReplaceDiffusion(K, T)
+    net = TableDenoiser(K, N, T)
+    loss, stats = d.loss(net, torch.randint(0, K, (8, N)), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss) and loss > 0
+    loss.backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert set(stats) >= {"vb", "aux", "t_mean", "acc_masked"}
+
+
+def test_tiny_model_overfits_and_sampling_reproduces_training_grids():
+    torch.manual_seed(0)
+    K, T, N = 8, 12, 9
+    grids = torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 0], [7, 7, 7, 1, 1, 1, 3, 3, 3], [2, 4, 6, 2, 4, 6, 2, 4, 6]])
+    d = MaskReplaceDiffusion(K, T)
+    net = TableDenoiser(K, N, T)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for step in range(900):
+        x0 = grids[torch.randint(0, 3, (32,), generator=g)]
+        loss, _ = d.loss(net, x0, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # at init vs trained; what is left is the irreducible doubt of which grid, early in the chain
+    first, last = sum(losses[:5]) / 5, sum(losses[-100:]) / 100
+    assert last < first / 10, (first, last)
+    assert (d.Lt_count > 10).all()  # importance sampling took over
+    samples = d.sample(net, 24, N, generator=torch.Generator().manual_seed(2))
+    best = torch.stack([(samples == g_).float().mean(1) for g_ in grids]).max(0).values
+    assert best.mean() > 0.9, best
+
+
+def constant_denoiser(logits_per_position):
+    def fn(x_t, t):
+        return logits_per_position.unsqueeze(0).expand(x_t.shape[0], -1, -1)
+    return fn
+
+
+def test_truncation_never_samples_outside_the_kept_mass():
+    K, N = 6, 4
+    d = MaskReplaceDiffusion(K, 10)
+    p = torch.tensor([0.5, 0.3, 0.1, 0.05, 0.03, 0.02]).log()
+    logits = p.view(K, 1).expand(K, N).clone()
+    out = d.truncate(torch.cat([p, torch.tensor([LOG_ZERO])]).view(1, K + 1, 1), 0.75).exp()[0, :, 0]
+    assert torch.allclose(out[:2], torch.tensor([0.5, 0.3]) / 0.8, atol=1e-6) and out[2:].max() < 1e-20
+    x = d.sample(constant_denoiser(logits), 200, N, truncation=0.75, generator=torch.Generator().manual_seed(0))
+    assert set(x.unique().tolist()) <= {0, 1} and len(x.unique()) == 2
+    full = d.sample(constant_denoiser(logits), 200, N, generator=torch.Generator().manual_seed(0))
+    assert len(full.unique()) > 2  # without truncation the tail shows up
+
+
+def test_fast_sampling_visits_the_requested_steps():
+    d = MaskReplaceDiffusion(5, 100)
+    assert d.timesteps(None) == list(range(99, -1, -1))
+    ts = d.timesteps(25)
+    assert len(ts) == 25 and ts[0] == 99 and ts[-1] == 0 and ts == sorted(ts, reverse=True)
+    calls = []
+    logits = torch.zeros(5, 3)
+    d.sample(lambda x, t: calls.append(int(t[0])) or logits.expand(x.shape[0], -1, -1), 2, 3, steps=10)
+    assert calls == d.timesteps(10) and len(calls) == 10
+
+
+def test_guidance_formula_and_scale_one_is_unguided():
+    K, N = 4, 2
+    d = MaskReplaceDiffusion(K, 6)
+    pc = torch.tensor([0.7, 0.1, 0.1, 0.1])
+    pu = torch.tensor([0.25, 0.25, 0.25, 0.25])
+
+    def fn(x_t, t):
+        B = x_t.shape[0] // 2
+        cond = pc.log().view(1, K, 1).expand(B, K, N)
+        return torch.cat([cond, pu.log().view(1, K, 1).expand(B, K, N)])
+
+    x = torch.full((1, N), K)
+    t = torch.tensor([3])
+    got = d.guided_log_x0(fn, x, t, 3.0).exp()[0, :K, 0]
+    want = pu * (pc / pu) ** 3
+    assert torch.allclose(got, want / want.sum(), atol=1e-6)
+    single = d.guided_log_x0(lambda x_t, t_: pc.log().view(1, K, 1).expand(1, K, N), x, t, 1.0).exp()[0, :K, 0]
+    assert torch.allclose(single, pc, atol=1e-6)
+
+
+def test_purity_unmasks_the_most_certain_positions_first():
+    K, N, T = 4, 6, 10
+    d = MaskReplaceDiffusion(K, T)
+    certainty = torch.tensor([0.3, 2.0, 0.5, 4.0, 1.0, 3.0])  # sharper logits -> purer position
+    logits = torch.zeros(K, N)
+    logits[0] = certainty * 3
+    seen = []
+
+    def fn(x_t, t):
+        seen.append(x_t.clone())
+        return logits.expand(x_t.shape[0], -1, -1)
+
+    d.sample(fn, 1, N, steps=4, purity=True, generator=torch.Generator().manual_seed(0))
+    order = certainty.argsort(descending=True).tolist()  # 3, 5, 1, 4, 2, 0
+    for x in seen[1:]:
+        revealed = (x[0] != K).nonzero().flatten().tolist()
+        assert sorted(revealed) == sorted(order[:len(revealed)]), (revealed, order)
+    assert 0 < len((seen[1][0] != K).nonzero()) < N
+
+
+def test_inpainting_never_changes_unmasked_tokens_and_editing_starts_midway():
+    K, N = 5, 8
+    d = MaskReplaceDiffusion(K, 20)
+    x_init = torch.randint(0, K, (3, N), generator=torch.Generator().manual_seed(0))
+    region = torch.zeros(3, N, dtype=torch.bool)
+    region[:, 2:5] = True
+    logits = torch.randn(K, N)
+    steps = []
+    out = d.sample(constant_denoiser(logits), 3, N, x_init=x_init, inpaint_mask=region,
+                   callback=lambda i, t, x0: steps.append(t), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out[~region], x_init[~region]) and (out < K).all()
+    seen_t = []
+    d.sample(lambda x, t: seen_t.append(int(t[0])) or logits.expand(x.shape[0], -1, -1), 3, N,
+             x_init=x_init, start_t=7)
+    assert seen_t == list(range(7, -1, -1))
+
+
+def test_same_generator_same_samples_and_rows_depend_on_their_own_generator():
+    K, N = 6, 5
+    d = MaskReplaceDiffusion(K, 10)
+    logits = torch.randn(K, N)
+    fn = constant_denoiser(logits)
+    a = d.sample(fn, 4, N, generator=torch.Generator().manual_seed(3))
+    b = d.sample(fn, 4, N, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    gens = lambda seeds: [torch.Generator().manual_seed(s) for s in seeds]  # noqa: E731
+    batch = d.sample(fn, 3, N, generator=gens([10, 11, 12]))
+    alone = d.sample(fn, 1, N, generator=gens([11]))
+    assert torch.equal(batch[1:2], alone)
+
+
+def test_importance_history_is_saved_and_restored_exactly():
+    K, T, N = 5, 8, 4
+    d = MaskReplaceDiffusion(K, T)
+    net = TableDenoiser(K, N, T)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        d.loss(net, torch.randint(0, K, (16, N), generator=g), generator=g)
+    state = d.state_dict()
+    assert set(state) == {"Lt_history", "Lt_count"}
+    e = MaskReplaceDiffusion(K, T)
+    e.load_state_dict(state)
+    assert torch.equal(e.Lt_history, d.Lt_history) and torch.equal(e.Lt_count, d.Lt_count)
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    assert torch.equal(d.sample_time(64, "cpu", g1)[0], e.sample_time(64, "cpu", g2)[0])
+
+
+def test_bad_arguments_are_named():
+    d = MaskReplaceDiffusion(5, 10)
+    fn = constant_denoiser(torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="inpaint_mask needs x_init"):
+        d.sample(fn, 1, 3, inpaint_mask=torch.ones(1, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match="start_t must be in"):
+        d.sample(fn, 1, 3, x_init=torch.zeros(1, 3, dtype=torch.long), start_t=10)
+    with pytest.raises(ValueError, match="denoiser returned"):
+        d.sample(constant_denoiser(torch.zeros(4, 3)), 1, 3)

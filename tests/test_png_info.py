@@ -1,0 +1,33 @@
+"""Settings survive a PNG round trip; images without them give a clear error."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generation.png_info import png_bytes, read_settings, save_png
+
+
+def test_settings_round_trip_with_types(tmp_path):
+    image = Image.fromarray(np.arange(48, dtype=np.uint8).reshape(4, 4, 3))
+    settings = {"prompt": "two black cats", "seed": 7, "steps": 25, "guidance_scale": 3.5,
+                "truncation": 0.86, "purity": True, "model": "models/demo"}
+    path = save_png(image, tmp_path / "x.png", settings)
+    assert read_settings(path) == settings
+    assert read_settings(path.read_bytes()) == settings
+    with Image.open(path) as im:
+        assert np.array_equal(np.asarray(im), np.asarray(image))  # pixels untouched
+        assert im.text["gendet:prompt"] == "two black cats" and im.text["gendet:seed"] == "7"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_missing_or_broken_settings(tmp_path):
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (4, 4)).save(plain)
+    with pytest.raises(ValueError, match="plain.png: no gendet settings"):
+        read_settings(plain)
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_settings(b"this is not a png")
+    data = png_bytes(Image.new("RGB", (2, 2)), {"seed": 1})
+    assert read_settings(io.BytesIO(data)) == {"seed": 1}
