@@ -1,0 +1,90 @@
+"""Captions dataset loading (format: datasets/FORMATS.md, "A captions dataset").
+
+``DIR/captions.jsonl`` rows: ``{"image": "images/train/000000.png", "split": "train",
+"captions": ["two black cats", ...]}``; image paths are relative to DIR; a row
+without ``split`` counts as ``train``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from datasets.augment import apply, generation_transforms
+
+
+def read_captions(root: str | Path, split: str | None = None) -> list[dict]:
+    """Rows of ROOT/captions.jsonl (optionally one split), in file order."""
+    path = Path(root) / "captions.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"no captions.jsonl in {root}")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not a JSON row ({e.msg})") from None
+            if "image" not in row:
+                raise ValueError(f"{path}:{n}: row has no 'image'")
+            row.setdefault("split", "train")
+            row.setdefault("captions", [])
+            if isinstance(row["captions"], str):
+                row["captions"] = [row["captions"]]
+            if split is None or row["split"] == split:
+                rows.append(row)
+    return rows
+
+
+def load_image(path: str | Path, size: int | None = None, transform=None) -> torch.Tensor:
+    """RGB image -> float tensor [3, H, W] in [0, 1]. With `size`: shortest side resized to
+    size and a centre crop (datasets.augment.generation_transforms: never flips, because
+    captions say "left" and "right"); `transform` replaces that pipeline."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    if transform is None and size is not None and arr.shape[:2] != (size, size):
+        transform = generation_transforms(size)
+    if transform is not None:
+        arr = apply(transform, arr)[0]
+    return torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div_(255.0)
+
+
+class CaptionImageDataset(Dataset):
+    """(image [3, size, size] float in [0, 1], list of captions) per row of one split.
+    augment=True: random crops and a light brightness/contrast change (never flips or hue)."""
+
+    def __init__(self, root: str | Path, split: str = "train", size: int = 128, augment: bool = False):
+        self.root = Path(root)
+        self.split = split
+        self.size = size
+        self.rows = read_captions(self.root, split)
+        if not self.rows:
+            raise ValueError(f"{self.root}/captions.jsonl has no rows for split {split!r}")
+        self.transform = generation_transforms(size, random_crop=augment, color_jitter=augment)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int):
+        row = self.rows[i]
+        return load_image(self.root / row["image"], self.size, self.transform), list(row["captions"])
+
+    @property
+    def captions(self) -> list[list[str]]:
+        return [list(r["captions"]) for r in self.rows]
+
+
+def collate_captions(batch):
+    """DataLoader collate: (images [B, 3, H, W], list of caption lists) — keeps captions as lists."""
+    images, captions = zip(*batch)
+    return torch.stack(images), [list(c) for c in captions]

@@ -1,0 +1,55 @@
+"""The generator's captions loader: rows, splits, exact pixels, the augment pipeline, errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from datasets.scenes import generate
+from generation.data import CaptionImageDataset, collate_captions, load_image, read_captions
+
+
+def test_scenes_root_loads_with_exact_pixels(tmp_path):
+    root = generate(tmp_path / "s", n=6, size=32, seed=2, val_fraction=0.34, progress=False)
+    train = CaptionImageDataset(root, "train", size=32)
+    val = CaptionImageDataset(root, "val", size=32)
+    assert (len(train), len(val)) == (4, 2)
+    image, captions = train[1]
+    want = np.asarray(Image.open(root / "images/train/000001.png"), np.float32) / 255
+    assert torch.allclose(image, torch.from_numpy(want).permute(2, 0, 1))  # same size: untouched
+    rows = [json.loads(x) for x in (root / "captions.jsonl").read_text().splitlines()]
+    assert captions == rows[1]["captions"]
+    images, caps = collate_captions([train[0], train[1]])
+    assert images.shape == (2, 3, 32, 32) and caps[1] == captions
+
+
+def test_resize_and_centre_crop_never_flip(tmp_path):
+    arr = np.zeros((40, 80, 3), np.uint8)
+    arr[:, :30] = 255  # white left band
+    Image.fromarray(arr).save(tmp_path / "wide.png")
+    # shortest side 40 -> 20: a 20x40 image whose columns 0..14 are white; the centre
+    # crop takes columns 10..29, so exactly its first 5 columns are white
+    x = load_image(tmp_path / "wide.png", 20)
+    assert x.shape == (3, 20, 20)
+    assert (x[:, :, :5] > 0.99).all() and (x[:, :, 5:] < 0.01).all()
+    (tmp_path / "captions.jsonl").write_text('{"image": "wide.png", "captions": ["a"]}\n')
+    ds = CaptionImageDataset(tmp_path, "train", size=20, augment=True)
+    for _ in range(10):
+        im, _ = ds[0]
+        cols = im.mean(dim=(0, 1))  # random crops, never mirrored: white never right of black
+        assert (cols[1:] <= cols[:-1] + 0.05).all(), cols
+
+
+def test_bad_rows_and_images_are_named(tmp_path):
+    (tmp_path / "captions.jsonl").write_text('{"image": "a.png"}\n{oops\n')
+    with pytest.raises(ValueError, match=r"captions\.jsonl:2: not a JSON row"):
+        read_captions(tmp_path)
+    (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "captions": "one caption"}\n')
+    assert read_captions(tmp_path)[0]["captions"] == ["one caption"]
+    (tmp_path / "a.png").write_bytes(b"not an image")
+    with pytest.raises(ValueError, match=r"a\.png: not a readable image"):
+        CaptionImageDataset(tmp_path, "train", size=8)[0]
+    with pytest.raises(ValueError, match="no rows for split 'val'"):
+        CaptionImageDataset(tmp_path, "val")
