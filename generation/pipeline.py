@@ -1,0 +1,206 @@
+"""TextToImage: VQ-VAE tokenizer + text encoder + denoising transformer + diffusion, one object.
+
+    pipe = TextToImage.from_pretrained("models/demo/generator")
+    out = pipe(["a black cat", "two dogs"], num_images=2, steps=25, guidance_scale=3.0, seed=0)
+    out.images      # float tensor [4, 3, H, W] in [0, 1]: prompt-major, 2 per prompt
+    out.seeds       # [0, 1, 2, 3]: image i used seed + i, and only that seed
+    out.pil()       # the same as PIL images
+
+A saved pipeline is a folder (safetensors + JSON, no pickle):
+
+    pipeline.json          format, image size, sampling defaults, component folders
+    vqvae/                 generation.vqvae.VQVAE.save_pretrained
+    text_encoder/          generation.text (scratch: tokenizer + model; clip: a local CLIP folder)
+    transformer/           config.json + model.safetensors (+ the learned null text embedding)
+    diffusion.json         MaskReplaceDiffusion config
+
+Every image draws its randomness from its own torch.Generator seeded with its own
+seed, so image i is the same whether it is generated alone or in a batch (on the
+same device).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from generation.diffusion import MaskReplaceDiffusion
+from generation.transformer import DenoisingTransformer, TextContext, TransformerConfig
+
+FORMAT = "gendet-text-to-image-1"
+DEFAULTS = {"steps": 25, "guidance_scale": 3.0, "truncation": 0.86, "purity": False}
+
+
+@dataclass
+class GenerationOutput:
+    images: torch.Tensor                 # [B, 3, H, W] float in [0, 1]
+    tokens: torch.Tensor                 # [B, h*w] code ids
+    prompts: list[str]
+    seeds: list[int]
+    settings: dict = field(default_factory=dict)
+
+    def pil(self):
+        from PIL import Image
+
+        arr = self.images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(a) for a in arr]
+
+
+def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+class TextToImage(nn.Module):
+    def __init__(self, vqvae, text_encoder, transformer: DenoisingTransformer, diffusion: MaskReplaceDiffusion,
+                 image_size: int, defaults: dict | None = None):
+        super().__init__()
+        cfg = transformer.config
+        if diffusion.num_classes != cfg.num_classes:
+            raise ValueError(f"diffusion has {diffusion.num_classes} classes, transformer {cfg.num_classes}")
+        if diffusion.num_timesteps != cfg.diffusion_steps:
+            raise ValueError(f"diffusion has {diffusion.num_timesteps} steps, transformer {cfg.diffusion_steps}")
+        if text_encoder.dim != cfg.text_dim:
+            raise ValueError(f"text encoder width {text_encoder.dim} != transformer text_dim {cfg.text_dim}")
+        self.vqvae = vqvae
+        self.text_encoder = text_encoder
+        self.transformer = transformer
+        self.diffusion = diffusion
+        self.image_size = int(image_size)
+        self.defaults = {**DEFAULTS, **(defaults or {})}
+        # classifier-free guidance: a learned stand-in for "no text" (Improved VQ-Diffusion)
+        self.null_text = nn.Parameter(torch.zeros(text_encoder.max_length, cfg.text_dim))
+        nn.init.normal_(self.null_text, std=0.02)
+
+    @property
+    def device(self) -> torch.device:
+        return self.null_text.device
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, prompts: Sequence[str], drop: torch.Tensor | None = None):
+        """(embeddings [B, L, D], mask [B, L]); rows with drop=True become the null text."""
+        emb, mask = self.text_encoder.encode(list(prompts))
+        emb, mask = emb.to(self.device), mask.to(self.device).bool()
+        if drop is not None and drop.any():
+            drop = drop.to(self.device).view(-1, 1, 1)
+            null = self.null_text.to(emb.dtype).unsqueeze(0).expand_as(emb)
+            emb = torch.where(drop, null, emb)
+            mask = torch.where(drop.view(-1, 1), torch.ones_like(mask), mask)
+        return emb, mask
+
+    def null_context(self, batch: int) -> TextContext:
+        emb = self.null_text.unsqueeze(0).expand(batch, -1, -1)
+        return self.transformer.prepare_text(emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=self.device))
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def __call__(self, prompts: str | Sequence[str], num_images: int = 1, seed: int | None = 0,
+                 seeds: Sequence[int] | None = None, steps: int | None = None, guidance_scale: float | None = None,
+                 truncation: float | None = None, purity: bool | None = None,
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> GenerationOutput:
+        """Generate num_images per prompt (or one per entry of `seeds`, for one prompt).
+
+        callback(step_index, t, x0_tokens [B, h*w]) runs after every diffusion step; decode
+        the tokens with `decode_tokens` for previews."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts:
+            raise ValueError("no prompts given")
+        if seeds is not None:
+            if len(prompts) != 1:
+                raise ValueError("seeds= is for one prompt; for several, use seed= and num_images=")
+            seeds = [int(s) for s in seeds]
+            num_images = len(seeds)
+        else:
+            base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
+            seeds = list(range(base, base + len(prompts) * num_images))
+        if num_images < 1:
+            raise ValueError(f"num_images must be >= 1, got {num_images}")
+        settings = {"steps": self.defaults["steps"] if steps is None else int(steps),
+                    "guidance_scale": float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale),
+                    "truncation": float(self.defaults["truncation"] if truncation is None else truncation),
+                    "purity": bool(self.defaults["purity"] if purity is None else purity)}
+        if not 0 < settings["truncation"] <= 1:
+            raise ValueError(f"truncation must be in (0, 1], got {settings['truncation']}")
+        expanded = [p for p in prompts for _ in range(num_images)]
+        B = len(expanded)
+        emb, mask = self.encode_text(prompts)
+        ctx = self.transformer.prepare_text(emb, mask).repeat_interleave(num_images)
+        if settings["guidance_scale"] != 1.0:
+            ctx = TextContext.cat([ctx, self.null_context(B)])
+        denoise = self.transformer.denoiser(ctx)
+        generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
+        cfg = self.transformer.config
+        tokens = self.diffusion.sample(denoise, B, cfg.seq_len, steps=settings["steps"],
+                                       guidance_scale=settings["guidance_scale"], truncation=settings["truncation"],
+                                       purity=settings["purity"], generator=generators, callback=callback,
+                                       device=self.device)
+        images = self.decode_tokens(tokens)
+        return GenerationOutput(images, tokens, expanded, seeds, settings)
+
+    def generate_for_judge(self, prompt: str, seeds: Sequence[int], **settings) -> torch.Tensor:
+        """The evaluation runner's generate(prompt, seeds) -> images."""
+        return self(prompt, seeds=seeds, **settings).images
+
+    @torch.no_grad()
+    def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.vqvae.decode(tokens.to(self.device)).clamp(0, 1)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, path: str | Path) -> Path:
+        path = Path(path)
+        (path / "transformer").mkdir(parents=True, exist_ok=True)
+        self.vqvae.save_pretrained(path / "vqvae")
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        atomic_write_json(self.transformer.config.to_dict(), path / "transformer" / "config.json")
+        state = dict(self.transformer.state_dict())
+        state["null_text"] = self.null_text.data
+        atomic_save_file(state, path / "transformer" / "model.safetensors")
+        atomic_write_json(self.diffusion.config(), path / "diffusion.json")
+        atomic_write_json({"format": FORMAT, "image_size": self.image_size, "defaults": self.defaults,
+                           "text_encoder": type(self.text_encoder).__name__}, path / "pipeline.json")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "TextToImage":
+        from generation.text import load_text_encoder
+        from generation.vqvae import VQVAE
+
+        path = Path(path)
+        meta_path = path / "pipeline.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{path} is not a gendet text-to-image folder (no pipeline.json)")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        vqvae = VQVAE.from_pretrained(path / "vqvae", device=device)
+        text = load_text_encoder(path / "text_encoder", device=device)
+        cfg = TransformerConfig.from_dict(json.loads((path / "transformer" / "config.json").read_text()))
+        transformer = DenoisingTransformer(cfg)
+        weights = path / "transformer" / "model.safetensors"
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 - safetensors raises several types
+            raise ValueError(f"{weights}: cannot read weights ({e})") from None
+        null = state.pop("null_text", None)
+        if null is None:
+            raise ValueError(f"{weights}: no 'null_text' tensor")
+        transformer.load_state_dict(state)
+        diffusion = MaskReplaceDiffusion(**json.loads((path / "diffusion.json").read_text()))
+        pipe = cls(vqvae, text, transformer, diffusion, meta["image_size"], meta.get("defaults"))
+        pipe.null_text.data.copy_(null)
+        return pipe.to(device).eval()

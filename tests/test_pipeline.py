@@ -1,0 +1,72 @@
+"""TextToImage end to end with tiny random components: save/load, seeds, callbacks, errors."""
+
+import pytest
+import torch
+
+from generation.diffusion import MaskReplaceDiffusion
+from generation.pipeline import TextToImage
+from generation.text import ScratchTextEncoder
+from generation.transformer import DenoisingTransformer, TransformerConfig
+from generation.vqvae import VQVAE, VQVAEConfig
+
+
+def tiny_pipeline(seed=0):
+    torch.manual_seed(seed)
+    text = ScratchTextEncoder.train_new(["a cat", "two dogs", "a face", "a black cat to the left of a dog"],
+                                        vocab_size=120, dim=32, layers=1, heads=2, max_length=12)
+    vq = VQVAE(VQVAEConfig(channels=8, channel_mult=(1, 2, 2), codebook_size=16, embed_dim=8))
+    vq.codebook.embed.normal_()
+    cfg = TransformerConfig(num_classes=16, h=4, w=4, width=32, depth=1, heads=2, text_dim=32, diffusion_steps=10)
+    return TextToImage(vq, text, DenoisingTransformer(cfg), MaskReplaceDiffusion(16, 10), image_size=16).eval()
+
+
+def test_save_load_gives_the_same_images(tmp_path):
+    pipe = tiny_pipeline()
+    out = pipe(["a cat", "two dogs"], num_images=2, steps=5, seed=3)
+    assert out.images.shape == (4, 3, 16, 16) and out.seeds == [3, 4, 5, 6]
+    assert out.prompts == ["a cat", "a cat", "two dogs", "two dogs"]
+    assert 0 <= out.images.min() and out.images.max() <= 1
+    pipe.save_pretrained(tmp_path / "gen")
+    back = TextToImage.from_pretrained(tmp_path / "gen", device="cpu")
+    again = back(["a cat", "two dogs"], num_images=2, steps=5, seed=3)
+    assert torch.equal(out.tokens, again.tokens) and torch.equal(out.images, again.images)
+    assert torch.equal(back.null_text, pipe.null_text)
+
+
+def test_each_image_depends_only_on_its_seed():
+    pipe = tiny_pipeline()
+    batch = pipe("a face", seeds=[10, 11, 12], steps=4, guidance_scale=2.0)
+    alone = pipe("a face", seeds=[11], steps=4, guidance_scale=2.0)
+    assert torch.equal(batch.tokens[1:2], alone.tokens)
+    other = pipe("a face", seeds=[99], steps=4, guidance_scale=2.0)
+    assert not torch.equal(other.tokens, alone.tokens)
+
+
+def test_callback_sees_every_step_and_guidance_doubles_the_batch():
+    pipe = tiny_pipeline()
+    steps, batches = [], []
+    real = pipe.transformer.forward
+
+    def spy(x_t, t, ctx):
+        batches.append(x_t.shape[0])
+        return real(x_t, t, ctx)
+
+    pipe.transformer.forward = spy
+    pipe("a cat", num_images=2, steps=6, guidance_scale=3.0, callback=lambda i, t, x0: steps.append((i, t, x0.shape)))
+    assert [s[0] for s in steps] == list(range(6)) and steps[0][1] == 9 and steps[-1][1] == 0
+    assert all(shape == (2, 16) for _, _, shape in steps)
+    assert batches == [4] * 6  # one call per step on [cond; null]
+    batches.clear()
+    pipe("a cat", num_images=2, steps=3, guidance_scale=1.0)
+    assert batches == [2] * 3
+    pipe.transformer.forward = real
+
+
+def test_bad_inputs_are_named(tmp_path):
+    pipe = tiny_pipeline()
+    with pytest.raises(ValueError, match="prompt 0 is empty"):
+        pipe("  ")
+    with pytest.raises(ValueError, match="truncation must be in"):
+        pipe("a cat", truncation=0)
+    with pytest.raises(FileNotFoundError, match="no pipeline.json"):
+        TextToImage.from_pretrained(tmp_path)
