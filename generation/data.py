@@ -50,8 +50,8 @@ def load_image(path: str | Path, size: int | None = None, transform=None) -> tor
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     if transform is None and size is not None and arr.shape[:2] != (size, size):
         transform = generation_transforms(size)
     if transform is not None:

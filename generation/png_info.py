@@ -48,8 +48,8 @@ def read_settings(source) -> dict:
         with Image.open(source) as im:
             im.load()
             text = dict(getattr(im, "text", {}) or {})
-    except (OSError, SyntaxError) as e:
-        raise ValueError(f"{name}: not a readable image ({e})") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
+        raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
     if KEY not in text:
         raise ValueError(f"{name}: no gendet settings in this image (it was not saved by gendet)")
     try:

@@ -31,3 +31,13 @@ def test_missing_or_broken_settings(tmp_path):
         read_settings(b"this is not a png")
     data = png_bytes(Image.new("RGB", (2, 2)), {"seed": 1})
     assert read_settings(io.BytesIO(data)) == {"seed": 1}
+
+
+def test_unreadable_bytes_after_ultralytics_patched_pil():
+    """ultralytics replaces PIL's Image.open with one that tries HEIF on unknown files;
+    a corrupt upload must still be a ValueError with the file's name."""
+    import gendet_env
+
+    gendet_env.ultralytics()
+    with pytest.raises(ValueError, match="not a readable image"):
+        read_settings(b"this is not a png")
