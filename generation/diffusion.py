@@ -204,9 +204,18 @@ class MaskReplaceDiffusion(nn.Module):
         t = torch.multinomial(pt_all.float(), b, replacement=True, generator=generator)
         return t, pt_all.gather(0, t).float()
 
-    def loss(self, denoise_fn: DenoiseFn, x0: torch.Tensor, generator=None) -> tuple[torch.Tensor, dict]:
+    @torch.no_grad()
+    def _record(self, t: torch.Tensor, vb: torch.Tensor) -> None:
+        """Running mean of the squared loss per t: what the importance sampler reads."""
+        new = 0.1 * vb.double().pow(2) + 0.9 * self.Lt_history.gather(0, t)
+        self.Lt_history.scatter_(0, t, new)
+        self.Lt_count.scatter_add_(0, t, torch.ones_like(new))
+
+    def loss(self, denoise_fn: DenoiseFn, x0: torch.Tensor, generator=None,
+             update_history: bool = True) -> tuple[torch.Tensor, dict]:
         """The variational bound per token (KL between true and model posteriors, decoder NLL
-        at t = 0) over importance-sampled t, plus the auxiliary x0 loss; returns (loss, stats)."""
+        at t = 0) over importance-sampled t, plus the auxiliary x0 loss; returns (loss, stats).
+        update_history=False (validation) leaves the importance-sampling history alone."""
         B, N = x0.shape
         K = self.num_classes
         t, pt = self.sample_time(B, x0.device, generator)
@@ -222,11 +231,8 @@ class MaskReplaceDiffusion(nn.Module):
         decoder_nll = -(log_x0.exp() * log_model).sum(1).sum(1)
         is_t0 = (t == 0).float()
         vb = is_t0 * decoder_nll + (1 - is_t0) * kl
-        with torch.no_grad():  # the history the importance sampler reads
-            lt2 = vb.detach().double().pow(2)
-            new = 0.1 * lt2 + 0.9 * self.Lt_history.gather(0, t)
-            self.Lt_history.scatter_(0, t, new)
-            self.Lt_count.scatter_add_(0, t, torch.ones_like(lt2))
+        if update_history:
+            self._record(t, vb.detach())
         loss = vb / pt
         aux = torch.zeros_like(vb)
         if self.auxiliary_loss_weight:

@@ -83,6 +83,24 @@ class ScratchTextEncoder(TextEncoder):
                                       end_of_word_suffix="</w>", show_progress=False,
                                       initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789.,'-"))
         tok.train_from_iterator(list(captions), trainer)
+        return ScratchTextEncoder._canonical_ids(tok)
+
+    @staticmethod
+    def _canonical_ids(tok):
+        """The trainer's merges are deterministic but its token ids are not (a hash map's order
+        varies per process): renumber as specials, sorted alphabet, then merges in order, so
+        the same captions always give the same tokenizer (exact resume, reproducible runs)."""
+        import json as _json
+
+        from tokenizers import models
+
+        spec = _json.loads(tok.to_str())
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
+        merged = ["".join(m) for m in merges]
+        alphabet = sorted(set(spec["model"]["vocab"]) - set(SPECIALS) - set(merged))
+        order = list(SPECIALS) + alphabet + [t for t in dict.fromkeys(merged) if t not in alphabet]
+        tok.model = models.BPE(vocab={t: i for i, t in enumerate(order)}, merges=merges, unk_token=None,
+                               end_of_word_suffix="</w>")
         return tok
 
     @classmethod

@@ -91,3 +91,18 @@ def test_local_clip_folder_matches_transformers(tmp_path, captions):
     assert not any(p.requires_grad for p in enc.parameters())
     with pytest.raises(FileNotFoundError, match="only from a local folder"):
         ClipTextEncoder.from_pretrained("openai/clip-vit-base-patch32")
+
+
+def test_tokenizer_training_is_reproducible_across_processes(captions):
+    """tokenizers numbers its vocabulary in hash-map order, which changes per process;
+    ours is renumbered canonically, so a retrained tokenizer is identical."""
+    import subprocess
+    import sys
+
+    code = ("from generation.text import ScratchTextEncoder; from datasets.scenes import render_scene;"
+            "caps=[c for i in range(150) for c in render_scene(i, 64, 0)[2]];"
+            "print(ScratchTextEncoder.train_tokenizer(caps, 300).to_str())")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0].strip() == ScratchTextEncoder.train_tokenizer(captions, 300).to_str()

@@ -1,0 +1,354 @@
+"""Train the text-to-image transformer (and the scratch text encoder) on a captions dataset.
+
+    python -m generation.train --config generation/configs/demo.yaml
+    python -m generation.train --config generation/configs/demo.yaml --resume       # after an interruption
+    torchrun --nproc_per_node 4 -m generation.train --config generation/configs/demo.yaml  # several GPUs
+
+The VQ-VAE (trained first with `python -m generation.train_vqvae`) is frozen; the dataset
+is tokenised once and cached in OUT/tokens.safetensors, so training never runs the image
+encoder. Each step: random caption per image, the text dropped with probability
+`drop_text` (it then becomes the learned null embedding, for classifier-free guidance),
+the diffusion loss, AdamW with linear warm-up and cosine decay, gradient clipping, an EMA
+of the weights. bf16 autocast on CUDA. Rank 0 logs (OUT/log.jsonl, tqdm), writes sample
+grids (OUT/samples/) and atomic checkpoints (OUT/checkpoint/); the final pipeline, with
+the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
+A resumed run on CPU continues bit-identically (tested).
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+
+from generation.data import CaptionImageDataset
+from generation.diffusion import MaskReplaceDiffusion
+from generation.pipeline import TextToImage
+from generation.text import ClipTextEncoder, ScratchTextEncoder
+from generation.transformer import DenoisingTransformer, TransformerConfig
+from generation.vqvae import VQVAE
+
+TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, lr=4.5e-4, weight_decay=0.01, warmup=100, grad_clip=1.0,
+                      ema_decay=0.999, drop_text=0.1, seed=0, log_every=10, sample_every=500, val_every=250,
+                      ckpt_every=250, val_batches=4)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    for key in ("data", "vqvae", "out"):
+        if key not in cfg:
+            raise ConfigError(f"{path}: missing field {key!r}")
+    unknown = set(cfg) - {"data", "vqvae", "out", "image_size", "text", "transformer", "diffusion", "train", "sample"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    cfg["train"] = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
+    unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown train field(s) {', '.join(sorted(unknown))}")
+    cfg.setdefault("image_size", 128)
+    cfg.setdefault("text", {"kind": "scratch"})
+    cfg.setdefault("transformer", {"preset": "demo"})
+    cfg.setdefault("diffusion", {})
+    cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"], "steps": 25,
+                              "guidance_scale": 3.0})
+    return cfg
+
+
+# ---------------------------------------------------------------------- tokens cache
+def tokenize_dataset(cfg: dict, vq: VQVAE, out: Path, device, progress: bool) -> dict:
+    """{split: (ids LongTensor [n, h*w], captions list)}; cached by VQ-VAE and data hash."""
+    data = Path(cfg["data"])
+    key = hashlib.sha256()
+    key.update((Path(cfg["vqvae"]) / "model.safetensors").read_bytes())
+    key.update((data / "captions.jsonl").read_bytes())
+    key.update(str(cfg["image_size"]).encode())
+    digest = key.hexdigest()[:16]
+    cache, meta_path = out / "tokens.safetensors", out / "tokens.json"
+    if cache.is_file() and meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") == digest:
+            tensors = load_file(str(cache))
+            return {s: (tensors[s], meta["captions"][s]) for s in meta["captions"]}
+    result, captions = {}, {}
+    for split in ("train", "val"):
+        try:
+            ds = CaptionImageDataset(data, split, cfg["image_size"])
+        except ValueError:
+            if split == "train":
+                raise
+            continue
+        loader = torch.utils.data.DataLoader(ds, batch_size=64, collate_fn=lambda b: torch.stack([x[0] for x in b]))
+        ids = [vq.encode(images.to(device)).cpu() for images in tqdm(loader, desc=f"tokenise {split}",
+                                                                    disable=not progress)]
+        result[split] = torch.cat(ids)
+        captions[split] = ds.captions
+    tmp = out / "tokens.safetensors.tmp"
+    save_file(result, str(tmp))
+    os.replace(tmp, cache)
+    meta_path.write_text(json.dumps({"key": digest, "captions": captions}))
+    return {s: (result[s], captions[s]) for s in result}
+
+
+# ---------------------------------------------------------------------- model
+def build_pipeline(cfg: dict, train_captions: list[list[str]], device) -> TextToImage:
+    vq = VQVAE.from_pretrained(cfg["vqvae"], device=device)
+    vq.requires_grad_(False)
+    tc = dict(cfg["text"])
+    kind = tc.pop("kind", "scratch")
+    if kind == "scratch":
+        flat = [c for caps in train_captions for c in caps]
+        text = ScratchTextEncoder.train_new(flat, **tc)
+    elif kind == "clip":
+        text = ClipTextEncoder.from_pretrained(tc["path"])
+    else:
+        raise ConfigError(f"text.kind must be scratch or clip, got {kind!r}")
+    h, w = vq.token_grid(cfg["image_size"])
+    tr = dict(cfg["transformer"])
+    preset = tr.pop("preset", None)
+    shape = dict(num_classes=vq.codebook_size, h=h, w=w, text_dim=text.dim,
+                 diffusion_steps=cfg["diffusion"].get("num_timesteps", 100))
+    tcfg = TransformerConfig.preset(preset, **shape, **tr) if preset else TransformerConfig(**shape, **tr)
+    diff_kw = {k: v for k, v in cfg["diffusion"].items()}
+    diff_kw["num_timesteps"] = tcfg.diffusion_steps
+    diffusion = MaskReplaceDiffusion(vq.codebook_size, **diff_kw)
+    sample = cfg.get("sample", {})
+    defaults = {k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample}
+    return TextToImage(vq, text, DenoisingTransformer(tcfg), diffusion, cfg["image_size"], defaults).to(device)
+
+
+class TrainStep(nn.Module):
+    """forward(tokens, prompts, drop) -> (loss, stats): one module so DDP sees every parameter."""
+
+    def __init__(self, pipe: TextToImage):
+        super().__init__()
+        self.pipe = pipe
+
+    def forward(self, x0, prompts, drop, generator=None, update_history=True):
+        pipe = self.pipe
+        emb, mask = pipe.encode_text(prompts, drop)
+        ctx = pipe.transformer.prepare_text(emb, mask)
+        return pipe.diffusion.loss(pipe.transformer.denoiser(ctx), x0, generator, update_history)
+
+
+def trainable(pipe: TextToImage) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in pipe.named_parameters() if p.requires_grad and not n.startswith("vqvae.")}
+
+
+def lr_at(step: int, tc: dict) -> float:
+    if step < tc["warmup"]:
+        return tc["lr"] * (step + 1) / tc["warmup"]
+    progress = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
+    return tc["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen: torch.Generator) -> None:
+    """Atomic: written to checkpoint.tmp/, then swapped in."""
+    tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pipe.save_pretrained(tmp / "pipeline")
+    state = {f"ema.{k}": v for k, v in ema.items()}
+    state |= {f"buf.{k}": v for k, v in pipe.diffusion.state_dict().items()}
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "train_state.safetensors"))
+    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Generator, device) -> int:
+    ck = out / "checkpoint"
+    if not (ck / "optimizer.pt").is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {ck}")
+    saved = TextToImage.from_pretrained(ck / "pipeline", device=device)
+    pipe.load_state_dict(saved.state_dict())
+    pipe.text_encoder.tokenizer = saved.text_encoder.tokenizer
+    state = load_file(str(ck / "train_state.safetensors"))
+    for k in ema:
+        ema[k].copy_(state[f"ema.{k}"])
+    pipe.diffusion.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("buf.")})
+    extra = torch.load(ck / "optimizer.pt", weights_only=True, map_location=device)
+    opt.load_state_dict(extra["optimizer"])
+    gen.set_state(extra["rng"])
+    torch.set_rng_state(extra["torch_rng"])
+    return int(extra["step"])
+
+
+# ---------------------------------------------------------------------- loop
+def train(cfg: dict, resume: bool = False, device: str | None = None, progress: bool = True,
+          stop_at: int | None = None) -> Path:
+    """Train (or resume) to cfg.train.steps; stop_at pauses after that step with a checkpoint
+    (the schedule still counts toward train.steps), for time-limited machines."""
+    distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
+    rank = int(os.environ.get("RANK", 0))
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if device is None:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    tc = cfg["train"]
+    out = Path(cfg["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc["seed"])
+    vq = VQVAE.from_pretrained(cfg["vqvae"], device=device)
+    data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0)
+    train_ids, train_caps = data["train"]
+    pipe = build_pipeline(cfg, train_caps, device)
+    if train_ids.max() >= pipe.vqvae.codebook_size:
+        raise ValueError("cached tokens do not match the VQ-VAE's codebook")
+    params = trainable(pipe)
+    decay = [p for n, p in params.items() if p.dim() >= 2 and "null_text" not in n]
+    no_decay = [p for n, p in params.items() if p.dim() < 2 or "null_text" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.96))
+    ema = {n: p.detach().clone() for n, p in params.items()}
+    gen = torch.Generator().manual_seed(tc["seed"] * 1000 + rank)
+    step = load_checkpoint(out, pipe, ema, opt, gen, device) if resume else 0
+    if resume:
+        params = trainable(pipe)
+    model = TrainStep(pipe)
+    if distributed:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    bar = tqdm(total=tc["steps"], initial=step, desc="train", disable=not progress or rank != 0)
+    tokens_seen, t0 = 0, time.time()
+    pipe.train()
+    pipe.vqvae.eval()
+    end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
+    while step < end:
+        idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
+        x0 = train_ids[idx].to(device)
+        prompts = [train_caps[i][int(torch.randint(0, len(train_caps[i]), (), generator=gen))] for i in idx.tolist()]
+        drop = torch.rand(len(prompts), generator=gen) < tc["drop_text"]
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        with autocast:
+            loss, stats = model(x0, prompts, drop, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
+        opt.step()
+        with torch.no_grad():
+            for n, p in params.items():
+                ema[n].lerp_(p.detach(), 1 - tc["ema_decay"])
+        step += 1
+        tokens_seen += x0.numel()
+        if rank == 0:
+            bar.update()
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % tc["log_every"] == 0 or step == tc["steps"]:
+                dt = time.time() - t0
+                row = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, tc), "grad_norm": float(grad_norm),
+                       "it_s": tc["log_every"] / dt if dt > 0 else None,
+                       "tokens_s": tokens_seen / dt if dt > 0 else None} | stats
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                tokens_seen, t0 = 0, time.time()
+            if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
+                log.write(json.dumps({"step": step, "val_loss": validate(model, data["val"], tc, device)}) + "\n")
+            if step % tc["sample_every"] == 0 or step == tc["steps"]:
+                sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png")
+                pipe.train()
+                pipe.vqvae.eval()
+            if step % tc["ckpt_every"] == 0 or step in (tc["steps"], end):
+                save_checkpoint(out, pipe, ema, opt, step, gen)
+    bar.close()
+    if rank == 0:
+        if step == tc["steps"]:
+            export_ema(pipe, ema, out / "pipeline")
+        log.close()
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return out / "pipeline" if step == tc["steps"] else out / "checkpoint"
+
+
+@torch.no_grad()
+def validate(model, val, tc, device) -> float:
+    ids, caps = val
+    g = torch.Generator().manual_seed(12345)
+    losses = []
+    for _ in range(tc["val_batches"]):
+        idx = torch.randint(0, len(ids), (min(tc["batch_size"], len(ids)),), generator=g)
+        prompts = [caps[i][0] for i in idx.tolist()]
+        loss, _ = model(ids[idx].to(device), prompts, torch.zeros(len(prompts), dtype=torch.bool), g, False)
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def sample_grid(pipe: TextToImage, cfg: dict, path: Path) -> None:
+    from torchvision.utils import save_image
+
+    sc = cfg.get("sample") or {}
+    pipe.eval()
+    out = pipe(sc.get("prompts", ["a cat"]), num_images=sc.get("per_prompt", 4), seed=0,
+               steps=sc.get("steps"), guidance_scale=sc.get("guidance_scale"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(out.images, path, nrow=sc.get("per_prompt", 4))
+
+
+def export_ema(pipe: TextToImage, ema: dict, path: Path) -> Path:
+    """Save the pipeline with the EMA weights in place of the live ones."""
+    live = {n: p.detach().clone() for n, p in trainable(pipe).items()}
+    with torch.no_grad():
+        for n, p in trainable(pipe).items():
+            p.copy_(ema[n])
+        pipe.save_pretrained(path)
+        for n, p in trainable(pipe).items():
+            p.copy_(live[n])
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m generation.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", required=True, help="YAML config (see generation/configs/)")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--steps", type=int, default=None, help="override train.steps")
+    ap.add_argument("--out", default=None, help="override the config's out folder")
+    ap.add_argument("--stop-at", type=int, default=None,
+                    help="pause after this step (checkpoint written; continue later with --resume)")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        if args.steps is not None:
+            cfg["train"]["steps"] = args.steps
+        if args.out is not None:
+            cfg["out"] = args.out
+        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at)
+    except (ConfigError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Train the VQ-VAE image tokenizer on the images of a captions dataset or scenes root.
+
+    python -m generation.train_vqvae --data data/scenes --out runs/vqvae --size 128 --steps 20000
+    python -m generation.train_vqvae --data data/scenes --out runs/vqvae --resume
+
+L1 + MSE reconstruction, the quantiser's commitment loss, and optionally a patch-GAN
+hinge loss after --gan-start steps. Every --val-every steps: PSNR on val images, codebook
+usage and perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
+OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; --resume
+continues bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from generation.data import load_image, read_captions
+from generation.vqvae import VQVAE, VQVAEConfig
+
+
+def image_paths(root: Path, split: str) -> list[Path]:
+    """The split's images: from captions.jsonl when there is one, else images/<split>/."""
+    if (root / "captions.jsonl").is_file():
+        return [root / r["image"] for r in read_captions(root, split)]
+    folder = root / "images" / split
+    if folder.is_dir():
+        return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+    if not root.is_dir():
+        raise FileNotFoundError(f"--data {root} does not exist")
+    raise FileNotFoundError(f"{root}: no captions.jsonl and no images/{split}/ folder (expected a captions "
+                            "dataset or a datasets.scenes root)")
+
+
+def load_images(paths: list[Path], size: int) -> torch.Tensor:
+    return torch.stack([load_image(p, size) for p in paths]) if paths else torch.zeros(0, 3, size, size)
+
+
+class PatchDiscriminator(nn.Module):
+    """A small PatchGAN (Isola et al.): real/fake logits per image patch."""
+
+    def __init__(self, channels: int = 64):
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(nn.Conv2d(3, c, 4, 2, 1), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(c, 2 * c, 4, 2, 1), nn.GroupNorm(8, 2 * c), nn.LeakyReLU(0.2),
+                                 nn.Conv2d(2 * c, 1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net(x * 2 - 1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = F.mse_loss(a.clamp(0, 1), b).item()
+    return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
+
+
+def save_checkpoint(out: Path, vq, disc, opt, opt_d, step, gen) -> None:
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    vq.save_pretrained(tmp / "model")
+    torch.save({"step": step, "opt": opt.state_dict(), "disc": disc.state_dict() if disc else None,
+                "opt_d": opt_d.state_dict() if opt_d else None, "rng": gen.get_state(),
+                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+    old = out / "checkpoint.old"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(args) -> dict:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    root = Path(args.data)
+    train_imgs = load_images(image_paths(root, "train"), args.size)
+    val_imgs = load_images(image_paths(root, "val")[:args.val_images], args.size)
+    if len(train_imgs) == 0:
+        raise ValueError(f"{root}: no training images")
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = VQVAEConfig(channels=args.channels, channel_mult=(1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2),
+                      codebook_size=args.codebook_size, embed_dim=args.embed_dim, quantizer=args.quantizer)
+    vq = VQVAE(cfg).to(device)
+    disc = PatchDiscriminator().to(device) if args.gan_weight > 0 else None
+    opt = torch.optim.Adam(vq.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9)) if disc else None
+    gen = torch.Generator().manual_seed(args.seed)
+    step = 0
+    if args.resume:
+        ck = out / "checkpoint"
+        if not (ck / "state.pt").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {ck}")
+        vq.load_state_dict(VQVAE.from_pretrained(ck / "model", device=device).state_dict())
+        state = torch.load(ck / "state.pt", weights_only=True, map_location=device)
+        step = state["step"]
+        opt.load_state_dict(state["opt"])
+        if disc:
+            disc.load_state_dict(state["disc"])
+            opt_d.load_state_dict(state["opt_d"])
+        gen.set_state(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+    log = open(out / "metrics.jsonl", "a")
+    bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
+    metrics: dict = {}
+    t0 = time.time()
+    while step < args.steps:
+        vq.train()
+        idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
+        x = train_imgs[idx].to(device)
+        rec, ids, qloss = vq(x)
+        loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
+        if disc and step >= args.gan_start:
+            loss = loss + args.gan_weight * -disc(rec).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if disc and step >= args.gan_start:
+            d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+        step += 1
+        bar.update()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % args.val_every == 0 or step == args.steps:
+            metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
+            metrics |= {"step": step, "train_loss": loss.item(), "images_s": args.batch * args.val_every /
+                        max(1e-9, time.time() - t0)}
+            t0 = time.time()
+            log.write(json.dumps(metrics) + "\n")
+            log.flush()
+        if step % args.ckpt_every == 0 or step == args.steps:
+            save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
+    bar.close()
+    log.close()
+    vq.save_pretrained(out)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return metrics
+
+
+@torch.no_grad()
+def evaluate(vq: VQVAE, images: torch.Tensor, device) -> dict:
+    vq.eval()
+    ids = torch.cat([vq.encode(images[i:i + 64].to(device)) for i in range(0, len(images), 64)])
+    rec = torch.cat([vq.decode(ids[i:i + 64]).cpu() for i in range(0, len(ids), 64)])
+    return {"val_psnr": psnr(rec, images)} | vq.code_usage(ids)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m generation.train_vqvae", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", required=True, help="captions dataset or datasets.scenes root")
+    ap.add_argument("--out", required=True, help="output folder (the trained model is written here)")
+    ap.add_argument("--size", type=int, default=128, help="image side (default 128)")
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--codebook-size", type=int, default=512)
+    ap.add_argument("--embed-dim", type=int, default=64)
+    ap.add_argument("--channels", type=int, default=64)
+    ap.add_argument("--downsample", type=int, choices=(4, 8), default=8)
+    ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema")
+    ap.add_argument("--gan-weight", type=float, default=0.0, help="patch-GAN weight (0: off)")
+    ap.add_argument("--gan-start", type=int, default=5000, help="step at which the GAN term starts")
+    ap.add_argument("--val-every", type=int, default=500)
+    ap.add_argument("--val-images", type=int, default=256)
+    ap.add_argument("--ckpt-every", type=int, default=1000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        metrics = train(args)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
