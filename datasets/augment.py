@@ -28,7 +28,8 @@ import albumentations as A  # noqa: E402
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["STRENGTHS", "PAD_FILL", "bbox_params", "detection_transforms", "generation_transforms", "apply"]
+__all__ = ["STRENGTHS", "PAD_FILL", "bbox_params", "detection_transforms", "generation_transforms", "apply",
+           "ultralytics_augmentations"]
 
 STRENGTHS = ("none", "light", "default")
 PAD_FILL = (114, 114, 114)  # ultralytics' letterbox grey
@@ -131,3 +132,24 @@ def apply(transform: A.Compose, image, boxes: Sequence | np.ndarray | None = Non
     out = transform(image=image, bboxes=boxes_arr, class_labels=list(range(len(labels))))
     out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)
     return out["image"], out_boxes, [labels[int(i)] for i in out["class_labels"]]
+
+
+def ultralytics_augmentations(mode: str = "default") -> list:
+    """Pixel-level albumentations for detection.train, given to ultralytics' `augmentations=`
+    (applied after its own mosaic / affine / HSV / flip, boxes untouched). "default" leans on
+    blur, noise and JPEG artefacts because the detectors also judge decoded VQ-VAE images,
+    which are softer and blockier than the training photos."""
+    if mode not in STRENGTHS:
+        raise ValueError(f"mode must be one of {STRENGTHS}, got {mode!r}")
+    if mode == "none":
+        return []
+    if mode == "light":
+        return [A.Blur(blur_limit=(3, 5), p=0.01), A.ToGray(p=0.01)]
+    return [
+        A.GaussianBlur(blur_limit=(3, 5), p=0.05),
+        A.MedianBlur(blur_limit=3, p=0.02),
+        A.GaussNoise(std_range=(0.01, 0.04), p=0.05),
+        A.ImageCompression(quality_range=(60, 95), p=0.1),
+        A.CLAHE(p=0.02),
+        A.ToGray(p=0.02),
+    ]

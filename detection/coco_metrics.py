@@ -1,0 +1,78 @@
+"""COCO-style detection metrics through pycocotools' COCOeval, independent of ultralytics.
+
+    gt = ground_truth_coco(dataset, "val")                 # YOLO labels -> COCO ground truth
+    preds = predictions_coco(detector, dataset, "val")     # Detector output -> COCO results
+    m = coco_map(gt, preds, names)                         # {"mAP50", "mAP50-95", "per_class", ...}
+
+Ground truth boxes are the YOLO labels in pixel [x, y, w, h] (top-left corner);
+category ids are class index + 1 (COCO reserves 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import numpy as np
+
+
+def ground_truth_coco(dataset, split: str) -> dict:
+    images, anns = [], []
+    for image_id, (path, w, h, boxes) in enumerate(dataset.ground_truth(split), start=1):
+        images.append({"id": image_id, "file_name": str(path), "width": w, "height": h})
+        for cls, x1, y1, x2, y2 in boxes:
+            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": int(cls) + 1,
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    cats = [{"id": i + 1, "name": n} for i, n in enumerate(dataset.names)]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def predictions_coco(detector, gt: dict, conf: float = 0.001, batch: int = 32) -> list[dict]:
+    """Run the detector on every ground-truth image (low threshold, as mAP needs the tail)."""
+    from PIL import Image
+
+    results = []
+    imgs = gt["images"]
+    for start in range(0, len(imgs), batch):
+        chunk = imgs[start:start + batch]
+        arrays = [np.asarray(Image.open(im["file_name"]).convert("RGB")) for im in chunk]
+        for im, dets in zip(chunk, detector.detect(arrays, conf=conf)):
+            for d in dets:
+                x1, y1, x2, y2 = d.box
+                results.append({"image_id": im["id"], "category_id": int(d.class_id) + 1,
+                                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(d.confidence)})
+    return results
+
+
+def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) -> dict:
+    """mAP50, mAP50-95 and per-class AP with COCOeval (maxDets 100, all areas)."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    names = names or [c["name"] for c in sorted(gt["categories"], key=lambda c: c["id"])]
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints as it goes
+        coco_gt = COCO()
+        coco_gt.dataset = {k: v for k, v in gt.items()}
+        coco_gt.createIndex()
+        if not predictions:
+            return _empty(names)
+        coco_dt = coco_gt.loadRes([dict(p) for p in predictions])
+        ev = COCOeval(coco_gt, coco_dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    # precision: [T iou thresholds, R recall points, K classes, A areas, M maxDets]; -1 = no ground truth
+    prec = ev.eval["precision"][:, :, :, 0, -1]
+    per_class = {}
+    for k, cat_id in enumerate(ev.params.catIds):
+        p = prec[:, :, k]
+        ap = lambda q: float(np.mean(q[q > -1])) if (q > -1).any() else float("nan")  # noqa: E731
+        per_class[names[cat_id - 1]] = {"AP50": ap(p[0]), "AP50-95": ap(p)}
+    return {"mAP50": float(ev.stats[1]), "mAP50-95": float(ev.stats[0]), "per_class": per_class,
+            "precision_curve_50": {names[c - 1]: prec[0, :, k].tolist() for k, c in enumerate(ev.params.catIds)},
+            "recall_points": ev.params.recThrs.tolist()}
+
+
+def _empty(names) -> dict:
+    return {"mAP50": 0.0, "mAP50-95": 0.0, "per_class": {n: {"AP50": 0.0, "AP50-95": 0.0} for n in names},
+            "precision_curve_50": {}, "recall_points": []}

@@ -1,0 +1,414 @@
+"""Train a YOLO detector for one gendet task (catdog or face), offline.
+
+Usage::
+
+    python -m detection.train --task catdog --data data/scenes --model yolo11n.yaml \\
+        --epochs 60 --imgsz 128 --batch 16 --device cpu --out runs/catdog-v1
+    python -m detection.train --task face --data data/faces/data.yaml \\
+        --model runs/face-v1/best.pt --epochs 20 --device 0 --out runs/face-v2   # fine-tune
+
+--data is a data.yaml, a YOLO dataset folder holding one, or a scenes root
+(then DATA/<task>/data.yaml). The dataset is validated first (datasets/FORMATS.md:
+names must equal the task's classes, image folders must exist, every label line
+must be "cls cx cy w h" with cls in range and values in [0, 1]); a problem is
+one line naming the file and line, exit code 2. ultralytics then gets a copy
+of data.yaml with an absolute `path:` written into --out (our data.yaml has no
+`path:`; ultralytics would resolve a relative one against its own datasets dir).
+
+--model is a model YAML (``yolo11n.yaml``, ``yolov8n.yaml``, any ultralytics
+model config or a local .yaml): built from scratch with nc = the task's class
+count. Or a local .pt to fine-tune from. A hub name such as ``yolov8n.pt`` that
+is not a local file is refused: ultralytics would try to download it.
+
+--augment (albumentations on top of ultralytics' own augmentation):
+  default  ultralytics' pipeline (mosaic, random affine, HSV, horizontal flip)
+           plus its built-in albumentations step (Blur, MedianBlur, ToGray,
+           CLAHE, each p=0.01). If the project module ``datasets.augment``
+           defines ``ultralytics_augmentations(mode) -> list | None``, its
+           albumentations transforms replace ultralytics' default list (passed
+           as the ``augmentations=`` train argument, which ultralytics feeds to
+           its ``Albumentations`` transform and stores in the checkpoint).
+  light    no mosaic/mixup, mild affine and HSV, horizontal flip; the same
+           albumentations list as ``default``.
+  none     every ultralytics augmentation off and ``augmentations=[]`` (an
+           empty albumentations list: no albumentations at all).
+metrics.json records what was used under "augment".
+
+Writes into --out: best.pt, metrics.json, curves.png (plotted from
+results.csv), results.png (ultralytics' own plot, when it made one), README.md
+(model card), data.yaml (the resolved copy) and ultralytics/ (the raw run).
+
+Devices: ``--device cpu``, ``--device 0`` or ``--device 0,1``. A list of GPUs
+makes ultralytics launch its own torch.distributed (DDP) run in subprocesses;
+custom callbacks are dropped there (an upstream limitation) and gendet's
+offline AMP-check patch (below) does not reach the subprocesses, so rank 0 may
+attempt, and fail, to download yolo26n.pt for ultralytics' AMP check (training
+continues with AMP on). For full control launch your own script with torchrun.
+On a single GPU, ultralytics' AMP check (which downloads yolo26n.pt) is
+replaced by "AMP on" unless that file already sits in its weights dir.
+
+Progress: ultralytics' log and tqdm bars are on for the CLI (--quiet turns them
+off). Plots stay offline: ``gendet_env`` seeds the Arial fonts ultralytics
+otherwise fetches from GitHub.
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401  (first: offline variables, fonts)
+
+import argparse
+import csv
+import datetime as _dt
+import re
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from detection._common import (
+    TASKS,
+    UsageError,
+    check_local_weights,
+    command_line,
+    names_list,
+    quiet_ultralytics,
+    run_cli,
+    write_json,
+)
+from detection.data import YoloDataset, load_dataset
+
+AUGMENT_MODES = ("default", "light", "none")
+
+_LIGHT = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, close_mosaic=0, degrees=0.0, translate=0.05,
+              scale=0.2, shear=0.0, perspective=0.0, hsv_h=0.01, hsv_s=0.3, hsv_v=0.2, fliplr=0.5, flipud=0.0)
+_NONE = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, close_mosaic=0, degrees=0.0, translate=0.0,
+             scale=0.0, shear=0.0, perspective=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, fliplr=0.0, flipud=0.0)
+
+
+# --------------------------------------------------------------------------------------------- arguments
+def parse_device(value: str):
+    """'cpu' -> 'cpu', '0' -> 0, '0,1' -> [0, 1] (ultralytics' DDP launcher), 'mps' -> 'mps'."""
+    v = str(value).strip().lower()
+    if v in ("cpu", "mps"):
+        return v
+    if v.startswith("cuda:"):
+        v = v[5:]
+    if re.fullmatch(r"\d+(,\d+)*", v):
+        ids = [int(x) for x in v.split(",")]
+        return ids[0] if len(ids) == 1 else ids
+    raise UsageError(f"--device {value!r}: expected cpu, 0, 0,1, ...")
+
+
+def resolve_model(value: str) -> tuple[str, str]:
+    """(source, kind) with kind 'yaml' (build from scratch) or 'pt' (fine-tune a local checkpoint)."""
+    p = Path(value).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        if p.is_file():
+            return str(p), "yaml"
+        if len(p.parts) == 1:  # an ultralytics model config name, e.g. yolo11n.yaml
+            gendet_env.ultralytics()
+            from ultralytics.nn.tasks import yaml_model_load
+
+            try:
+                yaml_model_load(p.name)
+            except Exception:
+                raise UsageError(f"--model {value}: no such model YAML (a local file or an ultralytics config "
+                                 "such as yolo11n.yaml / yolov8n.yaml)") from None
+            return p.name, "yaml"
+        raise UsageError(f"--model {value}: no such file")
+    if p.suffix == ".pt":
+        return str(check_local_weights(p)), "pt"
+    raise UsageError(f"--model {value}: expected a model YAML (yolo11n.yaml) or a local .pt file")
+
+
+def augment_settings(mode: str) -> tuple[dict, str]:
+    """ultralytics train overrides for --augment, and a one-line description for metrics.json."""
+    if mode not in AUGMENT_MODES:
+        raise UsageError(f"--augment {mode!r}: choose from {', '.join(AUGMENT_MODES)}")
+    if mode == "none":
+        return {**_NONE, "augmentations": []}, "none: ultralytics augmentation off, no albumentations"
+    overrides = dict(_LIGHT) if mode == "light" else {}
+    what = "ultralytics defaults" if mode == "default" else "light ultralytics settings (no mosaic)"
+    project = _project_albumentations(mode)
+    if project is not None:
+        overrides["augmentations"] = project
+        names = ", ".join(type(t).__name__ for t in project) or "nothing"
+        return overrides, f"{mode}: {what} + datasets.augment albumentations ({names})"
+    return overrides, f"{mode}: {what} + ultralytics' built-in albumentations (Blur, MedianBlur, ToGray, CLAHE at p=0.01)"
+
+
+def _project_albumentations(mode: str):
+    """datasets.augment.ultralytics_augmentations(mode) when the project provides it, else None."""
+    try:
+        from datasets import augment as project_augment
+    except ImportError:
+        return None
+    except Exception as e:  # a half-written module must not break training
+        print(f"warning: datasets.augment failed to import ({type(e).__name__}: {e}); using ultralytics' own",
+              file=sys.stderr)
+        return None
+    fn = getattr(project_augment, "ultralytics_augmentations", None)
+    if not callable(fn):
+        return None
+    transforms = fn(mode)
+    return None if transforms is None else list(transforms)
+
+
+# --------------------------------------------------------------------------------------------- training
+def train(
+    data: str | Path,
+    task: str,
+    out: str | Path,
+    model: str = "yolo11n.yaml",
+    epochs: int = 50,
+    imgsz: int = 128,
+    batch: int = 16,
+    device: str = "cpu",
+    workers: int = 2,
+    augment: str = "default",
+    patience: int = 50,
+    seed: int = 0,
+    plots: bool = True,
+    verbose: bool = False,
+    command: str | None = None,
+) -> dict:
+    """Validate the data, train with ultralytics, write best.pt/metrics.json/curves.png/README.md; return metrics."""
+    if task not in TASKS:
+        raise UsageError(f"--task {task!r}: choose from {', '.join(TASKS)}")
+    for name, value, low in (("--epochs", epochs, 1), ("--imgsz", imgsz, 32), ("--batch", batch, 1),
+                             ("--workers", workers, 0), ("--patience", patience, 0)):
+        if int(value) < low:
+            raise UsageError(f"{name} {value}: must be >= {low}")
+    dev = parse_device(device)
+    ds = load_dataset(data, task)
+    overrides, augment_note = augment_settings(augment)
+    source, kind = resolve_model(model)
+
+    out = Path(out).expanduser().resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data_yaml = ds.write_resolved_yaml(out / "data.yaml")
+    quiet_ultralytics(verbose)
+    from ultralytics import YOLO
+
+    try:
+        yolo = YOLO(source, task="detect")
+    except Exception as e:
+        raise UsageError(f"--model {model}: cannot load ({type(e).__name__}: {e})") from None
+    if yolo.task != "detect":
+        raise UsageError(f"--model {model}: a {yolo.task!r} model, expected a detection model")
+    _offline_amp_check()
+
+    args = dict(
+        data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), device=dev,
+        workers=int(workers), patience=int(patience), seed=int(seed), deterministic=True,
+        project=str(out), name="ultralytics", exist_ok=True, plots=bool(plots), verbose=bool(verbose),
+        pretrained=kind == "pt", val=True, **overrides,
+    )
+    start = time.time()
+    yolo.train(**args)
+    seconds = time.time() - start
+    trainer = yolo.trainer
+    run_dir = Path(trainer.save_dir)
+    weights = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
+    if not weights.exists():
+        raise RuntimeError(f"ultralytics wrote no weights into {run_dir / 'weights'}")
+    best = out / "best.pt"
+    shutil.copyfile(weights, best)
+
+    metrics_obj = getattr(yolo, "metrics", None)
+    if not hasattr(metrics_obj, "box"):  # DDP: the validator ran in a subprocess; validate best.pt here
+        val_device = dev[0] if isinstance(dev, list) else dev
+        metrics_obj = YOLO(str(best)).val(data=str(data_yaml), imgsz=int(imgsz), batch=int(batch),
+                                          device=val_device, plots=False, verbose=False,
+                                          project=str(out), name="val", exist_ok=True)
+    rows = _read_results_csv(run_dir / "results.csv")
+    metrics = {
+        "task": task,
+        "names": ds.names,
+        **summarize_metrics(metrics_obj, ds.names),
+        "epochs": int(epochs),
+        "epochs_completed": len(rows),
+        "imgsz": int(imgsz),
+        "batch": int(batch),
+        "model": model,
+        "init": "fine-tuned from " + source if kind == "pt" else "from scratch (" + source + ")",
+        "augment": augment_note,
+        "data": str(ds.yaml_path),
+        "data_hash": ds.data_hash(),
+        "n_train": len(ds.images["train"]),
+        "n_val": len(ds.images["val"]),
+        "command": command or _api_command(locals_=args, task=task, source=model, out=out, data=data),
+        "seconds": round(seconds, 2),
+        "device": str(getattr(trainer, "device", dev)),
+        "seed": int(seed),
+        "ultralytics": _ul_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(out / "metrics.json", metrics)
+    if (run_dir / "results.png").exists():
+        shutil.copyfile(run_dir / "results.png", out / "results.png")
+    plot_curves(rows, out / "curves.png", title=f"{task} ({Path(model).name})")
+    (out / "README.md").write_text(model_card(metrics))
+    return metrics
+
+
+def summarize_metrics(m, names: list[str]) -> dict:
+    """mAP50, mAP50-95, precision, recall and per-class APs out of an ultralytics DetMetrics."""
+    box = m.box
+    per_class = {n: {"AP50": None, "AP50-95": None, "precision": None, "recall": None} for n in names}
+    for i, c in enumerate(box.ap_class_index):
+        c = int(c)
+        if 0 <= c < len(names):
+            per_class[names[c]] = {"AP50": float(box.ap50[i]), "AP50-95": float(box.ap[i]),
+                                   "precision": float(box.p[i]), "recall": float(box.r[i])}
+    return {"mAP50": float(box.map50), "mAP50-95": float(box.map), "precision": float(box.mp),
+            "recall": float(box.mr), "per_class": per_class}
+
+
+def _offline_amp_check() -> None:
+    """ultralytics' AMP check downloads yolo26n.pt on CUDA; without that file, assume AMP works."""
+    from ultralytics.engine import trainer as ul_trainer
+    from ultralytics.utils import WEIGHTS_DIR
+
+    if not (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
+        ul_trainer.check_amp = lambda model: True
+
+
+def _ul_version() -> str:
+    import ultralytics
+
+    return ultralytics.__version__
+
+
+def _api_command(locals_: dict, task: str, source: str, out: Path, data) -> str:
+    keys = ("epochs", "imgsz", "batch", "device", "workers", "patience", "seed")
+    return (f"detection.train.train(task={task!r}, data={str(data)!r}, model={source!r}, out={str(out)!r}, "
+            + ", ".join(f"{k}={locals_[k]!r}" for k in keys) + ")")
+
+
+def _read_results_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as f:
+        rows = []
+        for row in csv.DictReader(f):
+            rows.append({k.strip(): _num(v) for k, v in row.items() if k})
+        return rows
+
+
+def _num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v
+
+
+def plot_curves(rows: list[dict], path: Path, title: str = "") -> Path:
+    """Losses and validation metrics per epoch from ultralytics' results.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("box loss", ["train/box_loss", "val/box_loss"]),
+        ("cls loss", ["train/cls_loss", "val/cls_loss"]),
+        ("dfl loss", ["train/dfl_loss", "val/dfl_loss"]),
+        ("precision / recall", ["metrics/precision(B)", "metrics/recall(B)"]),
+        ("mAP", ["metrics/mAP50(B)", "metrics/mAP50-95(B)"]),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(rows)]
+    for ax, (name, keys) in zip(axes, panels):
+        for key in keys:
+            ys = [r.get(key) for r in rows]
+            if ys and all(isinstance(y, float) for y in ys):
+                ax.plot(epochs, ys, marker="." if len(ys) < 30 else None, label=key.split("/")[-1])
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def model_card(m: dict) -> str:
+    def f(x):
+        return "-" if x is None else f"{x:.3f}"
+
+    lines = [
+        f"# gendet {m['task']} detector",
+        "",
+        f"YOLO detector for **{', '.join(m['names'])}**, trained by `detection.train` "
+        f"(ultralytics {m['ultralytics']}), {m['created']}.",
+        "",
+        "## Data",
+        "",
+        f"- data.yaml: `{m['data']}`",
+        f"- images: {m['n_train']} train, {m['n_val']} val",
+        f"- data hash (sha256 of data.yaml + label files): `{m['data_hash']}`",
+        f"- augmentation: {m['augment']}",
+        "",
+        "## Training",
+        "",
+        f"- model: `{m['model']}`, {m['init']}",
+        f"- epochs: {m['epochs_completed']} of {m['epochs']}, imgsz {m['imgsz']}, batch {m['batch']}, "
+        f"device {m['device']}, seed {m['seed']}, {m['seconds']:.0f} s",
+        "",
+        "```",
+        m["command"],
+        "```",
+        "",
+        "## Validation metrics (best.pt, val split)",
+        "",
+        "| class | AP50 | AP50-95 | precision | recall |",
+        "|-------|------|---------|-----------|--------|",
+        f"| **all** | {f(m['mAP50'])} | {f(m['mAP50-95'])} | {f(m['precision'])} | {f(m['recall'])} |",
+    ]
+    for name, c in m["per_class"].items():
+        lines.append(f"| {name} | {f(c['AP50'])} | {f(c['AP50-95'])} | {f(c['precision'])} | {f(c['recall'])} |")
+    lines += ["", "Training curves: `curves.png`. Weights: `best.pt`. Use with "
+              "`detection.detector.Detector.load('best.pt')`.", ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m detection.train", description=__doc__.split("\n\n")[0],
+                                epilog="See the module docstring (python -c 'import detection.train as t; "
+                                       "help(t)') for augmentation and multi-GPU notes.")
+    p.add_argument("--task", required=True, choices=sorted(TASKS), help="which detector")
+    p.add_argument("--data", required=True, help="data.yaml, YOLO dataset folder, or scenes root (DATA/<task>/)")
+    p.add_argument("--model", default="yolo11n.yaml", help="model YAML (from scratch) or local .pt (fine-tune)")
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--imgsz", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 (multi-GPU DDP)")
+    p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md)")
+    p.add_argument("--workers", type=int, default=2, help="dataloader workers")
+    p.add_argument("--augment", default="default", choices=AUGMENT_MODES)
+    p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true", help="skip ultralytics' plots (curves.png is still written)")
+    p.add_argument("--quiet", action="store_true", help="no ultralytics log or progress bars")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    m = train(data=a.data, task=a.task, out=a.out, model=a.model, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
+              device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
+              plots=not a.no_plots, verbose=not a.quiet, command=command_line() if argv is None else
+              "python -m detection.train " + " ".join(argv))
+    print(f"{a.task}: mAP50 {m['mAP50']:.3f}  mAP50-95 {m['mAP50-95']:.3f}  "
+          f"({m['epochs_completed']} epochs, {m['seconds']:.0f} s) -> {Path(a.out) / 'best.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,66 @@
+"""COCOeval wrapper against hand-computed answers, and box drawing."""
+
+import math
+
+import numpy as np
+import pytest
+
+from detection.coco_metrics import coco_map
+from detection.draw import draw_detections
+
+
+def gt(boxes_per_image, names=("cat", "dog")):
+    images, anns = [], []
+    for i, boxes in enumerate(boxes_per_image, start=1):
+        images.append({"id": i, "file_name": f"{i}.png", "width": 100, "height": 100})
+        for cls, x, y, w, h in boxes:
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": cls + 1, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+    return {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+
+
+def pred(image_id, cls, box, score):
+    return {"image_id": image_id, "category_id": cls + 1, "bbox": list(box), "score": score}
+
+
+def test_perfect_predictions_score_one():
+    g = gt([[(0, 10, 10, 30, 30), (1, 50, 50, 40, 20)], [(0, 0, 0, 20, 20)]])
+    p = [pred(1, 0, (10, 10, 30, 30), 0.9), pred(1, 1, (50, 50, 40, 20), 0.8), pred(2, 0, (0, 0, 20, 20), 0.7)]
+    m = coco_map(g, p)
+    assert m["mAP50"] == pytest.approx(1.0) and m["mAP50-95"] == pytest.approx(1.0)
+    assert m["per_class"] == {"cat": {"AP50": pytest.approx(1.0), "AP50-95": pytest.approx(1.0)},
+                              "dog": {"AP50": pytest.approx(1.0), "AP50-95": pytest.approx(1.0)}}
+
+
+def test_iou_062_passes_three_of_ten_thresholds():
+    g = gt([[(0, 0, 0, 50, 50)]], names=("cat",))
+    # prediction [0, 0, 50, 31]: IoU = 50*31 / 2500 = 0.62 -> matches at 0.50, 0.55, 0.60 only
+    m = coco_map(g, [pred(1, 0, (0, 0, 50, 31), 0.9)])
+    assert m["mAP50"] == pytest.approx(1.0)
+    assert m["mAP50-95"] == pytest.approx(0.3)
+
+
+def test_higher_scored_false_positive_halves_ap():
+    g = gt([[(0, 0, 0, 20, 20)]], names=("cat",))
+    p = [pred(1, 0, (60, 60, 20, 20), 0.9), pred(1, 0, (0, 0, 20, 20), 0.8)]
+    # ranked: FP then TP -> precision 1/2 at recall 1; the interpolated envelope is 0.5 everywhere
+    assert coco_map(g, p)["mAP50"] == pytest.approx(0.5)
+    p = [pred(1, 0, (60, 60, 20, 20), 0.7), pred(1, 0, (0, 0, 20, 20), 0.8)]  # FP ranked last: no harm
+    assert coco_map(g, p)["mAP50"] == pytest.approx(1.0)
+
+
+def test_missed_object_and_empty_predictions():
+    g = gt([[(0, 0, 0, 20, 20)], [(0, 40, 40, 20, 20)]], names=("cat",))
+    # one of two found: recall 0.5 with precision 1 -> 51 of 101 recall points -> AP = 51/101
+    assert coco_map(g, [pred(1, 0, (0, 0, 20, 20), 0.9)])["mAP50"] == pytest.approx(51 / 101)
+    assert coco_map(g, [])["mAP50"] == 0.0
+    m = coco_map(gt([[(0, 0, 0, 20, 20)]]), [pred(1, 0, (0, 0, 20, 20), 0.9)])
+    assert math.isnan(m["per_class"]["dog"]["AP50"])  # no dog in the ground truth: undefined, not 0
+
+
+def test_draw_marks_the_box_outline_in_the_class_colour():
+    img = np.zeros((100, 100, 3), np.uint8)
+    out = np.asarray(draw_detections(img, [{"label": "dog", "confidence": 0.87, "box": (20, 30, 80, 90)}], width=1))
+    assert tuple(out[60, 20]) == (64, 128, 255) and tuple(out[90, 50]) == (64, 128, 255)  # left and bottom edges
+    assert tuple(out[60, 50]) == (0, 0, 0)  # inside untouched
+    assert img.sum() == 0  # the input is not modified
