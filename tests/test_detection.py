@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from datasets.scenes import generate
 from detection import evaluate as det_eval
 from detection import predict as det_predict
 from detection import train as det_train
@@ -17,15 +16,8 @@ from detection.detector import Detector
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("det")
-    scenes = generate(root / "scenes", n=24, size=64, seed=0, val_fraction=0.25, progress=False)
-    out = root / "run"
-    code = det_train.main(["--task", "catdog", "--data", str(scenes), "--model", "yolov8n.yaml", "--epochs", "2",
-                           "--imgsz", "64", "--batch", "8", "--device", "cpu", "--workers", "0", "--out", str(out),
-                           "--quiet", "--no-plots"])
-    assert code in (0, None)
-    return scenes, out
+def trained(tiny_detector):
+    return tiny_detector
 
 
 def test_training_writes_weights_metrics_curves_and_card(trained):

@@ -70,3 +70,25 @@ def test_bad_inputs_are_named(tmp_path):
         pipe("a cat", truncation=0)
     with pytest.raises(FileNotFoundError, match="no pipeline.json"):
         TextToImage.from_pretrained(tmp_path)
+
+
+def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
+    from generation.png_info import read_settings
+    from generation.sample import main
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "2", "--seed", "5", "--steps", "3",
+                 "--guidance", "1.5", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    files = sorted((tmp_path / "out").glob("*.png"))
+    assert [f.name for f in files] == ["two_dogs_5.png", "two_dogs_6.png"]
+    s = read_settings(files[1])
+    assert s["prompt"] == "two dogs" and s["seed"] == 6 and s["steps"] == 3 and s["guidance_scale"] == 1.5
+    # the settings reproduce the image
+    pipe = TextToImage.from_pretrained(tmp_path / "gen", device="cpu")
+    again = pipe(s["prompt"], seeds=[s["seed"]], steps=s["steps"], guidance_scale=s["guidance_scale"],
+                 truncation=s["truncation"]).pil()[0]
+    from PIL import Image
+    import numpy as np
+    assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(again))
+    assert main(["  ", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    assert "empty" in capsys.readouterr().err
