@@ -23,5 +23,10 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Rebuild models/demo/ from nothing (resumable): make demo-models PROFILE=gpu DEVICE=0
+PROFILE ?= cpu
+demo-models: $(STAMP)
+	$(PY) -m models.build_demo --profile $(PROFILE) $(if $(DEVICE),--device $(DEVICE))
+
 clean:
 	rm -rf .cache .pytest_cache runs

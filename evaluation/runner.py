@@ -83,8 +83,10 @@ def _check_run_config(out: Path, config: dict) -> None:
 def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir: str | Path, *,
               images_per_prompt: int = 4, seed: int = 0, settings: dict | None = None,
               models: dict | None = None, rules: JudgeRules = DEFAULT_RULES, shard: Shard = Shard(),
-              progress: bool = True, barrier: Callable[[], None] | None = None) -> dict | None:
-    """Run (or resume) a suite into out_dir; returns the summary on rank 0, None elsewhere."""
+              progress: bool = True, barrier: Callable[[], None] | None = None,
+              on_prompt: Callable[[int, int], None] | None = None) -> dict | None:
+    """Run (or resume) a suite into out_dir; returns the summary on rank 0, None elsewhere.
+    on_prompt(done, total) is called after each prompt (the app's progress bar)."""
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     out = Path(out_dir)
@@ -106,7 +108,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval {suite.name}", unit="prompt",
                disable=not progress or shard.rank != 0)
     with open(results, "a", encoding="utf-8") as fh:
-        for i, spec in todo:
+        for step, (i, spec) in enumerate(todo, start=1):
             seeds = [seed + k for k in range(images_per_prompt)]
             images = to_uint8_images(generate(spec.prompt, seeds))
             if len(images) != len(seeds):
@@ -128,6 +130,8 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
                 fh.write(json.dumps(row) + "\n")
                 fh.flush()
             bar.update()
+            if on_prompt:
+                on_prompt(len(mine) - len(todo) + step, len(mine))
     bar.close()
     if barrier:
         barrier()

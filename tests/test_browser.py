@@ -32,14 +32,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url():
+def app_url(tiny_detector, tmp_path_factory):
+    from test_pipeline import tiny_pipeline
+
+    gen = tmp_path_factory.mktemp("browser") / "generator"
+    tiny_pipeline().save_pretrained(gen)
+    env = os.environ.copy() | {"GENDET_GENERATOR": str(gen), "GENDET_CATDOG": str(tiny_detector[1] / "best.pt")}
     port = _free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", "ui", "--server.headless", "true",
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -69,3 +74,28 @@ def test_app_renders_in_chromium(app_url, tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
     assert (tmp_path / "home.png").stat().st_size > 5_000
+
+
+def test_generate_in_chromium_shows_images_and_verdicts(app_url, tmp_path):
+    """Type a prompt, click Generate, wait for the verdicts under the images."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.goto(app_url + "/generate")
+        box = page.get_by_label("Prompt")
+        box.wait_for(timeout=30_000)
+        box.fill("a cat")
+        page.get_by_role("button", name="Generate").click()
+        verdicts = page.locator("[data-testid='stAlert']").filter(has_text="expected")
+        verdicts.first.wait_for(timeout=120_000)
+        page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=60_000)  # all four rendered
+        page.wait_for_timeout(500)
+        page.screenshot(path=tmp_path / "generate.png", full_page=True)
+        assert page.locator("[data-testid='stException']").count() == 0
+        assert page.locator("[data-testid='stImage']").count() >= 4
+        assert verdicts.count() == 4
+        assert page.get_by_role("button", name="Download PNG").count() == 4
+        browser.close()
+    assert (tmp_path / "generate.png").stat().st_size > 10_000

@@ -2,6 +2,7 @@
 outputs and metrics files, Detector input types and pixel coordinates, evaluate, predict, errors."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -94,3 +95,167 @@ def test_hub_names_and_bad_datasets_are_refused(trained, tmp_path, capsys):
         label.write_text(saved)
     with pytest.raises(UsageError, match="does not exist|no such file|not found"):
         Detector.load(tmp_path / "missing.pt")
+
+
+# ------------------------------------------------------------------ metrics.json against a re-computation
+def test_metrics_json_equals_a_recomputation(trained):
+    """Every number in metrics.json comes back when recomputed: ultralytics val of best.pt on the
+    same data, the dataset hash, the split sizes and the epoch count in results.csv."""
+    from ultralytics import YOLO
+
+    from detection.data import load_dataset
+
+    scenes, out = trained
+    m = json.loads((out / "metrics.json").read_text())
+    v = YOLO(str(out / "best.pt")).val(data=str(out / "data.yaml"), imgsz=64, batch=16, device="cpu", plots=False,
+                                       verbose=False, project=str(out), name="reval", exist_ok=True)
+    again = det_train.summarize_metrics(v, ["cat", "dog"])
+    for key in ("mAP50", "mAP50-95", "precision", "recall"):
+        assert m[key] == pytest.approx(again[key], abs=1e-9), key
+    assert m["per_class"] == again["per_class"]
+    ds = load_dataset(scenes, "catdog")
+    assert m["data_hash"] == ds.data_hash() and (m["n_train"], m["n_val"]) == (18, 6)
+    rows = (out / "ultralytics" / "results.csv").read_text().strip().splitlines()
+    assert m["epochs_completed"] == len(rows) - 1 == 2
+    # the hash pins image bytes too: flip one pixel of one image and it changes
+    image = ds.images["val"][0]
+    saved = image.read_bytes()
+    try:
+        arr = np.asarray(Image.open(image).convert("RGB")).copy()
+        arr[0, 0] ^= 1
+        Image.fromarray(arr).save(image)
+        assert load_dataset(scenes, "catdog").data_hash() != m["data_hash"]
+    finally:
+        image.write_bytes(saved)
+
+
+def test_summarize_metrics_puts_each_ap_under_its_class():
+    """ultralytics lists APs only for classes present in val (ap_class_index); they must land on the
+    right names, and an absent class is None, not 0."""
+    class Box:
+        ap_class_index = np.array([1])
+        ap50, ap, p, r = np.array([0.8]), np.array([0.5]), np.array([0.9]), np.array([0.7])
+        map50, map, mp, mr = 0.8, 0.5, 0.9, 0.7
+
+    class Metrics:
+        box = Box()
+
+    s = det_train.summarize_metrics(Metrics(), ["cat", "dog"])
+    assert s["per_class"]["dog"] == {"AP50": 0.8, "AP50-95": 0.5, "precision": 0.9, "recall": 0.7}
+    assert s["per_class"]["cat"] == {"AP50": None, "AP50-95": None, "precision": None, "recall": None}
+    assert (s["mAP50"], s["mAP50-95"], s["precision"], s["recall"]) == (0.8, 0.5, 0.9, 0.7)
+
+
+# ------------------------------------------------------------------ COCOeval known answers
+def _gt(boxes, names=("cat",)):
+    images = [{"id": i, "file_name": f"{i}.png", "width": 100, "height": 100} for i in range(1, len(boxes) + 1)]
+    anns = [{"id": k + 1, "image_id": i, "category_id": c + 1, "bbox": list(b), "area": b[2] * b[3], "iscrowd": 0}
+            for k, (i, c, b) in enumerate((i, c, b) for i, bs in enumerate(boxes, 1) for c, b in bs)]
+    return {"images": images, "annotations": anns, "categories": [{"id": k + 1, "name": n} for k, n in enumerate(names)]}
+
+
+def test_coco_iou_exactly_06_passes_050_to_060_only():
+    from detection.coco_metrics import coco_map
+
+    g = _gt([[(0, (0, 0, 50, 50))]])
+    # [0, 0, 50, 30] inside [0, 0, 50, 50]: IoU = 1500 / 2500 = 0.6 exactly; COCO matches when IoU >= t
+    m = coco_map(g, [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 50, 30], "score": 0.9}])
+    assert m["mAP50"] == pytest.approx(1.0) and m["mAP75"] == pytest.approx(0.0)
+    assert m["mAP50-95"] == pytest.approx(0.3)  # thresholds 0.50, 0.55, 0.60 of ten
+
+
+def test_coco_false_positive_between_two_hits_costs_a_hand_computed_amount():
+    from detection.coco_metrics import coco_map
+
+    g = _gt([[(0, (0, 0, 20, 20))], [(0, (40, 40, 20, 20))]])
+    p = [{"image_id": 1, "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9},
+         {"image_id": 1, "category_id": 1, "bbox": [70, 70, 20, 20], "score": 0.8},  # false positive
+         {"image_id": 2, "category_id": 1, "bbox": [40, 40, 20, 20], "score": 0.7}]
+    # ranked TP, FP, TP: recall .5 at precision 1, recall 1 at precision 2/3. Of COCO's 101 recall
+    # points, 0.00..0.50 (51) read 1 and 0.51..1.00 (50) read 2/3.
+    expected = (51 * 1 + 50 * 2 / 3) / 101
+    m = coco_map(g, p)
+    assert m["mAP50"] == pytest.approx(expected) and m["mAP50-95"] == pytest.approx(expected)
+    assert m["per_class"]["cat"]["AP50"] == pytest.approx(expected)
+
+
+# ------------------------------------------------------------------ Detector input kinds
+def test_detector_grey_rgba_batches_and_empty_input(trained):
+    scenes, out = trained
+    det = Detector.load(out / "best.pt", device="cpu")
+    paths = sorted((scenes / "images" / "val").iterdir())[:2]
+    arrs = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+    as_dicts = lambda ds: [[d.to_dict() for d in x] for x in ds]  # noqa: E731
+    ref = as_dicts(det.detect(arrs, conf=0.001))
+    batch = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 255
+    assert as_dicts(det.detect(batch, conf=0.001)) == ref  # one [B,3,H,W] tensor = the list
+    assert as_dicts(det.detect(np.stack(arrs), conf=0.001)) == ref  # a BxHxWx3 array too
+    rgba = Image.fromarray(np.dstack([arrs[0], np.full(arrs[0].shape[:2], 255, np.uint8)]), "RGBA")
+    assert as_dicts(det.detect([rgba], conf=0.001)) == ref[:1]  # opaque alpha dropped
+    grey = arrs[0][..., 1]
+    assert as_dicts(det.detect([grey], conf=0.001)) == as_dicts(det.detect([np.dstack([grey] * 3)], conf=0.001))
+    assert as_dicts(det.detect([Image.fromarray(grey, "L")], conf=0.001)) == as_dicts(det.detect([grey], conf=0.001))
+    with pytest.raises(ValueError, match="empty list"):
+        det.detect([])
+    with pytest.raises(UsageError, match=r"image 0: expected an HxWx3"):
+        det.detect([np.zeros((8, 8, 5), np.uint8)])
+
+
+# ------------------------------------------------------------------ bad datasets, CLIs
+def _tiny_yolo(root, label_text):
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    Image.new("RGB", (32, 32)).save(root / "images" / "train" / "a.png")
+    (root / "labels" / "train" / "a.txt").write_text(label_text)
+    (root / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cat, dog]\n")
+    return root
+
+
+@pytest.mark.parametrize("text, message", [
+    ("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n", r"a\.txt:2: expected 5 columns"),
+    ("5 0.5 0.5 0.2 0.2\n", r"a\.txt:1: class id 5 out of range for 2"),
+    ("0 0.5 0.5 1.7 0.2\n", r"a\.txt:1: box values must be normalised"),
+])
+def test_bad_labels_name_file_and_line(tmp_path, capsys, text, message):
+    from detection._common import run_cli
+
+    data = _tiny_yolo(tmp_path / "ds", text)
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_train.main, ["--task", "catdog", "--data", str(data), "--model", "yolov8n.yaml", "--epochs", "1",
+                                 "--device", "cpu", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert re.search(message, err), err
+    assert not (tmp_path / "o").exists()  # refused before any output
+
+
+def test_missing_data_yaml_and_wrong_names(tmp_path):
+    from detection._common import DataError
+    from detection.data import load_dataset
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"empty: missing data\.yaml"):
+        load_dataset(tmp_path / "empty", "catdog")
+    data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match=r"data\.yaml: names \['cat', 'dog'\] do not match task 'face'"):
+        load_dataset(data, "face")
+
+
+def test_cli_entry_points(trained, tmp_path, capsys):
+    scenes, out = trained
+    with pytest.raises(SystemExit) as e:
+        from detection._common import run_cli
+        run_cli(det_eval.main, ["--model", str(out / "best.pt"), "--data", str(scenes), "--out", str(tmp_path / "ev"),
+                                "--device", "cpu"])
+    text = capsys.readouterr().out
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert e.value.code == 0 and "pycocotools" in text and "ultralytics" in text and "cat AP50" in text
+    assert f"{report['pycocotools']['mAP50']:.4f}" in text and f"{report['ultralytics']['mAP50']:.4f}" in text
+    image = sorted((scenes / "images" / "val").iterdir())[0]
+    assert det_predict.main(["--model", str(out / "best.pt"), str(image), "--out", str(tmp_path / "p"),
+                             "--conf", "0.001"]) == 0
+    rec = json.loads((tmp_path / "p" / f"{image.stem}.json").read_text())
+    direct = Detector.load(out / "best.pt", device="cpu").detect(Image.open(image), conf=0.001)[0]
+    assert rec["detections"] == direct.to_dict()["detections"]
+    drawn = np.asarray(Image.open(tmp_path / "p" / f"{image.stem}.png"))
+    assert drawn.shape == (64, 64, 3) and (drawn != np.asarray(Image.open(image).convert("RGB"))).any()

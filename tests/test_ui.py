@@ -1,13 +1,107 @@
-"""The app starts and routes; AppTest runs it in-process."""
+"""Every page of the app in-process (AppTest) with tiny models built by the tests."""
 
 from pathlib import Path
 
+import numpy as np
+import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "ui" / "streamlit_app.py")
+UI = Path(__file__).resolve().parents[1] / "ui"
 
 
-def test_app_starts_without_exception():
-    at = AppTest.from_file(APP, default_timeout=30).run()
+@pytest.fixture(scope="module")
+def tiny_models(tiny_detector, tmp_path_factory):
+    from test_pipeline import tiny_pipeline
+
+    gen = tmp_path_factory.mktemp("gen") / "generator"
+    tiny_pipeline().save_pretrained(gen)
+    return gen, tiny_detector[1] / "best.pt"
+
+
+@pytest.fixture
+def env(tiny_models, monkeypatch, tmp_path):
+    gen, det = tiny_models
+    monkeypatch.setenv("GENDET_GENERATOR", str(gen))
+    monkeypatch.setenv("GENDET_CATDOG", str(det))
+    monkeypatch.setenv("GENDET_FACE", str(tmp_path / "no_face.pt"))
+    return gen, det
+
+
+def page(name):
+    return AppTest.from_file(str(UI / name), default_timeout=120)
+
+
+def test_router_and_home_start_without_exception():
+    at = AppTest.from_file(str(UI / "streamlit_app.py"), default_timeout=60).run()
+    assert not at.exception and at.title[0].value == "gendet"
+
+
+def test_generate_shows_images_verdicts_and_downloads(env):
+    at = page("generate.py").run()
     assert not at.exception
-    assert at.title[0].value == "gendet"
+    at.text_input(key="prompt").set_value("a cat")
+    at.slider(key="steps").set_value(3)
+    at.number_input(key="n").set_value(2)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception
+    assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
+    verdicts = [e.value for e in at.success] + [e.value for e in at.error]
+    assert len(verdicts) == 2 and all(v.startswith(("✓", "✗")) for v in verdicts)
+    assert any("expected" in v or v.endswith("ok") for v in verdicts)
+    assert len(at.get("download_button")) == 2
+
+
+def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
+    at = page("generate.py").run()
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and "Write a prompt first" in at.error[0].value
+    at.text_input(key="prompt").set_value("a purple giraffe")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and "Not judged" in at.info[0].value
+
+
+def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
+    monkeypatch.setenv("GENDET_GENERATOR", str(tmp_path / "nothing"))
+    at = page("generate.py").run()
+    assert not at.exception and "No generator at" in at.warning[0].value
+
+
+def test_detect_page_and_upload_handling(env):
+    at = page("detect.py").run()
+    assert not at.exception and at.multiselect(key="det_chosen").value == ["catdog"]
+    import io
+
+    from ui.uploads import open_image
+
+    image, note = open_image(b"not an image", "junk.png")
+    assert image is None and "junk.png: not a readable image" in note
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((3000, 1000, 3), np.uint8)).save(buf, format="PNG")
+    image, note = open_image(buf.getvalue(), "tall.png")
+    assert image.size == (683, 2048) and "downscaled from 1000x3000" in note
+
+
+def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
+    at = page("evaluate.py").run()
+    assert not at.exception
+    at.number_input(key="ev_n").set_value(1)
+    at.slider(key="ev_steps").set_value(2)
+    at.text_input(key="ev_out").set_value(str(tmp_path / "run"))
+    at.button(key="ev_run").click().run()
+    assert not at.exception
+    assert (tmp_path / "run" / "summary.json").is_file()
+    assert at.subheader[0].value.startswith("Suite smoke:")
+    assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
+    bad = page("evaluate.py").run()
+    bad.text_input(key="ev_open").set_value(str(tmp_path)).run()
+    assert "holds no summary.json" in bad.warning[0].value
+
+
+def test_models_page_lists_what_is_loaded(env):
+    at = page("models_page.py").run()
+    assert not at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)

@@ -1,0 +1,39 @@
+"""Detect: upload images, run the detectors, see boxes and a table."""
+
+import streamlit as st
+
+from detection.draw import draw_detections
+from ui import resources
+from ui.uploads import open_image
+
+resources.sidebar()
+st.title("Detect")
+available = resources.detectors()
+if not available:
+    st.warning(f"No detector found. {resources.MISSING_HELP}")
+    st.stop()
+chosen = st.multiselect("Detectors", list(available), default=list(available), key="det_chosen")
+c1, c2 = st.columns(2)
+conf = c1.slider("Confidence threshold", 0.05, 0.95, 0.3, 0.05, key="det_conf")
+iou = c2.slider("NMS IoU", 0.1, 0.95, 0.7, 0.05, key="det_iou")
+files = st.file_uploader("Images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key="det_files")
+
+
+for f in files or []:
+    image, note = open_image(f.getvalue(), f.name)
+    if image is None:
+        st.error(note)
+        continue
+    if note:
+        st.info(note)
+    found = []
+    with resources.device_lock():
+        for task in chosen:
+            found += list(available[task].detect([image], conf=conf, iou=iou)[0])
+    left, right = st.columns([2, 1])
+    left.image(draw_detections(image, found), caption=f.name, width="stretch")
+    right.dataframe([{"label": d.label, "confidence": round(d.confidence, 3),
+                      "box (x1, y1, x2, y2)": ", ".join(f"{v:.0f}" for v in d.box)} for d in found],
+                    hide_index=True)
+    if not found:
+        right.caption("nothing found above the threshold")

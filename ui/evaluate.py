@@ -1,0 +1,73 @@
+"""Evaluate: run a prompt suite through generate-then-detect, or open an earlier run."""
+
+import json
+from pathlib import Path
+
+import streamlit as st
+
+import gendet_env
+from evaluation.runner import read_rows, run_suite
+from evaluation.suite import builtin_suites, load_suite
+from ui import resources
+
+resources.sidebar()
+st.title("Evaluate")
+run_tab, open_tab = st.tabs(["Run a suite", "Open a run"])
+
+with run_tab:
+    c1, c2, c3 = st.columns(3)
+    suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
+    per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
+    steps = c3.slider("Steps", 1, 100, 25, key="ev_steps")
+    out_dir = st.text_input("Output folder", str(gendet_env.ROOT / "runs" / "app_eval"), key="ev_out")
+    if st.button("Run", type="primary", key="ev_run"):
+        pipe, eyes = resources.generator(), resources.judge_eyes()
+        if pipe is None or eyes is None:
+            st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
+        else:
+            suite = load_suite(suite_name)
+            bar = st.progress(0.0, text="starting")
+            with resources.device_lock():
+                try:
+                    run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, steps=steps), eyes, out_dir,
+                              images_per_prompt=int(per_prompt), settings={"steps": steps}, progress=False,
+                              on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
+                except ValueError as e:
+                    st.error(str(e))
+                else:
+                    st.session_state["ev_open"] = out_dir
+            bar.empty()
+
+with open_tab:
+    st.text_input("Run folder (holds summary.json)", key="ev_open")
+
+folder = st.session_state.get("ev_open")
+if folder:
+    path = Path(folder)
+    if not (path / "summary.json").is_file():
+        st.warning(f"`{folder}` holds no summary.json: not a finished evaluation run.")
+    else:
+        summary = json.loads((path / "summary.json").read_text())
+        st.subheader(f"Suite {summary.get('suite')}: {summary['overall']['accuracy']:.1%} pass "
+                     f"({summary['overall']['n']} images)")
+        table = [{"category": c, "accuracy": round(b["accuracy"], 3), "95% CI low": round(b["ci95"][0], 3),
+                  "95% CI high": round(b["ci95"][1], 3), "images": b["n"]}
+                 for c, b in [*summary["categories"].items(), ("overall", summary["overall"])]]
+        st.dataframe(table, hide_index=True)
+        st.bar_chart({r["category"]: r["accuracy"] for r in table}, horizontal=True)
+        validation = path / "judge_validation.json"
+        if validation.is_file():
+            jv = json.loads(validation.read_text())
+            st.caption(f"Judge agreement with ground truth: {jv['overall']['accuracy']:.1%}")
+        st.caption(f"Judge rules: {summary.get('judge')}")
+        rows = read_rows(path / "results.jsonl")
+        cats = sorted({r["category"] for r in rows})
+        pick = st.multiselect("Categories", cats, default=cats, key="ev_cats")
+        only = st.radio("Show", ["all", "pass", "fail"], horizontal=True, key="ev_only")
+        shown = [r for r in rows if r["category"] in pick and (only == "all" or r["passed"] == (only == "pass"))]
+        cols = st.columns(6)
+        for k, r in enumerate(shown[:120]):
+            with cols[k % 6]:
+                st.image(str(path / r["image"]), caption=f"{r['prompt']} #{r['seed']}", width="stretch")
+                st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
+        st.caption(f"Full report: {path / 'report.html'}")

@@ -1,0 +1,113 @@
+"""Generate: prompt -> images with live previews, boxes and the detectors' verdict on each."""
+
+import random
+
+import streamlit as st
+
+from detection.draw import draw_detections
+from evaluation.judge import judge
+from evaluation.prompts import ParseError, parse_prompt
+from generation.png_info import png_bytes, read_settings
+from ui import resources
+
+resources.sidebar()
+st.title("Generate")
+
+# settings restored from a PNG are applied before the widgets exist (Streamlit's rule)
+if "restore" in st.session_state:
+    for key, value in st.session_state.pop("restore").items():
+        st.session_state[key] = value
+
+pipe = resources.generator()
+with st.expander("Load settings from a PNG made by gendet"):
+    upload = st.file_uploader("PNG", type=["png"], key="settings_png")
+    if upload is not None and st.button("Restore these settings"):
+        try:
+            s = read_settings(upload.getvalue())
+        except ValueError as e:
+            st.error(str(e))
+        else:
+            st.session_state["restore"] = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)),
+                                           "random_seed": False, "steps": int(s.get("steps", 25)),
+                                           "guidance": float(s.get("guidance_scale", 3.0)),
+                                           "truncation": float(s.get("truncation", 0.86)),
+                                           "purity": bool(s.get("purity", False))}
+            st.rerun()
+
+with st.form("generate"):
+    prompt = st.text_input("Prompt", key="prompt", placeholder="a black cat to the left of a dog")
+    c1, c2, c3 = st.columns(3)
+    n = c1.number_input("Images", 1, 16, 4, key="n")
+    seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+    random_seed = c3.checkbox("Random seed", key="random_seed")
+    c1, c2, c3, c4 = st.columns(4)
+    steps = c1.slider("Steps", 1, 100, 25, key="steps")
+    guidance = c2.slider("Guidance scale", 1.0, 10.0, 3.0, 0.5, key="guidance")
+    truncation = c3.slider("Truncation", 0.5, 1.0, 0.86, 0.01, key="truncation")
+    purity = c4.checkbox("Purity sampling", key="purity")
+    c1, c2, c3 = st.columns(3)
+    boxes = c1.checkbox("Show boxes", True, key="boxes")
+    only_pass = c2.checkbox("Keep only images that pass", key="only_pass")
+    budget = c3.number_input("Candidate budget", 1, 64, 8, key="budget")
+    go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
+
+if go:
+    if not prompt.strip():
+        st.error("Write a prompt first: describe the image you want.")
+        st.stop()
+    try:
+        spec = parse_prompt(prompt)
+    except ParseError as e:
+        spec = None
+        st.info(f"Not judged: {e}. Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.")
+    if random_seed:
+        seed = random.randrange(2**31 - 1)
+    count = int(budget) if only_pass and spec is not None else int(n)
+    bar = st.progress(0.0, text="sampling")
+    preview = st.empty()
+    every = max(1, steps // 5)
+
+    def on_step(i, t, x0):
+        bar.progress((i + 1) / steps, text=f"step {i + 1} of {steps} (t={t})")
+        if (i + 1) % every == 0 or i + 1 == steps:
+            grid = pipe.decode_tokens(x0[: min(4, len(x0))])
+            frames = list(grid.permute(0, 2, 3, 1).cpu().numpy())
+            preview.image(frames, width=96, caption=[f"predicted x0 at t={t}"] * len(frames))
+
+    with resources.device_lock():
+        out = pipe(prompt, seeds=list(range(int(seed), int(seed) + count)), steps=steps, guidance_scale=guidance,
+                   truncation=truncation, purity=purity, callback=on_step)
+        eyes = resources.judge_eyes()
+        found = eyes.detect(out.images) if eyes else [[] for _ in out.seeds]
+    preview.empty()
+    bar.empty()
+    rows = []
+    for image, s, dets in zip(out.pil(), out.seeds, found):
+        verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
+        rows.append({"image": image, "seed": s, "detections": dets, "verdict": verdict})
+    if only_pass and spec is not None and eyes:
+        passing = [r for r in rows if r["verdict"].passed]
+        st.caption(f"{len(passing)} of {count} candidates pass the check")
+        rows = passing[: int(n)]
+    st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": out.settings, "rows": rows,
+                                                          "show_boxes": boxes, "judged": eyes is not None})
+
+for k, entry in enumerate(st.session_state.get("history", [])[:10]):
+    if k == 1:
+        st.subheader("Earlier in this session")
+    st.markdown(f"**{entry['prompt']}** - {entry['settings']}")
+    if not entry["rows"]:
+        st.warning("No image passed the check; raise the candidate budget or change the prompt.")
+    cols = st.columns(4)
+    for j, row in enumerate(entry["rows"]):
+        with cols[j % 4]:
+            shown = draw_detections(row["image"], row["detections"]) if entry["show_boxes"] else row["image"]
+            st.image(shown, caption=f"seed {row['seed']}", width="stretch")
+            v = row["verdict"]
+            if v is not None:
+                (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)
+            elif not entry["judged"]:
+                st.caption("no detectors loaded: not judged")
+            settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
+            st.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
+                               "image/png", key=f"dl_{k}_{j}")

@@ -1,0 +1,33 @@
+"""Models: what is loaded, its card, size and device."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from ui import resources
+
+resources.sidebar()
+st.title("Models")
+p = resources.paths()
+pipe = resources.generator()
+if pipe is not None:
+    st.subheader("Generator")
+    n_params = sum(t.numel() for t in pipe.parameters())
+    st.write(f"`{p['generator']}` - {n_params / 1e6:.2f} M parameters on {pipe.device}; "
+             f"{pipe.image_size}x{pipe.image_size} images, {pipe.vqvae.codebook_size} codes, "
+             f"{pipe.diffusion.num_timesteps} diffusion steps; defaults {pipe.defaults}")
+    card = Path(p["generator"]).parent / "README.md"
+    if card.is_file():
+        with st.expander("Bundle model card", expanded=True):
+            st.markdown(card.read_text())
+for task, det in resources.detectors().items():
+    st.subheader(f"{task} detector")
+    n_params = sum(t.numel() for t in det.model.model.parameters())
+    st.write(f"`{p[task]}` - classes {det.names}, {n_params / 1e6:.2f} M parameters, imgsz {det.imgsz}, "
+             f"device {det.device}")
+    metrics = {k: det.card[k] for k in ("mAP50", "mAP50-95", "precision", "recall") if k in det.card}
+    if metrics:
+        st.json(metrics)
+    if det.card.get("readme"):
+        with st.expander("Training card"):
+            st.markdown(det.card["readme"])

@@ -1,0 +1,98 @@
+"""What the app has loaded: model paths (sidebar), cached models, the device lock.
+
+Defaults are the bundled demo models in models/demo/; GENDET_GENERATOR, GENDET_CATDOG and
+GENDET_FACE override them (tests point these at tiny models). Models load once per
+process (st.cache_resource); all model work goes through `device_lock()` so two browser
+tabs generating at once run one after the other instead of fighting over the device.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import streamlit as st
+
+import gendet_env
+
+DEMO = gendet_env.ROOT / "models" / "demo"
+
+
+def defaults() -> dict[str, str]:
+    return {"generator": os.environ.get("GENDET_GENERATOR", str(DEMO / "generator")),
+            "catdog": os.environ.get("GENDET_CATDOG", str(DEMO / "catdog.pt")),
+            "face": os.environ.get("GENDET_FACE", str(DEMO / "face.pt"))}
+MISSING_HELP = ("Build the demo bundle with `make demo-models` (CPU profile) or give the path of a trained "
+                "model in the sidebar.")
+
+
+@st.cache_resource
+def device_lock() -> threading.Lock:
+    return threading.Lock()
+
+
+@st.cache_resource(show_spinner="Loading the generator...")
+def load_generator(path: str):
+    from generation.pipeline import TextToImage
+
+    return TextToImage.from_pretrained(path)
+
+
+@st.cache_resource(show_spinner="Loading a detector...")
+def load_detector(path: str):
+    from detection.detector import Detector
+
+    return Detector.load(path)
+
+
+def paths() -> dict[str, str]:
+    for key, value in defaults().items():
+        st.session_state.setdefault(f"path_{key}", value)
+    return {k: st.session_state[f"path_{k}"] for k in defaults()}
+
+
+def generator():
+    """The loaded generator, or None after showing why not."""
+    path = paths()["generator"]
+    if not (Path(path) / "pipeline.json").is_file():
+        st.warning(f"No generator at `{path}`. {MISSING_HELP}")
+        return None
+    try:
+        return load_generator(path)
+    except Exception as e:  # noqa: BLE001 - show, never a traceback
+        st.error(f"Could not load the generator from `{path}`: {e}")
+        return None
+
+
+def detectors(which=("catdog", "face")) -> dict:
+    """{task: Detector} for the configured detectors that exist and load."""
+    out = {}
+    for task in which:
+        path = paths()[task]
+        if not Path(path).is_file():
+            continue
+        try:
+            out[task] = load_detector(path)
+        except Exception as e:  # noqa: BLE001
+            st.error(f"Could not load the {task} detector from `{path}`: {e}")
+    return out
+
+
+def judge_eyes():
+    """The detectors wrapped for the judge, or None if there are none."""
+    from evaluation.detectors import JudgeDetectors
+
+    found = detectors()
+    return JudgeDetectors(found, {t: Path(paths()[t]) for t in found}) if found else None
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.header("Models")
+        p = paths()
+        for key, label in (("generator", "Generator folder"), ("catdog", "Cat/dog detector (.pt)"),
+                           ("face", "Face detector (.pt)")):
+            st.text_input(label, key=f"path_{key}")
+            ok = (Path(p[key]) / "pipeline.json").is_file() if key == "generator" else Path(p[key]).is_file()
+            st.caption(("loaded from" if ok else "missing:") + f" `{p[key]}`")
