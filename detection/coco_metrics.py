@@ -1,7 +1,7 @@
 """COCO-style detection metrics through pycocotools' COCOeval, independent of ultralytics.
 
     gt = ground_truth_coco(dataset, "val")                 # YOLO labels -> COCO ground truth
-    preds = predictions_coco(detector, dataset, "val")     # Detector output -> COCO results
+    preds = predictions_coco(detector, gt)                  # Detector output -> COCO results
     m = coco_map(gt, preds, names)                         # {"mAP50", "mAP50-95", "per_class", ...}
 
 Ground truth boxes are the YOLO labels in pixel [x, y, w, h] (top-left corner);
@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+from pathlib import Path
 
 import numpy as np
 
 
 def ground_truth_coco(dataset, split: str) -> dict:
+    """COCO ground truth from a YoloDataset split: pixel [x, y, w, h] boxes, category id = class + 1."""
     images, anns = [], []
     for image_id, (path, w, h, boxes) in enumerate(dataset.ground_truth(split), start=1):
         images.append({"id": image_id, "file_name": str(path), "width": w, "height": h})
@@ -27,16 +30,24 @@ def ground_truth_coco(dataset, split: str) -> dict:
     return {"images": images, "annotations": anns, "categories": cats}
 
 
-def predictions_coco(detector, gt: dict, conf: float = 0.001, batch: int = 32) -> list[dict]:
-    """Run the detector on every ground-truth image (low threshold, as mAP needs the tail)."""
+def predictions_coco(detector, gt: dict, conf: float = 0.001, iou: float = 0.7, imgsz: int | None = None,
+                     batch: int = 32) -> list[dict]:
+    """Run the detector on every ground-truth image (low threshold, as mAP needs the tail).
+
+    conf 0.001 / iou 0.7 / max_det 300 are ultralytics' val defaults, so the two
+    implementations score the same kind of prediction list.
+    """
     from PIL import Image
 
     results = []
     imgs = gt["images"]
     for start in range(0, len(imgs), batch):
         chunk = imgs[start:start + batch]
-        arrays = [np.asarray(Image.open(im["file_name"]).convert("RGB")) for im in chunk]
-        for im, dets in zip(chunk, detector.detect(arrays, conf=conf)):
+        arrays = []
+        for im in chunk:
+            with Image.open(im["file_name"]) as pil:
+                arrays.append(np.asarray(pil.convert("RGB")))
+        for im, dets in zip(chunk, detector.detect(arrays, conf=conf, iou=iou, imgsz=imgsz)):
             for d in dets:
                 x1, y1, x2, y2 = d.box
                 results.append({"image_id": im["id"], "category_id": int(d.class_id) + 1,
@@ -44,8 +55,33 @@ def predictions_coco(detector, gt: dict, conf: float = 0.001, batch: int = 32) -
     return results
 
 
+def predictions_from_ultralytics(path: str | Path, gt: dict) -> list[dict]:
+    """ultralytics' val `predictions.json` (save_json=True) re-keyed to `gt`'s image ids.
+
+    ultralytics names an image by its file stem and writes `category_id = cls + 1` for a
+    non-COCO dataset, like ground_truth_coco. Scoring these with COCOeval compares the two
+    metric implementations on the very same boxes (val's NMS is multi-label, predict's is not,
+    so Detector predictions differ a little, and at low mAP that is more than 0.02).
+    """
+    ids = {Path(im["file_name"]).name: im["id"] for im in gt["images"]}
+    if len(ids) != len(gt["images"]):
+        raise ValueError("ground-truth images share file names; ultralytics' predictions.json cannot tell them apart")
+    out = []
+    for p in json.loads(Path(path).read_text()):
+        name = p.get("file_name") or f"{p['image_id']}"
+        if name not in ids:
+            raise ValueError(f"{path}: prediction for {name!r}, which is not in the ground truth")
+        out.append({"image_id": ids[name], "category_id": int(p["category_id"]), "bbox": p["bbox"],
+                    "score": float(p["score"])})
+    return out
+
+
 def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) -> dict:
-    """mAP50, mAP50-95 and per-class AP with COCOeval (maxDets 100, all areas)."""
+    """mAP50, mAP75, mAP50-95 and per-class AP with COCOeval (maxDets 100, all areas).
+
+    A class without ground truth gets NaN (undefined), not 0: averaging a 0 in
+    would punish a model for a class the data never shows.
+    """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -68,11 +104,13 @@ def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) 
         p = prec[:, :, k]
         ap = lambda q: float(np.mean(q[q > -1])) if (q > -1).any() else float("nan")  # noqa: E731
         per_class[names[cat_id - 1]] = {"AP50": ap(p[0]), "AP50-95": ap(p)}
-    return {"mAP50": float(ev.stats[1]), "mAP50-95": float(ev.stats[0]), "per_class": per_class,
+    return {"mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]), "mAP50-95": float(ev.stats[0]),
+            "per_class": per_class,
             "precision_curve_50": {names[c - 1]: prec[0, :, k].tolist() for k, c in enumerate(ev.params.catIds)},
             "recall_points": ev.params.recThrs.tolist()}
 
 
 def _empty(names) -> dict:
-    return {"mAP50": 0.0, "mAP50-95": 0.0, "per_class": {n: {"AP50": 0.0, "AP50-95": 0.0} for n in names},
+    return {"mAP50": 0.0, "mAP75": 0.0, "mAP50-95": 0.0,
+            "per_class": {n: {"AP50": 0.0, "AP50-95": 0.0} for n in names},
             "precision_curve_50": {}, "recall_points": []}

@@ -38,10 +38,13 @@ class YoloDataset:
         return sorted({self.label_path(im) for ims in self.images.values() for im in ims if self.label_path(im).exists()})
 
     def data_hash(self) -> str:
-        """sha256 over data.yaml and every label file (relative path + bytes), in sorted order."""
+        """sha256 over data.yaml and every image and label file of the loaded splits (relative path +
+        bytes, sorted), so a model card pins the exact data: regenerated images with identical
+        labels get a new hash too."""
         h = hashlib.sha256()
         h.update(b"data.yaml\0" + self.yaml_path.read_bytes() + b"\0")
-        for f in self.label_files():
+        images = sorted({im for ims in self.images.values() for im in ims})
+        for f in images + self.label_files():
             try:
                 rel = f.resolve().relative_to(self.root.resolve()).as_posix()
             except ValueError:
@@ -54,7 +57,9 @@ class YoloDataset:
         cfg = {k: v for k, v in self.config.items() if k != "path"}
         cfg = {"path": str(self.root.resolve()), **cfg, "names": dict(enumerate(self.names))}
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # torchrun ranks may all write it
+        tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        tmp.replace(path)
         return path
 
     def ground_truth(self, split: str) -> list[tuple[Path, int, int, list[tuple[int, float, float, float, float]]]]:
@@ -176,8 +181,8 @@ def load_dataset(path: str | Path, task: str | None = None, splits=("train", "va
         raise DataError(f"{yaml_path}: names {names} do not match task {task!r} (expected {TASKS[task]})")
     if config.get("task_name") not in (None, task):
         raise DataError(f"{yaml_path}: task_name {config['task_name']!r} does not match task {task!r}")
-    if "nc" in config and int(config["nc"]) != len(names):
-        raise DataError(f"{yaml_path}: nc {config['nc']} does not match {len(names)} names")
+    if "nc" in config and str(config["nc"]).strip() != str(len(names)):
+        raise DataError(f"{yaml_path}: nc {config['nc']!r} does not match {len(names)} names")
 
     root = Path(config["path"]) if config.get("path") else yaml_path.parent
     if not root.is_absolute():

@@ -20,23 +20,39 @@ from detection.draw import draw_detections
 
 
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
-            device: str | None = None, progress: bool = True) -> list[Path]:
+            device: str | None = None, progress: bool = True, batch: int = 16) -> list[Path]:
+    """Detect in each image file; write OUT/<stem>.png (boxes drawn) and OUT/<stem>.json beside it.
+
+    Every file is opened first, so an unreadable one fails before any model time is spent.
+    """
+    paths = [Path(p) for p in images]
+    if not paths:
+        raise UsageError("no images given")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        dup = sorted({s for s in stems if stems.count(s) > 1})
+        raise UsageError(f"several images share the name stem {dup[0]!r}; their outputs would overwrite each other")
+    pils = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                pils.append(im.convert("RGB"))
+        except Exception as e:  # noqa: BLE001 - PIL raises many types
+            raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     det = Detector.load(model, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for path in tqdm([Path(p) for p in images], desc="predict", unit="img", disable=not progress):
-        try:
-            with Image.open(path) as im:
-                pil = im.convert("RGB")
-        except Exception as e:  # noqa: BLE001 - PIL raises many types
-            raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-        dets = det.detect([pil], conf=conf, iou=iou)[0]
-        stem = out / path.stem
-        draw_detections(pil, dets).save(stem.with_suffix(".png"))
-        record = {"image": str(path), "model": str(model), "names": det.names} | dets.to_dict()
-        stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-        written.append(stem.with_suffix(".png"))
+    with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
+        for start in range(0, len(paths), batch):
+            chunk = list(zip(paths[start:start + batch], pils[start:start + batch]))
+            for (path, pil), dets in zip(chunk, det.detect([p for _, p in chunk], conf=conf, iou=iou)):
+                stem = out / path.stem
+                draw_detections(pil, dets).save(stem.with_suffix(".png"))
+                record = {"image": str(path), "model": str(model), "names": det.names} | dets.to_dict()
+                stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
+                written.append(stem.with_suffix(".png"))
+            bar.update(len(chunk))
     return written
 
 

@@ -38,14 +38,25 @@ Writes into --out: best.pt, metrics.json, curves.png (plotted from
 results.csv), results.png (ultralytics' own plot, when it made one), README.md
 (model card), data.yaml (the resolved copy) and ultralytics/ (the raw run).
 
-Devices: ``--device cpu``, ``--device 0`` or ``--device 0,1``. A list of GPUs
-makes ultralytics launch its own torch.distributed (DDP) run in subprocesses;
-custom callbacks are dropped there (an upstream limitation) and gendet's
-offline AMP-check patch (below) does not reach the subprocesses, so rank 0 may
-attempt, and fail, to download yolo26n.pt for ultralytics' AMP check (training
-continues with AMP on). For full control launch your own script with torchrun.
-On a single GPU, ultralytics' AMP check (which downloads yolo26n.pt) is
-replaced by "AMP on" unless that file already sits in its weights dir.
+Devices: ``--device cpu``, ``--device 0`` or ``--device 0,1``. On one GPU,
+ultralytics' AMP check (which downloads yolo26n.pt) is replaced by "AMP on"
+unless that file already sits in its weights dir.
+
+Multi-GPU, the supported launcher is torchrun::
+
+    torchrun --standalone --nproc_per_node 2 -m detection.train --device 0,1 --task catdog ...
+
+Every rank then runs this module (offline variables, dataset validation, the
+AMP patch) and ultralytics sees LOCAL_RANK, so it joins that process group
+instead of spawning its own; only rank 0 writes best.pt, metrics.json, the
+plots and the card. Plain ``--device 0,1`` without torchrun also trains:
+ultralytics writes a temporary script and starts its own torch.distributed run
+in subprocesses. That path drops custom callbacks (an upstream limitation;
+gendet adds none today) and the AMP patch does not reach the subprocesses, so
+rank 0 may try to download yolo26n.pt (ultralytics catches the failure, logs
+"checks skipped" and keeps AMP on); metrics are then re-computed by validating
+best.pt in this process. Neither
+multi-GPU path has been run in this project's CI (no GPUs there).
 
 Progress: ultralytics' log and tqdm bars are on for the CLI (--quiet turns them
 off). Plots stay offline: ``gendet_env`` seeds the Arial fonts ultralytics
@@ -202,11 +213,13 @@ def train(
         data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), device=dev,
         workers=int(workers), patience=int(patience), seed=int(seed), deterministic=True,
         project=str(out), name="ultralytics", exist_ok=True, plots=bool(plots), verbose=bool(verbose),
-        pretrained=kind == "pt", val=True, **overrides,
+        pretrained=kind == "pt", val=True, amp=dev not in ("cpu", "mps"), **overrides,
     )
     start = time.time()
     yolo.train(**args)
     seconds = time.time() - start
+    if _rank() > 0:  # torchrun worker: rank 0 writes the outputs
+        return {}
     trainer = yolo.trainer
     run_dir = Path(trainer.save_dir)
     weights = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
@@ -239,6 +252,7 @@ def train(
         "n_val": len(ds.images["val"]),
         "command": command or _api_command(locals_=args, task=task, source=model, out=out, data=data),
         "seconds": round(seconds, 2),
+        "seconds_per_epoch": _seconds_per_epoch(rows, seconds),
         "device": str(getattr(trainer, "device", dev)),
         "seed": int(seed),
         "ultralytics": _ul_version(),
@@ -274,6 +288,13 @@ def _offline_amp_check() -> None:
         ul_trainer.check_amp = lambda model: True
 
 
+def _rank() -> int:
+    """This process's torch.distributed rank (torchrun sets RANK), -1 outside distributed runs."""
+    import os
+
+    return int(os.environ.get("RANK", -1))
+
+
 def _ul_version() -> str:
     import ultralytics
 
@@ -284,6 +305,13 @@ def _api_command(locals_: dict, task: str, source: str, out: Path, data) -> str:
     keys = ("epochs", "imgsz", "batch", "device", "workers", "patience", "seed")
     return (f"detection.train.train(task={task!r}, data={str(data)!r}, model={source!r}, out={str(out)!r}, "
             + ", ".join(f"{k}={locals_[k]!r}" for k in keys) + ")")
+
+
+def _seconds_per_epoch(rows: list[dict], total: float) -> float:
+    """Training + per-epoch validation time from results.csv's cumulative `time` column (no setup,
+    no final validation); the whole run divided by the epochs when the column is missing."""
+    last = rows[-1].get("time") if rows else None
+    return round((last if isinstance(last, float) else total) / max(len(rows), 1), 2)
 
 
 def _read_results_csv(path: Path) -> list[dict]:
@@ -323,7 +351,7 @@ def plot_curves(rows: list[dict], path: Path, title: str = "") -> Path:
         for key in keys:
             ys = [r.get(key) for r in rows]
             if ys and all(isinstance(y, float) for y in ys):
-                ax.plot(epochs, ys, marker="." if len(ys) < 30 else None, label=key.split("/")[-1])
+                ax.plot(epochs, ys, marker="." if len(ys) < 30 else None, label=key.removeprefix("metrics/"))
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -351,14 +379,14 @@ def model_card(m: dict) -> str:
         "",
         f"- data.yaml: `{m['data']}`",
         f"- images: {m['n_train']} train, {m['n_val']} val",
-        f"- data hash (sha256 of data.yaml + label files): `{m['data_hash']}`",
+        f"- data hash (sha256 of data.yaml, images and labels): `{m['data_hash']}`",
         f"- augmentation: {m['augment']}",
         "",
         "## Training",
         "",
         f"- model: `{m['model']}`, {m['init']}",
         f"- epochs: {m['epochs_completed']} of {m['epochs']}, imgsz {m['imgsz']}, batch {m['batch']}, "
-        f"device {m['device']}, seed {m['seed']}, {m['seconds']:.0f} s",
+        f"device {m['device']}, seed {m['seed']}, {m['seconds']:.0f} s ({m['seconds_per_epoch']:.1f} s/epoch)",
         "",
         "```",
         m["command"],
@@ -372,7 +400,8 @@ def model_card(m: dict) -> str:
     ]
     for name, c in m["per_class"].items():
         lines.append(f"| {name} | {f(c['AP50'])} | {f(c['AP50-95'])} | {f(c['precision'])} | {f(c['recall'])} |")
-    lines += ["", "Training curves: `curves.png`. Weights: `best.pt`. Use with "
+    lines += ["", "`-`: the class has no object in the val split, so its AP is undefined.",
+              "", "Training curves: `curves.png`. Weights: `best.pt`. Use with "
               "`detection.detector.Detector.load('best.pt')`.", ""]
     return "\n".join(lines)
 
@@ -405,6 +434,8 @@ def main(argv: list[str] | None = None) -> int:
               device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
               plots=not a.no_plots, verbose=not a.quiet, command=command_line() if argv is None else
               "python -m detection.train " + " ".join(argv))
+    if not m:  # a torchrun worker other than rank 0
+        return 0
     print(f"{a.task}: mAP50 {m['mAP50']:.3f}  mAP50-95 {m['mAP50-95']:.3f}  "
           f"({m['epochs_completed']} epochs, {m['seconds']:.0f} s) -> {Path(a.out) / 'best.pt'}")
     return 0

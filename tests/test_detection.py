@@ -62,6 +62,14 @@ def test_evaluate_reports_both_implementations(trained, tmp_path):
     assert r["max_gap"] == pytest.approx(max(gaps))
     assert r["agree"] == (r["max_gap"] <= 0.02)
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "pr_curve.png").is_file()
+    # the cross-check scores ultralytics' own predictions; the detector column scores Detector.detect
+    from detection.coco_metrics import coco_map, ground_truth_coco, predictions_coco
+    from detection.data import load_dataset
+
+    gt = ground_truth_coco(load_dataset(scenes, "catdog", splits=("val",)), "val")
+    assert r["predictions"] > 0 and len(gt["images"]) == 6
+    own = coco_map(gt, predictions_coco(Detector.load(out / "best.pt", device="cpu"), gt))
+    assert r["detector"]["mAP50"] == pytest.approx(own["mAP50"]) and r["detector"]["mAP50-95"] == pytest.approx(own["mAP50-95"])
 
 
 def test_predict_draws_and_writes_json(trained, tmp_path):
@@ -95,6 +103,18 @@ def test_hub_names_and_bad_datasets_are_refused(trained, tmp_path, capsys):
         label.write_text(saved)
     with pytest.raises(UsageError, match="does not exist|no such file|not found"):
         Detector.load(tmp_path / "missing.pt")
+    with pytest.raises(UsageError, match=r"yolo11n\.pt: no such file \(a bare hub name.*pass a local file"):
+        Detector.load("yolo11n.pt")
+
+
+def test_fine_tune_from_a_local_checkpoint_on_another_task(trained, tmp_path):
+    """--model PATH.pt: the cat/dog weights start a 1-class face run (ultralytics rebuilds the head)."""
+    scenes, out = trained
+    m = det_train.train(data=scenes, task="face", out=tmp_path / "face", model=str(out / "best.pt"), epochs=1,
+                        imgsz=64, batch=8, device="cpu", workers=0, plots=False, augment="none")
+    assert m["init"] == f"fine-tuned from {out / 'best.pt'}" and m["names"] == ["face"]
+    assert list(m["per_class"]) == ["face"] and m["augment"].startswith("none")
+    assert Detector.load(tmp_path / "face" / "best.pt", device="cpu").names == ["face"]
 
 
 # ------------------------------------------------------------------ metrics.json against a re-computation
@@ -117,6 +137,7 @@ def test_metrics_json_equals_a_recomputation(trained):
     assert m["data_hash"] == ds.data_hash() and (m["n_train"], m["n_val"]) == (18, 6)
     rows = (out / "ultralytics" / "results.csv").read_text().strip().splitlines()
     assert m["epochs_completed"] == len(rows) - 1 == 2
+    assert m["seconds_per_epoch"] == pytest.approx(float(rows[-1].split(",")[1]) / 2, abs=0.01)
     # the hash pins image bytes too: flip one pixel of one image and it changes
     image = ds.images["val"][0]
     saved = image.read_bytes()
@@ -259,3 +280,84 @@ def test_cli_entry_points(trained, tmp_path, capsys):
     assert rec["detections"] == direct.to_dict()["detections"]
     drawn = np.asarray(Image.open(tmp_path / "p" / f"{image.stem}.png"))
     assert drawn.shape == (64, 64, 3) and (drawn != np.asarray(Image.open(image).convert("RGB"))).any()
+
+
+def test_coco_metrics_agree_with_ultralytics_ap_on_random_predictions():
+    """A second, independent implementation on the same synthetic predictions: ultralytics'
+    greedy matching (match_predictions) + ap_per_class. Catches a misread COCOeval result (stats
+    index, precision-array axis, class order); the two interpolate differently (COCO sums 101
+    points, ultralytics integrates them with the trapezoid rule), so equal only to ~0.01."""
+    from ultralytics.engine.validator import BaseValidator
+    from ultralytics.utils.metrics import ap_per_class, box_iou
+
+    from detection.coco_metrics import coco_map
+
+    class Thresholds:
+        iouv = torch.linspace(0.5, 0.95, 10)
+
+    rng = np.random.default_rng(0)
+    images, anns, preds, tps, confs, pcls, tcls = [], [], [], [], [], [], []
+    for i in range(1, 31):
+        images.append({"id": i, "file_name": f"{i}.png", "width": 200, "height": 200})
+        truth = [(int(rng.integers(0, 2)), *rng.uniform(0, 140, 2), *rng.uniform(15, 60, 2))
+                 for _ in range(rng.integers(0, 4))]
+        guess = []
+        for c, x, y, w, h in truth:
+            if rng.random() < 0.85:  # found, jittered, sometimes with the wrong class
+                jx, jy, jw, jh = rng.normal(0, 0.12, 4) * [w, h, w, h]
+                guess.append((c if rng.random() < 0.9 else 1 - c, x + jx, y + jy, max(w + jw, 2), max(h + jh, 2),
+                              rng.uniform(0.3, 1)))
+        guess += [(int(rng.integers(0, 2)), *rng.uniform(0, 140, 2), *rng.uniform(15, 60, 2), rng.uniform(0, 0.8))
+                  for _ in range(rng.integers(0, 3))]  # false positives
+        guess.sort(key=lambda t: -t[-1])
+        anns += [{"id": len(anns) + k + 1, "image_id": i, "category_id": c + 1, "bbox": [x, y, w, h], "area": w * h,
+                  "iscrowd": 0} for k, (c, x, y, w, h) in enumerate(truth)]
+        preds += [{"image_id": i, "category_id": c + 1, "bbox": [x, y, w, h], "score": s} for c, x, y, w, h, s in guess]
+        tcls += [t[0] for t in truth]
+        if guess:
+            xyxy = lambda bs: torch.tensor([[x, y, x + w, y + h] for _, x, y, w, h, *_ in bs], dtype=torch.float64)  # noqa: E731
+            tp = (BaseValidator.match_predictions(Thresholds(), torch.tensor([g[0] for g in guess]),
+                                                  torch.tensor([t[0] for t in truth]), box_iou(xyxy(truth), xyxy(guess)))
+                  .numpy() if truth else np.zeros((len(guess), 10), bool))
+            tps.append(tp)
+            confs += [g[-1] for g in guess]
+            pcls += [g[0] for g in guess]
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}]}
+    ap = ap_per_class(np.concatenate(tps), np.array(confs), np.array(pcls), np.array(tcls))[5]  # [class, IoU]
+    m = coco_map(gt, preds)
+    assert 0.2 < m["mAP50"] < 0.9  # a non-trivial case
+    assert m["mAP50"] == pytest.approx(ap[:, 0].mean(), abs=0.01)
+    assert m["mAP50-95"] == pytest.approx(ap.mean(), abs=0.01)
+    for k, name in enumerate(["cat", "dog"]):
+        assert m["per_class"][name]["AP50"] == pytest.approx(ap[k, 0], abs=0.015)
+        assert m["per_class"][name]["AP50-95"] == pytest.approx(ap[k].mean(), abs=0.015)
+
+
+def test_model_and_device_arguments():
+    assert det_train.resolve_model("yolo11n.yaml") == ("yolo11n.yaml", "yaml")  # ultralytics' bundled config
+    assert det_train.resolve_model("yolov8n.yaml") == ("yolov8n.yaml", "yaml")
+    for bad, message in (("yolo99z.yaml", "no such model YAML"), ("yolov8n", "expected a model YAML"),
+                         ("yolov8n.pt", r"bare hub name.*pass a local file")):
+        with pytest.raises(UsageError, match=message):
+            det_train.resolve_model(bad)
+    assert [det_train.parse_device(d) for d in ("cpu", "0", "cuda:1", "0,1", " 2,3 ")] == ["cpu", 0, 1, [0, 1], [2, 3]]
+    with pytest.raises(UsageError, match="--device 'gpu'"):
+        det_train.parse_device("gpu")
+
+
+def test_ultralytics_predictions_are_mapped_by_file_name(tmp_path):
+    from detection.coco_metrics import coco_map, predictions_from_ultralytics
+
+    g = _gt([[(0, (0, 0, 20, 20))], [(1, (10, 10, 30, 30))]], names=("cat", "dog"))
+    g["images"][0]["file_name"], g["images"][1]["file_name"] = "/d/images/val/000007.png", "/d/images/val/b.png"
+    # ultralytics keys images by stem (an int when numeric) and keeps file_name; ids here are 1 and 2
+    (tmp_path / "p.json").write_text(json.dumps([
+        {"image_id": "b", "file_name": "b.png", "category_id": 2, "bbox": [10, 10, 30, 30], "score": 0.5},
+        {"image_id": 7, "file_name": "000007.png", "category_id": 1, "bbox": [0, 0, 20, 20], "score": 0.9}]))
+    preds = predictions_from_ultralytics(tmp_path / "p.json", g)
+    assert [(p["image_id"], p["category_id"]) for p in preds] == [(2, 2), (1, 1)]
+    assert coco_map(g, preds)["mAP50-95"] == pytest.approx(1.0)
+    (tmp_path / "q.json").write_text(json.dumps([{"file_name": "zz.png", "category_id": 1, "bbox": [0, 0, 1, 1],
+                                                  "score": 0.1, "image_id": "zz"}]))
+    with pytest.raises(ValueError, match=r"q\.json: prediction for 'zz\.png'"):
+        predictions_from_ultralytics(tmp_path / "q.json", g)
