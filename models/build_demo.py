@@ -33,6 +33,16 @@ PROFILES = {
             "train": {"steps": 4000, "batch_size": 32, "lr": 6.0e-4, "warmup": 200, "ema_decay": 0.995,
                       "log_every": 50, "val_every": 500, "sample_every": 1000, "ckpt_every": 250},
             "detector": ["--epochs", "15", "--imgsz", "64", "--batch", "32", "--model", "yolov8n.yaml"]},
+    # seconds, for tests of the recipe itself; the models learn nothing
+    "smoke": {"size": 32, "n": 40, "seed": 0,
+              "vqvae": ["--steps", "6", "--batch", "8", "--channels", "8", "--codebook-size", "32", "--embed-dim", "8",
+                        "--downsample", "4", "--val-every", "3", "--ckpt-every", "3"],
+              "text": {"kind": "scratch", "vocab_size": 200, "dim": 32, "layers": 1, "heads": 2, "max_length": 16},
+              "transformer": {"width": 32, "depth": 1, "heads": 2},
+              "train": {"steps": 4, "batch_size": 4, "warmup": 1, "log_every": 2, "val_every": 2, "sample_every": 4,
+                        "ckpt_every": 2},
+              "detector": ["--epochs", "1", "--imgsz", "32", "--batch", "8", "--model", "yolov8n.yaml", "--workers", "0"],
+              "eval": ["--suite", "smoke", "--images-per-prompt", "1", "--steps", "2"]},
     "gpu": {"size": 128, "n": 20000, "seed": 0,
             "vqvae": ["--steps", "15000", "--batch", "64", "--channels", "64", "--codebook-size", "512",
                       "--embed-dim", "64", "--downsample", "8", "--val-every", "1000", "--ckpt-every", "1000"],
@@ -57,9 +67,10 @@ def run(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
-def build(profile: str, device: str | None) -> Path:
+def build(profile: str, device: str | None, work: Path | None = None, bundle: Path | None = None) -> Path:
     p = PROFILES[profile]
-    work = ROOT / "runs" / f"demo_{profile}"
+    work = Path(work or ROOT / "runs" / f"demo_{profile}")
+    bundle = Path(bundle or ROOT / "models" / "demo")
     work.mkdir(parents=True, exist_ok=True)
     log = work / "build.log"
     times_path = work / "times.json"
@@ -95,14 +106,14 @@ def build(profile: str, device: str | None) -> Path:
         stage(task, work / task / "best.pt", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
                                               *p["detector"], "--device", device or "cpu", "--out", str(work / task),
                                               "--quiet"])
-    bundle = ROOT / "models" / "demo"
     assemble(work, bundle)
     eyes = f"catdog={bundle / 'catdog.pt'},face={bundle / 'face.pt'}"
     stage("judge_validation", work / "judge_validation.json",
           [py, "-m", "evaluation.validate_judge", "--data", str(scenes), "--detectors", eyes, "--out", str(work)])
     stage("evaluation", work / "eval" / "summary.json",
-          [py, "-m", "evaluation.run", "--suite", "default", "--model", str(bundle / "generator"), "--detectors", eyes,
-           "--images-per-prompt", "4", "--seed", "0", "--out", str(work / "eval"), *dev, "--quiet"])
+          [py, "-m", "evaluation.run", "--model", str(bundle / "generator"), "--detectors", eyes, "--seed", "0",
+           *p.get("eval", ["--suite", "default", "--images-per-prompt", "4"]), "--out", str(work / "eval"), *dev,
+           "--quiet"])
     from models.model_card import write_card
 
     write_card(work, bundle, profile, times)
@@ -125,8 +136,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.build_demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
     ap.add_argument("--device", default=None, help="cpu, 0, cuda:0 ... (default: cuda when available)")
+    ap.add_argument("--work", default=None, help="work folder (default runs/demo_<profile>)")
+    ap.add_argument("--bundle", default=None, help="bundle folder (default models/demo)")
     args = ap.parse_args(argv)
-    print(f"built {build(args.profile, args.device)}")
+    print(f"built {build(args.profile, args.device, args.work, args.bundle)}")
     return 0
 
 

@@ -1,0 +1,20 @@
+"""The demo-bundle recipe end to end with the `smoke` profile (tiny everything), then resumption."""
+
+import json
+
+from models.build_demo import build
+
+
+def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys):
+    bundle = build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")
+    for name in ("generator/pipeline.json", "catdog.pt", "face.pt", "README.md"):
+        assert (bundle / name).exists(), name
+    card = (bundle / "README.md").read_text()
+    assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
+    assert "Judge agreement" in card
+    times = json.loads((tmp_path / "work" / "times.json").read_text())
+    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation"}
+    capsys.readouterr()
+    build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
+    out = capsys.readouterr().out
+    assert out.count("] done (") == 7 and "$ " not in out
