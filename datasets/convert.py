@@ -291,6 +291,8 @@ class _Output:
         self.report = report
         self.copy = copy
         self._used: dict[str, set[str]] = {s: set() for s in SPLITS}
+        if self.out.exists() and not self.out.is_dir():
+            raise ConvertError("the output path exists and is not a folder", self.out)
         existing = [name for name in self.OWNED if (self.out / name).exists()]
         if existing:
             if not overwrite:
@@ -923,6 +925,11 @@ def convert(fmt: str, src, out, **options) -> ConvertReport:
     if unknown:
         raise TypeError(f"format {fmt!r} does not take {', '.join(sorted(unknown))} "
                         f"(it takes {', '.join(sorted(accepted))})")
+    # checked here, not only in split_keys: a source with its own train/val split never
+    # reaches split_keys, and a bad value should not pass silently there either
+    vf = options.get("val_fraction", 0.0)
+    if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
+        raise ValueError(f"val_fraction must be a number in [0, 1), got {vf!r}")
     return func(src, out, **options)
 
 
@@ -970,7 +977,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     try:
         report = convert(args.format, args.src, args.out, **options)
-    except (ConvertError, ValueError) as e:
+    except (ConvertError, ValueError, OSError) as e:  # OSError: unreadable source, unwritable --out
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(report.summary())

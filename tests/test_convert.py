@@ -1,5 +1,7 @@
 """Every converter on a small fixture written in the real public format: boxes round-trip
-within a pixel, skips are counted by reason, malformed files name the file and line."""
+within a pixel with the right class ids, skips are counted by reason (in the report and in
+convert_report.json), malformed files name the file and line/record, the CLI answers with
+a summary or a one-line error, and the same seed gives the same split."""
 
 import json
 
@@ -12,17 +14,20 @@ from datasets import convert as C
 from datasets.convert import ConvertError, convert, main
 
 
-def image(path, w, h, fmt=None):
+def image(path, w, h, fmt=None, seed=0):
+    """A small noise image (noise, so that a byte comparison of the copy means something)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.full((h, w, 3), 127, np.uint8)).save(path, format=fmt)
+    pixels = np.random.default_rng(seed + w * 1000 + h).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format=fmt)
     return path
 
 
 def read_yolo(out, split, name, w, h):
-    """Label file -> [(cls, x1, y1, x2, y2)] in pixels."""
+    """Label file -> [(cls, x1, y1, x2, y2)] in pixels (the decoding ultralytics does)."""
     rows = []
     for line in (out / "labels" / split / f"{name}.txt").read_text().splitlines():
         c, cx, cy, bw, bh = line.split()
+        assert all(0.0 <= float(v) <= 1.0 for v in (cx, cy, bw, bh)), line
         cx, cy, bw, bh = float(cx) * w, float(cy) * h, float(bw) * w, float(bh) * h
         rows.append((int(c), cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2))
     return rows
@@ -33,47 +38,117 @@ def close(a, b, tol=0.01):  # YOLO lines keep 6 decimals: 1e-4 px here; the issu
 
 
 def split_of(out, name):
-    return next(s for s in ("train", "val") if (out / "labels" / s / f"{name}.txt").exists())
+    found = [s for s in ("train", "val") if (out / "labels" / s / f"{name}.txt").exists()]
+    assert len(found) == 1, (name, found)
+    return found[0]
+
+
+def check_yolo_layout(out, names, task):
+    """data.yaml as FORMATS.md says; every image has exactly one label file and vice versa."""
+    data = yaml.safe_load((out / "data.yaml").read_text())
+    assert data == {"train": "images/train", "val": "images/val", "names": names, "task_name": task}
+    for split in ("train", "val"):
+        images = {p.stem for p in (out / "images" / split).iterdir()}
+        labels = {p.stem for p in (out / "labels" / split).iterdir()}
+        assert images == labels, split
+
+
+def same_bytes(a, b):
+    return a.read_bytes() == b.read_bytes()
+
+
+def saved_report(out):
+    return json.loads((out / "convert_report.json").read_text())
 
 
 # ------------------------------------------------------------------ COCO instances
+COCO_CATS = [{"id": 1, "name": "person"}, {"id": 16, "name": "bird"}, {"id": 17, "name": "cat"},
+             {"id": 18, "name": "dog"}, {"id": 52, "name": "hot dog"}]
+
+
 def coco_fixture(root):
     images = [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 80},
-              {"id": 2, "file_name": "b.jpg", "width": 60, "height": 60},
-              {"id": 3, "file_name": "c.jpg", "width": 50, "height": 40},   # only a person: negative
-              {"id": 4, "file_name": "d.jpg", "width": 50, "height": 40}]   # crowd only
+              {"id": 2, "file_name": "b.png", "width": 60, "height": 60},
+              {"id": 3, "file_name": "c.jpg", "width": 50, "height": 40},   # person + hot dog only: negative
+              {"id": 4, "file_name": "d.jpg", "width": 50, "height": 40},   # crowd cat only
+              {"id": 5, "file_name": "e.jpg", "width": 50, "height": 40},   # degenerate + outside only
+              {"id": 6, "file_name": "gone.jpg", "width": 50, "height": 40}]  # listed, file missing
     anns = [{"id": 10, "image_id": 1, "category_id": 17, "bbox": [10.5, 5, 30, 40], "iscrowd": 0},   # cat
             {"id": 11, "image_id": 1, "category_id": 18, "bbox": [50, 20, 45.2, 70], "iscrowd": 0},  # dog, clipped
             {"id": 12, "image_id": 2, "category_id": 18, "bbox": [0, 0, 60, 60], "iscrowd": 0},
-            {"id": 13, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0},      # person
+            {"id": 13, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0},     # person: ignored
+            {"id": 17, "image_id": 1, "category_id": 52, "bbox": [2, 2, 9, 9], "iscrowd": 0},    # "hot dog": not a dog
+            {"id": 18, "image_id": 2, "category_id": 16, "bbox": [3, 3, 9, 9], "iscrowd": 0},    # bird: ignored
             {"id": 14, "image_id": 3, "category_id": 1, "bbox": [1, 1, 5, 5], "iscrowd": 0},
+            {"id": 19, "image_id": 3, "category_id": 52, "bbox": [1, 1, 5, 5], "iscrowd": 0},
             {"id": 15, "image_id": 4, "category_id": 17, "bbox": [1, 1, 5, 5], "iscrowd": 1},
+            {"id": 20, "image_id": 5, "category_id": 17, "bbox": [5, 5, 0, 10], "iscrowd": 0},   # w = 0
+            {"id": 21, "image_id": 5, "category_id": 18, "bbox": [60, 5, 10, 10], "iscrowd": 0},  # right of the image
+            {"id": 22, "image_id": 6, "category_id": 17, "bbox": [1, 1, 5, 5], "iscrowd": 0},
             {"id": 16, "image_id": 99, "category_id": 17, "bbox": [1, 1, 5, 5], "iscrowd": 0}]
-    cats = [{"id": 1, "name": "person"}, {"id": 17, "name": "cat"}, {"id": 18, "name": "dog"}]
     (root / "annotations").mkdir(parents=True)
     (root / "annotations" / "instances_val2017.json").write_text(
-        json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    for im in images:
-        image(root / "val2017" / im["file_name"], im["width"], im["height"], "JPEG")
+        json.dumps({"images": images, "annotations": anns, "categories": COCO_CATS}))
+    for im in images[:-1]:
+        fmt = "PNG" if im["file_name"].endswith(".png") else "JPEG"
+        image(root / "val2017" / im["file_name"], im["width"], im["height"], fmt)
     return root
+
+
+COCO_SKIPS = {C.SKIP_CROWD: 1, C.SKIP_DEGENERATE: 1, C.SKIP_OUTSIDE: 1, C.SKIP_NO_USABLE_BOX: 2,
+              C.SKIP_UNKNOWN_IMAGE_ID: 1, C.SKIP_MISSING_IMAGE: 1}
 
 
 def test_coco_instances_to_yolo_catdog(tmp_path):
     src = coco_fixture(tmp_path / "coco")
     out = tmp_path / "out"
     report = convert("coco", src, out, keep_negatives=1, val_fraction=0.0)
-    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "cat", 1: "dog"}
-    assert "path" not in yaml.safe_load((out / "data.yaml").read_text())
+    check_yolo_layout(out, {0: "cat", 1: "dog"}, "catdog")
+    # cat -> 0, dog -> 1; COCO [x, y, w, h] -> [x, y, x + w, y + h], clipped to the image
     assert close(read_yolo(out, "train", "a", 100, 80), [(0, 10.5, 5, 40.5, 45), (1, 50, 20, 95.2, 80)])
     assert close(read_yolo(out, "train", "b", 60, 60), [(1, 0, 0, 60, 60)])
     assert read_yolo(out, "train", "c", 50, 40) == []  # the kept negative
+    assert same_bytes(out / "images" / "train" / "b.png", src / "val2017" / "b.png")  # type and bytes kept
+    assert sorted(p.name for p in (out / "images" / "train").iterdir()) == ["a.jpg", "b.png", "c.jpg"]
     assert report.boxes_clipped == 1 and report.boxes_per_class == {0: 1, 1: 2}
-    assert report.skipped == {C.SKIP_CROWD: 1, C.SKIP_NO_USABLE_BOX: 1, C.SKIP_UNKNOWN_IMAGE_ID: 1}
-    saved = json.loads((out / "convert_report.json").read_text())
-    assert saved["skipped_total"] == 3 and saved["images_written"] == 3
-    # without --keep-negatives the person-only image is skipped and counted
-    report = convert("coco", src, tmp_path / "out2", val_fraction=0.0)
-    assert report.skipped[C.SKIP_NEGATIVE] == 1 and report.images_written == 2
+    assert report.skipped == COCO_SKIPS
+    saved = saved_report(out)
+    assert saved["skipped"] == dict(COCO_SKIPS) and saved["skipped_total"] == 7
+    assert saved["images"] == {"train": 3, "val": 0} and saved["negatives"] == {"train": 1, "val": 0}
+    assert saved["boxes_per_class"] == {"cat": 1, "dog": 2}
+
+
+def test_coco_cli_keep_negatives_and_without(tmp_path, capsys):
+    src = coco_fixture(tmp_path / "coco")
+    out = tmp_path / "out"
+    assert main(["coco", str(src), "--out", str(out), "--keep-negatives", "1", "--val-fraction", "0", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "images written: 3 (train 3, val 0)" in text and "negatives (no boxes): 1" in text
+    assert "boxes per class: cat 1, dog 2" in text and "skipped: 7" in text
+    assert (out / "labels" / "train" / "c.txt").read_text() == ""
+    # without --keep-negatives the person/hot-dog-only image is skipped and counted
+    out2 = tmp_path / "out2"
+    json_file = src / "annotations" / "instances_val2017.json"
+    assert main(["coco", str(json_file), "--images", str(src / "val2017"), "--out", str(out2),
+                 "--val-fraction", "0", "--quiet"]) == 0
+    assert saved_report(out2)["skipped"] == {**COCO_SKIPS, C.SKIP_NEGATIVE: 1}
+    assert not (out2 / "labels" / "train" / "c.txt").exists() and saved_report(out2)["images_written"] == 2
+
+
+def test_coco_keeps_the_source_train_val_split(tmp_path):
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for split, box in (("train2017", [4, 6, 10, 12]), ("val2017", [1, 2, 3, 4])):
+        data = {"images": [{"id": 7, "file_name": f"{split}.jpg", "width": 32, "height": 24}],
+                "annotations": [{"id": 1, "image_id": 7, "category_id": 18, "bbox": box, "iscrowd": 0}],
+                "categories": COCO_CATS}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(data))
+        image(root / split / f"{split}.jpg", 32, 24, "JPEG")
+    out = tmp_path / "out"
+    report = convert("coco", root, out, val_fraction=0.5)
+    assert close(read_yolo(out, "train", "train2017", 32, 24), [(1, 4, 6, 14, 18)])
+    assert close(read_yolo(out, "val", "val2017", 32, 24), [(1, 1, 2, 4, 6)])
+    assert report.images == {"train": 1, "val": 1} and not report.skipped
 
 
 def test_coco_malformed_records_are_named(tmp_path):
@@ -82,34 +157,49 @@ def test_coco_malformed_records_are_named(tmp_path):
     with pytest.raises(ConvertError, match=r"instances_val\.json: missing or non-list 'annotations'"):
         convert("coco", bad, tmp_path / "o", images=tmp_path)
     bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": [{"id": 17, "name": "cat"}],
-                               "annotations": [{"id": 5, "image_id": 1, "category_id": 17, "bbox": [1, 2, 3]}]}))
-    with pytest.raises(ConvertError, match=r"instances_val\.json \(annotations\[0\] id=5\): 'bbox' must be 4 numbers"):
+                               "annotations": [{"id": 4, "image_id": 1, "category_id": 17, "bbox": [1, 2, 3, 4]},
+                                               {"id": 5, "image_id": 1, "category_id": 17, "bbox": [1, 2, 3]}]}))
+    with pytest.raises(ConvertError, match=r"instances_val\.json \(annotations\[1\] id=5\): 'bbox' must be 4 numbers"):
         convert("coco", bad, tmp_path / "o", images=tmp_path)
-    bad.write_text("{not json")
-    with pytest.raises(ConvertError, match=r"instances_val\.json"):
+    bad.write_text(json.dumps({"images": [], "categories": [{"id": 17, "name": "cat"}], "annotations": [
+        {"id": 6, "image_id": 1, "category_id": 17, "bbox": [1, "2", 3, 4]}]}))
+    with pytest.raises(ConvertError, match=r"instances_val\.json \(annotations\[0\] id=6\): 'bbox'"):
         convert("coco", bad, tmp_path / "o", images=tmp_path)
+    bad.write_text('{"images": [],\n "annotations": [,]}')
+    with pytest.raises(ConvertError, match=r"instances_val\.json:2: invalid JSON"):
+        convert("coco", bad, tmp_path / "o", images=tmp_path)
+    assert not (tmp_path / "o" / "data.yaml").exists()  # nothing half-written
 
 
 # ------------------------------------------------------------------ Oxford-IIIT Pet
-VOC = """<annotation><filename>{name}.jpg</filename><size><width>{w}</width><height>{h}</height><depth>3</depth></size>
-<object><name>{species}</name><pose>Frontal</pose><truncated>0</truncated><occluded>0</occluded>
+VOC = """<annotation><folder>OXIIIT</folder><filename>{name}.jpg</filename>
+<source><database>OXFORD-IIIT Pet Dataset</database><annotation>OXIIIT</annotation><image>flickr</image></source>
+<size><width>{w}</width><height>{h}</height><depth>3</depth></size><segmented>0</segmented>
+{objects}</annotation>"""
+VOC_OBJECT = """<object><name>{species}</name><pose>Frontal</pose><truncated>0</truncated><occluded>0</occluded>
 <bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox><difficult>0</difficult></object>
-</annotation>"""
+"""
+PETS = [("Abyssinian_1", "cat", 80, 60, (11, 6, 50, 40)),
+        ("Bengal_7", "cat", 64, 64, (1, 1, 64, 64)),
+        ("beagle_3", "dog", 90, 70, (30, 20, 70, 55)),
+        ("pug_2", "dog", 50, 50, (5, 6, 25, 30))]
 
 
 def pets_fixture(root):
     ann = root / "annotations"
     (ann / "xmls").mkdir(parents=True)
-    pets = [("Abyssinian_1", 1, 1, "cat", 80, 60, (11, 6, 50, 40)),
-            ("Bengal_7", 6, 1, "cat", 64, 64, (1, 1, 64, 64)),
-            ("beagle_3", 13, 2, "dog", 90, 70, (30, 20, 70, 55))]
-    for name, cid, species, word, w, h, (x1, y1, x2, y2) in pets:
-        (ann / "xmls" / f"{name}.xml").write_text(VOC.format(name=name, w=w, h=h, species=word,
-                                                             x1=x1, y1=y1, x2=x2, y2=y2))
+    for name, word, w, h, (x1, y1, x2, y2) in PETS:
+        obj = VOC_OBJECT.format(species=word, x1=x1, y1=y1, x2=x2, y2=y2)
+        (ann / "xmls" / f"{name}.xml").write_text(VOC.format(name=name, w=w, h=h, objects=obj))
         image(root / "images" / f"{name}.jpg", w, h, "JPEG")
     image(root / "images" / "pug_9.jpg", 40, 40, "JPEG")  # listed, but no xml (as in the real test split)
-    (ann / "trainval.txt").write_text("#Image CLASS-ID SPECIES BREED ID\nAbyssinian_1 1 1 1\nBengal_7 6 1 6\n")
-    (ann / "test.txt").write_text("beagle_3 13 2 3\npug_9 26 2 17\n")
+    (ann / "xmls" / "Persian_4.xml").write_text(VOC.format(name="Persian_4", w=30, h=30, objects=""))
+    image(root / "images" / "Persian_4.jpg", 30, 30, "JPEG")  # xml without an <object>
+    obj = VOC_OBJECT.format(species="cat", x1=20, y1=5, x2=10, y2=15)  # xmax < xmin
+    (ann / "xmls" / "Sphynx_5.xml").write_text(VOC.format(name="Sphynx_5", w=30, h=30, objects=obj))
+    image(root / "images" / "Sphynx_5.jpg", 30, 30, "JPEG")
+    (ann / "trainval.txt").write_text("Abyssinian_1 1 1 1\nBengal_7 6 1 6\npug_2 26 2 17\nPersian_4 24 1 8\nSphynx_5 34 1 12\n")
+    (ann / "test.txt").write_text("beagle_3 13 2 3\npug_9 26 2 17\npug_2 26 2 17\n")  # pug_2 listed twice
     return root
 
 
@@ -117,15 +207,23 @@ def test_pets_voc_head_boxes_to_yolo_catdog(tmp_path):
     src = pets_fixture(tmp_path / "pets")
     out = tmp_path / "out"
     report = convert("pets", src, out, val_fraction=0.5, seed=3)
-    # VOC is 1-based inclusive: pixel box [xmin - 1, ymin - 1, xmax, ymax]
-    for name, w, h, want in [("Abyssinian_1", 80, 60, (0, 10, 5, 50, 40)), ("Bengal_7", 64, 64, (0, 0, 0, 64, 64)),
-                             ("beagle_3", 90, 70, (1, 29, 19, 70, 55))]:
-        assert close(read_yolo(out, split_of(out, name), name, w, h), [want]), name
-    assert report.skipped == {C.SKIP_NO_XML: 1}
-    assert report.images == {"train": 2, "val": 1} or report.images == {"train": 1, "val": 2}
-    again = convert("pets", src, tmp_path / "again", val_fraction=0.5, seed=3)
-    assert again.images == report.images
-    assert {split_of(out, n) for n in ["beagle_3"]} == {split_of(tmp_path / "again", "beagle_3")}
+    check_yolo_layout(out, {0: "cat", 1: "dog"}, "catdog")
+    # species 1 = cat -> 0, 2 = dog -> 1; VOC is 1-based inclusive: pixel box [xmin - 1, ymin - 1, xmax, ymax]
+    for name, word, w, h, (x1, y1, x2, y2) in PETS:
+        want = [("cat", "dog").index(word), x1 - 1, y1 - 1, x2, y2]
+        got = read_yolo(out, split_of(out, name), name, w, h)
+        assert close(got, [tuple(want)]), name
+        assert close(got, [(want[0], x1, y1, x2, y2)], tol=1.0), name  # the issue's 1-pixel round trip
+        assert same_bytes(out / "images" / split_of(out, name) / f"{name}.jpg", src / "images" / f"{name}.jpg")
+    assert report.skipped == {C.SKIP_NO_XML: 1, C.SKIP_XML_NO_OBJECTS: 1, C.SKIP_DUPLICATE: 1,
+                              C.SKIP_DEGENERATE: 1, C.SKIP_NO_USABLE_BOX: 1}
+    assert saved_report(out)["skipped_total"] == 5
+    # the split is split_keys over the listed names (seeded), whatever was skipped afterwards
+    listed = ["Abyssinian_1", "Bengal_7", "pug_2", "Persian_4", "Sphynx_5", "beagle_3", "pug_9"]
+    assign = C.split_keys(listed, 0.5, seed=3)
+    assert {name: split_of(out, name) for name, *_ in PETS} == {name: assign[name] for name, *_ in PETS}
+    assert sum(report.images.values()) == 4 and report.boxes_per_class == {0: 2, 1: 2}
+    assert not report.warnings
 
 
 def test_pets_malformed_list_and_xml(tmp_path):
@@ -133,10 +231,17 @@ def test_pets_malformed_list_and_xml(tmp_path):
     (src / "annotations" / "test.txt").write_text("beagle_3 13 2 3\npug_9 26 two 17\n")
     with pytest.raises(ConvertError, match=r"test\.txt:2: class_id, species and breed_id must be integers"):
         convert("pets", src, tmp_path / "o")
+    (src / "annotations" / "test.txt").write_text("beagle_3 13 2 3\n\nbeagle_4 13 3 3\n")
+    with pytest.raises(ConvertError, match=r"test\.txt:3: species must be 1 \(cat\) or 2 \(dog\)"):
+        convert("pets", src, tmp_path / "o")
     (src / "annotations" / "test.txt").write_text("beagle_3 13 2 3\n")
     (src / "annotations" / "xmls" / "beagle_3.xml").write_text("<annotation><size>\n<width>3</width></annotation>")
     with pytest.raises(ConvertError, match=r"beagle_3\.xml:2: malformed XML"):
         convert("pets", src, tmp_path / "o2")
+    obj = VOC_OBJECT.format(species="dog", x1=1, y1=2, x2="ten", y2=9)
+    (src / "annotations" / "xmls" / "beagle_3.xml").write_text(VOC.format(name="b", w=9, h=9, objects=obj))
+    with pytest.raises(ConvertError, match=r"beagle_3\.xml \(object 0\): <bndbox> needs numeric"):
+        convert("pets", src, tmp_path / "o3")
 
 
 # ------------------------------------------------------------------ WIDER FACE
@@ -148,8 +253,16 @@ WIDER_TRAIN = """0--Parade/0_Parade_marchingband_1_5.jpg
 0
 0 0 0 0 0 0 0 0 0 0
 1--Handshaking/1_Handshaking_3.jpg
-1
+3
 70 60 40 30 0 0 0 0 1 0
+5 6 0 9 0 0 0 1 0 0
+12.5 20 8 10 1 1 0 0 2 1
+1--Handshaking/1_Handshaking_only_invalid.jpg
+1
+3 3 10 10 0 0 0 1 0 0
+1--Handshaking/1_Handshaking_not_on_disk.jpg
+1
+3 3 10 10 0 0 0 0 0 0
 """
 WIDER_VAL = """2--Demonstration/2_Demonstration_1.jpg
 1
@@ -160,33 +273,44 @@ WIDER_VAL = """2--Demonstration/2_Demonstration_1.jpg
 def wider_fixture(root):
     split = root / "wider_face_split"
     split.mkdir(parents=True)
-    (split / "wider_face_train_bbx_gt.txt").write_text(WIDER_TRAIN)
-    (split / "wider_face_val_bbx_gt.txt").write_text(WIDER_VAL)
+    for name, text in (("train", WIDER_TRAIN), ("val", WIDER_VAL)):  # box lines end in a space, as in the real files
+        text = "".join(line + " \n" if len(line.split()) == 10 else line + "\n" for line in text.splitlines())
+        (split / f"wider_face_{name}_bbx_gt.txt").write_text(text)
     for rel in ("0--Parade/0_Parade_marchingband_1_5.jpg", "0--Parade/0_Parade_Parade_0_2.jpg",
-                "1--Handshaking/1_Handshaking_3.jpg"):
+                "1--Handshaking/1_Handshaking_3.jpg", "1--Handshaking/1_Handshaking_only_invalid.jpg"):
         image(root / "WIDER_train" / "images" / rel, 100, 80, "JPEG")
     image(root / "WIDER_val" / "images" / "2--Demonstration/2_Demonstration_1.jpg", 40, 40, "JPEG")
     return root
+
+
+WIDER_SKIPS = {C.SKIP_INVALID_FACE: 3, C.SKIP_NO_USABLE_BOX: 1, C.SKIP_MISSING_IMAGE: 1}
 
 
 def test_wider_face_to_yolo_face(tmp_path):
     src = wider_fixture(tmp_path / "WIDER")
     out = tmp_path / "out"
     report = convert("wider", src, out)
-    assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "face"}
+    check_yolo_layout(out, {0: "face"}, "face")
+    # x1 y1 w h -> [x1, y1, x1 + w, y1 + h]; the invalid=1 face is dropped
     assert close(read_yolo(out, "train", "0_Parade_marchingband_1_5", 100, 80), [(0, 10, 12, 40, 52)])
     assert read_yolo(out, "train", "0_Parade_Parade_0_2", 100, 80) == []  # 0 faces: a negative
-    assert close(read_yolo(out, "train", "1_Handshaking_3", 100, 80), [(0, 70, 60, 100, 80)])  # clipped
+    assert close(read_yolo(out, "train", "1_Handshaking_3", 100, 80),
+                 [(0, 70, 60, 100, 80), (0, 12.5, 20, 20.5, 30)])  # first one clipped
     assert close(read_yolo(out, "val", "2_Demonstration_1", 40, 40), [(0, 5, 5, 15, 15)])
-    assert report.skipped == {C.SKIP_INVALID_FACE: 1}
+    assert not (out / "labels" / "train" / "1_Handshaking_only_invalid.txt").exists()
+    assert report.skipped == WIDER_SKIPS and saved_report(out)["skipped"] == dict(WIDER_SKIPS)
     assert report.negatives == {"train": 1, "val": 0} and report.boxes_clipped == 1
+    assert report.images == {"train": 3, "val": 1} and report.boxes == {"train": 3, "val": 1}
 
 
 @pytest.mark.parametrize("text,line,words", [
     ("a.jpg\n1\n10 12 30 x 0 0 0 0 0 0\n", 3, "box fields must be numbers"),
     ("a.jpg\ntwo\n", 2, "expected the face count"),
+    ("a.jpg\n1.5\n1 1 1 1 0 0 0 0 0 0\n", 2, "expected the face count"),
+    ("a.jpg\n0\n0 0 0 0 0 0 0 0 0 0\nb.jpg\n", 4, "truncated file"),
     ("a.jpg\n2\n10 12 30 40 0 0 0 0 0 0\n", 3, "truncated file"),
     ("a.jpg\n1\n10 12 30 40 0 0 0 0 0\n", 3, "expected 10 fields"),
+    ("a.jpg\n1\n1 2 3 4 0 0 0 0 0 0\n5 6 7 8 0 0 0 0 0 0\nb.jpg\n0\n", 4, "expected an image path"),
 ])
 def test_wider_malformed_lines_are_named(tmp_path, text, line, words):
     split = tmp_path / "W" / "wider_face_split"
@@ -196,19 +320,59 @@ def test_wider_malformed_lines_are_named(tmp_path, text, line, words):
         convert("wider", tmp_path / "W", tmp_path / "o")
 
 
+def test_same_seed_same_split_and_bytes(tmp_path):
+    """A WIDER source with only a train file is split by val_fraction: reproducibly."""
+    root = tmp_path / "W"
+    (root / "wider_face_split").mkdir(parents=True)
+    lines = []
+    for i in range(12):
+        rel = f"3--Riot/3_Riot_{i}.jpg"
+        image(root / "WIDER_train" / "images" / rel, 30, 20, "JPEG", seed=i)
+        lines += [rel, "1", f"{i} 1 5 6 0 0 0 0 0 0"]
+    (root / "wider_face_split" / "wider_face_train_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+
+    def run(name, seed):
+        out = tmp_path / name
+        convert("wider", root, out, val_fraction=0.25, seed=seed)
+        splits = {f"3_Riot_{i}": split_of(out, f"3_Riot_{i}") for i in range(12)}
+        labels = {k: (out / "labels" / s / f"{k}.txt").read_bytes() for k, s in splits.items()}
+        return splits, labels, {k: v for k, v in saved_report(out).items() if k != "out"}
+
+    first, again, other = run("a", 5), run("b", 5), run("c", 6)
+    assert first == again
+    assert list(first[0].values()).count("val") == 3 and list(other[0].values()).count("val") == 3
+    assert first[0] != other[0]  # the seed is what decides
+    for i in range(12):  # and every box still round-trips, whichever split it landed in
+        assert close(read_yolo(tmp_path / "a", first[0][f"3_Riot_{i}"], f"3_Riot_{i}", 30, 20),
+                     [(0, i, 1, min(i + 5, 30), 7)])
+
+
+def test_split_keys_is_a_seeded_permutation():
+    keys = [f"k{i}" for i in range(10)]
+    a = C.split_keys(keys, 0.3, seed=1)
+    assert a == C.split_keys(list(reversed(keys)), 0.3, seed=1)  # input order does not matter
+    assert sorted(a) == sorted(keys) and list(a.values()).count("val") == 3
+    assert C.split_keys(["x", "y"], 0.01)["x"] != C.split_keys(["x", "y"], 0.01)["y"]  # at least one val
+    with pytest.raises(ValueError, match="val_fraction"):
+        C.split_keys(keys, 1.0)
+
+
 # ------------------------------------------------------------------ captions formats
 def read_captions(out):
-    return {json.loads(line)["image"].split("/")[-1]: json.loads(line)
-            for line in (out / "captions.jsonl").read_text().splitlines()}
+    rows = [json.loads(line) for line in (out / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
+    for row in rows:
+        assert (out / row["image"]).is_file() and row["image"].startswith(f"images/{row['split']}/")
+    return {row["image"].split("/")[-1]: row for row in rows}
 
 
 def test_coco_captions(tmp_path):
     root = tmp_path / "coco"
     (root / "annotations").mkdir(parents=True)
-    for split, ids in (("train2017", [1, 2]), ("val2017", [3])):
+    for split, ids in (("train2017", [1, 2, 4]), ("val2017", [3])):
         imgs = [{"id": i, "file_name": f"{i:012d}.jpg", "width": 20, "height": 20} for i in ids]
-        anns = [{"id": 100 + i, "image_id": i, "caption": f"A cat number {i}."} for i in ids]
+        anns = [{"id": 100 + i, "image_id": i, "caption": f"A cat number {i}."} for i in ids if i != 4]
         anns.append({"id": 200 + ids[0], "image_id": ids[0], "caption": "  another caption  "})
+        anns.append({"id": 300 + ids[0], "image_id": 77, "caption": "an orphan"})  # unknown image id
         (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": imgs, "annotations": anns}))
         for im in imgs:
             image(root / split / im["file_name"], 20, 20, "JPEG")
@@ -216,8 +380,17 @@ def test_coco_captions(tmp_path):
     rows = read_captions(tmp_path / "out")
     assert rows["000000000001.jpg"] == {"image": "images/train/000000000001.jpg", "split": "train",
                                         "captions": ["A cat number 1.", "another caption"]}
-    assert rows["000000000003.jpg"]["split"] == "val" and report.captions == {"train": 3, "val": 2}
-    assert (tmp_path / "out" / rows["000000000002.jpg"]["image"]).is_file()
+    assert rows["000000000002.jpg"]["captions"] == ["A cat number 2."]
+    assert rows["000000000003.jpg"] == {"image": "images/val/000000000003.jpg", "split": "val",
+                                        "captions": ["A cat number 3.", "another caption"]}
+    assert "000000000004.jpg" not in rows  # no caption at all
+    assert report.captions == {"train": 3, "val": 2}
+    assert report.skipped == {C.SKIP_UNKNOWN_IMAGE_ID: 2, C.SKIP_NO_CAPTIONS: 1}
+    assert same_bytes(tmp_path / "out" / rows["000000000002.jpg"]["image"], root / "train2017" / "000000000002.jpg")
+    bad = root / "annotations" / "captions_val2017.json"
+    bad.write_text(json.dumps({"images": [], "annotations": [{"id": 9, "image_id": 3, "caption": 5}]}))
+    with pytest.raises(ConvertError, match=r"captions_val2017\.json \(annotations\[0\] id=9\): .*'caption'"):
+        convert("coco-captions", root, tmp_path / "out2")
 
 
 def test_cub_caption_folders(tmp_path):
@@ -228,40 +401,96 @@ def test_cub_caption_folders(tmp_path):
         (root / "text" / cls).mkdir(parents=True)
         (root / "text" / cls / f"{name}.txt").write_text(caps)
     image(root / "images" / "002.Laysan_Albatross" / "no_text.jpg", 16, 16, "JPEG")
+    (root / "text" / "002.Laysan_Albatross" / "no_image.txt").write_text("a ghost bird\n")
+    (root / "text" / "002.Laysan_Albatross" / "empty.txt").write_text("\n \n")
+    image(root / "images" / "002.Laysan_Albatross" / "empty.jpg", 16, 16, "JPEG")
     report = convert("cub", root, tmp_path / "out", val_fraction=0.0)
     rows = read_captions(tmp_path / "out")
     assert rows["Black_Footed_Albatross_0001.jpg"]["captions"] == ["a bird", "white wings"]
     assert rows["Laysan_Albatross_0002.jpg"]["captions"] == ["a small bird"]
-    assert report.skipped == {C.SKIP_NO_CAPTION_FILE: 1}
+    assert set(rows) == {"Black_Footed_Albatross_0001.jpg", "Laysan_Albatross_0002.jpg"}
+    assert report.skipped == {C.SKIP_NO_CAPTION_FILE: 1, C.SKIP_MISSING_IMAGE: 1, C.SKIP_NO_CAPTIONS: 1}
 
 
 def test_folder_with_captions_jsonl(tmp_path):
     root = tmp_path / "mine"
     image(root / "x.png", 8, 8)
     image(root / "sub" / "y.png", 8, 8)
+    image(root / "other" / "y.png", 8, 8, seed=1)  # same file name, other folder: both kept
     (root / "captions.jsonl").write_text(
-        '{"image": "x.png", "captions": ["two black cats"], "split": "val"}\n'
+        '{"image": "x.png", "captions": ["two black cats", "un chat noir à gauche"], "split": "val"}\n'
         '{"image": "sub/y.png", "caption": "a dog"}\n'
-        '{"image": "missing.png", "caption": "a face"}\n')
+        '\n'
+        '{"image": "other/y.png", "caption": "a face"}\n'
+        '{"image": "missing.png", "caption": "a face"}\n'
+        '{"image": "x.png", "caption": "two cats"}\n', encoding="utf-8")  # same image again: merged
     report = convert("folder", root, tmp_path / "out")
     rows = read_captions(tmp_path / "out")
-    assert rows["x.png"]["split"] == "val" and rows["x.png"]["captions"] == ["two black cats"]
+    assert rows["x.png"] == {"image": "images/val/x.png", "split": "val",
+                             "captions": ["two black cats", "un chat noir à gauche", "two cats"]}
     assert rows["y.png"]["split"] == "train" and rows["y.png"]["captions"] == ["a dog"]
-    assert report.skipped == {C.SKIP_MISSING_IMAGE: 1}
+    assert same_bytes(tmp_path / "out" / rows["y.png"]["image"], root / "sub" / "y.png")
+    assert rows["other__y.png"]["captions"] == ["a face"]
+    assert same_bytes(tmp_path / "out" / rows["other__y.png"]["image"], root / "other" / "y.png")
+    assert report.skipped == {C.SKIP_MISSING_IMAGE: 1} and sum(report.warnings.values()) == 1
     (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "ok"}\n{"image": "x.png", "caption": \n')
     with pytest.raises(ConvertError, match=r"captions\.jsonl:2: invalid JSON"):
         convert("folder", root, tmp_path / "out2")
+    (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "ok"}\n\n{"image": "x.png", "captions": "no"}\n')
+    with pytest.raises(ConvertError, match=r"captions\.jsonl:3: 'captions' must be a list of strings"):
+        convert("folder", root, tmp_path / "out2")
 
 
+# ------------------------------------------------------------------ command line
 def test_cli_summary_errors_and_overwrite(tmp_path, capsys):
     src = wider_fixture(tmp_path / "WIDER")
     out = tmp_path / "out"
     assert main(["wider", str(src), "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert "images written: 4" in text and "invalid face (invalid=1): 1" in text
+    assert "images written: 4 (train 3, val 1)" in text and "invalid face (invalid=1): 3" in text
+    assert "skipped: 5" in text and "convert_report.json" in text
     assert main(["wider", str(src), "--out", str(out), "--quiet"]) == 2  # refuses to overwrite
-    assert "--overwrite" in capsys.readouterr().err
-    assert main(["wider", str(src), "--out", str(out), "--quiet", "--overwrite"]) == 0
-    assert main(["pets", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "nothing" in err and err.count("\n") == 1
+    assert "--overwrite" in err and err.count("\n") == 1
+    assert main(["wider", str(src), "--out", str(out), "--quiet", "--overwrite"]) == 0
+    capsys.readouterr()
+    for argv, words in [(["pets", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], "nothing"),
+                        (["wider", str(src), "--out", str(tmp_path / "o"), "--keep-negatives", "3"], "keep-negatives"),
+                        (["wider", str(src), "--out", str(tmp_path / "o"), "--val-fraction", "1.5"], "val_fraction")]:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+
+
+def test_cli_malformed_input_and_bad_out(tmp_path, capsys):
+    split = tmp_path / "W" / "wider_face_split"
+    split.mkdir(parents=True)
+    (split / "wider_face_train_bbx_gt.txt").write_text("a.jpg\n1\n1 2 3 four 0 0 0 0 0 0\n")
+    assert main(["wider", str(tmp_path / "W"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "wider_face_train_bbx_gt.txt:3:" in err and err.count("\n") == 1
+    src = wider_fixture(tmp_path / "WIDER")
+    (tmp_path / "a_file").write_text("x")  # --out names a file: a clean error, not a traceback
+    assert main(["wider", str(src), "--out", str(tmp_path / "a_file"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "a_file" in err and err.count("\n") == 1
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert all(fmt in text for fmt in C.FORMATS) and "--keep-negatives" in text
+
+
+def test_images_are_hard_linked_or_copied(tmp_path):
+    """Default: a hard link (no second copy of a 100 GB dataset); copy=True: an independent copy."""
+    root = tmp_path / "mine"
+    src_img = image(root / "x.png", 8, 8)
+    (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "a cat"}\n')
+    convert("folder", root, tmp_path / "linked", val_fraction=0.0)
+    convert("folder", root, tmp_path / "copied", val_fraction=0.0, copy=True)
+    linked, copied = tmp_path / "linked" / "images/train/x.png", tmp_path / "copied" / "images/train/x.png"
+    assert linked.stat().st_ino == src_img.stat().st_ino
+    assert copied.stat().st_ino != src_img.stat().st_ino and same_bytes(copied, src_img)
