@@ -63,7 +63,12 @@ def _log(x: torch.Tensor) -> torch.Tensor:
 
 class MaskReplaceDiffusion(nn.Module):
     """The diffusion process, its training loss and its samplers (no learned parameters;
-    the importance-sampling history is kept in buffers so checkpoints resume exactly)."""
+    the importance-sampling history is kept in buffers so checkpoints resume exactly).
+
+    The schedule is held as float64 buffers named as in the official code (log_at, log_bt,
+    log_ct, log_1_min_ct, log_cumprod_at/bt/ct, log_1_min_cumprod_ct; the cumulative ones
+    have T + 1 entries, the last meaning "no step") plus plain alpha/beta/gamma and
+    alpha_bar/beta_bar/gamma_bar of length T."""
 
     def __init__(self, num_classes: int, num_timesteps: int = 100, alpha_start: float = 0.99999,
                  alpha_end: float = 0.000009, gamma_start: float = 0.000009, gamma_end: float = 0.99999,
@@ -80,17 +85,34 @@ class MaskReplaceDiffusion(nn.Module):
         self.mask_weight = (float(mask_weight[0]), float(mask_weight[1]))
         self.schedule = dict(alpha_start=alpha_start, alpha_end=alpha_end, gamma_start=gamma_start, gamma_end=gamma_end)
         at, bt, ct, att, btt, ctt = alpha_schedule(T, K, alpha_start, alpha_end, gamma_start, gamma_end)
-        if (bt < 0).any() or (btt < 0).any():
-            raise ValueError("schedule gives negative replace probabilities; check alpha/gamma start and end")
+        if (bt < 0).any() or (btt < 0).any() or (ct < 0).any() or (at > 1).any():
+            raise ValueError(f"schedule alpha {alpha_start}->{alpha_end}, gamma {gamma_start}->{gamma_end} gives "
+                             "probabilities outside [0, 1]; alpha must fall and gamma rise")
         # float64: beta_bar is 1 - alpha_bar - gamma_bar, a difference of nearly equal numbers;
-        # in float32 it would be off by percents. Index T stands for "no step" (x_{-1} = x0).
+        # in float32 it would be off by percents. Index T of the cumulative tensors stands for
+        # "no step" (x_{-1} = x0), as in the official code. Non-persistent: they follow from the
+        # config, so checkpoints hold only the importance-sampling history.
         one, zero = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
-        for name, v in dict(alpha=at, beta=bt, gamma=ct, alpha_bar=att, beta_bar=btt, gamma_bar=ctt,
-                            cum_a=torch.cat([att, one]), cum_b=torch.cat([btt, zero]),
-                            cum_c=torch.cat([ctt, zero])).items():
+        cum_a, cum_b, cum_c = torch.cat([att, one]), torch.cat([btt, zero]), torch.cat([ctt, zero])
+        schedule = dict(alpha=at, beta=bt, gamma=ct, alpha_bar=att, beta_bar=btt, gamma_bar=ctt,
+                        cum_a=cum_a, cum_b=cum_b, cum_c=cum_c,
+                        log_at=_log(at), log_bt=_log(bt), log_ct=_log(ct), log_1_min_ct=_log(1 - ct),
+                        log_cumprod_at=_log(cum_a), log_cumprod_bt=_log(cum_b), log_cumprod_ct=_log(cum_c),
+                        log_1_min_cumprod_ct=_log(1 - cum_c))
+        for name, v in schedule.items():
             self.register_buffer(name, v, persistent=False)
         self.register_buffer("Lt_history", torch.zeros(T, dtype=torch.float64))
         self.register_buffer("Lt_count", torch.zeros(T, dtype=torch.float64))
+        self._float64 = tuple(schedule) + ("Lt_history", "Lt_count")
+
+    def _apply(self, fn, *args, **kwargs):
+        """`.to(device)` moves every buffer, but a dtype cast (`.half()`, `.float()`, `.to(bf16)`
+        of a whole pipeline) must not round the schedule or the loss history: keep them float64."""
+        exact = {name: getattr(self, name) for name in self._float64}
+        super()._apply(fn, *args, **kwargs)
+        for name, v in exact.items():
+            setattr(self, name, v.to(getattr(self, name).device))
+        return self
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, num_timesteps={self.num_timesteps}"
@@ -107,8 +129,8 @@ class MaskReplaceDiffusion(nn.Module):
     def _cum(self, t: torch.Tensor, dtype=torch.float32):
         """log abar, log bbar, log gbar, log(1 - gbar) after t + 1 steps ([B, 1, 1]); t = -1: none."""
         i = self._index(t)
-        a, b, c = self.cum_a[i], self.cum_b[i], self.cum_c[i]
-        return tuple(_log(v).to(dtype).view(-1, 1, 1) for v in (a, b, c, 1 - c))
+        logs = (self.log_cumprod_at, self.log_cumprod_bt, self.log_cumprod_ct, self.log_1_min_cumprod_ct)
+        return tuple(v[i].to(dtype).view(-1, 1, 1) for v in logs)
 
     def _span(self, s: torch.Tensor, t: torch.Tensor, dtype=torch.float32):
         """log alpha, beta, gamma of the multi-step transition x_s -> x_t (s < t), computed
@@ -258,12 +280,15 @@ class MaskReplaceDiffusion(nn.Module):
     @staticmethod
     def truncate(log_x0: torch.Tensor, r: float) -> torch.Tensor:
         """Keep the smallest set of codes whose probability reaches r, renormalise (dim 1)."""
+        if not r > 0:
+            raise ValueError(f"truncation r must be in (0, 1], got {r}")
         if r >= 1.0:
             return log_x0
-        sorted_lp, order = log_x0.sort(dim=1, descending=True)
-        before = sorted_lp.exp().cumsum(dim=1) - sorted_lp.exp()  # mass of the codes ranked above
-        keep_sorted = before < r  # the top code always stays (before = 0)
-        keep = torch.zeros_like(keep_sorted).scatter(1, order, keep_sorted)
+        # sort along a contiguous last dim: about 2x faster on CPU than sorting dim 1 in place
+        sorted_lp, order = log_x0.transpose(1, 2).contiguous().sort(dim=-1, descending=True)
+        p = sorted_lp.exp()
+        keep_sorted = (p.cumsum(dim=-1) - p) < r  # mass ranked above < r; the top code always stays
+        keep = torch.zeros_like(keep_sorted).scatter_(-1, order, keep_sorted).transpose(1, 2)
         out = torch.where(keep, log_x0, torch.full_like(log_x0, LOG_ZERO))
         real = out[:, :-1] - torch.logsumexp(out[:, :-1], dim=1, keepdim=True)
         return torch.cat([real, out[:, -1:]], dim=1).clamp(LOG_ZERO, 0)
@@ -281,6 +306,14 @@ class MaskReplaceDiffusion(nn.Module):
         mixed = uncond + guidance_scale * (cond - uncond)
         mixed = (mixed - torch.logsumexp(mixed, dim=1, keepdim=True)).clamp(LOG_ZERO, 0)
         return torch.cat([mixed, both[:B, -1:]], dim=1)
+
+    def start_t_for_filter_ratio(self, filter_ratio: float) -> int:
+        """Editing strength as in the official sampler: noise the input for
+        int(T * filter_ratio) steps, i.e. start at 0-based t = int(T * filter_ratio) - 1."""
+        start = int(self.num_timesteps * float(filter_ratio)) - 1
+        if not 0 <= start < self.num_timesteps:
+            raise ValueError(f"filter_ratio must be in [1/T, 1] = [{1 / self.num_timesteps:g}, 1], got {filter_ratio}")
+        return start
 
     def timesteps(self, steps: int | None, start_t: int | None = None) -> list[int]:
         """The t visited by a sampler: `steps` values evenly spaced from start_t down to 0."""
@@ -303,6 +336,9 @@ class MaskReplaceDiffusion(nn.Module):
 
         steps: number of denoiser calls (None: every t, the full chain); t values are spread
             evenly and each jump uses the exact multi-step posterior.
+        guidance_scale: classifier-free guidance s; when s != 1 denoise_fn is called once per
+            step on a doubled batch [x_t; x_t] (2B rows) and must return [2B, K, N]: the
+            conditional logits first, then the null-text ones (see `guided_log_x0`).
         truncation: keep the top-r probability mass of p(x0 | x_t) (1.0: off).
         purity: unmask first the masked positions whose x0 prediction is most certain; how many
             are unmasked per step follows the forward process (Improved VQ-Diffusion).
@@ -327,6 +363,8 @@ class MaskReplaceDiffusion(nn.Module):
                 raise ValueError(f"inpaint_mask must be {tuple(x_init.shape)}, got {tuple(inpaint_mask.shape)}")
         if start_t is not None and x_init is None:
             raise ValueError("start_t (editing) needs x_init")
+        if x_init is not None and start_t is None and inpaint_mask is None:
+            raise ValueError("x_init is used only with start_t (editing) or inpaint_mask; got neither")
         ts = self.timesteps(steps, start_t)
         if x_init is not None and start_t is not None:
             x = self.q_sample(x_init, torch.full((batch_size,), ts[0], device=device), generator)
@@ -349,12 +387,22 @@ class MaskReplaceDiffusion(nn.Module):
             if inpaint_mask is not None:
                 x = torch.where(inpaint_mask, x, x_init)
             if callback is not None:
-                callback(i, t_val, log_x0[:, :-1].argmax(1))
+                x0_pred = log_x0[:, :-1].argmax(1)
+                if inpaint_mask is not None:  # previews show the kept tokens where they are known
+                    x0_pred = torch.where(inpaint_mask, x0_pred, x_init)
+                callback(i, t_val, x0_pred)
         return x
 
     def _purity_step(self, x, log_x0, log_post, t, s, generator):
         """Improved VQ-Diffusion purity prior: of the masked positions, reveal the most certain
-        ones; as many as the forward process unmasks on average from t to s."""
+        ones (max_k p(x0 = k)); as many as the forward process unmasks on average from t to s.
+
+        Differences from the official `prior_rule=2`, on purpose: the official code draws the
+        positions at random with probability proportional to purity and reveals a count from a
+        hard-coded table per T; here the top ones are taken (deterministic order, the property
+        the paper argues for) and the count follows gamma_bar, so it works for any T and any
+        skip. Revealed tokens come from the exact posterior restricted to the real codes, and
+        already-real tokens follow the posterior as in the plain sampler."""
         K = self.num_classes
         masked = x == K
         # unmasked positions follow the ordinary posterior (they cannot become [MASK])

@@ -10,6 +10,55 @@ from torch import nn
 from generation.diffusion import LOG_ZERO, MaskReplaceDiffusion, log_onehot
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny: on a shared CPU, intra-op threads only add contention
+    (measured 10x slower per training step with 2 threads under load)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def official_schedule(T, K, att_1=0.99999, att_T=0.000009, ctt_1=0.000009, ctt_T=0.99999):
+    """The official alpha_schedule, written out again from its definition (python floats)."""
+    att = [1.0] + [att_1 + i / (T - 1) * (att_T - att_1) for i in range(T)]
+    ctt = [0.0] + [ctt_1 + i / (T - 1) * (ctt_T - ctt_1) for i in range(T)]
+    at = [att[i + 1] / att[i] for i in range(T)]
+    ct = [1 - (1 - ctt[i + 1]) / (1 - ctt[i]) for i in range(T)]
+    bt = [(1 - a - c) / K for a, c in zip(at, ct)]
+    return at, bt, ct, att[1:], ctt[1:]
+
+
+def test_schedule_is_the_official_one_in_log_buffers():
+    K, T = 7, 100
+    d = MaskReplaceDiffusion(K, T)
+    at, bt, ct, att, ctt = (torch.tensor(v, dtype=torch.float64) for v in official_schedule(T, K))
+    for name, want in dict(alpha=at, beta=bt, gamma=ct, alpha_bar=att, gamma_bar=ctt,
+                           beta_bar=(1 - att - ctt) / K).items():
+        assert torch.allclose(getattr(d, name), want, rtol=1e-9, atol=1e-15), name
+    assert math.isclose(d.alpha_bar[0], 0.99999) and math.isclose(d.alpha_bar[-1], 0.000009)
+    assert math.isclose(d.gamma_bar[0], 0.000009) and math.isclose(d.gamma_bar[-1], 0.99999)
+    assert torch.allclose(d.log_at, at.log()) and torch.allclose(d.log_bt, bt.log())
+    assert torch.allclose(d.log_ct, ct.log()) and torch.allclose(d.log_1_min_ct, (1 - ct).log())
+    # cumulative ones have an extra last entry: "no step yet" (abar = 1, bbar = gbar = 0)
+    assert torch.allclose(d.log_cumprod_at[:T], att.log()) and d.log_cumprod_at[T] == 0
+    assert torch.allclose(d.log_cumprod_ct[:T], ctt.log()) and d.log_cumprod_ct[T] < -60
+    assert torch.allclose(d.log_1_min_cumprod_ct[:T], (1 - ctt).log()) and d.log_1_min_cumprod_ct[T] == 0
+    assert set(d.state_dict()) == {"Lt_history", "Lt_count"}  # the schedule follows from the config
+
+
+def test_dtype_casts_keep_the_schedule_and_history_in_float64():
+    d = MaskReplaceDiffusion(5, 10)
+    d.Lt_history += torch.linspace(0.1, 1, 10, dtype=torch.float64) / 3
+    ref = MaskReplaceDiffusion(5, 10)
+    history = d.Lt_history.clone()
+    d.half()
+    d.to(torch.bfloat16)
+    assert d.beta_bar.dtype == torch.float64 and torch.equal(d.beta_bar, ref.beta_bar)
+    assert torch.equal(d.log_cumprod_bt, ref.log_cumprod_bt) and torch.equal(d.Lt_history, history)
+
+
 def one_step_matrix(d: MaskReplaceDiffusion, t: int) -> torch.Tensor:
     """Q[i, j] = q(x_t = j | x_{t-1} = i), built from alpha/beta/gamma only."""
     K = d.num_classes
@@ -96,16 +145,16 @@ def test_posterior_at_t0_is_the_x0_distribution():
 
 
 def test_q_sample_marginals_match_the_cumulative_matrix():
-    K, T, n = 4, 8, 40000
+    K, T, n = 4, 8, 20000
     d = MaskReplaceDiffusion(K, T)
     g = torch.Generator().manual_seed(0)
-    x0 = torch.full((1, n), 2)
-    for t in (0, 3, 7):
-        xt = d.q_sample(x0, t, generator=g)[0]
-        freq = torch.bincount(xt, minlength=K + 1).double() / n
-        want = product(d.double(), 0, t)[2]
-        d.float()
-        assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / n), (t, freq, want)
+    for start in (0, 2, K):  # K: [MASK] stays [MASK]
+        x0 = torch.full((2, n), start)
+        for t in (0, 3, 7):
+            xt = d.q_sample(x0, torch.tensor([t, t]), generator=g).flatten()
+            freq = torch.bincount(xt, minlength=K + 1).double() / (2 * n)
+            want = product(d, 0, t)[start]
+            assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / (2 * n)), (start, t, freq, want)
 
 
 class TableDenoiser(nn.Module):
@@ -135,6 +184,77 @@ def test_loss_is_finite_and_reaches_every_parameter():
     assert set(stats) >= {"vb", "aux", "t_mean", "acc_masked"}
 
 
+def onehot64(i, K):
+    v = torch.zeros(K, dtype=torch.float64)
+    v[i] = 1
+    return v
+
+
+@pytest.mark.parametrize("aux_weight,adaptive,mask_weight", [(0.0, True, (1.0, 1.0)), (0.3, True, (2.0, 0.5)),
+                                                            (0.3, False, (1.0, 1.0))])
+def test_loss_equals_brute_force_bound_aux_term_and_history(aux_weight, adaptive, mask_weight):
+    K, T, N = 4, 6, 5
+    d = MaskReplaceDiffusion(K, T, auxiliary_loss_weight=aux_weight, adaptive_auxiliary=adaptive,
+                             mask_weight=mask_weight)
+    t = torch.tensor([0, 1, 3, 5, 4, 2])
+    pt = torch.tensor([0.1, 0.3, 0.2, 0.15, 0.05, 0.2])
+    d.sample_time = lambda b, device, generator=None: (t, pt)  # fixed t, non-uniform pt
+    logits = torch.randn(len(t), K, N, generator=torch.Generator().manual_seed(3))
+    seen = []
+
+    def fn(x_t, t_):
+        seen.append((x_t.clone(), t_.clone()))
+        return logits
+
+    x0 = torch.randint(0, K, (len(t), N), generator=torch.Generator().manual_seed(4))
+    loss, stats = d.loss(fn, x0, generator=torch.Generator().manual_seed(5))
+    (xt, t_seen), = seen
+    assert torch.equal(t_seen, t)
+    p = torch.softmax(logits.double(), 1)
+    total, vbs = 0.0, []
+    for b in range(len(t)):
+        tb, vb, aux = int(t[b]), 0.0, 0.0
+        for n in range(N):
+            x0_, xt_ = int(x0[b, n]), int(xt[b, n])
+            w = mask_weight[0] if xt_ == K else mask_weight[1]
+            nll = -math.log(p[b, x0_, n])
+            if tb == 0:  # decoder term: -log p_theta(x0 | x_0) = -log p(x0) itself
+                vb, aux = vb + nll, aux + nll
+                continue
+            true = bayes_posterior(d, onehot64(x0_, K), xt_, tb, tb - 1)
+            model = bayes_posterior(d, p[b, :, n], xt_, tb, tb - 1)
+            kl = torch.where(true > 0, true * (true / model).log(), torch.zeros_like(true)).sum()
+            vb, aux = vb + w * float(kl), aux + w * nll
+        scale = (1 - tb / T) + 1 if adaptive else 1.0
+        total += (vb + aux_weight * scale * aux) / float(pt[b])
+        vbs.append(vb)
+    assert math.isclose(float(loss), total / (len(t) * N), rel_tol=1e-4), (float(loss), total / (len(t) * N))
+    assert math.isclose(stats["vb"], sum(vbs) / len(vbs) / N, rel_tol=1e-4)
+    # importance-sampling history: running mean of the squared per-image bound, from 0
+    want_hist = torch.zeros(T, dtype=torch.float64)
+    want_hist[t] = 0.1 * torch.tensor(vbs, dtype=torch.float64) ** 2
+    assert torch.allclose(d.Lt_history, want_hist, rtol=1e-4) and torch.equal(d.Lt_count, torch.ones(T, dtype=torch.float64))
+
+
+def test_importance_sampling_of_t_follows_the_loss_history():
+    T, n = 6, 40000
+    d = MaskReplaceDiffusion(4, T)
+    d.Lt_history.copy_(torch.tensor([9.0, 1.0, 4.0, 0.25, 16.0, 0.0], dtype=torch.float64))
+    d.Lt_count.fill_(11)
+    d.Lt_count[3] = 10  # one t seen only 10 times: still uniform, as official (count > 10)
+    g = torch.Generator().manual_seed(0)
+    t, pt = d.sample_time(n, "cpu", g)
+    assert torch.allclose(pt, torch.full((n,), 1 / T))
+    assert (torch.bincount(t, minlength=T) / n - 1 / T).abs().max() < 0.01
+    d.Lt_count[3] = 11
+    t, pt = d.sample_time(n, "cpu", g)
+    w = torch.tensor([1.0, 1.0, 2.0, 0.5, 4.0, 1e-5], dtype=torch.float64) + 1e-4  # sqrt(history + 1e-10)
+    want = w / w.sum()  # and t=0 (decoder term, another scale) weighted like t=1
+    assert torch.allclose(pt.double(), want[t], rtol=1e-6)
+    assert (torch.bincount(t, minlength=T) / n - want).abs().max() < 0.01
+    assert (t == 5).sum() < 20  # (near) zero loss: (almost) never drawn
+
+
 def test_tiny_model_overfits_and_sampling_reproduces_training_grids():
     torch.manual_seed(0)
     K, T, N = 8, 12, 9
@@ -144,7 +264,7 @@ def test_tiny_model_overfits_and_sampling_reproduces_training_grids():
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(1)
     losses = []
-    for step in range(900):
+    for step in range(500):
         x0 = grids[torch.randint(0, 3, (32,), generator=g)]
         loss, _ = d.loss(net, x0, generator=g)
         opt.zero_grad()
@@ -155,9 +275,12 @@ def test_tiny_model_overfits_and_sampling_reproduces_training_grids():
     first, last = sum(losses[:5]) / 5, sum(losses[-100:]) / 100
     assert last < first / 10, (first, last)
     assert (d.Lt_count > 10).all()  # importance sampling took over
-    samples = d.sample(net, 24, N, generator=torch.Generator().manual_seed(2))
-    best = torch.stack([(samples == g_).float().mean(1) for g_ in grids]).max(0).values
-    assert best.mean() > 0.9, best
+    for kw in ({}, {"steps": 4}, {"steps": 4, "purity": True}):  # full chain, skip steps, purity
+        samples = d.sample(net, 24, N, generator=torch.Generator().manual_seed(2), **kw)
+        match = torch.stack([(samples == g_).float().mean(1) for g_ in grids])  # [grid, sample]
+        best = match.max(0).values
+        assert best.mean() > 0.9, (kw, best)
+        assert set(match.argmax(0)[best == 1].tolist()) == {0, 1, 2}, kw  # every grid, not one mode
 
 
 def constant_denoiser(logits_per_position):
@@ -173,6 +296,10 @@ def test_truncation_never_samples_outside_the_kept_mass():
     logits = p.view(K, 1).expand(K, N).clone()
     out = d.truncate(torch.cat([p, torch.tensor([LOG_ZERO])]).view(1, K + 1, 1), 0.75).exp()[0, :, 0]
     assert torch.allclose(out[:2], torch.tensor([0.5, 0.3]) / 0.8, atol=1e-6) and out[2:].max() < 1e-20
+    # the smallest set reaching r: mass exactly r is enough (0.5 + 0.25 of 0.75), nothing more
+    exact = torch.tensor([0.5, 0.25, 0.125, 0.0625, 0.03125, 0.03125]).log()
+    out = d.truncate(torch.cat([exact, torch.tensor([LOG_ZERO])]).view(1, K + 1, 1), 0.75).exp()[0, :, 0]
+    assert torch.allclose(out[:2], torch.tensor([2 / 3, 1 / 3]), atol=1e-6) and out[2:].max() < 1e-20
     x = d.sample(constant_denoiser(logits), 200, N, truncation=0.75, generator=torch.Generator().manual_seed(0))
     assert set(x.unique().tolist()) <= {0, 1} and len(x.unique()) == 2
     full = d.sample(constant_denoiser(logits), 200, N, generator=torch.Generator().manual_seed(0))
@@ -208,6 +335,31 @@ def test_guidance_formula_and_scale_one_is_unguided():
     assert torch.allclose(got, want / want.sum(), atol=1e-6)
     single = d.guided_log_x0(lambda x_t, t_: pc.log().view(1, K, 1).expand(1, K, N), x, t, 1.0).exp()[0, :K, 0]
     assert torch.allclose(single, pc, atol=1e-6)
+    # predict_start: log-softmax over the K codes, and [MASK] (never an x0) at the official -70
+    logits = torch.randn(1, K, N)
+    log_x0 = d.predict_start(lambda x_t, t_: logits, x, t)
+    assert log_x0.shape == (1, K + 1, N) and torch.all(log_x0[:, K] == LOG_ZERO)
+    assert torch.allclose(log_x0[:, :K], torch.log_softmax(logits, 1), atol=1e-6)
+
+
+def test_guided_sampling_doubles_the_batch_once_and_equals_unguided_when_cond_is_null():
+    K, N, T, B = 5, 6, 10, 3
+    d = MaskReplaceDiffusion(K, T)
+    net = TableDenoiser(K, N, T)  # a function of x_t and t, so the chain is not trivial
+    calls = []
+
+    def guided(x_t, t):
+        calls.append(x_t.shape[0])
+        assert torch.equal(x_t[:B], x_t[B:]) and torch.equal(t[:B], t[B:])
+        return net(x_t, t)  # conditional half == null half
+
+    plain = d.sample(net, B, N, generator=torch.Generator().manual_seed(7), truncation=0.9)
+    for s in (1.0, 4.0):
+        fn = guided if s != 1.0 else (lambda x, t: calls.append(x.shape[0]) or net(x, t))
+        calls.clear()
+        out = d.sample(fn, B, N, guidance_scale=s, generator=torch.Generator().manual_seed(7), truncation=0.9)
+        assert torch.equal(out, plain), s
+        assert calls == [B if s == 1.0 else 2 * B] * T  # one call per step, doubled batch when guided
 
 
 def test_purity_unmasks_the_most_certain_positions_first():
@@ -241,10 +393,22 @@ def test_inpainting_never_changes_unmasked_tokens_and_editing_starts_midway():
     out = d.sample(constant_denoiser(logits), 3, N, x_init=x_init, inpaint_mask=region,
                    callback=lambda i, t, x0: steps.append(t), generator=torch.Generator().manual_seed(1))
     assert torch.equal(out[~region], x_init[~region]) and (out < K).all()
+    previews = []
+    d.sample(constant_denoiser(logits), 3, N, x_init=x_init, inpaint_mask=region, start_t=9,
+             callback=lambda i, t, x0: previews.append(x0), generator=torch.Generator().manual_seed(2))
+    assert len(previews) == 10 and all(torch.equal(x0[~region], x_init[~region]) for x0 in previews)
+    assert all(torch.equal(x0[region], logits.argmax(0).expand(3, -1)[region]) for x0 in previews)
     seen_t = []
     d.sample(lambda x, t: seen_t.append(int(t[0])) or logits.expand(x.shape[0], -1, -1), 3, N,
              x_init=x_init, start_t=7)
     assert seen_t == list(range(7, -1, -1))
+    assert d.start_t_for_filter_ratio(0.4) == 7 and d.start_t_for_filter_ratio(1.0) == 19  # int(T r) - 1
+    # editing from a midway t: the chain starts at q(x_7 | x_init), so most tokens survive
+    # when the model agrees with x_init (alpha_bar_7 = 0.63, all kept positions stay real)
+    agree = torch.full((K, N), -30.0).scatter(0, x_init[:1], 30.0)
+    edited = d.sample(constant_denoiser(agree), 3, N, x_init=x_init[:1].expand(3, -1), start_t=7,
+                      generator=torch.Generator().manual_seed(4))
+    assert torch.equal(edited, x_init[:1].expand(3, -1))
 
 
 def test_same_generator_same_samples_and_rows_depend_on_their_own_generator():
@@ -270,11 +434,19 @@ def test_importance_history_is_saved_and_restored_exactly():
         d.loss(net, torch.randint(0, K, (16, N), generator=g), generator=g)
     state = d.state_dict()
     assert set(state) == {"Lt_history", "Lt_count"}
+    assert (d.Lt_count > 10).all()  # past the uniform phase: the history decides t
     e = MaskReplaceDiffusion(K, T)
     e.load_state_dict(state)
     assert torch.equal(e.Lt_history, d.Lt_history) and torch.equal(e.Lt_count, d.Lt_count)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
     assert torch.equal(d.sample_time(64, "cpu", g1)[0], e.sample_time(64, "cpu", g2)[0])
+    # resume: the same batches and seeds give bit-identical losses and histories afterwards
+    x0 = torch.randint(0, K, (16, N), generator=g)
+    for _ in range(3):
+        la, _ = d.loss(net, x0, generator=g1)
+        lb, _ = e.loss(net, x0, generator=g2)
+        assert torch.equal(la, lb)
+    assert torch.equal(e.Lt_history, d.Lt_history) and torch.equal(e.Lt_count, d.Lt_count)
 
 
 def test_bad_arguments_are_named():
@@ -284,5 +456,13 @@ def test_bad_arguments_are_named():
         d.sample(fn, 1, 3, inpaint_mask=torch.ones(1, 3, dtype=torch.bool))
     with pytest.raises(ValueError, match="start_t must be in"):
         d.sample(fn, 1, 3, x_init=torch.zeros(1, 3, dtype=torch.long), start_t=10)
+    with pytest.raises(ValueError, match="x_init is used only with"):
+        d.sample(fn, 1, 3, x_init=torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="truncation r must be in"):
+        d.sample(fn, 1, 3, truncation=0.0)
+    with pytest.raises(ValueError, match="filter_ratio must be in"):
+        d.start_t_for_filter_ratio(0.05)
+    with pytest.raises(ValueError, match="outside"):
+        MaskReplaceDiffusion(5, 10, alpha_start=0.1, alpha_end=0.9)
     with pytest.raises(ValueError, match="denoiser returned"):
         d.sample(constant_denoiser(torch.zeros(4, 3)), 1, 3)
