@@ -111,11 +111,17 @@ class TextToImage(nn.Module):
     def __call__(self, prompts: str | Sequence[str], num_images: int = 1, seed: int | None = 0,
                  seeds: Sequence[int] | None = None, steps: int | None = None, guidance_scale: float | None = None,
                  truncation: float | None = None, purity: bool | None = None,
-                 callback: Callable[[int, int, torch.Tensor], None] | None = None) -> GenerationOutput:
+                 callback: Callable[[int, int, torch.Tensor], None] | None = None,
+                 init_image: torch.Tensor | None = None, filter_ratio: float | None = None,
+                 inpaint_mask: torch.Tensor | None = None) -> GenerationOutput:
         """Generate num_images per prompt (or one per entry of `seeds`, for one prompt).
 
         callback(step_index, t, x0_tokens [B, h*w]) runs after every diffusion step; decode
-        the tokens with `decode_tokens` for previews."""
+        the tokens with `decode_tokens` for previews.
+        Editing: init_image (float [3, H, W] or [1, 3, H, W] in [0, 1], the model's size) is
+        tokenised; with filter_ratio in (0, 1] sampling starts from its tokens noised to that
+        depth (official VQ-Diffusion filter_ratio); with inpaint_mask (bool [H, W] pixels,
+        True = regenerate) every token outside the mask stays the image's."""
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ValueError("no prompts given")
@@ -144,12 +150,40 @@ class TextToImage(nn.Module):
         denoise = self.transformer.denoiser(ctx)
         generators = [torch.Generator(device=self.device).manual_seed(s) for s in seeds]
         cfg = self.transformer.config
+        x_init, start_t, token_mask = self._edit_inputs(init_image, filter_ratio, inpaint_mask, B)
+        if start_t is not None:
+            settings["filter_ratio"] = float(filter_ratio)
         tokens = self.diffusion.sample(denoise, B, cfg.seq_len, steps=settings["steps"],
                                        guidance_scale=settings["guidance_scale"], truncation=settings["truncation"],
                                        purity=settings["purity"], generator=generators, callback=callback,
-                                       device=self.device)
+                                       device=self.device, x_init=x_init, start_t=start_t, inpaint_mask=token_mask)
         images = self.decode_tokens(tokens)
         return GenerationOutput(images, tokens, expanded, seeds, settings)
+
+    def _edit_inputs(self, init_image, filter_ratio, inpaint_mask, batch: int):
+        """(x_init tokens [B, N], start_t, token mask [B, N]) for editing/inpainting, or Nones."""
+        if init_image is None:
+            if filter_ratio is not None or inpaint_mask is not None:
+                raise ValueError("filter_ratio and inpaint_mask need init_image")
+            return None, None, None
+        image = init_image.unsqueeze(0) if init_image.dim() == 3 else init_image
+        if image.shape[0] != 1 or image.shape[1:] != (3, self.image_size, self.image_size):
+            raise ValueError(f"init_image must be [3, {self.image_size}, {self.image_size}] in [0, 1], "
+                             f"got {tuple(init_image.shape)}")
+        x_init = self.vqvae.encode(image.to(self.device)).expand(batch, -1)
+        start_t = None if filter_ratio is None else self.diffusion.start_t_for_filter_ratio(filter_ratio)
+        token_mask = None
+        if inpaint_mask is not None:
+            h, w = self.transformer.config.h, self.transformer.config.w
+            if tuple(inpaint_mask.shape) != (self.image_size, self.image_size):
+                raise ValueError(f"inpaint_mask must be [{self.image_size}, {self.image_size}] pixels, "
+                                 f"got {tuple(inpaint_mask.shape)}")
+            # a token is regenerated if any of its pixels is
+            pooled = torch.nn.functional.adaptive_max_pool2d(inpaint_mask.float()[None, None], (h, w))
+            token_mask = pooled.flatten().bool().to(self.device).expand(batch, -1)
+        if start_t is None and token_mask is None:
+            raise ValueError("init_image needs filter_ratio (editing) and/or inpaint_mask (inpainting)")
+        return x_init, start_t, token_mask
 
     def generate_for_judge(self, prompt: str, seeds: Sequence[int], **settings) -> torch.Tensor:
         """The evaluation runner's generate(prompt, seeds) -> images."""

@@ -92,3 +92,24 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(again))
     assert main(["  ", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+def test_inpainting_keeps_the_image_outside_the_mask_and_editing_starts_midway():
+    pipe = tiny_pipeline()
+    image = torch.rand(3, 16, 16)
+    tokens = pipe.vqvae.encode(image[None])
+    mask = torch.zeros(16, 16, dtype=torch.bool)
+    mask[:8, :8] = True  # the top-left quarter: tokens (0,0), (0,1), (1,0), (1,1) of the 4x4 grid
+    out = pipe("a cat", seeds=[0, 1], steps=4, init_image=image, inpaint_mask=mask)
+    region = torch.zeros(4, 4, dtype=torch.bool)
+    region[:2, :2] = True
+    keep = ~region.flatten()
+    assert torch.equal(out.tokens[:, keep], tokens.expand(2, -1)[:, keep])
+    seen = []
+    pipe("a cat", seeds=[0], steps=None, init_image=image, filter_ratio=0.5,
+         callback=lambda i, t, x0: seen.append(t))
+    assert seen == list(range(4, -1, -1))  # int(10 * 0.5) - 1 = 4, then the full chain below it
+    with pytest.raises(ValueError, match="need init_image"):
+        pipe("a cat", filter_ratio=0.5)
+    with pytest.raises(ValueError, match="inpaint_mask must be"):
+        pipe("a cat", init_image=image, inpaint_mask=torch.ones(8, 8, dtype=torch.bool))
