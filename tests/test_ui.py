@@ -95,6 +95,7 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     assert (tmp_path / "run" / "summary.json").is_file()
     assert at.subheader[0].value.startswith("Suite smoke:")
     assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
+    assert len(at.get("vega_lite_chart")) == 1  # accuracy bars with their intervals
     bad = page("evaluate.py").run()
     bad.text_input(key="ev_open").set_value(str(tmp_path)).run()
     assert "holds no summary.json" in bad.warning[0].value

@@ -54,7 +54,12 @@ if folder:
                   "95% CI high": round(b["ci95"][1], 3), "images": b["n"]}
                  for c, b in [*summary["categories"].items(), ("overall", summary["overall"])]]
         st.dataframe(table, hide_index=True)
-        st.bar_chart({r["category"]: r["accuracy"] for r in table}, horizontal=True)
+        import altair as alt  # ships with streamlit
+
+        base = alt.Chart(alt.Data(values=table)).encode(y=alt.Y("category:N", sort=None, title=None))
+        bars = base.mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])))
+        ci = base.mark_rule(color="black").encode(x="95% CI low:Q", x2="95% CI high:Q")
+        st.altair_chart(bars + ci, width="stretch")  # accuracy with its bootstrap 95% interval
         validation = path / "judge_validation.json"
         if validation.is_file():
             jv = json.loads(validation.read_text())
