@@ -1,10 +1,13 @@
 """Text encoders behind one interface: `encode(prompts) -> (embeddings [B, L, D], mask [B, L])`.
 
 * `ClipTextEncoder.from_pretrained(local_dir)`: transformers' CLIPTokenizer + CLIPTextModel
-  from a folder on disk (never the hub), frozen.
-* `ScratchTextEncoder.train_new(captions, ...)`: a byte-level BPE tokenizer trained with
-  `tokenizers` on the dataset's captions plus a small CLIPTextModel-style transformer that
-  the generator trains jointly.
+  from a folder on disk (never the hub), frozen; embeddings = last_hidden_state.
+* `ScratchTextEncoder.train_new(captions, ...)`: a BPE tokenizer trained with `tokenizers` on
+  the dataset's captions, with CLIP's normaliser, pre-tokeniser and `</w>` word ends, wrapped
+  as a transformers CLIPTokenizer, plus a small random CLIPTextModel that the generator
+  trains jointly. Its saved folder has the layout of a CLIP folder, so both kinds share
+  tokenisation and loading code.
+* `load_text_encoder(spec_or_dir)`: a saved folder, or "clip:DIR" / "scratch:DIR".
 
 Every prompt is padded (or truncated, with a warning) to `max_length`, so L is fixed and the
 pipeline's learned null embedding has one shape. An empty prompt is an error, except as the
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -22,12 +26,19 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-SPECIALS = ("<|pad|>", "<|startoftext|>", "<|endoftext|>")
+BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
+SPECIALS = (PAD, BOS, EOS)
+# CLIP's pre-tokeniser: contractions, letter runs, single digits, punctuation runs
+CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+FORMAT = 2  # encoder.json "format": 2 = tokenizer saved as a transformers CLIPTokenizer
 
 
 def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
+    """Stripped prompts; an empty one is rejected here, before it silently becomes "no text"."""
     if isinstance(prompts, str):
         prompts = [prompts]
+    if len(prompts) == 0:
+        raise ValueError("encode needs at least one prompt, got an empty list")
     out = []
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
@@ -40,13 +51,18 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
 
 
 class TextEncoder(nn.Module):
-    """The shared interface; subclasses set tokenizer/model and implement `_ids`."""
+    """The shared interface. Subclasses hold `tokenizer` (a transformers CLIPTokenizer) and
+    `model` (a CLIPTextModel) and set `max_length` (L) and `dim` (D)."""
 
     max_length: int
     dim: int
 
     def _ids(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        raise NotImplementedError
+        """(ids [B, L], mask [B, L], untruncated token counts incl. BOS/EOS)."""
+        lengths = [len(x) for x in self.tokenizer(prompts, verbose=False)["input_ids"]]
+        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        return enc["input_ids"], enc["attention_mask"].bool(), lengths
 
     def encode(self, prompts: Sequence[str], allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         prompts = check_prompts(prompts, allow_empty)
@@ -61,101 +77,122 @@ class TextEncoder(nn.Module):
             emb = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         return emb, mask.bool()
 
+    def decode(self, prompt: str) -> str:
+        """Tokenise and detokenise: the text the model actually reads (normalised, untruncated)."""
+        ids = self.tokenizer(prompt, verbose=False)["input_ids"]
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _save(self, path: str | Path, meta: dict) -> Path:
+        """Model + tokenizer + encoder.json, written to a temporary folder and moved in file by file."""
+        path = Path(path)
+        tmp = path.parent / f".{path.name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        (tmp / "encoder.json").write_text(json.dumps(meta | {"format": FORMAT}) + "\n")
+        path.mkdir(parents=True, exist_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, path / f.name)
+        tmp.rmdir()
+        return path
+
+
+def _load_clip_folder(path: str | Path, what: str):
+    """(CLIPTokenizer, CLIPTextModel) from a local folder only, with errors that say what is wrong."""
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} folder {str(path)!r} does not exist; gendet loads text encoders "
+                                "only from a local folder (download it yourself, then pass its path)")
+    try:
+        tok = CLIPTokenizer.from_pretrained(path, local_files_only=True)
+        model = CLIPTextModel.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{path}: not a CLIP tokenizer + text model folder ({e})") from None
+    return tok, model
+
+
+def _clip_style_bpe(vocab_size: int):
+    """An untrained `tokenizers` BPE with CLIP's normaliser (NFC, collapse spaces, lowercase) and
+    pre-tokeniser (CLIP regex, then byte-level symbols), words ending in `</w>`."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
+                                           normalizers.Lowercase()])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[], end_of_word_suffix="</w>",
+                                  show_progress=False)
+    return tok, trainer
+
 
 class ScratchTextEncoder(TextEncoder):
+    """BPE tokenizer trained on the captions + a small random CLIPTextModel, trainable."""
+
     def __init__(self, tokenizer, model):
         super().__init__()
-        self.tokenizer = tokenizer  # a tokenizers.Tokenizer
+        self.tokenizer = tokenizer  # a transformers CLIPTokenizer
         self.model = model          # a transformers CLIPTextModel
         self.max_length = model.config.max_position_embeddings
+        self.tokenizer.model_max_length = self.max_length
         self.dim = model.config.hidden_size
 
     @staticmethod
-    def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000):
-        from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    def train_tokenizer(captions: Iterable[str], vocab_size: int = 1000, max_length: int = 77):
+        """A CLIPTokenizer whose merges are learnt from `captions`. vocab_size is the BPE
+        trainer's target (symbols seen + merges); all 2 x 256 byte symbols (bare and with
+        `</w>`) are always in the vocabulary, so no text is ever unknown or silently dropped.
 
-        tok = Tokenizer(models.BPE(unk_token=None, end_of_word_suffix="</w>"))
-        tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Lowercase(),
-                                               normalizers.Replace(r"\s+", " ")])
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace()])
-        tok.decoder = decoders.BPEDecoder(suffix="</w>")
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
-                                      end_of_word_suffix="</w>", show_progress=False,
-                                      initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789.,'-"))
-        tok.train_from_iterator(list(captions), trainer)
-        return ScratchTextEncoder._canonical_ids(tok)
+        Ids are canonical — byte symbols, merges in rank order, then pad/bos/eos — because the
+        trainer numbers its vocabulary in hash-map order, which changes from process to
+        process; so the same captions always give the same tokenizer (exact resume)."""
+        from tokenizers import pre_tokenizers
+        from transformers import CLIPTokenizer
 
-    @staticmethod
-    def _canonical_ids(tok):
-        """The trainer's merges are deterministic but its token ids are not (a hash map's order
-        varies per process): renumber as specials, sorted alphabet, then merges in order, so
-        the same captions always give the same tokenizer (exact resume, reproducible runs)."""
-        import json as _json
-
-        from tokenizers import models
-
-        spec = _json.loads(tok.to_str())
-        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in spec["model"]["merges"]]
-        merged = ["".join(m) for m in merges]
-        alphabet = sorted(set(spec["model"]["vocab"]) - set(SPECIALS) - set(merged))
-        order = list(SPECIALS) + alphabet + [t for t in dict.fromkeys(merged) if t not in alphabet]
-        tok.model = models.BPE(vocab={t: i for i, t in enumerate(order)}, merges=merges, unk_token=None,
-                               end_of_word_suffix="</w>")
-        return tok
+        captions = [c for c in captions if c.strip()]
+        if not captions:
+            raise ValueError("train_tokenizer needs at least one non-empty caption")
+        tok, trainer = _clip_style_bpe(vocab_size)
+        tok.train_from_iterator(captions, trainer)
+        merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+                  for m in json.loads(tok.to_str())["model"]["merges"]]
+        alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+        order = alphabet + [a + "</w>" for a in alphabet]
+        known = set(order)
+        order += [t for t in dict.fromkeys("".join(m) for m in merges) if t not in known]
+        order += [PAD, BOS, EOS]
+        return CLIPTokenizer(vocab={t: i for i, t in enumerate(order)}, merges=merges, unk_token=EOS,
+                             bos_token=BOS, eos_token=EOS, pad_token=PAD, model_max_length=max_length)
 
     @classmethod
     def train_new(cls, captions: Iterable[str], vocab_size: int = 1000, dim: int = 256, layers: int = 4,
                   heads: int = 4, max_length: int = 32) -> "ScratchTextEncoder":
+        """Tokenizer trained on `captions`; model random (CLIPTextConfig sizes from the arguments)."""
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        tok = cls.train_tokenizer(captions, vocab_size)
-        pad, bos, eos = (tok.token_to_id(s) for s in SPECIALS)
-        config = CLIPTextConfig(vocab_size=tok.get_vocab_size(), hidden_size=dim, intermediate_size=4 * dim,
+        tok = cls.train_tokenizer(captions, vocab_size, max_length)
+        config = CLIPTextConfig(vocab_size=len(tok), hidden_size=dim, intermediate_size=4 * dim,
                                 num_hidden_layers=layers, num_attention_heads=heads,
-                                max_position_embeddings=max_length, pad_token_id=pad, bos_token_id=bos,
-                                eos_token_id=eos)
+                                max_position_embeddings=max_length, pad_token_id=tok.pad_token_id,
+                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
         return cls(tok, CLIPTextModel(config))
 
-    def _ids(self, prompts):
-        pad, bos, eos = (self.tokenizer.token_to_id(s) for s in SPECIALS)
-        rows, lengths = [], []
-        for enc in self.tokenizer.encode_batch(prompts):
-            ids = [bos] + enc.ids + [eos]
-            lengths.append(len(ids))
-            if len(ids) > self.max_length:
-                ids = ids[:self.max_length - 1] + [eos]
-            rows.append(ids)
-        ids = torch.full((len(rows), self.max_length), pad, dtype=torch.long)
-        mask = torch.zeros(len(rows), self.max_length, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = True
-        return ids, mask, lengths
-
-    def decode(self, prompt: str) -> str:
-        """Tokenise and detokenise: what the model actually reads."""
-        return self.tokenizer.decode(self.tokenizer.encode(prompt).ids)
-
     def save_pretrained(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        tmp = path / "tokenizer.json.tmp"
-        self.tokenizer.save(str(tmp))
-        os.replace(tmp, path / "tokenizer.json")
-        (path / "encoder.json").write_text(json.dumps({"kind": "scratch"}) + "\n")
-        return path
+        return self._save(path, {"kind": "scratch"})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None) -> "ScratchTextEncoder":
-        from tokenizers import Tokenizer
-        from transformers import CLIPTextModel
-
         path = Path(path)
-        if not (path / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{path}: no tokenizer.json (not a scratch text encoder folder)")
-        model = CLIPTextModel.from_pretrained(path, local_files_only=True)
-        return cls(Tokenizer.from_file(str(path / "tokenizer.json")), model).to(device or "cpu")
+        meta = path / "encoder.json"
+        if meta.is_file() and json.loads(meta.read_text()).get("format") != FORMAT:
+            raise ValueError(f"{meta}: an older scratch text encoder format (raw tokenizers file); "
+                             "retrain it with this version of gendet")
+        tok, model = _load_clip_folder(path, "scratch text encoder")
+        return cls(tok, model).to(device or "cpu")
 
 
 class ClipTextEncoder(TextEncoder):
@@ -170,44 +207,34 @@ class ClipTextEncoder(TextEncoder):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None) -> "ClipTextEncoder":
-        from transformers import CLIPTextModel, CLIPTokenizer
-
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"CLIP text encoder folder {str(path)!r} does not exist; gendet loads CLIP "
-                                    "only from a local folder (download it yourself, then pass its path)")
-        try:
-            tok = CLIPTokenizer.from_pretrained(path, local_files_only=True)
-            model = CLIPTextModel.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: not a CLIP tokenizer + text model folder ({e})") from None
+        tok, model = _load_clip_folder(path, "CLIP text encoder")
         return cls(tok, model.eval(), str(path)).to(device or "cpu")
 
-    def _ids(self, prompts):
-        lengths = [len(x) for x in self.tokenizer(prompts)["input_ids"]]
-        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"].bool(), lengths
-
     def train(self, mode: bool = True):
-        return super().train(False) if mode else super().train(mode)  # frozen: always eval
+        return super().train(False)  # frozen: always eval (no dropout)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
-        (path / "encoder.json").write_text(json.dumps({"kind": "clip", "source": self.source}) + "\n")
-        return path
+        return self._save(path, {"kind": "clip", "source": self.source})
 
 
-def load_text_encoder(path: str | Path, device=None) -> TextEncoder:
-    """A saved encoder folder (its encoder.json says which kind), or a plain local CLIP folder."""
-    path = Path(path)
-    meta = path / "encoder.json"
-    kind = json.loads(meta.read_text()).get("kind") if meta.is_file() else "clip"
+def load_text_encoder(spec: str | Path, device=None) -> TextEncoder:
+    """A saved encoder folder (its encoder.json says which kind), a plain local CLIP folder,
+    or an explicit "clip:DIR" / "scratch:DIR"."""
+    spec = str(spec)
+    kind, _, rest = spec.partition(":")
+    if kind in ("clip", "scratch") and rest:
+        path = Path(rest)
+    else:
+        path, kind = Path(spec), None
+        meta = path / "encoder.json"
+        if meta.is_file():
+            try:
+                kind = json.loads(meta.read_text()).get("kind")
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{meta}: not JSON ({e.msg})") from None
+        kind = kind or "clip"
     if kind == "scratch":
         return ScratchTextEncoder.from_pretrained(path, device)
     if kind == "clip":
         return ClipTextEncoder.from_pretrained(path, device)
-    raise ValueError(f"{meta}: unknown text encoder kind {kind!r}")
+    raise ValueError(f"{path / 'encoder.json'}: unknown text encoder kind {kind!r} (expected clip or scratch)")

@@ -44,8 +44,17 @@ def image_paths(root: Path, split: str) -> list[Path]:
                             "dataset or a datasets.scenes root)")
 
 
-def load_images(paths: list[Path], size: int) -> torch.Tensor:
-    return torch.stack([load_image(p, size) for p in paths]) if paths else torch.zeros(0, 3, size, size)
+def load_images(paths: list[Path], size: int, desc: str = "load", quiet: bool = False) -> torch.Tensor:
+    """All images as uint8 [N, 3, size, size]: a quarter of float32's memory (a few thousand 128x128
+    images stay well under 1 GB), converted to float per batch. Exact: load_image divides uint8 by 255."""
+    out = torch.zeros(len(paths), 3, size, size, dtype=torch.uint8)
+    for i, p in enumerate(tqdm(paths, desc=desc, disable=quiet or not paths)):
+        out[i] = load_image(p, size).mul(255).round().to(torch.uint8)
+    return out
+
+
+def as_float(images: torch.Tensor, device) -> torch.Tensor:
+    return images.to(device).float().div_(255.0)
 
 
 class PatchDiscriminator(nn.Module):
@@ -63,6 +72,7 @@ class PatchDiscriminator(nn.Module):
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """PSNR in dB of a (clamped to [0, 1]) against b, over the whole set (one pooled MSE)."""
     mse = F.mse_loss(a.clamp(0, 1), b).item()
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
@@ -86,14 +96,23 @@ def train(args) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     root = Path(args.data)
-    train_imgs = load_images(image_paths(root, "train"), args.size)
-    val_imgs = load_images(image_paths(root, "val")[:args.val_images], args.size)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_imgs = load_images(image_paths(root, "train"), args.size, "load train", args.quiet)
+    val_imgs = load_images(image_paths(root, "val")[:args.val_images], args.size, "load val", args.quiet)
     if len(train_imgs) == 0:
-        raise ValueError(f"{root}: no training images")
+        raise ValueError(f"{root}: no training images (captions.jsonl train rows or images/train/)")
     torch.manual_seed(args.seed)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cfg = VQVAEConfig(channels=args.channels, channel_mult=(1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2),
-                      codebook_size=args.codebook_size, embed_dim=args.embed_dim, quantizer=args.quantizer)
+    ck = out / "checkpoint"
+    if args.resume:  # the checkpoint's architecture wins over the command line's
+        if not (ck / "state.pt").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {ck} (state.pt missing)")
+        cfg = VQVAE.from_pretrained(ck / "model").config
+    else:
+        cfg = VQVAEConfig(channels=args.channels, channel_mult=(1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2),
+                          codebook_size=args.codebook_size, embed_dim=args.embed_dim, quantizer=args.quantizer,
+                          restart_after=args.restart_after)
     vq = VQVAE(cfg).to(device)
     disc = PatchDiscriminator().to(device) if args.gan_weight > 0 else None
     opt = torch.optim.Adam(vq.parameters(), lr=args.lr, betas=(0.5, 0.9))
@@ -101,18 +120,19 @@ def train(args) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
     if args.resume:
-        ck = out / "checkpoint"
-        if not (ck / "state.pt").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {ck}")
         vq.load_state_dict(VQVAE.from_pretrained(ck / "model", device=device).state_dict())
-        state = torch.load(ck / "state.pt", weights_only=True, map_location=device)
+        # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
+        state = torch.load(ck / "state.pt", weights_only=True, map_location="cpu")
         step = state["step"]
         opt.load_state_dict(state["opt"])
-        if disc:
+        if disc and state["disc"] is not None:  # a GAN switched on at resume starts fresh
             disc.load_state_dict(state["disc"])
             opt_d.load_state_dict(state["opt_d"])
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+        drop_rows_after(out / "metrics.jsonl", step)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
     log = open(out / "metrics.jsonl", "a")
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
@@ -120,7 +140,7 @@ def train(args) -> dict:
     while step < args.steps:
         vq.train()
         idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
-        x = train_imgs[idx].to(device)
+        x = as_float(train_imgs[idx], device)
         rec, ids, qloss = vq(x)
         loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
         if disc and step >= args.gan_start:
@@ -135,9 +155,12 @@ def train(args) -> dict:
             opt_d.step()
         step += 1
         bar.update()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(rec.detach(), x):.2f}",
+                            codes=vq.last_stats.get("codes_used"))
         if step % args.val_every == 0 or step == args.steps:
             metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
+            metrics["val_split"] = "val" if len(val_imgs) else "train[:64] (no val images)"
             metrics |= {"step": step, "train_loss": loss.item(), "images_s": args.batch * args.val_every /
                         max(1e-9, time.time() - t0)}
             t0 = time.time()
@@ -146,18 +169,31 @@ def train(args) -> dict:
         if step % args.ckpt_every == 0 or step == args.steps:
             save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
     bar.close()
+    if not metrics:  # resumed a finished run: report its numbers again
+        metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {"step": step}
     log.close()
     vq.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
+    os.replace(tmp, out / "metrics.json")
     return metrics
+
+
+def drop_rows_after(path: Path, step: int) -> None:
+    """On resume, forget log rows written after the checkpoint (they will be written again)."""
+    if path.is_file():
+        rows = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x).get("step", 0) <= step]
+        path.write_text("".join(r + "\n" for r in rows))
 
 
 @torch.no_grad()
 def evaluate(vq: VQVAE, images: torch.Tensor, device) -> dict:
+    """Reconstruction PSNR through the tokens (encode -> decode, what the generator sees) and the
+    codebook usage/perplexity of those tokens."""
     vq.eval()
-    ids = torch.cat([vq.encode(images[i:i + 64].to(device)) for i in range(0, len(images), 64)])
+    ids = torch.cat([vq.encode(as_float(images[i:i + 64], device)) for i in range(0, len(images), 64)])
     rec = torch.cat([vq.decode(ids[i:i + 64]).cpu() for i in range(0, len(ids), 64)])
-    return {"val_psnr": psnr(rec, images)} | vq.code_usage(ids)
+    return {"val_psnr": psnr(rec, as_float(images, "cpu"))} | vq.code_usage(ids)
 
 
 def main(argv=None) -> int:
@@ -173,6 +209,8 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--downsample", type=int, choices=(4, 8), default=8)
     ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema")
+    ap.add_argument("--restart-after", type=int, default=200,
+                    help="re-seed a code unused for this many steps (0: never)")
     ap.add_argument("--gan-weight", type=float, default=0.0, help="patch-GAN weight (0: off)")
     ap.add_argument("--gan-start", type=int, default=5000, help="step at which the GAN term starts")
     ap.add_argument("--val-every", type=int, default=500)
@@ -181,6 +219,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default=None)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for torch (0: torch's default; 1 is much faster on a busy machine)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:

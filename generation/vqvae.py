@@ -1,6 +1,7 @@
 """The image tokenizer: a VQ-VAE with an EMA codebook (or Gumbel quantisation) and dead-code restarts.
 
     vq = VQVAE(VQVAEConfig(codebook_size=512, channel_mult=(1, 2, 2, 4)))   # 3 downsamplings: f = 8
+    vq.token_grid(128)               # (16, 16): the token grid of a 128x128 image
     ids = vq.encode(images)          # images [B, 3, H, W] in [0, 1] -> LongTensor [B, (H/f)*(W/f)]
     images = vq.decode(ids)          # -> [B, 3, H, W] in [0, 1]
     vq.save_pretrained("dir"); VQVAE.from_pretrained("dir")
@@ -28,7 +29,7 @@ from torch import nn
 class VQVAEConfig:
     in_channels: int = 3
     channels: int = 64
-    channel_mult: tuple[int, ...] = (1, 2, 2, 4)   # len - 1 downsamplings: (1, 2, 2) -> f=4, (1, 2, 2, 4) -> f=8
+    channel_mult: tuple[int, ...] = (1, 2, 2)   # len - 1 downsamplings: (1, 2, 2) -> f=4, (1, 2, 2, 4) -> f=8
     num_res_blocks: int = 1
     codebook_size: int = 512
     embed_dim: int = 64
@@ -43,7 +44,11 @@ class VQVAEConfig:
         if self.quantizer not in ("ema", "gumbel"):
             raise ValueError(f"quantizer must be 'ema' or 'gumbel', got {self.quantizer!r}")
         if len(self.channel_mult) < 2:
-            raise ValueError("channel_mult needs at least 2 entries (one downsampling)")
+            raise ValueError(f"channel_mult needs at least 2 entries (one downsampling), got {self.channel_mult}")
+        if self.codebook_size < 2 or self.embed_dim < 1:
+            raise ValueError(f"codebook_size must be >= 2 and embed_dim >= 1, got {self.codebook_size}, {self.embed_dim}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
     @property
     def factor(self) -> int:
@@ -165,6 +170,7 @@ class VQVAE(nn.Module):
         else:  # Gumbel: logits over codes, a learned embedding table (no EMA)
             self.to_logits = nn.Conv2d(cfg.embed_dim, cfg.codebook_size, 1)
             self.code_embed = nn.Embedding(cfg.codebook_size, cfg.embed_dim)
+        self.last_stats: dict = {}  # the latest training batch's code usage (for progress bars)
 
     @property
     def codebook_size(self) -> int:
@@ -190,7 +196,9 @@ class VQVAE(nn.Module):
                 zq = torch.einsum("bkhw,kd->bdhw", soft, self.code_embed.weight)
                 probs = logits.softmax(1)
                 kl = (probs * (probs.clamp_min(1e-10) * self.codebook_size).log()).sum(1).mean()
-                return zq, logits.argmax(1).flatten(1), 5e-4 * kl
+                ids = logits.argmax(1).flatten(1)
+                self.last_stats = self.code_usage(ids)
+                return zq, ids, 5e-4 * kl
             ids = logits.argmax(1)
             return self.code_embed(ids).permute(0, 3, 1, 2), ids.flatten(1), z.new_zeros(())
         flat = z.permute(0, 2, 3, 1).reshape(-1, D)
@@ -198,6 +206,7 @@ class VQVAE(nn.Module):
         if self.training:
             self.codebook.update(flat.detach(), ids)
             ids = self.codebook.nearest(flat)
+            self.last_stats = self.code_usage(ids)
         zq = self.codebook.embed[ids].view(B, h, w, D).permute(0, 3, 1, 2)
         loss = self.config.commitment * F.mse_loss(z, zq.detach())
         zq = z + (zq - z).detach()  # straight-through
@@ -211,6 +220,8 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, C, H, W] in [0, 1] -> LongTensor [B, h*w] (row-major token grid), in eval
+        mode whatever the module's mode, so encoding never moves the EMA codebook."""
         if images.dim() != 4 or images.shape[1] != self.config.in_channels:
             raise ValueError(f"encode expects [B, {self.config.in_channels}, H, W] in [0, 1], got {tuple(images.shape)}")
         self.token_grid(tuple(images.shape[2:]))
@@ -223,6 +234,7 @@ class VQVAE(nn.Module):
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """ids [B, h*w] -> images [B, C, H, W] clamped to [0, 1]; grid=(h, w) for non-square grids."""
         B, N = ids.shape
         if grid is None:
             side = int(round(N ** 0.5))
@@ -273,5 +285,8 @@ class VQVAE(nn.Module):
             state = load_file(str(path / "model.safetensors"))
         except Exception as e:  # noqa: BLE001
             raise ValueError(f"{path / 'model.safetensors'}: cannot read weights ({e})") from None
-        model.load_state_dict(state)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as e:  # missing/unexpected keys or shapes that disagree with config.json
+            raise ValueError(f"{path / 'model.safetensors'}: weights do not match config.json ({e})") from None
         return model.to(device or "cpu").eval()
