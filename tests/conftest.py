@@ -8,6 +8,11 @@ import socket
 import sys
 
 import pytest
+import torch
+
+# One intra-op thread: the suite's tensors are small, and on a 2-core machine two threads
+# contending with ultralytics' workers (or anything else) made steps up to 50x slower.
+torch.set_num_threads(1)
 
 
 class NetworkBlocked(OSError):
