@@ -10,16 +10,6 @@ from torch import nn
 from generation.diffusion import LOG_ZERO, MaskReplaceDiffusion, log_onehot
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a shared CPU, intra-op threads only add contention
-    (measured 10x slower per training step with 2 threads under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def official_schedule(T, K, att_1=0.99999, att_T=0.000009, ctt_1=0.000009, ctt_T=0.99999):
     """The official alpha_schedule, written out again from its definition (python floats)."""
     att = [1.0] + [att_1 + i / (T - 1) * (att_T - att_1) for i in range(T)]

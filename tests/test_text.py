@@ -12,15 +12,6 @@ from datasets.scenes import render_scene
 from generation.text import ClipTextEncoder, ScratchTextEncoder, load_text_encoder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine torch's default 2 threads run far slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def captions():
     return [c for i in range(150) for c in render_scene(i, 64, 0)[2]]

@@ -13,14 +13,6 @@ from generation import train_vqvae
 from generation.vqvae import VQVAE, EMACodebook, VQVAEConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine torch's default 2 threads run ~50x slower than 1 (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = VQVAEConfig(channels=16, channel_mult=(1, 2, 2), codebook_size=32, embed_dim=8, restart_after=0)
 
 
