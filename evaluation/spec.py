@@ -37,6 +37,19 @@ class PromptSpec:
             d["relations"] = [list(r) for r in self.relations]
         return d
 
+    def excluding(self, classes) -> "PromptSpec":
+        """This spec with "no <class>" for each of `classes` (relations and colours on them dropped)."""
+        classes = set(classes)
+        expect = {**self.expect, **{c: {"count": 0} for c in classes}}
+        colors = {c: v for c, v in self.colors.items() if c not in classes}
+        relations = tuple(r for r in self.relations if r[0] not in classes and r[2] not in classes)
+        return PromptSpec(self.prompt, self.category, expect, colors, relations)
+
+    @classmethod
+    def absent(cls, prompt: str, classes) -> "PromptSpec":
+        """Only negative expectations: for prompts the parser cannot read."""
+        return cls(prompt, "negatives", {c: {"count": 0} for c in classes})
+
     @property
     def expectation_text(self) -> str:
         """"cat==2, dog==0, face>=1; cat left_of face; cat black" — for tables and the UI."""

@@ -187,3 +187,14 @@ def test_suite_errors_name_file_and_prompt(tmp_path):
         load_suite("no_such_suite")
     with pytest.raises(SpecError, match=r"expect\.cat\.min must be an integer >= 1"):
         spec_from_dict({"prompt": "x", "category": "counting", "expect": {"cat": {"min": 0}}})
+
+
+def test_excluding_and_absent_specs():
+    from evaluation.spec import PromptSpec
+
+    s = parse_prompt("a black cat to the left of a dog").excluding(["dog"])
+    assert s.expect == {"cat": {"min": 1}, "dog": {"count": 0}, "face": {"count": 0}}
+    assert s.relations == () and s.colors == {"cat": "black"}
+    a = PromptSpec.absent("a purple giraffe", ["face"])
+    assert a.expect == {"face": {"count": 0}} and a.category == "negatives"
+    assert not judge(a, [det("face", 0.9, (0, 0, 9, 9))], SIZE).passed

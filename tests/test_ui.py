@@ -106,3 +106,15 @@ def test_models_page_lists_what_is_loaded(env):
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)
+
+
+def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a purple giraffe")
+    at.multiselect(key="avoid").set_value(["cat"])
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and not at.info  # judged: no "Not judged" message
+    verdicts = [e.value for e in at.success] + [e.value for e in at.error]
+    assert len(verdicts) == 1 and ("expected no cat" in verdicts[0] or verdicts[0] == "✓ ok")

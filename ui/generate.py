@@ -7,8 +7,11 @@ import streamlit as st
 from detection.draw import draw_detections
 from evaluation.judge import judge
 from evaluation.prompts import ParseError, parse_prompt
+from evaluation.spec import PromptSpec
 from generation.png_info import png_bytes, read_settings
 from ui import resources
+
+
 
 resources.sidebar()
 st.title("Generate")
@@ -45,6 +48,8 @@ with st.form("generate"):
     guidance = c2.slider("Guidance scale", 1.0, 10.0, 3.0, 0.5, key="guidance")
     truncation = c3.slider("Truncation", 0.5, 1.0, 0.86, 0.01, key="truncation")
     purity = c4.checkbox("Purity sampling", key="purity")
+    avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key="avoid",
+                           help="Also checked on prompts the judge cannot read otherwise")
     c1, c2, c3 = st.columns(3)
     boxes = c1.checkbox("Show boxes", True, key="boxes")
     only_pass = c2.checkbox("Keep only images that pass", key="only_pass")
@@ -59,7 +64,13 @@ if go:
         spec = parse_prompt(prompt)
     except ParseError as e:
         spec = None
-        st.info(f"Not judged: {e}. Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.")
+        if not avoid:
+            st.info(f"Not judged: {e}. Prompts the judge reads: 'a cat', 'two black dogs', "
+                    "'a dog to the left of a face'.")
+    if avoid:
+        if spec and any(spec.expect.get(c, {}).get("count", 1) > 0 for c in avoid):
+            st.warning("The prompt asks for a class you also excluded; the exclusion wins.")
+        spec = PromptSpec.absent(prompt, avoid) if spec is None else spec.excluding(avoid)
     if random_seed:
         seed = random.randrange(2**31 - 1)
     count = int(budget) if only_pass and spec is not None else int(n)
