@@ -33,6 +33,19 @@ def model_info(path: Path) -> dict:
     return {"path": str(path), "sha256": file_sha256(weights) if weights.is_file() else None}
 
 
+def find_judge_validation(eyes: JudgeDetectors) -> dict | None:
+    """judge_validation.json beside the detectors (the demo bundle ships one), if it is for them."""
+    import json
+
+    for path in {p.parent / "judge_validation.json" for p in eyes.paths.values()}:
+        if path.is_file():
+            report = json.loads(path.read_text())
+            hashes = {t: d.get("sha256") for t, d in report.get("detectors", {}).items()}
+            if hashes == {t: d["sha256"] for t, d in eyes.info().items()}:
+                return report
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,12 +83,17 @@ def main(argv=None) -> int:
     settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
                                   "truncation": args.truncation}.items() if v is not None}
     effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation")}, **settings}
+    validation = find_judge_validation(eyes)
     summary = run_suite(suite, lambda prompt, seeds: pipe.generate_for_judge(prompt, seeds, **settings), eyes,
                         args.out, images_per_prompt=args.images_per_prompt, seed=args.seed, settings=effective,
                         models={"generator": model_info(Path(args.model)), "detectors": eyes.info()},
-                        shard=shard, progress=not args.quiet, barrier=barrier)
+                        shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation)
     if summary is not None:
         print(markdown_table(summary))
+        if "judge_validation" in summary:
+            print(f"judge agreement with ground truth (validate_judge): {summary['judge_validation']}")
+        else:
+            print("judge not validated for these detectors (run python -m evaluation.validate_judge)")
         print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 

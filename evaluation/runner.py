@@ -84,9 +84,11 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
               images_per_prompt: int = 4, seed: int = 0, settings: dict | None = None,
               models: dict | None = None, rules: JudgeRules = DEFAULT_RULES, shard: Shard = Shard(),
               progress: bool = True, barrier: Callable[[], None] | None = None,
-              on_prompt: Callable[[int, int], None] | None = None) -> dict | None:
+              on_prompt: Callable[[int, int], None] | None = None,
+              judge_validation: dict | None = None) -> dict | None:
     """Run (or resume) a suite into out_dir; returns the summary on rank 0, None elsewhere.
-    on_prompt(done, total) is called after each prompt (the app's progress bar)."""
+    on_prompt(done, total) is called after each prompt (the app's progress bar).
+    judge_validation (the detectors' validate_judge report) is summarised next to the results."""
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     out = Path(out_dir)
@@ -137,10 +139,10 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
         barrier()
     if shard.rank != 0:
         return None
-    return finish(out, suite, config, shard.world)
+    return finish(out, suite, config, shard.world, judge_validation)
 
 
-def finish(out: Path, suite: Suite, config: dict, world: int = 1) -> dict:
+def finish(out: Path, suite: Suite, config: dict, world: int = 1, judge_validation: dict | None = None) -> dict:
     """Merge shards (if any), then write summary.json, summary.csv and report.html."""
     from evaluation.report import write_report
 
@@ -154,6 +156,10 @@ def finish(out: Path, suite: Suite, config: dict, world: int = 1) -> dict:
     summary = summarize(rows)
     summary |= {"suite": suite.name, "images_per_prompt": config["images_per_prompt"], "seed": config["seed"],
                 "settings": config["settings"], "judge": config["judge"], "models": config["models"]}
+    if judge_validation:  # the judge's own accuracy, printed next to every summary
+        summary["judge_validation"] = {"overall": round(judge_validation["overall"]["accuracy"], 4),
+                                       **{c: round(b["accuracy"], 4)
+                                          for c, b in judge_validation["categories"].items()}}
     write_json(summary, out / "summary.json")
     write_csv(summary, out / "summary.csv")
     write_report(out, rows, summary)

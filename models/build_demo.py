@@ -111,6 +111,7 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     eyes = f"catdog={bundle / 'catdog.pt'},face={bundle / 'face.pt'}"
     stage("judge_validation", work / "judge_validation.json",
           [py, "-m", "evaluation.validate_judge", "--data", str(scenes), "--detectors", eyes, "--out", str(work)])
+    shutil.copy2(work / "judge_validation.json", bundle / "judge_validation.json")  # evaluation.run reads it
     stage("evaluation", work / "eval" / "summary.json",
           [py, "-m", "evaluation.run", "--model", str(bundle / "generator"), "--detectors", eyes, "--seed", "0",
            *p.get("eval", ["--suite", "default", "--images-per-prompt", "4"]), "--out", str(work / "eval"), *dev,
