@@ -18,7 +18,6 @@ import gendet_env  # noqa: F401  (offline-safe environment, as every entry point
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import shutil

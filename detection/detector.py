@@ -21,7 +21,7 @@ from __future__ import annotations
 import gendet_env  # noqa: F401
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 

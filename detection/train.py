@@ -81,12 +81,11 @@ from detection._common import (
     UsageError,
     check_local_weights,
     command_line,
-    names_list,
     quiet_ultralytics,
     run_cli,
     write_json,
 )
-from detection.data import YoloDataset, load_dataset
+from detection.data import load_dataset
 
 AUGMENT_MODES = ("default", "light", "none")
 
