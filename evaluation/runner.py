@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from evaluation.detectors import JudgeDetectors
@@ -120,8 +121,6 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
                 if (i, k) in done:
                     continue
                 name = f"images/{i:04d}_{k}.png"
-                from PIL import Image
-
                 Image.fromarray(image).save(out / name)
                 h, w = image.shape[:2]
                 verdict = judge(spec, dets, (w, h), rules, image=image)
