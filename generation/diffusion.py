@@ -378,12 +378,16 @@ class MaskReplaceDiffusion(nn.Module):
             s = torch.full_like(t, s_val)
             log_x0 = self.guided_log_x0(denoise_fn, x, t, guidance_scale)
             log_x0 = self.truncate(log_x0, truncation)
-            log_xt = log_onehot(x, K + 1)
-            log_post = self.q_posterior(log_x0, log_xt, t, s)
-            if purity:
-                x = self._purity_step(x, log_x0, log_post, t, s, generator)
+            if s_val == -1 and not purity:
+                # the last jump lands on x0 itself: p(x_-1 | x_t) is p(x0 | x_t), drawn over the
+                # K real codes only (the same draw as the official code and diffusers)
+                x = self._sample(log_x0[:, :-1], generator)
             else:
-                x = self._sample(log_post, generator)
+                log_post = self.q_posterior(log_x0, log_onehot(x, K + 1), t, s)
+                if purity:
+                    x = self._purity_step(x, log_x0, log_post, t, s, generator)
+                else:
+                    x = self._sample(log_post, generator)
             if inpaint_mask is not None:
                 x = torch.where(inpaint_mask, x, x_init)
             if callback is not None:

@@ -9,7 +9,8 @@
 A saved pipeline is a folder (safetensors + JSON, no pickle):
 
     pipeline.json          format, image size, sampling defaults, component folders
-    vqvae/                 generation.vqvae.VQVAE.save_pretrained
+    vqvae/                 generation.vqvae.VQVAE.save_pretrained (or a diffusers VQModel folder,
+                           for converted VQ-Diffusion weights: generation.diffusers_vq)
     text_encoder/          generation.text (scratch: tokenizer + model; clip: a local CLIP folder)
     transformer/           config.json + model.safetensors (+ the learned null text embedding)
     diffusion.json         MaskReplaceDiffusion config
@@ -210,8 +211,8 @@ class TextToImage(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "TextToImage":
+        from generation.diffusers_vq import load_image_tokenizer
         from generation.text import load_text_encoder
-        from generation.vqvae import VQVAE
 
         path = Path(path)
         meta_path = path / "pipeline.json"
@@ -221,7 +222,7 @@ class TextToImage(nn.Module):
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        vqvae = VQVAE.from_pretrained(path / "vqvae", device=device)
+        vqvae = load_image_tokenizer(path / "vqvae", device=device)
         text = load_text_encoder(path / "text_encoder", device=device)
         cfg = TransformerConfig.from_dict(json.loads((path / "transformer" / "config.json").read_text()))
         transformer = DenoisingTransformer(cfg)

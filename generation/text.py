@@ -64,6 +64,12 @@ class TextEncoder(nn.Module):
                              return_tensors="pt")
         return enc["input_ids"], enc["attention_mask"].bool(), lengths
 
+    # VQ-Diffusion's way of reading CLIP (official code and diffusers): the text model runs
+    # without an attention mask, the transformer attends to all L positions, padding included,
+    # and every position's embedding is scaled to unit length. Off for our own encoders.
+    normalize: bool = False
+    attend_to_padding: bool = False
+
     def encode(self, prompts: Sequence[str], allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         prompts = check_prompts(prompts, allow_empty)
         ids, mask, lengths = self._ids(prompts)
@@ -73,8 +79,13 @@ class TextEncoder(nn.Module):
                               stacklevel=2)
         device = next(self.model.parameters()).device
         ids, mask = ids.to(device), mask.to(device)
+        if self.attend_to_padding:
+            mask = torch.ones_like(mask)
         with torch.set_grad_enabled(self.training and any(p.requires_grad for p in self.model.parameters())):
-            emb = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+            text_mask = None if self.attend_to_padding else mask.long()
+            emb = self.model(input_ids=ids, attention_mask=text_mask).last_hidden_state
+        if self.normalize:
+            emb = emb / emb.norm(dim=-1, keepdim=True)
         return emb, mask.bool()
 
     def decode(self, prompt: str) -> str:
@@ -198,23 +209,31 @@ class ScratchTextEncoder(TextEncoder):
 class ClipTextEncoder(TextEncoder):
     """A pretrained CLIP text tower from a local folder, frozen (as in VQ-Diffusion)."""
 
-    def __init__(self, tokenizer, model, source: str):
+    def __init__(self, tokenizer, model, source: str, normalize: bool = False, attend_to_padding: bool = False):
         super().__init__()
         self.tokenizer, self.model, self.source = tokenizer, model, source
+        self.normalize, self.attend_to_padding = bool(normalize), bool(attend_to_padding)
         self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self.dim = model.config.hidden_size
         self.model.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, device=None) -> "ClipTextEncoder":
+    def from_pretrained(cls, path: str | Path, device=None, normalize: bool | None = None,
+                        attend_to_padding: bool | None = None) -> "ClipTextEncoder":
+        """A CLIP folder; a folder we saved also restores how it is read (encoder.json)."""
         tok, model = _load_clip_folder(path, "CLIP text encoder")
-        return cls(tok, model.eval(), str(path)).to(device or "cpu")
+        meta_path = Path(path) / "encoder.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        normalize = meta.get("normalize", False) if normalize is None else normalize
+        attend = meta.get("attend_to_padding", False) if attend_to_padding is None else attend_to_padding
+        return cls(tok, model.eval(), meta.get("source", str(path)), normalize, attend).to(device or "cpu")
 
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: always eval (no dropout)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        return self._save(path, {"kind": "clip", "source": self.source})
+        return self._save(path, {"kind": "clip", "source": self.source, "normalize": self.normalize,
+                                 "attend_to_padding": self.attend_to_padding})
 
 
 def load_text_encoder(spec: str | Path, device=None) -> TextEncoder:

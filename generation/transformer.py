@@ -311,6 +311,8 @@ class DenoisingTransformer(nn.Module):
                 raise ValueError(f"text mask {tuple(mask.shape)} does not match embeddings {tuple(emb.shape[:2])}")
             if not bool(mask.any(dim=1).all()):
                 raise ValueError("text mask has a row with no valid token (the null condition needs at least one, e.g. BOS/EOS)")
+            if bool(mask.all()):
+                mask = None  # nothing to hide: lets attention take its fused unmasked kernels
         emb = emb.to(self.content_emb.emb.weight.dtype)
         return TextContext([blk.attn2.text_kv(emb) for blk in self.blocks], mask)
 

@@ -1,0 +1,266 @@
+"""Convert released VQ-Diffusion weights into a gendet TextToImage folder.
+
+    python -m generation.convert --from diffusers ~/weights/vq-diffusion-ithq --out models/ithq
+    python -m generation.sample "a teddy bear playing in the pool" --model models/ithq
+
+``--from diffusers SRC``: a local diffusers VQ-Diffusion folder (``model_index.json`` with
+``vqvae/ text_encoder/ tokenizer/ transformer/ scheduler/
+learned_classifier_free_sampling_embeddings/``), e.g. a download of
+``microsoft/vq-diffusion-ithq``. Nothing is fetched: every part is read from SRC.
+
+* transformer: ``Transformer2DModel`` weights mapped name by name onto our
+  DenoisingTransformer (same block structure; GELU2 = diffusers' "geglu-approximate");
+  every source tensor must be used and every target filled.
+* text encoder: the CLIP tokenizer + text model, saved as our ``clip`` encoder with
+  VQ-Diffusion's reading of it (no attention mask, unit-length embeddings, padding attended).
+* null condition: the learned classifier-free embeddings, or, when the source has none,
+  the encoded empty prompt (what diffusers computes at every call).
+* image tokenizer: the ``VQModel`` kept as it is and wrapped (generation.diffusers_vq).
+* schedule: the scheduler's cumulative alpha/gamma end points.
+
+Weights are read from safetensors, or from ``.bin`` with ``torch.load(weights_only=True)``;
+a file that needs arbitrary unpickling is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from generation.transformer import DenoisingTransformer, TransformerConfig
+
+ACTIVATIONS = {"geglu-approximate": "gelu2", "gelu": "gelu"}
+# diffusers Transformer2DModel (vectorised input) -> ours; {i} is the block index
+BLOCK_NAMES = {
+    "norm1.emb": "ln1.emb", "norm1.linear": "ln1.linear",
+    "attn1.to_q": "attn1.query", "attn1.to_k": "attn1.key", "attn1.to_v": "attn1.value",
+    "attn1.to_out.0": "attn1.proj",
+    "norm2.emb": "ln1_1.emb", "norm2.linear": "ln1_1.linear",
+    "attn2.to_q": "attn2.query", "attn2.to_k": "attn2.key", "attn2.to_v": "attn2.value",
+    "attn2.to_out.0": "attn2.proj",
+    "norm3": "ln2", "ff.net.0.proj": "mlp.0", "ff.net.2": "mlp.2",
+}
+TOP_NAMES = {"latent_image_embedding.emb": "content_emb.emb",
+             "latent_image_embedding.height_emb": "content_emb.height_emb",
+             "latent_image_embedding.width_emb": "content_emb.width_emb",
+             "norm_out": "to_logits.0", "out": "to_logits.1"}
+
+
+class ConversionError(ValueError):
+    pass
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ConversionError(f"{path} is missing")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConversionError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
+
+
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A diffusers component's weights: *.safetensors, else *.bin read with weights_only=True."""
+    from safetensors.torch import load_file
+
+    st = sorted(folder.glob("*.safetensors"))
+    if st:
+        out = {}
+        for f in st:
+            out.update(load_file(str(f)))
+        return out
+    bins = sorted(folder.glob("*.bin"))
+    if not bins:
+        raise ConversionError(f"{folder}: no *.safetensors or *.bin weights")
+    out = {}
+    for f in bins:
+        try:
+            sd = torch.load(f, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
+            raise ConversionError(f"{f}: refused, it is not a plain tensor file loadable with "
+                                  f"weights_only=True ({type(e).__name__}: {str(e)[:200]})") from None
+        out.update(sd)
+    return out
+
+
+# --------------------------------------------------------------------------- transformer
+
+
+def transformer_config_from_diffusers(cfg: dict, where: str = "transformer/config.json") -> TransformerConfig:
+    def need(key, ok, what):
+        value = cfg.get(key)
+        if not ok(value):
+            raise ConversionError(f"{where}: {key}={value!r} is not supported (need {what})")
+        return value
+
+    if cfg.get("num_vector_embeds") is None:
+        raise ConversionError(f"{where}: no num_vector_embeds: not a discrete (VQ-Diffusion) transformer")
+    if cfg.get("num_embeds_ada_norm") is None:
+        raise ConversionError(f"{where}: no num_embeds_ada_norm: VQ-Diffusion conditions every block on t")
+    need("norm_type", lambda v: v in (None, "layer_norm", "ada_norm"), "ada_norm")
+    act = need("activation_fn", lambda v: v in ACTIVATIONS, " or ".join(ACTIVATIONS))
+    need("only_cross_attention", lambda v: not v, "false")
+    need("double_self_attention", lambda v: not v, "false")
+    need("cross_attention_dim", lambda v: isinstance(v, int) and v > 0, "an int")
+    need("sample_size", lambda v: isinstance(v, int) and v > 0, "an int")
+    need("ff_inner_dim", lambda v: v is None, "null (4x width)")
+    heads, head_dim = int(cfg.get("num_attention_heads", 16)), int(cfg.get("attention_head_dim", 88))
+    side = int(cfg["sample_size"])
+    return TransformerConfig(num_classes=int(cfg["num_vector_embeds"]) - 1, h=side, w=side,
+                             width=heads * head_dim, depth=int(cfg.get("num_layers", 1)), heads=heads,
+                             text_dim=int(cfg["cross_attention_dim"]), diffusion_steps=int(cfg["num_embeds_ada_norm"]),
+                             activation=ACTIVATIONS[act])
+
+
+def map_diffusers_transformer(sd: dict[str, torch.Tensor], model: DenoisingTransformer) -> dict[str, torch.Tensor]:
+    """diffusers state dict -> a complete state dict for `model`. Absent biases (attention_bias
+    false) become zeros, absent LayerNorm affines (norm_elementwise_affine false) the identity;
+    a source tensor with no place, or a target left unfilled, is an error."""
+    out: dict[str, torch.Tensor] = {}
+    unused = []
+    block = re.compile(r"transformer_blocks\.(\d+)\.(.+)\.(weight|bias)$")
+    top = re.compile(r"(.+)\.(weight|bias)$")
+    for key, value in sd.items():
+        m = block.match(key)
+        if m and m.group(2) in BLOCK_NAMES:
+            out[f"blocks.{m.group(1)}.{BLOCK_NAMES[m.group(2)]}.{m.group(3)}"] = value
+            continue
+        m = top.match(key)
+        if m and not key.startswith("transformer_blocks.") and m.group(1) in TOP_NAMES:
+            out[f"{TOP_NAMES[m.group(1)]}.{m.group(2)}"] = value
+            continue
+        unused.append(key)
+    if unused:
+        raise ConversionError(f"transformer weights with no counterpart: {unused[:8]}"
+                              f"{' ...' if len(unused) > 8 else ''}")
+    target = model.state_dict()
+    for key, ref in target.items():
+        if key in out:
+            if tuple(out[key].shape) != tuple(ref.shape):
+                raise ConversionError(f"transformer weight {key}: shape {tuple(out[key].shape)} does not match "
+                                      f"the config's {tuple(ref.shape)}")
+            out[key] = out[key].to(ref.dtype)
+        elif key.endswith(".bias"):
+            out[key] = torch.zeros_like(ref)
+        elif key.endswith(".weight") and (".ln2." in key or key == "to_logits.0.weight"):
+            out[key] = torch.ones_like(ref)
+        else:
+            raise ConversionError(f"transformer weight {key} has no source tensor")
+    return out
+
+
+# --------------------------------------------------------------------------- whole pipeline
+
+
+def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = None):
+    """A diffusers VQ-Diffusion folder -> a saved TextToImage at `out`; returns the pipeline."""
+    from generation.diffusers_vq import DiffusersVQ, _vqmodel_class
+    from generation.diffusion import MaskReplaceDiffusion
+    from generation.pipeline import TextToImage
+    from generation.text import ClipTextEncoder
+
+    src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise ConversionError(f"source folder {str(src)!r} does not exist")
+    for part in ("vqvae", "text_encoder", "tokenizer", "transformer", "scheduler"):
+        if not (src / part).is_dir():
+            raise ConversionError(f"{src} is not a diffusers VQ-Diffusion folder: {part}/ is missing")
+
+    tcfg = transformer_config_from_diffusers(read_json(src / "transformer" / "config.json"))
+    transformer = DenoisingTransformer(tcfg)
+    transformer.load_state_dict(map_diffusers_transformer(read_weights(src / "transformer"), transformer))
+
+    sched_json = src / "scheduler" / "scheduler_config.json"
+    scfg = read_json(sched_json)
+    if int(scfg.get("num_vec_classes", -1)) != tcfg.num_classes + 1:
+        raise ConversionError(f"{sched_json}: num_vec_classes={scfg.get('num_vec_classes')} but "
+                              f"the transformer has {tcfg.num_classes + 1} (K codes + [MASK])")
+    diffusion = MaskReplaceDiffusion(
+        tcfg.num_classes, int(scfg.get("num_train_timesteps", 100)),
+        alpha_start=scfg.get("alpha_cum_start", 0.99999), alpha_end=scfg.get("alpha_cum_end", 0.000009),
+        gamma_start=scfg.get("gamma_cum_start", 0.000009), gamma_end=scfg.get("gamma_cum_end", 0.99999))
+
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    try:
+        tok = CLIPTokenizer.from_pretrained(src / "tokenizer", local_files_only=True)
+        text_model = CLIPTextModel.from_pretrained(src / "text_encoder", local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConversionError(f"{src}: cannot read tokenizer/ + text_encoder/ as CLIP ({e})") from None
+    text = ClipTextEncoder(tok, text_model.eval(), source=str(src), normalize=True, attend_to_padding=True)
+
+    vq = DiffusersVQ(_vqmodel_class().from_pretrained(str(src / "vqvae"), local_files_only=True).eval())
+    image_size = tcfg.h * vq.factor
+
+    pipe = TextToImage(vq, text, transformer, diffusion, image_size,
+                       {"steps": 100, "guidance_scale": 5.0, "truncation": 1.0, **(defaults or {})})
+    null = _null_embedding(src, text)
+    if tuple(null.shape) != tuple(pipe.null_text.shape):
+        raise ConversionError(f"classifier-free null embedding has shape {tuple(null.shape)}, "
+                              f"expected {tuple(pipe.null_text.shape)} (text length x width)")
+    pipe.null_text.data.copy_(null)
+    pipe.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "vqvae").exists():
+        shutil.rmtree(out / "vqvae")
+    pipe.save_pretrained(out)
+    return pipe
+
+
+def _null_embedding(src: Path, text) -> torch.Tensor:
+    """The learned null text, or the encoded empty prompt when the source learned none."""
+    folder = src / "learned_classifier_free_sampling_embeddings"
+    if folder.is_dir():
+        cfg = read_json(folder / "config.json")
+        if cfg.get("learnable"):
+            sd = read_weights(folder)
+            if "embeddings" not in sd:
+                raise ConversionError(f"{folder}: learnable=true but no 'embeddings' tensor")
+            return sd["embeddings"].float()
+    with torch.no_grad():
+        emb, _ = text.encode([""], allow_empty=True)
+    return emb[0].float()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> int:
+    import gendet_env  # noqa: F401 - offline variables before transformers / diffusers import
+
+    ap = argparse.ArgumentParser(prog="python -m generation.convert",
+                                 description="Convert released VQ-Diffusion weights (a local folder) into a gendet "
+                                             "text-to-image folder.")
+    ap.add_argument("--from", dest="source_format", choices=["diffusers"], required=True,
+                    help="source layout: diffusers (e.g. a local copy of microsoft/vq-diffusion-ithq)")
+    ap.add_argument("src", help="source folder")
+    ap.add_argument("--out", required=True, help="output folder (a TextToImage, loadable with --model)")
+    ap.add_argument("--steps", type=int, default=None, help="default sampling steps stored with the model (100)")
+    ap.add_argument("--guidance", type=float, default=None, help="default guidance scale (5.0, as diffusers)")
+    ap.add_argument("--truncation", type=float, default=None, help="default truncation r (1.0: off, as diffusers)")
+    args = ap.parse_args(argv)
+    defaults = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance),
+                                  ("truncation", args.truncation)) if v is not None}
+    try:
+        pipe = convert_diffusers(args.src, args.out, defaults)
+    except (ConversionError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    n = sum(p.numel() for p in pipe.transformer.parameters())
+    cfg = pipe.transformer.config
+    print(f"wrote {args.out}: transformer {n / 1e6:.1f} M parameters ({cfg.depth} blocks x {cfg.width}), "
+          f"{cfg.num_classes} codes on a {cfg.h}x{cfg.w} grid, {pipe.image_size}x{pipe.image_size} images")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,195 @@
+"""generation.convert against diffusers as the independent reference.
+
+A tiny random diffusers VQ-Diffusion pipeline (VQModel, Transformer2DModel with
+num_vector_embeds, CLIPTextModel with a tokenizer trained here, VQDiffusionScheduler,
+LearnedClassifierFreeSamplingEmbeddings) is saved part by part, converted, loaded as a
+TextToImage, and compared number by number: text embeddings, transformer log-probabilities,
+one posterior step, decoded images, and a whole 100-step guided, truncated sampling run.
+"""
+
+import pickle
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+
+from diffusers import Transformer2DModel, VQDiffusionScheduler, VQModel  # noqa: E402
+from diffusers.pipelines.deprecated.vq_diffusion.pipeline_vq_diffusion import (  # noqa: E402
+    LearnedClassifierFreeSamplingEmbeddings, VQDiffusionPipeline)
+from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
+
+from datasets.scenes import render_scene  # noqa: E402
+from generation.convert import ConversionError, convert_diffusers, main, read_weights  # noqa: E402
+from generation.diffusion import log_onehot  # noqa: E402
+from generation.pipeline import TextToImage  # noqa: E402
+from generation.text import ScratchTextEncoder  # noqa: E402
+from generation.transformer import TextContext  # noqa: E402
+
+K, T, SIDE, L, D = 24, 100, 4, 12, 32
+PROMPTS = ["a black cat", "two white dogs to the left of a face"]
+
+
+def _randomise(module, seed):
+    """Random weights everywhere (diffusers zero-inits some): every mapped tensor matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return module
+
+
+def _build_diffusers(learnable: bool):
+    torch.manual_seed(0)
+    captions = [c for i in range(60) for c in render_scene(i, 64, 0)[2]]
+    tok = ScratchTextEncoder.train_tokenizer(captions, vocab_size=300, max_length=L)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=D, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=L,
+                                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                        eos_token_id=tok.eos_token_id)).eval()
+    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), layers_per_block=1,
+                 latent_channels=8, num_vq_embeddings=K, vq_embed_dim=8, norm_num_groups=8, sample_size=8).eval()
+    transformer = Transformer2DModel(num_attention_heads=2, attention_head_dim=16, num_layers=2,
+                                     cross_attention_dim=D, num_vector_embeds=K + 1, sample_size=SIDE,
+                                     activation_fn="geglu-approximate", attention_bias=True,
+                                     num_embeds_ada_norm=T, norm_type="ada_norm").eval()
+    _randomise(transformer, 1)
+    null = LearnedClassifierFreeSamplingEmbeddings(learnable=learnable, hidden_size=D if learnable else None,
+                                                   length=L if learnable else None)
+    if learnable:
+        with torch.no_grad():
+            null.embeddings.copy_(torch.randn(L, D, generator=torch.Generator().manual_seed(2)) * 0.2)
+    return VQDiffusionPipeline(vqvae=vq, text_encoder=text, tokenizer=tok, transformer=transformer,
+                               scheduler=VQDiffusionScheduler(num_vec_classes=K + 1, num_train_timesteps=T),
+                               learned_classifier_free_sampling_embeddings=null)
+
+
+def _save(pipe, folder):
+    for name in ("vqvae", "text_encoder", "transformer", "scheduler", "tokenizer",
+                 "learned_classifier_free_sampling_embeddings"):
+        getattr(pipe, name).save_pretrained(folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["learned-null", "empty-prompt-null"])
+def converted(request, tmp_path_factory):
+    ref = _build_diffusers(learnable=request.param)
+    src = _save(ref, tmp_path_factory.mktemp("diffusers_src"))
+    out = tmp_path_factory.mktemp("converted") / "model"
+    convert_diffusers(src, out)
+    ours = TextToImage.from_pretrained(out, device="cpu")
+    return ref, ours
+
+
+def test_text_embeddings_and_null_condition_match(converted):
+    ref, ours = converted
+    want = ref._encode_prompt(PROMPTS, 1, do_classifier_free_guidance=True)  # [null; text]
+    emb, mask = ours.encode_text(PROMPTS)
+    assert mask.all()  # VQ-Diffusion attends to every position, padding included
+    assert (emb - want[2:]).abs().max() < 1e-5
+    assert (ours.null_text.unsqueeze(0).expand(2, -1, -1) - want[:2]).abs().max() < 1e-5
+    assert torch.allclose(emb.norm(dim=-1), torch.ones(emb.shape[:2]), atol=1e-5)  # unit length
+
+
+@pytest.mark.parametrize("null", [False, True], ids=["prompt", "null-text"])
+def test_transformer_log_probs_match(converted, null):
+    ref, ours = converted
+    g = torch.Generator().manual_seed(3)
+    want_text = ref._encode_prompt(PROMPTS, 1, do_classifier_free_guidance=True)
+    text = want_text[:2] if null else want_text[2:]
+    ctx = ours.null_context(2) if null else ours.transformer.prepare_text(*ours.encode_text(PROMPTS))
+    for t in (0, 1, 37, 99):
+        x_t = torch.randint(0, K + 1, (2, SIDE * SIDE), generator=g)  # includes [MASK] = K
+        x_t[0, :5] = K
+        with torch.no_grad():
+            want = ref.transformer(x_t, encoder_hidden_states=text, timestep=torch.tensor(t)).sample
+            got = torch.log_softmax(ours.transformer(x_t, torch.tensor([t, t]), ctx).double(), dim=1).float()
+        assert got.shape == want.shape == (2, K, SIDE * SIDE)
+        assert (got - want).abs().max() < 1e-4, t
+
+
+def test_one_posterior_step_matches_the_scheduler(converted):
+    ref, ours = converted
+    sched = ref.scheduler
+    g = torch.Generator().manual_seed(4)
+    for t in (1, 2, 50, 98, 99):
+        log_p_x0 = torch.log_softmax(torch.randn(3, K, SIDE * SIDE, generator=g) * 3, dim=1)
+        x_t = torch.randint(0, K + 1, (3, SIDE * SIDE), generator=g)
+        x_t[1] = K
+        want = sched.q_posterior(log_p_x0, x_t, torch.tensor(t))
+        want = want - torch.logsumexp(want, dim=1, keepdim=True)
+        log_x0 = torch.cat([log_p_x0, torch.full_like(log_p_x0[:, :1], -70.0)], dim=1)
+        got = ours.diffusion.q_posterior(log_x0, log_onehot(x_t, K + 1), torch.tensor(t))
+        assert got.shape == want.shape
+        assert (got.exp() - want.exp()).abs().max() < 1e-4, t
+        sure = want > -20  # log-probabilities themselves, where the probability is not ~0
+        assert (got[sure] - want[sure]).abs().max() < 1e-4, t
+
+
+def test_decoded_images_match(converted):
+    ref, ours = converted
+    ids = torch.randint(0, K, (3, SIDE * SIDE), generator=torch.Generator().manual_seed(5))
+    emb = ref.vqvae.quantize.get_codebook_entry(ids, shape=(3, SIDE, SIDE, 8))
+    with torch.no_grad():
+        want = (ref.vqvae.decode(emb, force_not_quantize=True).sample / 2 + 0.5).clamp(0, 1)
+    got = ours.decode_tokens(ids)
+    assert got.shape == (3, 3, 8, 8) and ours.image_size == 8
+    assert (got - want).abs().max() < 1e-4
+    # encoding agrees with diffusers' own quantiser
+    x = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        h = ref.vqvae.encode(x * 2 - 1).latents
+        want_ids = ref.vqvae.quantize(h)[2][2].view(2, -1)
+    assert torch.equal(ours.vqvae.encode(x), want_ids)
+
+
+def test_whole_sampling_run_matches_diffusers(converted):
+    """Same generator, 100 steps, guidance and truncation: the same tokens and images."""
+    ref, ours = converted
+    n = 2
+    with torch.no_grad():
+        want = ref(PROMPTS, num_inference_steps=T, guidance_scale=4.0, truncation_rate=0.9,
+                   generator=torch.Generator().manual_seed(7), num_images_per_prompt=n, output_type="np").images
+    emb, mask = ours.encode_text(PROMPTS)
+    ctx = ours.transformer.prepare_text(emb, mask).repeat_interleave(n)
+    denoise = ours.transformer.denoiser(TextContext.cat([ctx, ours.null_context(len(PROMPTS) * n)]))
+    tokens = ours.diffusion.sample(denoise, len(PROMPTS) * n, SIDE * SIDE, steps=None, guidance_scale=4.0,
+                                   truncation=0.9, generator=torch.Generator().manual_seed(7))
+    got = ours.decode_tokens(tokens).permute(0, 2, 3, 1).numpy()
+    assert got.shape == want.shape
+    # a single flipped token would change its 2x2 pixel block by far more than this
+    assert abs(got - want).max() < 1e-4
+
+
+def test_cli_and_refusals(tmp_path, capsys):
+    ref = _build_diffusers(learnable=True)
+    src = _save(ref, tmp_path / "src")
+    assert main(["--from", "diffusers", str(src), "--out", str(tmp_path / "out"), "--steps", "50"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    pipe = TextToImage.from_pretrained(tmp_path / "out", device="cpu")
+    assert pipe.defaults["steps"] == 50 and pipe.defaults["guidance_scale"] == 5.0
+    out = pipe("a black cat", num_images=1, steps=5, seed=0)
+    assert out.images.shape == (1, 3, 8, 8)
+
+    assert main(["--from", "diffusers", str(tmp_path / "nope"), "--out", str(tmp_path / "o2")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    # a .bin that needs arbitrary unpickling is refused, not executed
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with open(bad / "diffusion_pytorch_model.bin", "wb") as fh:
+        pickle.dump({"w": _Evil()}, fh)
+    with pytest.raises(ConversionError, match="refused"):
+        read_weights(bad)
+    # a continuous (not VQ) transformer is named as such
+    import json
+    cfg = json.loads((src / "transformer" / "config.json").read_text())
+    cfg.pop("num_vector_embeds")
+    (src / "transformer" / "config.json").write_text(json.dumps(cfg))
+    assert main(["--from", "diffusers", str(src), "--out", str(tmp_path / "o3")]) == 2
+    assert "num_vector_embeds" in capsys.readouterr().err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
