@@ -225,9 +225,24 @@ class FullAttention(nn.Module):
         self.resid_drop = nn.Dropout(dropout)
         self.n_head, self.dropout = heads, dropout
 
+    def _qkv_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """query/key/value stacked into one projection for inference (one matmul instead of
+        three), rebuilt whenever a weight changes (in place or by a move to another device)."""
+        params = (self.query.weight, self.key.weight, self.value.weight,
+                  self.query.bias, self.key.bias, self.value.bias)
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in params)
+        if getattr(self, "_qkv_key", None) != key:
+            self._qkv = (torch.cat(params[:3]), torch.cat(params[3:]))
+            self._qkv_key = key
+        return self._qkv
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = (_heads(f(x), self.n_head) for f in (self.query, self.key, self.value))
+        if torch.is_grad_enabled():
+            q, k, v = (f(x) for f in (self.query, self.key, self.value))
+        else:
+            q, k, v = F.linear(x, *self._qkv_weights()).split(C, dim=-1)
+        q, k, v = (_heads(z, self.n_head) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 

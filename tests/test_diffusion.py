@@ -125,6 +125,65 @@ def test_skip_step_posterior_equals_bayes_over_the_product_matrix(s_from_t):
             assert torch.allclose(got, bayes_posterior(d, p0, xt, t, s), atol=1e-5), (t, s, xt)
 
 
+@pytest.mark.parametrize("K,T", [(5, 10), (40, 100)])
+def test_fused_sampling_posterior_equals_q_posterior(K, T):
+    """posterior_probs (probability space, what the sampler draws from) against the
+    log-space q_posterior, for mask and real x_t, one-step and skipping jumps."""
+    torch.manual_seed(K)
+    d = MaskReplaceDiffusion(K, T)
+    B, N = 3, 50
+    log_x0 = torch.log_softmax(torch.randn(B, K, N) * 4, dim=1).clamp(min=LOG_ZERO)
+    log_x0 = torch.cat([log_x0, torch.full((B, 1, N), LOG_ZERO)], dim=1)
+    x_t = torch.randint(0, K + 1, (B, N))
+    x_t[:, :10] = K
+    for t, s in [(1, 0), (T - 1, T - 2), (T // 2, T // 2 - 1), (T - 1, T // 3), (T // 2, 0), (3, 1)]:
+        tt, ss = torch.full((B,), t), torch.full((B,), s)
+        want = d.q_posterior(log_x0, log_onehot(x_t, K + 1), tt, ss).exp()
+        post = d.posterior_probs(log_x0, x_t, tt, ss)
+        got = post / post.sum(1, keepdim=True)
+        assert (got - want).abs().max() < 1e-5, (t, s)
+
+
+@pytest.mark.parametrize("use_numpy", [True, False], ids=["numpy-sort", "torch-sort"])
+def test_truncation_keeps_exactly_what_a_per_position_brute_force_keeps(use_numpy, monkeypatch):
+    """K = 300, peaked and flat rows, through both sorts (numpy on CPU, torch elsewhere)."""
+    import generation.diffusion as diffusion
+
+    real_sort = diffusion.sort_descending
+    monkeypatch.setattr(diffusion, "sort_descending", lambda x: real_sort(x, use_numpy=use_numpy))
+    K, N = 300, 20
+    d = MaskReplaceDiffusion(K, 10)
+    g = torch.Generator().manual_seed(0)
+    for scale in (8.0, 0.5):  # peaked, flat
+        lp = torch.log_softmax(torch.randn(2, K, N, generator=g) * scale, dim=1)
+        log_x0 = torch.cat([lp, torch.full((2, 1, N), LOG_ZERO)], dim=1)
+        out = d.truncate(log_x0, 0.8)
+        for b in range(2):
+            for n in range(N):
+                p = lp[b, :, n].double().exp()
+                order = p.argsort(descending=True)
+                above = torch.cumsum(p[order], 0) - p[order]
+                kept = set(order[above < 0.8].tolist())
+                got = set((out[b, :K, n] > LOG_ZERO + 1).nonzero().flatten().tolist())
+                assert got == kept, (scale, b, n)
+                assert abs(out[b, :K, n].exp().sum() - 1) < 1e-5
+        assert (out[:, K] == LOG_ZERO).all()
+
+
+def test_drawing_from_probabilities_is_the_gumbel_max_draw_from_log_probabilities():
+    d = MaskReplaceDiffusion(50, 10)
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(torch.randn(4, 51, 200, generator=g) * 3, dim=1) * 7.0  # unnormalised is fine
+    a = d._sample_probs(probs, torch.Generator().manual_seed(1))
+    b = d._sample(probs.log(), torch.Generator().manual_seed(1))
+    assert (a == b).float().mean() > 0.999
+    # and it follows the distribution: empirical frequencies over many draws
+    p = torch.tensor([0.5, 0.3, 0.15, 0.05])
+    draws = d._sample_probs(p.view(1, 4, 1).expand(1, 4, 40000).clone(), torch.Generator().manual_seed(2))
+    freq = torch.bincount(draws.flatten(), minlength=4).float() / 40000
+    assert (freq - p).abs().max() < 0.01
+
+
 def test_posterior_at_t0_is_the_x0_distribution():
     d = MaskReplaceDiffusion(4, 8)
     p0 = torch.tensor([0.1, 0.2, 0.3, 0.4])

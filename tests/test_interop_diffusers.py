@@ -14,62 +14,22 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from diffusers import Transformer2DModel, VQDiffusionScheduler, VQModel  # noqa: E402
-from diffusers.pipelines.deprecated.vq_diffusion.pipeline_vq_diffusion import (  # noqa: E402
-    LearnedClassifierFreeSamplingEmbeddings, VQDiffusionPipeline)
-from transformers import CLIPTextConfig, CLIPTextModel  # noqa: E402
-
-from datasets.scenes import render_scene  # noqa: E402
+from benchmarks import diffusers_reference  # noqa: E402
 from generation.convert import ConversionError, convert_diffusers, main, read_weights  # noqa: E402
 from generation.diffusion import log_onehot  # noqa: E402
 from generation.pipeline import TextToImage  # noqa: E402
-from generation.text import ScratchTextEncoder  # noqa: E402
 from generation.transformer import TextContext  # noqa: E402
 
-K, T, SIDE, L, D = 24, 100, 4, 12, 32
+K, T, SIDE = 24, 100, 4  # diffusers_reference.SHAPES['test']
 PROMPTS = ["a black cat", "two white dogs to the left of a face"]
 
 
-def _randomise(module, seed):
-    """Random weights everywhere (diffusers zero-inits some): every mapped tensor matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return module
-
-
 def _build_diffusers(learnable: bool):
-    torch.manual_seed(0)
-    captions = [c for i in range(60) for c in render_scene(i, 64, 0)[2]]
-    tok = ScratchTextEncoder.train_tokenizer(captions, vocab_size=300, max_length=L)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=D, intermediate_size=64,
-                                        num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=L,
-                                        pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                                        eos_token_id=tok.eos_token_id)).eval()
-    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(16, 32), layers_per_block=1,
-                 latent_channels=8, num_vq_embeddings=K, vq_embed_dim=8, norm_num_groups=8, sample_size=8).eval()
-    transformer = Transformer2DModel(num_attention_heads=2, attention_head_dim=16, num_layers=2,
-                                     cross_attention_dim=D, num_vector_embeds=K + 1, sample_size=SIDE,
-                                     activation_fn="geglu-approximate", attention_bias=True,
-                                     num_embeds_ada_norm=T, norm_type="ada_norm").eval()
-    _randomise(transformer, 1)
-    null = LearnedClassifierFreeSamplingEmbeddings(learnable=learnable, hidden_size=D if learnable else None,
-                                                   length=L if learnable else None)
-    if learnable:
-        with torch.no_grad():
-            null.embeddings.copy_(torch.randn(L, D, generator=torch.Generator().manual_seed(2)) * 0.2)
-    return VQDiffusionPipeline(vqvae=vq, text_encoder=text, tokenizer=tok, transformer=transformer,
-                               scheduler=VQDiffusionScheduler(num_vec_classes=K + 1, num_train_timesteps=T),
-                               learned_classifier_free_sampling_embeddings=null)
+    return diffusers_reference.build("test", learnable_null=learnable)
 
 
 def _save(pipe, folder):
-    for name in ("vqvae", "text_encoder", "transformer", "scheduler", "tokenizer",
-                 "learned_classifier_free_sampling_embeddings"):
-        getattr(pipe, name).save_pretrained(folder / name)
-    return folder
+    return diffusers_reference.save(pipe, folder)
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["learned-null", "empty-prompt-null"])

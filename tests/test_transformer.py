@@ -53,6 +53,22 @@ def test_shape_and_cached_equals_uncached(setup):
     assert torch.allclose(out3[::2], out, atol=1e-6)
 
 
+def test_inference_fused_qkv_equals_separate_projections_and_follows_weight_updates(setup):
+    cfg, model, x, t, emb, mask = setup
+    ctx = model.prepare_text(emb, mask)
+    with torch.no_grad():
+        fused = model(x, t, ctx)
+    separate = model(x, t, ctx).detach()  # grad enabled: three separate projections
+    assert torch.allclose(fused, separate, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.blocks[0].attn1.value.weight.mul_(2.0)  # in place: the fused copy must be rebuilt
+        changed = model(x, t, ctx)
+    assert not torch.allclose(changed, fused, atol=1e-3)
+    assert torch.allclose(changed, model(x, t, ctx).detach(), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        model.blocks[0].attn1.value.weight.div_(2.0)
+
+
 def test_padding_is_ignored(setup):
     cfg, model, x, t, emb, mask = setup
     out = model(x, t, model.prepare_text(emb, mask))

@@ -1,0 +1,132 @@
+"""Ours vs diffusers on the same VQ-Diffusion weights: images/s and the ratio.
+
+    python -m benchmarks.sampling --shape tiny --device cpu                 # CPU
+    python -m benchmarks.sampling --shape ithq --device cuda --batch 1 8    # GPU
+
+A random diffusers pipeline of the given shape (benchmarks.diffusers_reference) is saved,
+converted with generation.convert, and both samplers run in one process with the same
+prompt, steps, batch, guidance and truncation: warm-up first, then `--repeats` runs of each,
+interleaved, median time reported. Both include text encoding and VQ decoding. One JSON
+line per setting, then a Markdown table for benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+from benchmarks import diffusers_reference
+from generation.convert import convert_diffusers
+
+PROMPT = "a black cat to the left of a white dog"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def peak_memory(fn, device) -> int | None:
+    if device.type != "cuda":
+        return None
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    return torch.cuda.max_memory_allocated(device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="1.0 = guidance off")
+    ap.add_argument("--truncation", type=float, default=0.86)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="ours: bf16 autocast on CUDA (diffusers runs float32 either way)")
+    ap.add_argument("--compile", action="store_true", help="ours: torch.compile the transformer")
+    ap.add_argument("--only", choices=["both", "ours", "diffusers"], default="both")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    ref = diffusers_reference.build(args.shape)
+    with tempfile.TemporaryDirectory() as tmp:
+        src = diffusers_reference.save(ref, f"{tmp}/src")
+        ours = convert_diffusers(src, f"{tmp}/ours").to(device).eval()
+    ref = ref.to(device)
+    ref.set_progress_bar_config(disable=True)
+    if args.compile:
+        ours.transformer.compile()
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bfloat16" and device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+
+    def run_ours(steps, batch, guidance):
+        with autocast:
+            ours(PROMPT, num_images=batch, steps=steps, guidance_scale=guidance, truncation=args.truncation, seed=0)
+
+    def run_ref(steps, batch, guidance):
+        with torch.no_grad():
+            ref(PROMPT, num_inference_steps=steps, guidance_scale=guidance, truncation_rate=args.truncation,
+                num_images_per_prompt=batch, generator=torch.Generator(device).manual_seed(0), output_type="np")
+
+    env = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+           else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+           "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+           "dtype": args.dtype, "compile": args.compile, "truncation": args.truncation}
+    print(json.dumps(env))
+    rows = []
+    for batch in args.batch:
+        for guidance in args.guidance:
+            for steps in args.steps:
+                runners = {"ours": run_ours, "diffusers": run_ref}
+                if args.only != "both":
+                    runners = {args.only: runners[args.only]}
+                times = {name: [] for name in runners}
+                for fn in runners.values():
+                    fn(steps, batch, guidance)  # warm-up (allocator, kernels, compile)
+                for _ in range(args.repeats):
+                    for name, fn in runners.items():
+                        times[name].append(time_call(lambda: fn(steps, batch, guidance), device))
+                row = {"batch": batch, "guidance": guidance, "steps": steps}
+                for name in runners:
+                    med = statistics.median(times[name])
+                    row[f"{name}_s"] = round(med, 4)
+                    row[f"{name}_img_s"] = round(batch / med, 3)
+                    mem = peak_memory(lambda: runners[name](steps, batch, guidance), device)
+                    if mem is not None:
+                        row[f"{name}_peak_mib_per_image"] = round(mem / 2**20 / batch, 1)
+                if len(runners) == 2:
+                    row["ratio"] = round(row["diffusers_s"] / row["ours_s"], 2)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    if rows and "ratio" in rows[0]:
+        print("\n| batch | guidance | steps | ours img/s | diffusers img/s | ours / diffusers |")
+        print("|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['batch']} | {r['guidance']:g} | {r['steps']} | {r['ours_img_s']} | {r['diffusers_img_s']} "
+                  f"| {r['ratio']}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
