@@ -1,6 +1,8 @@
 """Run a detector on image files: boxes drawn on a copy of each image, and JSON next to it.
 
-    python -m detection.predict --model runs/catdog/best.pt photo1.jpg photo2.png --out runs/predict
+    python -m detection.predict photo1.jpg photo2.png --out runs/predict                 # demo cat/dog detector
+    python -m detection.predict --model face photo.jpg --out runs/predict                # demo face detector
+    python -m detection.predict --model runs/catdog/best.pt photo1.jpg --out runs/predict
 """
 
 from __future__ import annotations
@@ -17,6 +19,20 @@ from tqdm import tqdm
 from detection._common import UsageError, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
+
+DEMO = gendet_env.ROOT / "models" / "demo"
+BUNDLED = ("catdog", "face")
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A detector .pt, or the name of a bundled demo detector (catdog, face)."""
+    if str(model) in BUNDLED:
+        path = DEMO / f"{model}.pt"
+        if not path.is_file():
+            raise UsageError(f"the demo {model} detector {path} is not built yet: run `make demo-models`, "
+                             "or pass --model PATH.pt")
+        return path
+    return Path(model)
 
 
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
@@ -39,6 +55,7 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                 pils.append(im.convert("RGB"))
         except Exception as e:  # noqa: BLE001 - PIL raises many types
             raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    model = resolve_model(model)
     det = Detector.load(model, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -59,7 +76,8 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detection.predict", description=__doc__.split("\n\n")[0])
     ap.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, ...)")
-    ap.add_argument("--model", required=True, help="a detector .pt")
+    ap.add_argument("--model", default="catdog",
+                    help="a detector .pt, or catdog / face for the demo bundle's (default: catdog)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default 0.7)")

@@ -361,3 +361,15 @@ def test_ultralytics_predictions_are_mapped_by_file_name(tmp_path):
                                                   "score": 0.1, "image_id": "zz"}]))
     with pytest.raises(ValueError, match=r"q\.json: prediction for 'zz\.png'"):
         predictions_from_ultralytics(tmp_path / "q.json", g)
+
+
+def test_predict_defaults_to_the_demo_bundle_and_names_it_when_missing(tmp_path, monkeypatch):
+    from detection._common import UsageError
+
+    monkeypatch.setattr(det_predict, "DEMO", tmp_path / "demo")
+    with pytest.raises(UsageError, match=r"demo face detector .*face.pt is not built yet: run `make demo-models`"):
+        det_predict.resolve_model("face")
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "catdog.pt").write_bytes(b"x")
+    assert det_predict.resolve_model("catdog") == tmp_path / "demo" / "catdog.pt"
+    assert str(det_predict.resolve_model("runs/x/best.pt")) == "runs/x/best.pt"
