@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from generation.vqvae import check_token_ids
+
 
 def is_diffusers_vq(path: str | Path) -> bool:
     """True for a folder written by ``VQModel.save_pretrained``."""
@@ -75,14 +77,8 @@ class DiffusersVQ(nn.Module):
 
     @torch.no_grad()
     def decode(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        B, N = ids.shape
-        if grid is None:
-            side = int(round(N ** 0.5))
-            if side * side != N:
-                raise ValueError(f"{N} tokens are not a square grid; pass grid=(h, w)")
-            grid = (side, side)
-        if ids.min() < 0 or ids.max() >= self.codebook_size:
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+        B, _ = ids.shape
+        grid = check_token_ids(ids, self.codebook_size, grid)
         emb = self.vq.quantize.get_codebook_entry(ids, shape=(B, *grid, self.embed_dim))
         images = self.vq.decode(emb, force_not_quantize=True).sample
         return (images / 2 + 0.5).clamp(0, 1)

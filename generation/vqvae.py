@@ -159,6 +159,19 @@ class EMACodebook(nn.Module):
                 self.unused_steps[dead] = 0
 
 
+def check_token_ids(ids: torch.Tensor, codebook_size: int, grid: tuple[int, int] | None) -> tuple[int, int]:
+    """The (h, w) grid of token ids [B, h*w] (square unless given), with every id a real code."""
+    N = ids.shape[1]
+    if grid is None:
+        side = round(N ** 0.5)
+        if side * side != N:
+            raise ValueError(f"{N} tokens are not a square grid; pass grid=(h, w)")
+        grid = (side, side)
+    if ids.min() < 0 or ids.max() >= codebook_size:
+        raise ValueError(f"token ids must be in [0, {codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+    return grid
+
+
 class VQVAE(nn.Module):
     def __init__(self, config: VQVAEConfig | None = None):
         super().__init__()
@@ -235,14 +248,8 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """ids [B, h*w] -> images [B, C, H, W] clamped to [0, 1]; grid=(h, w) for non-square grids."""
-        B, N = ids.shape
-        if grid is None:
-            side = int(round(N ** 0.5))
-            if side * side != N:
-                raise ValueError(f"{N} tokens are not a square grid; pass grid=(h, w)")
-            grid = (side, side)
-        if ids.min() < 0 or ids.max() >= self.codebook_size:
-            raise ValueError(f"token ids must be in [0, {self.codebook_size}), got [{int(ids.min())}, {int(ids.max())}]")
+        B, _ = ids.shape
+        grid = check_token_ids(ids, self.codebook_size, grid)
         zq = self._codes()[ids].view(B, *grid, -1).permute(0, 3, 1, 2)
         return ((self.decoder(zq) + 1) / 2).clamp(0, 1)
 
