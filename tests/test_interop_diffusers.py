@@ -24,18 +24,10 @@ K, T, SIDE = 24, 100, 4  # diffusers_reference.SHAPES['test']
 PROMPTS = ["a black cat", "two white dogs to the left of a face"]
 
 
-def _build_diffusers(learnable: bool):
-    return diffusers_reference.build("test", learnable_null=learnable)
-
-
-def _save(pipe, folder):
-    return diffusers_reference.save(pipe, folder)
-
-
 @pytest.fixture(scope="module", params=[True, False], ids=["learned-null", "empty-prompt-null"])
 def converted(request, tmp_path_factory):
-    ref = _build_diffusers(learnable=request.param)
-    src = _save(ref, tmp_path_factory.mktemp("diffusers_src"))
+    ref = diffusers_reference.build("test", learnable_null=request.param)
+    src = diffusers_reference.save(ref, tmp_path_factory.mktemp("diffusers_src"))
     out = tmp_path_factory.mktemp("converted") / "model"
     convert_diffusers(src, out)
     ours = TextToImage.from_pretrained(out, device="cpu")
@@ -123,8 +115,8 @@ def test_whole_sampling_run_matches_diffusers(converted):
 
 
 def test_cli_and_refusals(tmp_path, capsys):
-    ref = _build_diffusers(learnable=True)
-    src = _save(ref, tmp_path / "src")
+    ref = diffusers_reference.build("test")
+    src = diffusers_reference.save(ref, tmp_path / "src")
     assert main(["--from", "diffusers", str(src), "--out", str(tmp_path / "out"), "--steps", "50"]) == 0
     assert "wrote" in capsys.readouterr().out
     pipe = TextToImage.from_pretrained(tmp_path / "out", device="cpu")
