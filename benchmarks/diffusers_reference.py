@@ -16,6 +16,9 @@ SHAPES = {
     #        codes, side, layers, heads, head_dim, text (dim, layers, heads, length), vq (channels, latent, embed)
     "test": dict(codes=24, side=4, layers=2, heads=2, head_dim=16, text=(32, 2, 2, 12), vq=((16, 32), 8, 8, 1)),
     "tiny": dict(codes=256, side=8, layers=2, heads=2, head_dim=32, text=(64, 2, 2, 77), vq=((16, 32, 32, 64), 16, 16, 1)),
+    # the official-layout tests: CLIP heads of 64 (OpenAI's rule), GroupNorm(32) and attention as in taming's VQGAN
+    "official": dict(codes=24, side=4, layers=2, heads=2, head_dim=16, text=(128, 2, 2, 12), vq=((32, 64), 8, 8, 1),
+                     vq_attn=(False, True), vq_groups=32),
     "ithq": dict(codes=4096, side=32, layers=36, heads=16, head_dim=88, text=(512, 12, 8, 77),
                  vq=((128, 256, 256, 512), 256, 128, 2)),
 }
@@ -51,10 +54,14 @@ def build(shape: str = "test", learnable_null: bool = True, seed: int = 0, capti
                                         max_position_embeddings=length, pad_token_id=tok.pad_token_id,
                                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).eval()
     n = len(channels)
-    vq = VQModel(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                 up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=channels, layers_per_block=per_block,
+    attn = s.get("vq_attn", (False,) * n)
+    vq = VQModel(in_channels=3, out_channels=3,
+                 down_block_types=tuple("AttnDownEncoderBlock2D" if a else "DownEncoderBlock2D" for a in attn),
+                 up_block_types=tuple("AttnUpDecoderBlock2D" if a else "UpDecoderBlock2D" for a in attn[::-1]),
+                 block_out_channels=channels, layers_per_block=per_block,
                  latent_channels=latent, num_vq_embeddings=s["codes"], vq_embed_dim=embed,
-                 norm_num_groups=min(32, channels[0] // 2), sample_size=s["side"] * 2 ** (n - 1)).eval()
+                 norm_num_groups=s.get("vq_groups", min(32, channels[0] // 2)),
+                 sample_size=s["side"] * 2 ** (n - 1)).eval()
     transformer = Transformer2DModel(num_attention_heads=s["heads"], attention_head_dim=s["head_dim"],
                                      num_layers=s["layers"], cross_attention_dim=dim,
                                      num_vector_embeds=s["codes"] + 1, sample_size=s["side"],

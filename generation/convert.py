@@ -1,7 +1,11 @@
 """Convert released VQ-Diffusion weights into a gendet TextToImage folder.
 
     python -m generation.convert --from diffusers ~/weights/vq-diffusion-ithq --out models/ithq
+    python -m generation.convert --from official ~/src/VQ-Diffusion --out models/ithq
     python -m generation.sample "a teddy bear playing in the pool" --model models/ithq
+
+``--from official SRC``: the official microsoft/VQ-Diffusion checkpoint and configs; see
+generation.convert_official.
 
 ``--from diffusers SRC``: a local diffusers VQ-Diffusion folder (``model_index.json`` with
 ``vqvae/ text_encoder/ tokenizer/ transformer/ scheduler/
@@ -240,18 +244,48 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m generation.convert",
                                  description="Convert released VQ-Diffusion weights (a local folder) into a gendet "
                                              "text-to-image folder.")
-    ap.add_argument("--from", dest="source_format", choices=["diffusers"], required=True,
-                    help="source layout: diffusers (e.g. a local copy of microsoft/vq-diffusion-ithq)")
-    ap.add_argument("src", help="source folder")
+    ap.add_argument("--from", dest="source_format", choices=["diffusers", "official"], required=True,
+                    help="source layout: diffusers (e.g. a local copy of microsoft/vq-diffusion-ithq) or official "
+                         "(a microsoft/VQ-Diffusion checkout with its released files, or its checkpoint .pth)")
+    ap.add_argument("src", help="source folder (or, with --from official, the checkpoint .pth)")
     ap.add_argument("--out", required=True, help="output folder (a TextToImage, loadable with --model)")
     ap.add_argument("--steps", type=int, default=None, help="default sampling steps stored with the model (100)")
     ap.add_argument("--guidance", type=float, default=None, help="default guidance scale (5.0, as diffusers)")
     ap.add_argument("--truncation", type=float, default=None, help="default truncation r (1.0: off, as diffusers)")
+    off = ap.add_argument_group("--from official (defaults: the released files' places under a repository checkout)")
+    off.add_argument("--config", help="the model config (configs/ithq.yaml)")
+    off.add_argument("--vqvae", help="a VQGAN checkpoint to use instead of the checkpoint's own content_codec.* "
+                                     "(by default those, else OUTPUT/pretrained_model/taming_dvae/ithq_vqvae.pth)")
+    off.add_argument("--vqvae-config", help="the VQGAN config (OUTPUT/pretrained_model/taming_dvae/config.yaml)")
+    off.add_argument("--bpe", help="OpenAI's bpe_simple_vocab_16e6.txt.gz (in image_synthesis/modeling/modules/clip/)")
+    off.add_argument("--tokenizer", help="a local CLIPTokenizer folder instead of --bpe")
+    off.add_argument("--no-ema", action="store_true", help="use the raw weights, not the EMA ones the official "
+                                                          "inference loads")
+    off.add_argument("--null", choices=["auto", "learned", "empty"], default="auto",
+                     help="classifier-free null condition: the learned embedding when the checkpoint has one "
+                          "(auto), or the encoded empty prompt")
     args = ap.parse_args(argv)
     defaults = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance),
                                   ("truncation", args.truncation)) if v is not None}
+    official_flags = [f"--{k.replace('_', '-')}" for k in ("config", "vqvae", "vqvae_config", "bpe", "tokenizer")
+                      if getattr(args, k) is not None] + (["--no-ema"] if args.no_ema else [])
     try:
-        pipe = convert_diffusers(args.src, args.out, defaults)
+        if args.source_format == "official":
+            from generation.convert_official import convert_official
+
+            pipe, report = convert_official(args.src, args.out, config=args.config, vqvae=args.vqvae,
+                                            vqvae_config=args.vqvae_config, bpe=args.bpe, tokenizer=args.tokenizer,
+                                            use_ema=not args.no_ema, null=args.null, defaults=defaults)
+            print(f"weights: {'EMA' if report.ema else 'raw (no EMA in the checkpoint)' if not args.no_ema else 'raw'}"
+                  f"; null condition: {report.null}; VQGAN from {report.vqvae}")
+            if report.ignored:
+                shown = ", ".join(report.ignored[:6])
+                print(f"not used ({len(report.ignored)} tensors with no place in gendet): {shown}"
+                      f"{' ...' if len(report.ignored) > 6 else ''}")
+        else:
+            if official_flags:
+                raise ConversionError(f"{', '.join(official_flags)} only apply to --from official")
+            pipe = convert_diffusers(args.src, args.out, defaults)
     except (ConversionError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
