@@ -17,6 +17,22 @@ def _mb(path: Path) -> float:
     return sum(f.stat().st_size for f in files) / 1e6
 
 
+def _commands(log: Path, root: Path) -> list[str]:
+    """The build's commands from build.log, repository-relative: the last run of each stage
+    (a restarted or resumed stage keeps its final command), in build order."""
+    last: dict[tuple, str] = {}
+    lines = log.read_text().splitlines() if log.is_file() else []
+    for line in lines:
+        if not line.startswith("$ "):
+            continue
+        words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
+        words[0] = "python"
+        task = words[words.index("--task") + 1] if "--task" in words[:-1] else None
+        key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], task)
+        last[key] = " ".join(words)  # a dict keeps the first run's position
+    return list(last.values())
+
+
 def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     meta = _load(work / "scenes" / "meta.json") or {}
     vq = _load(work / "vqvae" / "metrics.json") or {}
@@ -51,6 +67,17 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
                   f"settings {ev['settings']} (`evaluation.run`):", "", markdown_table(ev)]
+    commands = _commands(work / "build.log", Path(__file__).resolve().parent.parent)
+    if commands:
+        lines += ["", "## Commands", "", "```"] + commands + ["```"]
+    config = work / "t2i.yaml"
+    if config.is_file():
+        lines += ["", f"Generator config (`{config.name}`, written by models.build_demo):", "", "```yaml",
+                  config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
+    if profile == "cpu":
+        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 75 minutes on two cores. Its "
+                  "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
+                  "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
     lines += ["", "## Training time", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
     path = bundle / "README.md"
