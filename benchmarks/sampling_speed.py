@@ -14,8 +14,10 @@ import gendet_env  # noqa: F401
 
 import argparse
 import json
+import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -48,7 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--guidance", type=float, default=3.0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
     args = ap.parse_args(argv)
+    results = []
     device = torch.device(args.device)
     pipe = TextToImage.from_pretrained(args.model, device=device) if args.model else random_pipeline(args.preset, device)
     pipe("a cat", num_images=1, steps=2, guidance_scale=args.guidance)  # warm-up
@@ -63,10 +67,15 @@ def main(argv=None) -> int:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         best = min(times)
-        print(json.dumps({"model": args.model or f"preset {args.preset} (random weights)", "device": str(device),
-                          "threads": torch.get_num_threads(), "batch": args.batch, "steps": steps,
-                          "guidance": args.guidance, "seconds": round(best, 3),
-                          "images_per_s": round(args.batch / best, 3), "cpu": platform.processor() or platform.machine()}))
+        results.append({"model": args.model or f"preset {args.preset} (random weights)", "device": str(device),
+                        "threads": torch.get_num_threads(), "batch": args.batch, "steps": steps,
+                        "guidance": args.guidance, "seconds": round(best, 3),
+                        "images_per_s": round(args.batch / best, 3), "cpu": platform.processor() or platform.machine(),
+                        "cores": os.cpu_count(),
+                        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None})
+        print(json.dumps(results[-1]))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
     return 0
 
 

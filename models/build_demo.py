@@ -111,11 +111,15 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     eyes = f"catdog={bundle / 'catdog.pt'},face={bundle / 'face.pt'}"
     stage("judge_validation", work / "judge_validation.json",
           [py, "-m", "evaluation.validate_judge", "--data", str(scenes), "--detectors", eyes, "--out", str(work)])
-    shutil.copy2(work / "judge_validation.json", bundle / "judge_validation.json")  # evaluation.run reads it
+    # evaluation.run reads it from the bundle; repository-relative paths so the clone can move
+    (bundle / "judge_validation.json").write_text((work / "judge_validation.json").read_text().replace(f"{ROOT}/", ""))
     stage("evaluation", work / "eval" / "summary.json",
           [py, "-m", "evaluation.run", "--model", str(bundle / "generator"), "--detectors", eyes, "--seed", "0",
            *p.get("eval", ["--suite", "default", "--images-per-prompt", "4"]), "--out", str(work / "eval"), *dev,
            "--quiet"])
+    stage("speed", work / "speed.json",
+          [py, "-m", "benchmarks.sampling_speed", "--model", str(bundle / "generator"), "--batch", "4", "--steps", "25",
+           "--guidance", "3.0", "--device", gen_device or "cpu", "--json-out", str(work / "speed.json")])
     from models.model_card import write_card
 
     write_card(work, bundle, profile, times)

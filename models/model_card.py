@@ -67,6 +67,13 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
                   f"settings {ev['settings']} (`evaluation.run`):", "", markdown_table(ev)]
+    speed = _load(work / "speed.json")
+    if speed:
+        lines += ["", "Sampling speed (`benchmarks.sampling_speed`, best of 2):", ""]
+        for r in speed:
+            where = r["gpu"] or f"CPU {r['cpu']}, {r['cores']} cores, {r['threads']} torch threads"
+            lines.append(f"- {r['batch']} images, {r['steps']} steps, guidance {r['guidance']}: {r['seconds']:.1f} s "
+                         f"({r['images_per_s']:.2f} images/s) on {where}")
     commands = _commands(work / "build.log", Path(__file__).resolve().parent.parent)
     if commands:
         lines += ["", "## Commands", "", "```"] + commands + ["```"]
@@ -78,7 +85,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 75 minutes on two cores. Its "
                   "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
                   "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
-    lines += ["", "## Training time", "", "| stage | seconds |", "|---|---|"]
+    lines += ["", "## Training time", ""]
+    if speed:
+        r = speed[0]
+        lines += [f"Hardware: {r['gpu'] or 'no GPU'}; {r['cores']} CPU cores ({r['cpu']}).", ""]
+    lines += ["| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
     path = bundle / "README.md"
     path.write_text("\n".join(lines) + "\n")

@@ -11,12 +11,14 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
         assert (bundle / name).exists(), name
     card = (bundle / "README.md").read_text()
     assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
-    assert "Judge agreement" in card
+    assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
+    assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation"}
+    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation",
+                          "speed"}
     capsys.readouterr()
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 7 and "$ " not in out
+    assert out.count("] done (") == 8 and "$ " not in out
