@@ -38,6 +38,17 @@ def app_url(tiny_detector, tmp_path_factory):
     gen = tmp_path_factory.mktemp("browser") / "generator"
     tiny_pipeline().save_pretrained(gen)
     env = os.environ.copy() | {"GENDET_GENERATOR": str(gen), "GENDET_CATDOG": str(tiny_detector[1] / "best.pt")}
+    yield from _serve(env)
+
+
+@pytest.fixture(scope="module")
+def bundle_url():
+    """The app as the README starts it: no overrides, the bundled models in models/demo/."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GENDET_")}
+    yield from _serve(env)
+
+
+def _serve(env):
     port = _free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", "ui", "--server.headless", "true",
@@ -99,3 +110,37 @@ def test_generate_in_chromium_shows_images_and_verdicts(app_url, tmp_path):
         assert page.get_by_role("button", name="Download PNG").count() == 4
         browser.close()
     assert (tmp_path / "generate.png").stat().st_size > 10_000
+
+
+def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url, tmp_path):
+    """The README's app on models/demo: two sessions click Generate together (the device lock
+    serialises the model work); both get four judged images; a PNG downloads with its prompt."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    prompts = ["a black cat and a dog", "two faces"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pages = [browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1400}).new_page()
+                 for _ in prompts]
+        for page, prompt in zip(pages, prompts):
+            page.goto(bundle_url + "/generate")
+            box = page.get_by_label("Prompt")
+            box.wait_for(timeout=60_000)
+            box.fill(prompt)
+        for page in pages:
+            page.get_by_role("button", name="Generate").click()  # both before either finishes
+        for page, prompt in zip(pages, prompts):
+            page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=180_000)
+            verdicts = page.locator("[data-testid='stAlert']").filter(has_text="expected")
+            assert verdicts.count() == 4, prompt
+            assert page.locator("[data-testid='stImage']").count() >= 4
+            assert page.locator("[data-testid='stException']").count() == 0
+        with pages[0].expect_download() as info:
+            pages[0].get_by_role("button", name="Download PNG").first.click()
+        path = tmp_path / "download.png"
+        info.value.save_as(path)
+        browser.close()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] >= 64
+        assert "a black cat and a dog" in " ".join(str(v) for v in im.info.values())
