@@ -118,8 +118,9 @@ def text_model_from_openai(sd: dict[str, torch.Tensor], tokenizer, where: str):
     if len(tokenizer) > cfg["vocab_size"]:
         raise ClipError(f"{where}: the tokenizer has {len(tokenizer)} symbols, the text model embeds "
                         f"{cfg['vocab_size']}")
-    model = CLIPTextModel(CLIPTextConfig(**cfg, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                                         eos_token_id=tokenizer.eos_token_id))
+    ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+               eos_token_id=tokenizer.eos_token_id)
+    model = CLIPTextModel(CLIPTextConfig(**cfg, **ids))
     if any(k.startswith("text_model.") for k in model.state_dict()):  # the prefix depends on the version
         weights = {f"text_model.{k}": v for k, v in weights.items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)

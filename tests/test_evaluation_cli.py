@@ -28,3 +28,39 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     assert len(read_rows(out / "results.jsonl")) == 16
     bad = ["--suite", "nope", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "y"), "--quiet"]
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_give_the_single_process_result(tmp_path):
+    """A real `torchrun --nproc_per_node 2` run on CPU (gloo) over the bundled models: the
+    prompts are sharded over ranks and merged; rows and summary equal a one-process run."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    args = ["-m", "evaluation.run", "--suite", "smoke", "--images-per-prompt", "1", "--seed", "3", "--device", "cpu",
+            "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port)]
+    subprocess.run([*launch, *args, "--out", str(tmp_path / "two")], check=True, env=env, cwd=root,
+                   capture_output=True, timeout=600)
+    assert main([*args[2:], "--out", str(tmp_path / "one")]) == 0
+
+    def key(rows):
+        return {(r["prompt"], r["seed"]): (r["passed"], r["reason"], json.dumps(r["detections"], sort_keys=True))
+                for r in rows}
+
+    two, one = read_rows(tmp_path / "two" / "results.jsonl"), read_rows(tmp_path / "one" / "results.jsonl")
+    assert len(two) == len(one) == 8 and key(two) == key(one)
+    assert (tmp_path / "two" / "results.rank1.jsonl").is_file()  # rank 1 really ran
+    s2, s1 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("two", "one"))
+    assert s2["overall"] == s1["overall"] and s2["categories"] == s1["categories"]
