@@ -1,7 +1,7 @@
 """Ours vs diffusers on the same VQ-Diffusion weights: images/s and the ratio.
 
     python -m benchmarks.sampling --shape tiny --device cpu                 # CPU
-    python -m benchmarks.sampling --shape ithq --device cuda --batch 1 8    # GPU
+    python -m benchmarks.sampling --shape ithq --device cuda --batch 1 8 --floor    # GPU, with the FLOP floor
 
 A random diffusers pipeline of the given shape (benchmarks.diffusers_reference) is saved,
 converted with generation.convert, and both samplers run in one process with the same
@@ -42,14 +42,6 @@ def time_call(fn, device) -> float:
     return time.perf_counter() - t0
 
 
-def peak_memory(fn, device) -> int | None:
-    if device.type != "cuda":
-        return None
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    return torch.cuda.max_memory_allocated(device)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny")
@@ -64,10 +56,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="ours: bf16 autocast on CUDA (diffusers runs float32 either way)")
     ap.add_argument("--compile", action="store_true", help="ours: torch.compile the transformer")
     ap.add_argument("--only", choices=["both", "ours", "diffusers"], default="both")
+    ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 matrix products for both samplers")
+    ap.add_argument("--floor", action="store_true",
+                    help="also the FLOP floor per step (benchmarks.flops: the transformer's matrix FLOPs over "
+                         "this device's measured matrix rate in --dtype) and ours per step against it")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
     ref = diffusers_reference.build(args.shape)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     env = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
            else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
            "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-           "dtype": args.dtype, "compile": args.compile, "truncation": args.truncation}
+           "dtype": args.dtype, "compile": args.compile, "truncation": args.truncation, "tf32": args.tf32}
+    rate = None
+    if args.floor:
+        from benchmarks.flops import matmul_rate
+
+        rate = matmul_rate(device, getattr(torch, args.dtype))
+        env["matmul_tflops"] = round(rate / 1e12, 2)
     print(json.dumps(env))
     rows = []
     for batch in args.batch:
@@ -103,28 +107,42 @@ def main(argv: list[str] | None = None) -> int:
                     runners = {args.only: runners[args.only]}
                 times = {name: [] for name in runners}
                 for fn in runners.values():
-                    fn(steps, batch, guidance)  # warm-up (allocator, kernels, compile)
+                    fn(min(steps, 2), batch, guidance)  # warm-up: allocator, kernels, compile (same shapes)
+                peaks = {}
                 for _ in range(args.repeats):
                     for name, fn in runners.items():
+                        if device.type == "cuda":
+                            torch.cuda.reset_peak_memory_stats(device)
                         times[name].append(time_call(lambda: fn(steps, batch, guidance), device))
+                        if device.type == "cuda":
+                            peaks[name] = torch.cuda.max_memory_allocated(device)
                 row = {"batch": batch, "guidance": guidance, "steps": steps}
                 for name in runners:
                     med = statistics.median(times[name])
                     row[f"{name}_s"] = round(med, 4)
                     row[f"{name}_img_s"] = round(batch / med, 3)
-                    mem = peak_memory(lambda: runners[name](steps, batch, guidance), device)
-                    if mem is not None:
-                        row[f"{name}_peak_mib_per_image"] = round(mem / 2**20 / batch, 1)
+                    if name in peaks:  # torch.cuda.max_memory_allocated over one whole run
+                        row[f"{name}_peak_mib_per_image"] = round(peaks[name] / 2**20 / batch, 1)
                 if len(runners) == 2:
                     row["ratio"] = round(row["diffusers_s"] / row["ours_s"], 2)
+                if rate is not None and "ours_s" in row:
+                    from benchmarks.flops import floor
+
+                    f = floor(ours.transformer.config, batch, guidance != 1.0, ours.text_encoder.max_length, rate)
+                    row["floor_ms_per_step"] = f["floor_ms_per_step"]
+                    row["ours_ms_per_step"] = round(1e3 * row["ours_s"] / steps, 3)  # text + decode included
+                    row["ours_over_floor"] = round(row["ours_ms_per_step"] / f["floor_ms_per_step"], 2)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if rows and "ratio" in rows[0]:
-        print("\n| batch | guidance | steps | ours img/s | diffusers img/s | ours / diffusers |")
-        print("|---|---|---|---|---|---|")
+        floor_cols = "floor_ms_per_step" in rows[0]
+        print("\n| batch | guidance | steps | ours img/s | diffusers img/s | ours / diffusers |"
+              + (" ours ms/step | floor ms/step | ours / floor |" if floor_cols else ""))
+        print("|---|---|---|---|---|---|" + ("---|---|---|" if floor_cols else ""))
         for r in rows:
             print(f"| {r['batch']} | {r['guidance']:g} | {r['steps']} | {r['ours_img_s']} | {r['diffusers_img_s']} "
-                  f"| {r['ratio']}x |")
+                  f"| {r['ratio']}x |" + (f" {r['ours_ms_per_step']} | {r['floor_ms_per_step']} | "
+                                         f"{r['ours_over_floor']}x |" if floor_cols else ""))
     return 0
 
 

@@ -178,6 +178,7 @@ def train(
     augment: str = "default",
     patience: int = 50,
     seed: int = 0,
+    time_limit: float | None = None,
     plots: bool = True,
     verbose: bool = False,
     command: str | None = None,
@@ -189,6 +190,8 @@ def train(
                              ("--workers", workers, 0), ("--patience", patience, 0)):
         if int(value) < low:
             raise UsageError(f"{name} {value}: must be >= {low}")
+    if time_limit is not None and not time_limit > 0:
+        raise UsageError(f"--time-limit {time_limit}: must be > 0 minutes")
     dev = parse_device(device)
     ds = load_dataset(data, task)
     overrides, augment_note = augment_settings(augment)
@@ -207,6 +210,8 @@ def train(
     if yolo.task != "detect":
         raise UsageError(f"--model {model}: a {yolo.task!r} model, expected a detection model")
     _offline_amp_check()
+    if _without_polars():
+        plots = False
 
     args = dict(
         data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), device=dev,
@@ -214,6 +219,8 @@ def train(
         project=str(out), name="ultralytics", exist_ok=True, plots=bool(plots), verbose=bool(verbose),
         pretrained=kind == "pt", val=True, amp=dev not in ("cpu", "mps"), **overrides,
     )
+    if time_limit:  # ultralytics fits the epochs (and their schedule) to the time, in hours
+        args["time"] = float(time_limit) / 60
     start = time.time()
     yolo.train(**args)
     seconds = time.time() - start
@@ -240,6 +247,7 @@ def train(
         **summarize_metrics(metrics_obj, ds.names),
         "epochs": int(epochs),
         "epochs_completed": len(rows),
+        "time_limit_minutes": time_limit,
         "imgsz": int(imgsz),
         "batch": int(batch),
         "model": model,
@@ -285,6 +293,28 @@ def _offline_amp_check() -> None:
 
     if not (Path(WEIGHTS_DIR) / "yolo26n.pt").is_file():
         ul_trainer.check_amp = lambda model: True
+
+
+def _without_polars() -> bool:
+    """ultralytics reads results.csv with polars each epoch and plots labels with it; the GPU
+    image has no polars (its runtime wheel, 54 MB, is too big to carry). There, read the CSV
+    with the csv module and skip ultralytics' own plots (curves.png is ours). True if patched."""
+    try:
+        import polars  # noqa: F401
+        return False
+    except ImportError:
+        pass
+    from ultralytics.engine.trainer import BaseTrainer
+
+    def read_results_csv(self) -> dict:
+        try:
+            rows = list(csv.DictReader(self.csv.read_text().splitlines()))
+        except OSError:
+            return {}
+        return {k.strip(): [float(r[k]) for r in rows] for k in rows[0]} if rows else {}
+
+    BaseTrainer.read_results_csv = read_results_csv
+    return True
 
 
 def _rank() -> int:
@@ -422,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", default="default", choices=AUGMENT_MODES)
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                   help="train for about this many minutes: ultralytics fits the number of epochs (and the "
+                        "learning-rate schedule) to the time, overriding --epochs")
     p.add_argument("--no-plots", action="store_true", help="skip ultralytics' plots (curves.png is still written)")
     p.add_argument("--quiet", action="store_true", help="no ultralytics log or progress bars")
     return p
@@ -431,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     m = train(data=a.data, task=a.task, out=a.out, model=a.model, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
               device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
-              plots=not a.no_plots, verbose=not a.quiet, command=command_line() if argv is None else
+              time_limit=a.time_limit, plots=not a.no_plots, verbose=not a.quiet,
+              command=command_line() if argv is None else
               "python -m detection.train " + " ".join(argv))
     if not m:  # a torchrun worker other than rank 0
         return 0

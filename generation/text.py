@@ -119,7 +119,8 @@ def _load_clip_folder(path: str | Path, what: str):
                                 "only from a local folder (download it yourself, then pass its path)")
     try:
         tok = CLIPTokenizer.from_pretrained(path, local_files_only=True)
-        model = CLIPTextModel.from_pretrained(path, local_files_only=True)
+        # computed in float32 whatever the file stores (a bundle may keep its weights in float16)
+        model = CLIPTextModel.from_pretrained(path, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, TypeError) as e:
         raise ValueError(f"{path}: not a CLIP tokenizer + text model folder ({e})") from None
     return tok, model

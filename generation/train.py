@@ -201,9 +201,10 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
 
 # ---------------------------------------------------------------------- loop
 def train(cfg: dict, resume: bool = False, device: str | None = None, progress: bool = True,
-          stop_at: int | None = None) -> Path:
+          stop_at: int | None = None, time_limit: float | None = None) -> Path:
     """Train (or resume) to cfg.train.steps; stop_at pauses after that step with a checkpoint
-    (the schedule still counts toward train.steps), for time-limited machines."""
+    (the schedule still counts toward train.steps), for time-limited machines. time_limit
+    (minutes) ends training early: checkpoint and export the EMA pipeline at that step."""
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     rank = int(os.environ.get("RANK", 0))
     if distributed and not dist.is_initialized():
@@ -241,6 +242,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     pipe.train()
     pipe.vqvae.eval()
     end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
+    deadline = time.time() + 60 * time_limit if time_limit else None
+    timed_out = False
     while step < end:
         idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
         x0 = train_ids[idx].to(device)
@@ -276,17 +279,27 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png")
                 pipe.train()
                 pipe.vqvae.eval()
-            if step % tc["ckpt_every"] == 0 or step in (tc["steps"], end):
-                save_checkpoint(out, pipe, ema, opt, step, gen)
+        if deadline is not None:
+            timed_out = time.time() >= deadline
+            if distributed:  # every rank stops at the same step
+                flag = torch.tensor([float(timed_out)], device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                timed_out = bool(flag.item())
+        if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out):
+            save_checkpoint(out, pipe, ema, opt, step, gen)
+        if timed_out:
+            break
     bar.close()
     if rank == 0:
-        if step == tc["steps"]:
+        if timed_out and log is not None:
+            log.write(json.dumps({"step": step, "stopped": f"time limit of {time_limit} min"}) + "\n")
+        if step == tc["steps"] or timed_out:
             export_ema(pipe, ema, out / "pipeline")
         log.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    return out / "pipeline" if step == tc["steps"] else out / "checkpoint"
+    return out / "pipeline" if step == tc["steps"] or timed_out else out / "checkpoint"
 
 
 @torch.no_grad()
@@ -334,6 +347,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="override the config's out folder")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="pause after this step (checkpoint written; continue later with --resume)")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                    help="stop after this many minutes: checkpoint and export the pipeline at that step")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -342,7 +357,7 @@ def main(argv=None) -> int:
             cfg["train"]["steps"] = args.steps
         if args.out is not None:
             cfg["out"] = args.out
-        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at)
+        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -137,6 +137,7 @@ def train(args) -> dict:
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
     t0 = time.time()
+    deadline = t0 + 60 * args.time_limit if args.time_limit else None
     while step < args.steps:
         vq.train()
         idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
@@ -168,6 +169,13 @@ def train(args) -> dict:
             log.flush()
         if step % args.ckpt_every == 0 or step == args.steps:
             save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
+        if deadline is not None and time.time() >= deadline and step < args.steps:
+            # out of time: this step's numbers, a checkpoint to --resume from, and the model
+            metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {
+                "step": step, "stopped": f"time limit of {args.time_limit} min (of {args.steps} steps)"}
+            log.write(json.dumps(metrics) + "\n")
+            save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
+            break
     bar.close()
     if not metrics:  # resumed a finished run: report its numbers again
         metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {"step": step}
@@ -221,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for torch (0: torch's default; 1 is much faster on a busy machine)")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
+                    help="stop after this many minutes: evaluate, checkpoint and save the model at that step")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:

@@ -15,6 +15,7 @@ import gendet_env  # noqa: F401
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -43,16 +44,24 @@ PROFILES = {
               "train": {"steps": 4, "batch_size": 4, "warmup": 1, "log_every": 2, "val_every": 2, "sample_every": 4,
                         "ckpt_every": 2},
               "detector": ["--epochs", "1", "--imgsz", "32", "--batch", "8", "--model", "yolov8n.yaml", "--workers", "0"],
-              "eval": ["--suite", "smoke", "--images-per-prompt", "1", "--steps", "2"]},
+              "eval": ["--suite", "smoke", "--images-per-prompt", "1", "--steps", "2"],
+              "half": True},
+    # sized for two 10-minute calls on one H100 (see models/GPU.md): every training stage has a
+    # time limit, so a stage ends (and writes its model) inside its call whatever the speed
     "gpu": {"size": 128, "n": 20000, "seed": 0,
             "vqvae": ["--steps", "15000", "--batch", "64", "--channels", "64", "--codebook-size", "512",
-                      "--embed-dim", "64", "--downsample", "8", "--val-every", "1000", "--ckpt-every", "1000"],
+                      "--embed-dim", "64", "--downsample", "8", "--val-every", "1000", "--ckpt-every", "1000",
+                      "--time-limit", "2.5"],
+            "generator_time_limit": 5.0,
+            "half": True,  # ~88 MB of float32 weights: float16 keeps the bundle under 60 MB
             "text": {"kind": "scratch", "vocab_size": 1000, "dim": 256, "layers": 4, "heads": 4, "max_length": 32},
             "transformer": {"preset": "demo"},
             "train": {"steps": 30000, "batch_size": 64, "lr": 4.5e-4, "warmup": 1000, "ema_decay": 0.999,
                       "log_every": 50, "val_every": 1000, "sample_every": 2000, "ckpt_every": 1000},
-            "detector": ["--epochs", "60", "--imgsz", "128", "--batch", "64", "--model", "yolov8n.yaml"]},
+            "detector": ["--epochs", "60", "--imgsz", "128", "--batch", "64", "--model", "yolov8n.yaml",
+                         "--time-limit", "3.0", "--workers", "8"]},
 }
+STAGES = ("scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation", "speed")
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -68,7 +77,14 @@ def run(cmd: list[str], log: Path) -> float:
     return time.time() - t0
 
 
-def build(profile: str, device: str | None, work: Path | None = None, bundle: Path | None = None) -> Path:
+def build(profile: str, device: str | None, work: Path | None = None, bundle: Path | None = None,
+          until: str | None = None, only: set[str] | None = None) -> Path:
+    """Run every stage not done yet (through `until`, when given; only those in `only`, when
+    given: the others count as done); returns the bundle folder, or the work folder when it
+    stopped early."""
+    for name in ([until] if until else []) + sorted(only or []):
+        if name not in STAGES:
+            raise SystemExit(f"unknown stage {name!r}: choose from {', '.join(STAGES)}")
     p = PROFILES[profile]
     work = Path(work or ROOT / "runs" / f"demo_{profile}")
     bundle = Path(bundle or ROOT / "models" / "demo")
@@ -81,19 +97,26 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     dev = ["--device", gen_device] if gen_device else []
     scenes = work / "scenes"
 
-    def stage(name: str, done: Path, cmd: list[str]) -> None:
+    def stage(name: str, done: Path, cmd: list[str]) -> bool:
+        """Run (or skip, when `done` exists) one stage; True when the build stops after it."""
         if done.exists():
             print(f"[{name}] done ({done})")
-            return
-        times[name] = times.get(name, 0.0) + run(cmd, log)
-        times_path.write_text(json.dumps(times, indent=1))
+        elif only is not None and name not in only:
+            print(f"[{name}] skipped (not in --only)")
+        else:
+            times[name] = times.get(name, 0.0) + run(cmd, log)
+            times_path.write_text(json.dumps(times, indent=1))
+        return name == until
 
-    stage("scenes", scenes / "meta.json", [py, "-m", "datasets.scenes", "--out", str(scenes), "--n", str(p["n"]),
-                                           "--size", str(p["size"]), "--seed", str(p["seed"]), "--quiet"])
+    if stage("scenes", scenes / "meta.json", [py, "-m", "datasets.scenes", "--out", str(scenes), "--n", str(p["n"]),
+                                              "--size", str(p["size"]), "--seed", str(p["seed"]), "--quiet",
+                                              "--workers", str(min(16, os.cpu_count() or 1))]):
+        return work
     vq = work / "vqvae"
     resume = ["--resume"] if (vq / "checkpoint").is_dir() else []
-    stage("vqvae", vq / "metrics.json", [py, "-m", "generation.train_vqvae", "--data", str(scenes), "--out", str(vq),
-                                         "--size", str(p["size"]), *p["vqvae"], *dev, *resume, "--quiet"])
+    if stage("vqvae", vq / "metrics.json", [py, "-m", "generation.train_vqvae", "--data", str(scenes), "--out",
+                                            str(vq), "--size", str(p["size"]), *p["vqvae"], *dev, *resume, "--quiet"]):
+        return work
     cfg = {"data": str(scenes), "vqvae": str(vq), "out": str(work / "t2i"), "image_size": p["size"],
            "text": p["text"], "transformer": p["transformer"], "diffusion": {"num_timesteps": 100},
            "train": p["train"],
@@ -101,22 +124,27 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
                       "per_prompt": 4, "steps": 25, "guidance_scale": 3.0, "truncation": 0.86}}
     (work / "t2i.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     resume = ["--resume"] if (work / "t2i" / "checkpoint").is_dir() else []
-    stage("generator", work / "t2i" / "pipeline" / "pipeline.json",
-          [py, "-m", "generation.train", "--config", str(work / "t2i.yaml"), *dev, *resume, "--quiet"])
+    limit = ["--time-limit", str(p["generator_time_limit"])] if p.get("generator_time_limit") else []
+    if stage("generator", work / "t2i" / "pipeline" / "pipeline.json",
+             [py, "-m", "generation.train", "--config", str(work / "t2i.yaml"), *dev, *resume, *limit, "--quiet"]):
+        return work
     for task in ("catdog", "face"):
-        stage(task, work / task / "best.pt", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
-                                              *p["detector"], "--device", device or "cpu", "--out", str(work / task),
-                                              "--quiet"])
-    assemble(work, bundle)
+        if stage(task, work / task / "best.pt", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
+                                                 *p["detector"], "--device", device or "cpu", "--out",
+                                                 str(work / task), "--quiet"]):
+            return work
+    assemble(work, bundle, half=p.get("half", False))
     eyes = f"catdog={bundle / 'catdog.pt'},face={bundle / 'face.pt'}"
-    stage("judge_validation", work / "judge_validation.json",
-          [py, "-m", "evaluation.validate_judge", "--data", str(scenes), "--detectors", eyes, "--out", str(work)])
+    stopped = stage("judge_validation", work / "judge_validation.json",
+                    [py, "-m", "evaluation.validate_judge", "--data", str(scenes), "--detectors", eyes,
+                     "--out", str(work)])
     # evaluation.run reads it from the bundle; repository-relative paths so the clone can move
     (bundle / "judge_validation.json").write_text((work / "judge_validation.json").read_text().replace(f"{ROOT}/", ""))
-    stage("evaluation", work / "eval" / "summary.json",
-          [py, "-m", "evaluation.run", "--model", str(bundle / "generator"), "--detectors", eyes, "--seed", "0",
-           *p.get("eval", ["--suite", "default", "--images-per-prompt", "4"]), "--out", str(work / "eval"), *dev,
-           "--quiet"])
+    if stopped or stage("evaluation", work / "eval" / "summary.json",
+                        [py, "-m", "evaluation.run", "--model", str(bundle / "generator"), "--detectors", eyes,
+                         "--seed", "0", *p.get("eval", ["--suite", "default", "--images-per-prompt", "4"]),
+                         "--out", str(work / "eval"), *dev, "--quiet"]):
+        return work
     stage("speed", work / "speed.json",
           [py, "-m", "benchmarks.sampling_speed", "--model", str(bundle / "generator"), "--batch", "4", "--steps", "25",
            "--guidance", "3.0", "--device", gen_device or "cpu", "--json-out", str(work / "speed.json")])
@@ -126,13 +154,18 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     return bundle
 
 
-def assemble(work: Path, bundle: Path) -> None:
-    """Copy the trained parts into models/demo/ (replacing an older bundle)."""
+def assemble(work: Path, bundle: Path, half: bool = False) -> None:
+    """Copy the trained parts into models/demo/ (replacing an older bundle); `half` stores the
+    generator's weights in float16 (models.half: same draws, half the bytes)."""
     bundle.mkdir(parents=True, exist_ok=True)
     gen = bundle / "generator"
     if gen.exists():
         shutil.rmtree(gen)
     shutil.copytree(work / "t2i" / "pipeline", gen)
+    if half:
+        from models.half import halve
+
+        halve(gen)
     for task in ("catdog", "face"):
         shutil.copy2(work / task / "best.pt", bundle / f"{task}.pt")
         shutil.copy2(work / task / "metrics.json", bundle / f"{task}.metrics.json")
@@ -144,8 +177,14 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="cpu, 0, cuda:0 ... (default: cuda when available)")
     ap.add_argument("--work", default=None, help="work folder (default runs/demo_<profile>)")
     ap.add_argument("--bundle", default=None, help="bundle folder (default models/demo)")
+    ap.add_argument("--until", choices=STAGES, default=None,
+                    help="stop after this stage (a later run continues; for time-limited machines)")
+    ap.add_argument("--only", default=None, help="comma-separated stages to run; the others are skipped "
+                                                 "(e.g. catdog,face on a machine that has only the scenes)")
     args = ap.parse_args(argv)
-    print(f"built {build(args.profile, args.device, args.work, args.bundle)}")
+    only = set(args.only.split(",")) if args.only else None
+    path = build(args.profile, args.device, args.work, args.bundle, args.until, only)
+    print(f"stopped after {args.until} ({path})" if args.until else f"built {path}")
     return 0
 
 

@@ -86,9 +86,14 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                   "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
                   "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
     lines += ["", "## Training time", ""]
+    hardware = work / "hardware.txt"  # written where the training ran on a lent GPU (models/gpu_call.sh)
+    if hardware.is_file():
+        lines += ["Training hardware: " + "; ".join(x.strip() for x in hardware.read_text().splitlines() if x.strip())
+                  + ". Judge validation, evaluation and speed: below.", ""]
     if speed:
         r = speed[0]
-        lines += [f"Hardware: {r['gpu'] or 'no GPU'}; {r['cores']} CPU cores ({r['cpu']}).", ""]
+        lines += [f"{'Evaluation and speed' if hardware.is_file() else 'Hardware'}: {r['gpu'] or 'no GPU'}; "
+                  f"{r['cores']} CPU cores ({r['cpu']}).", ""]
     lines += ["| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
     path = bundle / "README.md"

@@ -2,10 +2,19 @@
 
 import json
 
+import torch
+
 from models.build_demo import build
 
 
 def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys):
+    # --until: a time-limited machine runs the first stages, a later run continues
+    assert build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle", until="vqvae") == tmp_path / "work"
+    assert (tmp_path / "work" / "vqvae" / "metrics.json").is_file() and not (tmp_path / "work" / "t2i").exists()
+    assert not (tmp_path / "bundle").exists()
+    # --only: the detector stages alone (the generator's inputs need not exist)
+    assert build("smoke", "cpu", tmp_path / "det", tmp_path / "b2", until="face", only={"scenes", "catdog", "face"})
+    assert (tmp_path / "det" / "face" / "best.pt").is_file() and not (tmp_path / "det" / "vqvae").exists()
     bundle = build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")
     for name in ("generator/pipeline.json", "catdog.pt", "face.pt", "README.md", "judge_validation.json"):
         assert (bundle / name).exists(), name
@@ -13,12 +22,17 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
+    from safetensors.torch import load_file
+
+    weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
+    assert {v.dtype for v in weights.values()} <= {torch.float16, torch.int64}  # the profile stores float16
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
     assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation",
                           "speed"}
-    capsys.readouterr()
+    out = capsys.readouterr().out
+    assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
     assert out.count("] done (") == 8 and "$ " not in out

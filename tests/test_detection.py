@@ -373,3 +373,42 @@ def test_predict_defaults_to_the_demo_bundle_and_names_it_when_missing(tmp_path,
     (tmp_path / "demo" / "catdog.pt").write_bytes(b"x")
     assert det_predict.resolve_model("catdog") == tmp_path / "demo" / "catdog.pt"
     assert str(det_predict.resolve_model("runs/x/best.pt")) == "runs/x/best.pt"
+
+
+def test_time_limit_fits_the_epochs_to_the_time(tiny_detector, tmp_path):
+    """--time-limit hands ultralytics a time budget: it refits the epochs after the first one,
+    so a 3 s budget ends after one epoch although 20 were asked for."""
+    from detection import train as det_train
+
+    scenes, _ = tiny_detector
+    out = tmp_path / "timed"
+    assert det_train.main(["--task", "catdog", "--data", str(scenes), "--model", "yolov8n.yaml", "--epochs", "20",
+                           "--imgsz", "64", "--batch", "8", "--device", "cpu", "--workers", "0", "--out", str(out),
+                           "--quiet", "--no-plots", "--time-limit", "0.05"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["time_limit_minutes"] == 0.05 and 1 <= m["epochs_completed"] < 20
+    assert (out / "best.pt").is_file()
+    with pytest.raises(det_train.UsageError, match="--time-limit 0"):
+        det_train.train(scenes, "catdog", tmp_path / "x", time_limit=0)
+
+
+def test_trains_where_polars_is_missing(tiny_detector, tmp_path, monkeypatch):
+    """The GPU image has no polars; ultralytics needs it only for results.csv and plots, which
+    detection.train then reads with the csv module and skips."""
+    import sys
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from detection import train as det_train
+
+    monkeypatch.setitem(sys.modules, "polars", None)  # `import polars` raises ImportError
+    monkeypatch.setattr(BaseTrainer, "read_results_csv", BaseTrainer.read_results_csv)  # undone after the test
+    scenes, _ = tiny_detector
+    out = tmp_path / "nopolars"
+    assert det_train.main(["--task", "catdog", "--data", str(scenes), "--model", "yolov8n.yaml", "--epochs", "2",
+                           "--imgsz", "64", "--batch", "8", "--device", "cpu", "--workers", "0", "--out", str(out),
+                           "--quiet"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["epochs_completed"] == 2 and (out / "best.pt").is_file() and (out / "curves.png").is_file()
+    trainer = type("Trainer", (), {"csv": out / "ultralytics" / "results.csv"})()
+    assert BaseTrainer.read_results_csv(trainer)["epoch"] == [1.0, 2.0]  # the csv module's reading

@@ -77,6 +77,28 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
 
 
+def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir, tmp_path):
+    """A time budget (minutes) ends training at a step boundary: the VQ-VAE is evaluated and
+    saved, the generator's EMA pipeline exported, and both can --resume to the full count."""
+    out = tmp_path / "vq"
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(out), "--steps", "10", "--time-limit", "1e-6",
+                             *VQ_ARGS]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["step"] == 1 and "time limit" in metrics["stopped"] and (out / "model.safetensors").is_file()
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(out), "--steps", "10", "--resume", *VQ_ARGS]) == 0
+    assert json.loads((out / "metrics.json").read_text())["step"] == 10
+
+    cfg = tmp_path / "t2i.yaml"
+    cfg.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "t2i", 6)))
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--time-limit", "1e-6"]) == 0
+    log = [json.loads(x) for x in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 1 and "time limit" in log[-1]["stopped"]
+    pipe = TextToImage.from_pretrained(tmp_path / "t2i" / "pipeline", device="cpu")
+    assert pipe("a cat", steps=2).images.shape == (1, 3, 32, 32)
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--resume"]) == 0
+    assert [json.loads(x) for x in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()][-1]["step"] == 6
+
+
 def test_config_errors_are_named(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("data: x\nvqvae: y\n")

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Put what a models/gpu_call.sh call brought back (the device tool's files_at folder) into
+# runs/demo_<profile>/, where `python -m models.build_demo --profile <profile>` continues.
+#   bash models/gpu_unpack.sh /work/.device/.../files [gpu]
+set -euo pipefail
+from=${1:?the folder holding generator.tar.* or detectors.tar.*}
+work=runs/demo_${2:-gpu}
+mkdir -p "$work"
+for kind in generator detectors; do
+    if compgen -G "$from/$kind.tar.*" > /dev/null; then
+        tmp=$(mktemp -d)
+        cat "$from/$kind.tar."* | tar xf - -C "$tmp"
+        # stage times add up over calls (a cold machine's times.json holds only its own stages)
+        python3 -c 'import json, sys, pathlib
+old, new = (pathlib.Path(p) for p in sys.argv[1:])
+times = json.loads(old.read_text()) if old.is_file() else {}
+times.update(json.loads(new.read_text()) if new.is_file() else {})
+old.write_text(json.dumps(times, indent=1))' "$work/times.json" "$tmp/times.json"
+        rm -f "$tmp/times.json"
+        cp -r "$tmp"/. "$work"/ && rm -rf "$tmp"
+        echo "unpacked $kind into $work"
+    fi
+done
