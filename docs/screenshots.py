@@ -1,10 +1,11 @@
 """The README's app screenshots, taken from the real app on the bundled demo models.
 
-    python docs/screenshots.py            # writes docs/app_generate.png and docs/app_evaluate.png
+    python docs/screenshots.py   # writes docs/app_generate.png, docs/app_evaluate.png, docs/eval_report.png
 
 Starts `streamlit run ui` on a loopback port, drives Debian's chromium through Playwright,
 types a prompt, clicks Generate and times the first click to the first image (printed), then
-opens an evaluation run folder (default: the demo build's, runs/demo_cpu/eval).
+opens an evaluation run folder (default: the demo build's, runs/demo_cpu/eval) on the Evaluate
+page, and finally that run's own report.html.
 """
 
 from __future__ import annotations
@@ -89,11 +90,17 @@ def main(argv: list[str] | None = None) -> int:
             page.get_by_text("Judge rules").wait_for(timeout=60_000)
             page.wait_for_timeout(3000)  # chart and thumbnails
             page.screenshot(path=out / "app_evaluate.png", full_page=False)
+
+            # evaluation.run's report.html as a reader opens it: a file, no server
+            page.set_viewport_size({"width": 1280, "height": 900})
+            page.goto((Path(args.eval_run).resolve() / "report.html").as_uri())
+            page.wait_for_load_state("load")
+            page.screenshot(path=out / "eval_report.png", full_page=False)
             browser.close()
     finally:
         proc.terminate()
         proc.wait(10)
-    print(f"wrote {out / 'app_generate.png'} and {out / 'app_evaluate.png'}")
+    print(f"wrote {', '.join(str(out / n) for n in ('app_generate.png', 'app_evaluate.png', 'eval_report.png'))}")
     return 0
 
 

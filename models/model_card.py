@@ -51,7 +51,9 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
              f"| face.pt | YOLO face detector (ultralytics) | {_mb(bundle / 'face.pt'):.1f} |", "",
              "## Measured", "",
              f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB, {vq.get('codes_used')} codes used, "
-             f"perplexity {vq.get('perplexity', float('nan')):.1f}"]
+             f"perplexity {vq.get('perplexity', float('nan')):.1f}"
+             + (f" (VQ-VAE and generator kept from {vq['restored_from']}; the later stages were rebuilt)"
+                if vq.get("restored_from") else "")]
     for task in ("catdog", "face"):
         m = _load(bundle / f"{task}.metrics.json") or {}
         per = ", ".join(f"{c} {v['AP50']:.3f}/{v['AP50-95']:.3f}" for c, v in m.get("per_class", {}).items())
@@ -82,7 +84,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         lines += ["", f"Generator config (`{config.name}`, written by models.build_demo):", "", "```yaml",
                   config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
     if profile == "cpu":
-        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 75 minutes on two cores. Its "
+        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 80 minutes on two cores. Its "
                   "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
                   "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
     lines += ["", "## Training time", ""]

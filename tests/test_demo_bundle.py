@@ -21,6 +21,11 @@ def test_bundle_is_complete_small_and_documented():
     card = (DEMO / "README.md").read_text()
     for needle in ("PSNR", "mAP50", "generation.train", "detection.train"):
         assert needle in card, needle
+    # the metrics beside the detectors match the card, and name files relative to the repository
+    for task in ("catdog", "face"):
+        m = json.loads((DEMO / f"{task}.metrics.json").read_text())
+        assert f"{task} detector (scenes val): mAP50 {m['mAP50']:.3f}" in card
+        assert not m["data"].startswith("/") and " /" not in m["command"], m["command"]
 
 
 def test_two_black_cats_in_under_a_minute_then_both_detectors():

@@ -412,3 +412,26 @@ def test_trains_where_polars_is_missing(tiny_detector, tmp_path, monkeypatch):
     assert m["epochs_completed"] == 2 and (out / "best.pt").is_file() and (out / "curves.png").is_file()
     trainer = type("Trainer", (), {"csv": out / "ultralytics" / "results.csv"})()
     assert BaseTrainer.read_results_csv(trainer)["epoch"] == [1.0, 2.0]  # the csv module's reading
+
+
+@pytest.mark.parametrize("kind,task,names", [("pets", "catdog", ["cat", "dog"]), ("wider", "face", ["face"])])
+def test_trains_on_converter_output_without_changes(tmp_path, kind, task, names):
+    """The issue's "same CLI on the converters' output": Oxford-IIIT Pet (VOC head boxes) and
+    WIDER FACE fixtures in their real formats go through datasets.convert, and detection.train
+    takes the folder it wrote as it is; the run's card and metrics name the converted data."""
+    from datasets.convert import convert
+    from test_convert import pets_fixture, wider_fixture
+
+    src = (pets_fixture if kind == "pets" else wider_fixture)(tmp_path / kind)
+    data = tmp_path / "converted"
+    report = convert(kind, src, data, **({"val_fraction": 0.5, "seed": 3} if kind == "pets" else {}))
+    out = tmp_path / "run"
+    assert det_train.main(["--task", task, "--data", str(data), "--model", "yolov8n.yaml", "--epochs", "1",
+                           "--imgsz", "32", "--batch", "4", "--device", "cpu", "--workers", "0", "--out", str(out),
+                           "--quiet", "--no-plots"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["names"] == names and m["epochs_completed"] == 1 and set(m["per_class"]) <= set(names)
+    assert (m["n_train"], m["n_val"]) == (report.images["train"], report.images["val"]) and m["n_val"] > 0
+    assert m["data"] == str(data / "data.yaml")
+    assert Detector.load(out / "best.pt", device="cpu").names == names
+    assert str(data) in (out / "README.md").read_text()
