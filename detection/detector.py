@@ -229,9 +229,12 @@ def _ul_device(device: str):
 
 
 def load_card(weights: Path, model=None) -> dict:
-    """metrics.json (and README.md text) next to the weights, else what the checkpoint itself records."""
+    """metrics.json (and README.md text) next to the weights, else what the checkpoint itself records.
+    A bundle holding several detectors keeps each one's metrics as `<name>.metrics.json`."""
     card: dict = {}
-    metrics = weights.parent / "metrics.json"
+    metrics = weights.with_suffix(".metrics.json")
+    if not metrics.is_file():
+        metrics = weights.parent / "metrics.json"
     if metrics.is_file():
         try:
             card.update(json.loads(metrics.read_text()))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine, through the device tool (see models/GPU.md):
 #   bash models/gpu_call.sh generator   # scenes + VQ-VAE + generator (time-limited), ~9 min
-#   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited), ~8 min; carry .whl
+#   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited) + their images/s, ~8 min; carry .whl
 #   bash models/gpu_call.sh bench       # ITHQ-shaped sampling, ours vs diffusers (TF32) + FLOP floor; carry .whl
 #   bash models/gpu_call.sh bench-bf16  # ours in bf16, then bf16 + torch.compile; carry .whl
 # Everything worth keeping goes to $OUT (at most 8 files of 16 MiB: big parts are split).
@@ -33,8 +33,12 @@ detectors)
     python3 -m models.build_demo --profile "$profile" --device "$device" --only scenes,catdog,face \
         --until face 2>&1 | tee "$OUT/build.log"
     cp "$OUT/gpu.txt" "$work/hardware.txt"
-    tar cf - -C "$work" catdog/best.pt catdog/metrics.json catdog/README.md catdog/curves.png \
-        face/best.pt face/metrics.json face/README.md face/curves.png times.json hardware.txt \
+    for task in catdog face; do  # inference images/s at batch 1 and 32 (issue 4's GPU note)
+        python3 -m benchmarks.detection_speed --model "$work/$task/best.pt" --data "$work/scenes" --batch 1 32 \
+            --device "$device" --json-out "$work/$task/speed.json" 2>&1 | tee -a "$OUT/detection_speed.txt"
+    done
+    tar cf - -C "$work" catdog/best.pt catdog/metrics.json catdog/README.md catdog/curves.png catdog/speed.json \
+        face/best.pt face/metrics.json face/README.md face/curves.png face/speed.json times.json hardware.txt \
         | split -b 15m - "$OUT/detectors.tar."
     ;;
 bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is batch 8, 100 steps

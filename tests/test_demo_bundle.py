@@ -26,6 +26,8 @@ def test_bundle_is_complete_small_and_documented():
         m = json.loads((DEMO / f"{task}.metrics.json").read_text())
         assert f"{task} detector (scenes val): mAP50 {m['mAP50']:.3f}" in card
         assert not m["data"].startswith("/") and " /" not in m["command"], m["command"]
+        det = Detector.load(DEMO / f"{task}.pt", device="cpu")  # the card comes with the weights
+        assert det.card["mAP50"] == m["mAP50"] and det.imgsz == m["imgsz"] and det.names == m["names"]
 
 
 def test_two_black_cats_in_under_a_minute_then_both_detectors():

@@ -435,3 +435,21 @@ def test_trains_on_converter_output_without_changes(tmp_path, kind, task, names)
     assert m["data"] == str(data / "data.yaml")
     assert Detector.load(out / "best.pt", device="cpu").names == names
     assert str(data) in (out / "README.md").read_text()
+
+
+def test_detection_speed_benchmark_times_the_public_path(trained, tmp_path, capsys):
+    from benchmarks import detection_speed
+
+    scenes, out = trained
+    report = tmp_path / "speed.json"
+    assert detection_speed.main(["--model", str(out / "best.pt"), "--data", str(scenes), "--batch", "1", "3",
+                                 "--device", "cpu", "--repeats", "1", "--json-out", str(report)]) == 0
+    rows = json.loads(report.read_text())
+    assert [r["batch"] for r in rows] == [1, 3] and all(r["input"] == "64x64" and r["imgsz"] == 64 for r in rows)
+    for r in rows:
+        assert r["seconds"] > 0 and abs(r["images_per_s"] - r["batch"] / r["seconds"]) <= 0.05 + 0.01 * r["images_per_s"]
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one JSON line per batch size
+    with pytest.raises(SystemExit, match="no val images"):
+        detection_speed.main(["--model", str(out / "best.pt"), "--data", str(tmp_path), "--device", "cpu"])
+    with pytest.raises(SystemExit, match="no detector at"):
+        detection_speed.main(["--model", str(tmp_path / "none.pt"), "--device", "cpu"])

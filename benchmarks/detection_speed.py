@@ -1,0 +1,89 @@
+"""Inference speed of a Detector: images/s through `Detector.detect` at several batch sizes, on
+real scene images (or random noise when no data is given), after a warm-up, best of N repeats.
+
+    python -m benchmarks.detection_speed --model models/demo/catdog.pt --batch 1 32
+    python -m benchmarks.detection_speed --model runs/x/best.pt --data runs/scenes --device 0
+
+The timed call is the whole public path a caller pays for: numpy images in, pre-processing,
+the network, NMS, boxes mapped back to input pixels. Prints one JSON line per batch size; copy
+the figures into benchmarks/RESULTS.md with the machine and this command.
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detection.detector import Detector
+
+
+def load_images(data: str | None, n: int, size: int, seed: int = 0) -> list[np.ndarray]:
+    """`n` RGB images: the val split of a scenes/YOLO folder when given (cycled), else noise."""
+    if data is None:
+        rng = np.random.default_rng(seed)
+        return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+    root = Path(data)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+                   and "val" in p.parts)
+    if not files:
+        raise SystemExit(f"no val images (.png/.jpg under a 'val' folder) in {root}")
+    return [np.asarray(Image.open(files[i % len(files)]).convert("RGB")) for i in range(n)]
+
+
+def sync(device: str) -> None:
+    if device != "cpu" and torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="models/demo/catdog.pt", help="detector .pt (default: the demo cat/dog one)")
+    ap.add_argument("--data", default=None, help="scenes root or YOLO folder whose val images are used "
+                                                 "(default: random images of --size)")
+    ap.add_argument("--size", type=int, default=64, help="image side for random images")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
+    ap.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
+    args = ap.parse_args(argv)
+    if any(b < 1 for b in args.batch) or args.repeats < 1:
+        raise SystemExit("--batch sizes and --repeats must be >= 1")
+    model = Path(args.model)
+    if not model.is_file():
+        raise SystemExit(f"no detector at {model}")
+    det = Detector.load(model, device=args.device)
+    images = load_images(args.data, max(args.batch), args.size)
+    det.detect(images[:max(args.batch)], batch=max(args.batch))  # warm-up: lazy init, allocator, kernel choice
+    results = []
+    for batch in args.batch:
+        times = []
+        for _ in range(args.repeats):
+            sync(args.device)
+            t0 = time.perf_counter()
+            det.detect(images[:batch], batch=batch)  # one forward pass per call
+            sync(args.device)
+            times.append(time.perf_counter() - t0)
+        best = min(times)
+        gpu = torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None
+        results.append({"model": str(model), "imgsz": det.imgsz, "input": f"{images[0].shape[1]}x{images[0].shape[0]}",
+                        "device": args.device, "threads": torch.get_num_threads(), "batch": batch,
+                        "seconds": round(best, 4), "images_per_s": round(batch / best, 1),
+                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu})
+        print(json.dumps(results[-1]), flush=True)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
