@@ -195,13 +195,22 @@ class Detector:
         iou = 0.7 if iou is None else float(iou)
         imgsz = int(imgsz or self.imgsz)
         out: list[Detections] = []
-        for start in range(0, len(arrays), batch):
-            chunk = arrays[start:start + batch]
-            bgr = [np.ascontiguousarray(a[..., ::-1]) for a in chunk]  # ultralytics reads numpy as BGR (cv2)
-            results = self.model.predict(bgr, conf=conf, iou=iou, imgsz=imgsz, device=_ul_device(self.device),
-                                         max_det=max_det, verbose=False, save=False)
-            for arr, r in zip(chunk, results):
-                out.append(self._to_detections(r, arr.shape[1], arr.shape[0]))
+        import torch
+
+        # ultralytics' select_device sets torch's global thread count to cpu_count - 1 on CPU: on a
+        # 2-core machine the generator sharing this process would then sample on one thread
+        threads = torch.get_num_threads()
+        try:
+            for start in range(0, len(arrays), batch):
+                chunk = arrays[start:start + batch]
+                bgr = [np.ascontiguousarray(a[..., ::-1]) for a in chunk]  # ultralytics reads numpy as BGR (cv2)
+                results = self.model.predict(bgr, conf=conf, iou=iou, imgsz=imgsz, device=_ul_device(self.device),
+                                             max_det=max_det, verbose=False, save=False)
+                for arr, r in zip(chunk, results):
+                    out.append(self._to_detections(r, arr.shape[1], arr.shape[0]))
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
         return out
 
     def _to_detections(self, result, width: int, height: int) -> Detections:
@@ -233,7 +242,8 @@ def load_card(weights: Path, model=None) -> dict:
     A bundle holding several detectors keeps each one's metrics as `<name>.metrics.json`."""
     card: dict = {}
     metrics = weights.with_suffix(".metrics.json")
-    if not metrics.is_file():
+    in_bundle = metrics.is_file()  # then README.md beside it is the bundle's card, not this detector's
+    if not in_bundle:
         metrics = weights.parent / "metrics.json"
     if metrics.is_file():
         try:
@@ -241,7 +251,7 @@ def load_card(weights: Path, model=None) -> dict:
         except json.JSONDecodeError:
             pass
     readme = weights.parent / "README.md"
-    if readme.is_file():
+    if readme.is_file() and not in_bundle:
         card["readme"] = readme.read_text()
     if model is not None:
         card.setdefault("names", names_list(model.names))

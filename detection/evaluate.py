@@ -82,7 +82,9 @@ def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str |
     gap = max(abs(coco["mAP50"] - ul["mAP50"]), abs(coco["mAP50-95"] - ul["mAP50-95"]))
     keys = ("mAP50", "mAP75", "mAP50-95", "per_class")
     report = {"model": str(model), "data": str(dataset.yaml_path), "split": split, "images": len(gt["images"]),
-              "objects": len(gt["annotations"]), "imgsz": imgsz, "data_hash": dataset.data_hash(),
+              "objects": len(gt["annotations"]), "imgsz": imgsz,
+              # over data.yaml and this split's files only; the training card's data_hash covers every split
+              "split_hash": dataset.data_hash(),
               "pycocotools": {k: coco[k] for k in keys}, "ultralytics": ul,
               "detector": {k: own[k] for k in keys}, "predictions": len(preds),
               "max_gap": gap, "agree": gap <= tolerance, "tolerance": tolerance}

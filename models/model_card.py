@@ -84,7 +84,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         lines += ["", f"Generator config (`{config.name}`, written by models.build_demo):", "", "```yaml",
                   config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
     if profile == "cpu":
-        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 80 minutes on two cores. Its "
+        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 90 minutes on two cores. Its "
                   "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
                   "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
     lines += ["", "## Training time", ""]

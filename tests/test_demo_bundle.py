@@ -28,6 +28,7 @@ def test_bundle_is_complete_small_and_documented():
         assert not m["data"].startswith("/") and " /" not in m["command"], m["command"]
         det = Detector.load(DEMO / f"{task}.pt", device="cpu")  # the card comes with the weights
         assert det.card["mAP50"] == m["mAP50"] and det.imgsz == m["imgsz"] and det.names == m["names"]
+        assert "readme" not in det.card  # models/demo/README.md is the bundle's card, shown once
 
 
 def test_two_black_cats_in_under_a_minute_then_both_detectors():

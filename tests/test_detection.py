@@ -66,7 +66,9 @@ def test_evaluate_reports_both_implementations(trained, tmp_path):
     from detection.coco_metrics import coco_map, ground_truth_coco, predictions_coco
     from detection.data import load_dataset
 
-    gt = ground_truth_coco(load_dataset(scenes, "catdog", splits=("val",)), "val")
+    val = load_dataset(scenes, "catdog", splits=("val",))
+    assert r["split_hash"] == val.data_hash() != json.loads((out / "metrics.json").read_text())["data_hash"]
+    gt = ground_truth_coco(val, "val")
     assert r["predictions"] > 0 and len(gt["images"]) == 6
     own = coco_map(gt, predictions_coco(Detector.load(out / "best.pt", device="cpu"), gt))
     assert r["detector"]["mAP50"] == pytest.approx(own["mAP50"]) and r["detector"]["mAP50-95"] == pytest.approx(own["mAP50-95"])
@@ -453,3 +455,19 @@ def test_detection_speed_benchmark_times_the_public_path(trained, tmp_path, caps
         detection_speed.main(["--model", str(out / "best.pt"), "--data", str(tmp_path), "--device", "cpu"])
     with pytest.raises(SystemExit, match="no detector at"):
         detection_speed.main(["--model", str(tmp_path / "none.pt"), "--device", "cpu"])
+
+
+def test_detect_leaves_torch_threads_as_they_were(trained):
+    """ultralytics sets torch's global thread count on its first CPU predict; the generator in
+    the same process (app, evaluation.run) must keep the count the user had."""
+    from ultralytics.utils import NUM_THREADS
+
+    scenes, out = trained
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(NUM_THREADS + 1)  # anything but what ultralytics would set
+        det = Detector.load(out / "best.pt", device="cpu")
+        det.detect([np.zeros((64, 64, 3), np.uint8)] * 2)
+        assert torch.get_num_threads() == NUM_THREADS + 1
+    finally:
+        torch.set_num_threads(before)
