@@ -5,7 +5,8 @@
 Starts `streamlit run ui` on a loopback port, drives Debian's chromium through Playwright,
 types a prompt, clicks Generate and times the first click to the first image (printed), then
 opens an evaluation run folder (default: the demo build's, runs/demo_cpu/eval) on the Evaluate
-page, and finally that run's own report.html.
+page, and finally that run's own report.html. Needs Debian's chromium, and fonts-noto-color-emoji
+for the page icons.
 """
 
 from __future__ import annotations
