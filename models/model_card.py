@@ -59,6 +59,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         per = ", ".join(f"{c} {v['AP50']:.3f}/{v['AP50-95']:.3f}" for c, v in m.get("per_class", {}).items())
         lines.append(f"- {task} detector (scenes val): mAP50 {m.get('mAP50', float('nan')):.3f}, "
                      f"mAP50-95 {m.get('mAP50-95', float('nan')):.3f}; per class AP50/AP50-95: {per}")
+        speed = _load(work / task / "speed.json")  # benchmarks.detection_speed, where the GPU call ran it
+        if speed:
+            where = speed[0]["gpu"] or f"CPU {speed[0]['cpu']}"
+            rates = ", ".join(f"batch {r['batch']} {r['images_per_s']:.0f} images/s" for r in speed)
+            lines.append(f"  - inference (`Detector.detect`, imgsz {speed[0]['imgsz']}) on {where}: {rates}")
     jv = _load(work / "judge_validation.json")
     if jv:
         lines += ["", "Judge agreement with ground truth on scenes val (`evaluation.validate_judge`):", "",

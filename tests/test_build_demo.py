@@ -36,3 +36,18 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
     assert out.count("] done (") == 8 and "$ " not in out
+
+
+def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
+    from models.model_card import write_card
+
+    work, bundle = tmp_path / "work", tmp_path / "bundle"
+    (work / "catdog").mkdir(parents=True)
+    bundle.mkdir()
+    rows = [{"batch": b, "images_per_s": r, "imgsz": 128, "gpu": "NVIDIA H200", "cpu": "x86_64"}
+            for b, r in ((1, 412.4), (32, 9876.5))]
+    (work / "catdog" / "speed.json").write_text(json.dumps(rows))
+    card = write_card(work, bundle, "gpu", {"catdog": 60.0}).read_text()
+    assert "inference (`Detector.detect`, imgsz 128) on NVIDIA H200: batch 1 412 images/s, batch 32 9876 images/s" \
+        in card
+    assert card.count("inference (`Detector.detect`") == 1  # face has no speed.json: no line
