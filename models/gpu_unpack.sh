@@ -4,7 +4,7 @@
 #   bash models/gpu_unpack.sh /work/.device/.../files [gpu]
 set -euo pipefail
 from=${1:?the folder holding generator.tar.* or detectors.tar.*}
-work=runs/demo_${2:-gpu}
+work=${GENDET_RUNS:-runs}/demo_${2:-gpu}
 mkdir -p "$work"
 for kind in generator detectors; do
     if compgen -G "$from/$kind.tar.*" > /dev/null; then

@@ -51,3 +51,12 @@ def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
     assert "inference (`Detector.detect`, imgsz 128) on NVIDIA H200: batch 1 412 images/s, batch 32 9876 images/s" \
         in card
     assert card.count("inference (`Detector.detect`") == 1  # face has no speed.json: no line
+
+
+def test_smoke_profile_never_replaces_the_shipped_bundle_by_default(tmp_path):
+    import gendet_env
+
+    from models.build_demo import default_bundle
+
+    assert default_bundle("smoke", tmp_path) == tmp_path / "bundle"
+    assert default_bundle("cpu", tmp_path) == default_bundle("gpu", tmp_path) == gendet_env.ROOT / "models" / "demo"
