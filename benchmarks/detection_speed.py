@@ -64,6 +64,7 @@ def main(argv=None) -> int:
     det = Detector.load(model, device=args.device)
     images = load_images(args.data, max(args.batch), args.size)
     det.detect(images[:max(args.batch)], batch=max(args.batch))  # warm-up: lazy init, allocator, kernel choice
+    gpu = torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None
     results = []
     for batch in args.batch:
         times = []
@@ -74,7 +75,6 @@ def main(argv=None) -> int:
             sync(args.device)
             times.append(time.perf_counter() - t0)
         best = min(times)
-        gpu = torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None
         results.append({"model": str(model), "imgsz": det.imgsz, "input": f"{images[0].shape[1]}x{images[0].shape[0]}",
                         "device": args.device, "threads": torch.get_num_threads(), "batch": batch,
                         "seconds": round(best, 4), "images_per_s": round(batch / best, 1),
