@@ -10,6 +10,13 @@ colours). Agreement is the share of (image, prompt) pairs where the two
 verdicts are the same, per category; the image's own captions are all true, so
 they also measure how often a right image is failed. Writes
 `judge_validation.json` (and prints a table).
+
+With `--through-vqvae DIR` every image first goes through a VQ-VAE (encode to
+tokens, decode): the same table then measures what the tokenizer keeps of the
+scenes in the judge's eyes, the ceiling of any generator drawing with it (a
+generator that samples the training images perfectly still passes its true
+captions no more often than their reconstructions do). Writes
+`tokenizer_ceiling.json`.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -48,8 +56,44 @@ def read_objects(root: Path, split: str) -> list[dict]:
     return rows
 
 
+ImageMap = Callable[[list[np.ndarray]], list[np.ndarray]]
+
+
+class VQRoundTrip:
+    """uint8 RGB images -> the same images encoded to tokens and decoded by a VQ-VAE; keeps the
+    mean PSNR of what it has seen."""
+
+    def __init__(self, path: str | Path, device=None):
+        import torch
+
+        from generation.vqvae import VQVAE
+
+        path = Path(path)
+        if (path / "vqvae").is_dir():  # a TextToImage folder: use its tokenizer
+            path = path / "vqvae"
+        self.path, self.torch = path, torch
+        self.vqvae = VQVAE.from_pretrained(path, device=device).eval()
+        self.psnr: list[float] = []
+
+    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        torch = self.torch
+        x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
+        x = x.to(next(self.vqvae.parameters()).device)
+        with torch.no_grad():
+            y = self.vqvae.decode(self.vqvae.encode(x), grid=self.vqvae.token_grid(tuple(x.shape[2:])))
+        out = (y * 255).round().byte()
+        mse = (out.float().div(255) - x).pow(2).mean(dim=(1, 2, 3)).clamp_min(1e-10)
+        self.psnr += (-10 * torch.log10(mse)).tolist()
+        return list(out.permute(0, 2, 3, 1).cpu().numpy())
+
+    def info(self) -> dict:
+        return {"vqvae": str(self.path), "images": len(self.psnr), "psnr": float(np.mean(self.psnr))}
+
+
 def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", limit: int | None = None,
-             batch: int = 16, progress: bool = True) -> dict:
+             batch: int = 16, progress: bool = True, image_map: ImageMap | None = None) -> dict:
+    """`image_map`, when given, changes every batch of images before the detectors see them
+    (VQRoundTrip: the tokenizer ceiling); the ground truth stays that of the original image."""
     root = Path(root)
     rows = read_objects(root, split)[:limit]
     if not rows:
@@ -63,6 +107,8 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
     for start in tqdm(range(0, len(rows), batch), desc="judge validation", unit="batch", disable=not progress):
         chunk = rows[start:start + batch]
         images = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in chunk]
+        if image_map is not None:
+            images = image_map(images)
         found = eyes.detect(images)
         for row, image, dets in zip(chunk, images, found):
             gt = [{"label": o["label"], "confidence": 1.0, "box": o["box"], "color": o["color"]}
@@ -119,19 +165,28 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="val", choices=("train", "val"))
     ap.add_argument("--limit", type=int, default=None, help="at most this many images")
     ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 if available)")
-    ap.add_argument("--out", type=Path, default=None, help="folder for judge_validation.json (default: --data)")
+    ap.add_argument("--through-vqvae", type=Path, default=None, metavar="DIR",
+                    help="a VQ-VAE (or generator) folder: judge its reconstructions instead, the tokenizer "
+                         "ceiling (writes tokenizer_ceiling.json)")
+    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON report (default: --data)")
     args = ap.parse_args(argv)
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        report = validate(args.data, eyes, args.suite, args.split, args.limit)
+        trip = VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else None
+        report = validate(args.data, eyes, args.suite, args.split, args.limit, image_map=trip)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if trip is not None:
+        report["through_vqvae"] = trip.info()
     out = args.out or args.data
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report, out / "judge_validation.json")
+    name = "tokenizer_ceiling.json" if trip else "judge_validation.json"
+    write_json(report, out / name)
+    if trip:
+        print(f"images through the VQ-VAE {trip.path}: mean PSNR {report['through_vqvae']['psnr']:.2f} dB")
     print(format_table(report))
-    print(f"wrote {out / 'judge_validation.json'}")
+    print(f"wrote {out / name}")
     return 0
 
 

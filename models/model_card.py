@@ -27,8 +27,10 @@ def _commands(log: Path, root: Path) -> list[str]:
             continue
         words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
         words[0] = "python"
-        task = words[words.index("--task") + 1] if "--task" in words[:-1] else None
-        key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], task)
+        # the same module may run twice as different stages: per detector task, and the judge
+        # validation with and without --through-vqvae
+        variant = words[words.index("--task") + 1] if "--task" in words[:-1] else "--through-vqvae" in words
+        key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
         last[key] = " ".join(words)  # a dict keeps the first run's position
     return list(last.values())
 
@@ -52,13 +54,15 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
              "## Measured", "",
              f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB, {vq.get('codes_used')} codes used, "
              f"perplexity {vq.get('perplexity', float('nan')):.1f}"
+             + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")
              + (f" (VQ-VAE and generator kept from {vq['restored_from']}; the later stages were rebuilt)"
                 if vq.get("restored_from") else "")]
     for task in ("catdog", "face"):
         m = _load(bundle / f"{task}.metrics.json") or {}
         per = ", ".join(f"{c} {v['AP50']:.3f}/{v['AP50-95']:.3f}" for c, v in m.get("per_class", {}).items())
         lines.append(f"- {task} detector (scenes val): mAP50 {m.get('mAP50', float('nan')):.3f}, "
-                     f"mAP50-95 {m.get('mAP50-95', float('nan')):.3f}; per class AP50/AP50-95: {per}")
+                     f"mAP50-95 {m.get('mAP50-95', float('nan')):.3f}; per class AP50/AP50-95: {per}"
+                     + (f" (kept from {m['restored_from']})" if m.get("restored_from") else ""))
         speed = _load(work / task / "speed.json")  # benchmarks.detection_speed, where the GPU call ran it
         if speed:
             where = speed[0]["gpu"] or f"CPU {speed[0]['cpu']}"
@@ -70,6 +74,16 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                   "| category | agreement | 95% CI | pairs |", "|---|---|---|---|"]
         for c, b in [*jv["categories"].items(), ("overall", jv["overall"])]:
             lines.append(f"| {c} | {b['accuracy']:.3f} | {b['ci95'][0]:.3f}-{b['ci95'][1]:.3f} | {b['n']} |")
+    ceiling = _load(work / "tokenizer_ceiling.json")
+    if jv and ceiling:
+        passed = {c: 1 - v for c, v in jv["true_captions_failed"].items()}
+        kept = {c: 1 - v for c, v in ceiling["true_captions_failed"].items()}
+        lines += ["", "Tokenizer ceiling: the images' own (true) captions that the judge passes on scenes val, "
+                  f"as drawn and after the VQ-VAE round trip (mean PSNR {ceiling['through_vqvae']['psnr']:.2f} dB; "
+                  "`evaluation.validate_judge --through-vqvae`). A generator drawing through this tokenizer "
+                  "cannot pass more often than the second column:", "",
+                  "| category | originals | reconstructions |", "|---|---|---|"]
+        lines += [f"| {c} | {passed[c]:.3f} | {kept.get(c, float('nan')):.3f} |" for c in passed]
     ev = _load(work / "eval" / "summary.json")
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
@@ -89,9 +103,10 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         lines += ["", f"Generator config (`{config.name}`, written by models.build_demo):", "", "```yaml",
                   config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
     if profile == "cpu":
-        lines += ["", "## Limitations", "", "The cpu profile is sized to build in about 90 minutes on two cores. Its "
-                  "generator is far from converged (see the default-suite table above: it draws prompt-dependent "
-                  "colour blobs, not recognisable animals); `--profile gpu` trains the larger models on a GPU."]
+        lines += ["", "## Limitations", "", f"The cpu profile is sized to build in about {sum(times.values()) / 3600:.1f} "
+                  "hours on two cores (stage times below). Its generator is far from converged (compare the "
+                  "default-suite table with the tokenizer ceiling above), and the 64 px VQ-VAE caps what any "
+                  "generator drawing through it can score; `--profile gpu` trains larger models at 128 px on a GPU."]
     lines += ["", "## Training time", ""]
     hardware = work / "hardware.txt"  # written where the training ran on a lent GPU (models/gpu_call.sh)
     if hardware.is_file():

@@ -20,8 +20,10 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
         assert (bundle / name).exists(), name
     card = (bundle / "README.md").read_text()
     assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
+    assert "Tokenizer ceiling" in card and "| single_object |" in card
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
+    assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -29,13 +31,13 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "evaluation",
-                          "speed"}
+    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "tokenizer_ceiling",
+                          "evaluation", "speed"}
     out = capsys.readouterr().out
     assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 8 and "$ " not in out
+    assert out.count("] done (") == 9 and "$ " not in out
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
@@ -60,3 +62,29 @@ def test_smoke_profile_never_replaces_the_shipped_bundle_by_default(tmp_path):
 
     assert default_bundle("smoke", tmp_path) == tmp_path / "bundle"
     assert default_bundle("cpu", tmp_path) == default_bundle("gpu", tmp_path) == gendet_env.ROOT / "models" / "demo"
+
+
+def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
+    from models.model_card import write_card
+
+    work, bundle = tmp_path / "work", tmp_path / "bundle"
+    (work / "vqvae").mkdir(parents=True)
+    bundle.mkdir()
+    (work / "vqvae" / "metrics.json").write_text(json.dumps(
+        {"val_psnr": 23.5, "codes_used": 511, "perplexity": 456.8, "step": 2118,
+         "stopped": "time limit of 35.0 min (of 3000 steps)"}))
+    (bundle / "catdog.metrics.json").write_text(json.dumps(
+        {"mAP50": 0.995, "mAP50-95": 0.814, "per_class": {}, "restored_from": "the build of commit abc"}))
+    block = {"accuracy": 0.9, "ci95": [0.8, 1.0], "n": 10}
+    jv = {"categories": {"single_object": block}, "overall": block,
+          "true_captions_failed": {"single_object": 0.003, "faces": 0.097}}
+    (work / "judge_validation.json").write_text(json.dumps(jv))
+    ceiling = jv | {"true_captions_failed": {"single_object": 0.436, "faces": 0.283},
+                    "through_vqvae": {"psnr": 24.36, "images": 400}}
+    (work / "tokenizer_ceiling.json").write_text(json.dumps(ceiling))
+    card = write_card(work, bundle, "cpu", {"vqvae": 2107.0, "generator": 3600.0}).read_text()
+    assert "(stopped by its time limit of 35.0 min (of 3000 steps), at step 2118)" in card
+    assert "mAP50-95 0.814; per class AP50/AP50-95:  (kept from the build of commit abc)" in card
+    assert "mean PSNR 24.36 dB" in card
+    assert "| single_object | 0.997 | 0.564 |" in card and "| faces | 0.903 | 0.717 |" in card
+    assert "about 1.6 hours on two cores" in card

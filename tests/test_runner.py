@@ -192,3 +192,63 @@ def test_validate_judge_agrees_fully_with_ground_truth_eyes(tmp_path):
     worse = validate(root, blind, "smoke", progress=False)
     assert worse["categories"]["faces"]["accuracy"] < 1.0
     assert worse["disagreements"] and worse["overall"]["accuracy"] < report["overall"]["accuracy"]
+
+
+def test_validate_judge_through_an_image_map_judges_the_mapped_images(tmp_path):
+    """The tokenizer-ceiling path: detectors see the mapped images, the truth stays the original's."""
+    from PIL import Image
+
+    from datasets.scenes import generate
+    from evaluation.validate_judge import validate
+
+    root = generate(tmp_path / "scenes", n=20, size=64, seed=5, val_fraction=0.5, progress=False)
+    world = SceneWorld()
+    for row in map(json.loads, (root / "objects.jsonl").read_text().splitlines()):
+        world.truth[np.asarray(Image.open(root / row["image"]).convert("RGB")).tobytes()] = row["objects"]
+    same = validate(root, make_eyes(world), "smoke", progress=False, image_map=lambda ims: [i.copy() for i in ims])
+    plain = validate(root, make_eyes(world), "smoke", progress=False)
+    assert same["categories"] == plain["categories"]
+    # a tokenizer that keeps nothing: every image the detectors see is blank, so every true
+    # caption naming an object fails; the truth is still the original image's
+    world.truth[np.zeros((64, 64, 3), np.uint8).tobytes()] = []
+    blank = validate(root, make_eyes(world), "smoke", progress=False,
+                     image_map=lambda ims: [np.zeros_like(i) for i in ims])
+    assert blank["true_captions_failed"]["single_object"] == 1.0
+    assert all(blank["categories"][c]["truth_pass_rate"] == b["truth_pass_rate"] for c, b in plain["categories"].items())
+    assert blank["overall"]["accuracy"] < plain["overall"]["accuracy"]
+
+
+def test_vq_round_trip_is_encode_decode_and_measures_psnr(tmp_path, tiny_detector, capsys):
+    import torch
+
+    from datasets.scenes import generate
+    from evaluation.validate_judge import VQRoundTrip, main
+    from generation.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    vq = VQVAE(VQVAEConfig(channels=8, channel_mult=(1, 2), codebook_size=16, embed_dim=4)).eval()
+    vq.save_pretrained(tmp_path / "vq")
+    trip = VQRoundTrip(tmp_path / "vq")
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(3)]
+    out = trip(images)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        ref = (vq.decode(vq.encode(x), grid=(8, 12)) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    assert all(o.dtype == np.uint8 and o.shape == (16, 24, 3) for o in out)
+    assert np.array_equal(np.stack(out), ref)
+    mse = ((ref.astype(np.float64) - np.stack(images)) ** 2).mean(axis=(1, 2, 3)) / 255 ** 2
+    assert trip.info()["psnr"] == pytest.approx(np.mean(-10 * np.log10(mse)), abs=1e-3)
+    assert trip.info()["images"] == 3
+
+    root = generate(tmp_path / "scenes", n=8, size=32, seed=2, val_fraction=0.5, progress=False)
+    _, det_run = tiny_detector
+    args = ["--data", str(root), "--detectors", f"catdog={det_run / 'best.pt'}", "--suite", "smoke",
+            "--device", "cpu", "--through-vqvae", str(tmp_path / "vq"), "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "o" / "tokenizer_ceiling.json").read_text())
+    assert report["images"] == 4 and report["through_vqvae"]["images"] == 4
+    assert not (tmp_path / "o" / "judge_validation.json").exists()
+    assert "mean PSNR" in capsys.readouterr().out
+    assert main(args[:-4] + ["--through-vqvae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert "is not a saved VQ-VAE" in capsys.readouterr().err
