@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from PIL import Image
 from tqdm import tqdm
 
@@ -38,6 +39,7 @@ from evaluation.judge import DEFAULT_RULES, judge
 from evaluation.prompts import parse_prompt
 from evaluation.suite import load_suite
 from evaluation.summary import accuracy_block, write_json
+from generation.vqvae import VQVAE
 
 
 def read_objects(root: Path, split: str) -> list[dict]:
@@ -64,19 +66,14 @@ class VQRoundTrip:
     mean PSNR of what it has seen."""
 
     def __init__(self, path: str | Path, device=None):
-        import torch
-
-        from generation.vqvae import VQVAE
-
         path = Path(path)
         if (path / "vqvae").is_dir():  # a TextToImage folder: use its tokenizer
             path = path / "vqvae"
-        self.path, self.torch = path, torch
+        self.path = path
         self.vqvae = VQVAE.from_pretrained(path, device=device).eval()
         self.psnr: list[float] = []
 
     def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
-        torch = self.torch
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
         x = x.to(next(self.vqvae.parameters()).device)
         with torch.no_grad():
