@@ -1,6 +1,7 @@
 """Seeded procedural scenes: image / caption / box triples of cats, dogs and faces.
 
     python -m datasets.scenes --out DIR --n N --size S --seed K [--val-fraction 0.1] [--workers W]
+                              [--backgrounds plain]
 
 writes the dataset root described in datasets/FORMATS.md. Every image is a pure
 function of (seed, index, size): its random streams are seeded from those
@@ -156,18 +157,21 @@ def _recolor(p, bg, layer, x, y, rng):
     return q
 
 
-def render_background(index: int, size: int, seed: int) -> tuple[str, Image.Image]:
+def render_background(index: int, size: int, seed: int,
+                      backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> tuple[str, Image.Image]:
     """The background of scene `index` alone: (kind, RGB image)."""
-    kind, bg = draw.draw_background(size, _rngs(seed, index)[1])
+    kind, bg = draw.draw_background(size, _rngs(seed, index)[1], backgrounds)
     return kind, Image.fromarray(bg)
 
 
-def render_scene(index: int, size: int, seed: int, with_background: bool = False):
+def render_scene(index: int, size: int, seed: int, with_background: bool = False,
+                 backgrounds: tuple[str, ...] = draw.BACKGROUNDS):
     """Scene `index`: (RGB image, objects, captions); objects are
     {"label", "color", "box": [x1, y1, x2, y2]} with exclusive x2/y2.
-    with_background=True appends the background kind as a 4th item."""
+    with_background=True appends the background kind as a 4th item. `backgrounds` limits the
+    background kinds (the objects are planned from the same random stream)."""
     r_layout, r_bg, r_obj = _rngs(seed, index)
-    kind, bg = draw.draw_background(size, r_bg)
+    kind, bg = draw.draw_background(size, r_bg, backgrounds)
     canvas = Image.fromarray(bg).convert("RGBA")
     objects, boxes = [], []
     for label, color, side in _plan(r_layout, size):
@@ -279,10 +283,11 @@ def yolo_line(cls: int, box, size: int) -> str:
             f"{(x2 - x1) / size:.6f} {(y2 - y1) / size:.6f}")
 
 
-def _write_one(index: int, root: Path, size: int, seed: int, n_train: int) -> dict:
+def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> dict:
     """Render scene `index` and write its PNG, YOLO links and labels."""
     split = "train" if index < n_train else "val"
-    image, objects, captions, kind = render_scene(index, size, seed, with_background=True)
+    image, objects, captions, kind = render_scene(index, size, seed, with_background=True, backgrounds=backgrounds)
     name = f"{index:06d}"
     png = root / "images" / split / f"{name}.png"
     image.save(png, format="PNG", compress_level=6)  # PIL writes no time or text chunks
@@ -346,7 +351,7 @@ def _coco(records: list[dict], split: str, size: int) -> dict:
 
 
 def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed: int,
-                       val_fraction: float, n_train: int, n_val: int) -> None:
+                       val_fraction: float, n_train: int, n_val: int, backgrounds: tuple[str, ...]) -> None:
     with open(root / "captions.jsonl", "w") as cap, open(root / "objects.jsonl", "w") as obj:
         for r in records:
             image = f"images/{r['split']}/{r['name']}.png"
@@ -362,6 +367,7 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
                   for c in CLASSES} for s in ("train", "val")}
     _dump(root / "meta.json", {
         "generator": GENERATOR, "seed": seed, "n": n, "size": size, "val_fraction": val_fraction,
+        "backgrounds": list(backgrounds),
         "splits": {"train": n_train, "val": n_val},
         "objects": {c: counts["train"][c] + counts["val"][c] for c in CLASSES},
         "objects_per_split": counts,
@@ -370,8 +376,13 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
     })
 
 
-def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int) -> None:
+def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> None:
     """Raise ValueError with a readable message for arguments generate() cannot use."""
+    unknown = [b for b in backgrounds if b not in draw.BACKGROUNDS]
+    if unknown or not backgrounds:
+        raise ValueError(f"backgrounds must be some of {', '.join(draw.BACKGROUNDS)} "
+                         f"(got {', '.join(backgrounds) or 'none'})")
     if n < 1:
         raise ValueError(f"n must be at least 1 (got {n})")
     if size < MIN_SIZE:
@@ -385,13 +396,15 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int) 
 
 
 def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: float = 0.1,
-             workers: int = 1, progress: bool = True) -> Path:
-    """Write a scenes dataset root (datasets/FORMATS.md) and return its path."""
-    check_args(n, size, seed, val_fraction, workers)
+             workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> Path:
+    """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `backgrounds`
+    limits the background kinds (e.g. PLAIN_BACKGROUNDS: an easier world for a small generator)."""
+    backgrounds = tuple(backgrounds)
+    check_args(n, size, seed, val_fraction, workers, backgrounds)
     root = Path(out_dir)
     _prepare(root)
     n_train, n_val = split_sizes(n, val_fraction)
-    job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train)
+    job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds)
     bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
     records = []
     if workers == 1:
@@ -404,7 +417,7 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
                 records.append(rec)
                 bar.update()
     bar.close()
-    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val)
+    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds)
     return root
 
 
@@ -420,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0, help="random seed (>= 0, default 0)")
     ap.add_argument("--val-fraction", type=float, default=0.1, help="share of images in the val split (default 0.1)")
     ap.add_argument("--workers", type=int, default=1, help="processes; output does not depend on it (default 1)")
+    ap.add_argument("--backgrounds", default=",".join(draw.BACKGROUNDS),
+                    help="comma-separated background kinds to draw from (default: all, "
+                         f"{','.join(draw.BACKGROUNDS)}; 'plain' means {','.join(PLAIN_BACKGROUNDS)})")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -427,13 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    backgrounds = PLAIN_BACKGROUNDS if args.backgrounds == "plain" else \
+        tuple(b.strip() for b in args.backgrounds.split(",") if b.strip())
     try:
-        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers)
+        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers, backgrounds)
     except ValueError as e:
         ap.error(f"bad argument: {e}")
     try:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
-                        progress=not args.quiet)
+                        progress=not args.quiet, backgrounds=backgrounds)
     except FileExistsError as e:
         ap.error(str(e))
     print(f"wrote {args.n} scenes to {root}")

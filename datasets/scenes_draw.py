@@ -292,9 +292,11 @@ def _mix_map(t: np.ndarray, c1, c2) -> np.ndarray:
     return a + (b - a) * t[..., None]
 
 
-def draw_background(size: int, rng) -> tuple[str, np.ndarray]:
-    """(kind, HxWx3 uint8). Clutter is rectangles, circles and lines, never an icon."""
-    kind = BACKGROUNDS[rng.choice(len(BACKGROUNDS), p=BACKGROUND_WEIGHTS)]
+def draw_background(size: int, rng, kinds: tuple[str, ...] = BACKGROUNDS) -> tuple[str, np.ndarray]:
+    """(kind, HxWx3 uint8), the kind drawn from `kinds` (their BACKGROUND_WEIGHTS, renormalised).
+    Clutter is rectangles, circles and lines, never an icon."""
+    weights = np.array([BACKGROUND_WEIGHTS[BACKGROUNDS.index(k)] for k in kinds])
+    kind = kinds[rng.choice(len(kinds), p=weights / weights.sum())]  # all six: the same draws as ever
     c1, c2 = random_color(rng), random_color(rng)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     theta = rng.uniform(0, 2 * math.pi)

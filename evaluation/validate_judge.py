@@ -171,11 +171,13 @@ def main(argv=None) -> int:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
         trip = VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else None
         report = validate(args.data, eyes, args.suite, args.split, args.limit, image_map=trip)
+        if trip is not None:  # the same images as drawn, for the side-by-side the ceiling is read against
+            plain = validate(args.data, eyes, args.suite, args.split, args.limit, progress=False)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trip is not None:
-        report["through_vqvae"] = trip.info()
+        report["through_vqvae"] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"]}
     out = args.out or args.data
     out.mkdir(parents=True, exist_ok=True)
     name = "tokenizer_ceiling.json" if trip else "judge_validation.json"

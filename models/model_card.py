@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from evaluation.summary import markdown_table
+from models.build_demo import STAGES
 
 
 def _load(path: Path):
@@ -27,9 +28,10 @@ def _commands(log: Path, root: Path) -> list[str]:
             continue
         words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
         words[0] = "python"
-        # the same module may run twice as different stages: per detector task, and the judge
-        # validation with and without --through-vqvae
-        variant = words[words.index("--task") + 1] if "--task" in words[:-1] else "--through-vqvae" in words
+        # the same module may run twice as different stages: per detector task, the judge
+        # validation with and without --through-vqvae, the scenes with and without --backgrounds
+        variant = (words[words.index("--task") + 1] if "--task" in words[:-1] else
+                   ("--through-vqvae" in words, "--backgrounds" in words))
         key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
         last[key] = " ".join(words)  # a dict keeps the first run's position
     return list(last.values())
@@ -45,18 +47,24 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
              "## Data", "",
              f"- `datasets.scenes` {meta.get('generator')}, seed {meta.get('seed')}, {meta.get('n')} images at "
              f"{meta.get('size')}x{meta.get('size')} (train {meta.get('splits', {}).get('train')}, "
-             f"val {meta.get('splits', {}).get('val')})", "",
-             "## Contents", "", "| file | what | MB |", "|---|---|---|",
-             f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
-             f"{_mb(bundle / 'generator'):.1f} |",
-             f"| catdog.pt | YOLO cat/dog detector (ultralytics) | {_mb(bundle / 'catdog.pt'):.1f} |",
-             f"| face.pt | YOLO face detector (ultralytics) | {_mb(bundle / 'face.pt'):.1f} |", "",
-             "## Measured", "",
-             f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB, {vq.get('codes_used')} codes used, "
-             f"perplexity {vq.get('perplexity', float('nan')):.1f}"
-             + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")
-             + (f" (VQ-VAE and generator kept from {vq['restored_from']}; the later stages were rebuilt)"
-                if vq.get("restored_from") else "")]
+             f"val {meta.get('splits', {}).get('val')})"]
+    gen_meta = _load(work / "generator_scenes" / "meta.json")
+    if gen_meta:
+        lines.append(f"- the generator (VQ-VAE and transformer) learns the same scenes drawn on "
+                     f"{' and '.join(gen_meta['backgrounds'])} backgrounds only (`--backgrounds`); the detectors "
+                     "train and are validated on all of them")
+    lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
+              f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
+              f"{_mb(bundle / 'generator'):.1f} |",
+              f"| catdog.pt | YOLO cat/dog detector (ultralytics) | {_mb(bundle / 'catdog.pt'):.1f} |",
+              f"| face.pt | YOLO face detector (ultralytics) | {_mb(bundle / 'face.pt'):.1f} |", "",
+              "## Measured", "",
+              f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB, {vq.get('codes_used')} codes used, "
+              f"perplexity {vq.get('perplexity', float('nan')):.1f}"
+              + (" on the generator's scenes" if gen_meta else "")
+              + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")
+              + (f" (VQ-VAE and generator kept from {vq['restored_from']}; the later stages were rebuilt)"
+                 if vq.get("restored_from") else "")]
     for task in ("catdog", "face"):
         m = _load(bundle / f"{task}.metrics.json") or {}
         per = ", ".join(f"{c} {v['AP50']:.3f}/{v['AP50-95']:.3f}" for c, v in m.get("per_class", {}).items())
@@ -75,10 +83,14 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         for c, b in [*jv["categories"].items(), ("overall", jv["overall"])]:
             lines.append(f"| {c} | {b['accuracy']:.3f} | {b['ci95'][0]:.3f}-{b['ci95'][1]:.3f} | {b['n']} |")
     ceiling = _load(work / "tokenizer_ceiling.json")
-    if jv and ceiling:
-        passed = {c: 1 - v for c, v in jv["true_captions_failed"].items()}
+    if ceiling:
+        # older reports lack the originals of their own data: then those of the judge validation
+        originals = ceiling["through_vqvae"].get("originals_true_captions_failed") or (jv or {}).get(
+            "true_captions_failed", {})
+        passed = {c: 1 - v for c, v in originals.items()}
         kept = {c: 1 - v for c, v in ceiling["true_captions_failed"].items()}
-        lines += ["", "Tokenizer ceiling: the images' own (true) captions that the judge passes on scenes val, "
+        data = "the generator's scenes val" if gen_meta else "scenes val"
+        lines += ["", f"Tokenizer ceiling: the images' own (true) captions that the judge passes on {data}, "
                   f"as drawn and after the VQ-VAE round trip (mean PSNR {ceiling['through_vqvae']['psnr']:.2f} dB; "
                   "`evaluation.validate_judge --through-vqvae`). A generator drawing through this tokenizer "
                   "cannot pass more often than the second column:", "",
@@ -117,7 +129,8 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         lines += [f"{'Evaluation and speed' if hardware.is_file() else 'Hardware'}: {r['gpu'] or 'no GPU'}; "
                   f"{r['cores']} CPU cores ({r['cpu']}).", ""]
     lines += ["| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v:.0f} |" for k, v in times.items()]
+    lines += [f"| {k} | {v:.0f} |" for k, v in sorted(times.items(), key=lambda kv: (
+        STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES)))]
     path = bundle / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -21,9 +21,15 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     card = (bundle / "README.md").read_text()
     assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
     assert "Tokenizer ceiling" in card and "| single_object |" in card
+    # the smoke profile, as the cpu one, gives the generator the scenes on plain backgrounds only
+    assert "drawn on flat and gradient backgrounds only" in card and "on the generator's scenes val" in card
+    gen_data = json.loads((tmp_path / "work" / "generator_scenes" / "meta.json").read_text())
+    assert gen_data["backgrounds"] == ["flat", "gradient"] and gen_data["n"] == 40
+    assert f"--data {tmp_path / 'work' / 'generator_scenes'} " in (tmp_path / "work" / "build.log").read_text()
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
+    assert card.count("python -m datasets.scenes") == 2 and "--backgrounds plain" in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -31,13 +37,13 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "tokenizer_ceiling",
+    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "tokenizer_ceiling",
                           "evaluation", "speed"}
     out = capsys.readouterr().out
     assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 9 and "$ " not in out
+    assert out.count("] done (") == 10 and "$ " not in out
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
@@ -88,3 +94,8 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     assert "mean PSNR 24.36 dB" in card
     assert "| single_object | 0.997 | 0.564 |" in card and "| faces | 0.903 | 0.717 |" in card
     assert "about 1.6 hours on two cores" in card
+    # a ceiling measured on other data (the generator's scenes) carries its own originals
+    ceiling["through_vqvae"]["originals_true_captions_failed"] = {"single_object": 0.1, "faces": 0.2}
+    (work / "tokenizer_ceiling.json").write_text(json.dumps(ceiling))
+    card = write_card(work, bundle, "cpu", {}).read_text()
+    assert "| single_object | 0.900 | 0.564 |" in card and "| faces | 0.800 | 0.717 |" in card

@@ -250,5 +250,8 @@ def test_vq_round_trip_is_encode_decode_and_measures_psnr(tmp_path, tiny_detecto
     assert report["images"] == 4 and report["through_vqvae"]["images"] == 4
     assert not (tmp_path / "o" / "judge_validation.json").exists()
     assert "mean PSNR" in capsys.readouterr().out
+    assert main(args[:-4] + ["--out", str(tmp_path / "p")]) == 0  # the plain run: its originals are the ceiling's
+    plain = json.loads((tmp_path / "p" / "judge_validation.json").read_text())
+    assert report["through_vqvae"]["originals_true_captions_failed"] == plain["true_captions_failed"]
     assert main(args[:-4] + ["--through-vqvae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a saved VQ-VAE" in capsys.readouterr().err

@@ -94,6 +94,7 @@ def test_layout_has_every_file_of_formats_md(root, rows):
     assert meta["generator"].startswith("scenes")
     assert (meta["seed"], meta["n"], meta["size"]) == (SEED, N, SIZE)
     assert meta["splits"] == {"train": n_train, "val": n_val}
+    assert meta["backgrounds"] == list(BACKGROUNDS)
     counted = Counter(o["label"] for r in rows for o in r["objects"])
     assert meta["objects"] == {c: counted[c] for c in CLASSES}
     assert meta["empty_images"] == sum(not r["objects"] for r in rows)
@@ -151,6 +152,9 @@ def test_help(capsys):
     (["--n", "5", "--size", "64", "--val-fraction", "1.5"], "val fraction must be in [0, 1) (got 1.5)"),
     (["--n", "5", "--size", "64", "--workers", "0"], "workers must be at least 1 (got 0)"),
     (["--n", "five"], "invalid int value: 'five'"),
+    (["--n", "5", "--backgrounds", "flat,sky"], "backgrounds must be some of flat, gradient, noise, stripes, "
+                                                "checker, clutter (got flat, sky)"),
+    (["--n", "5", "--backgrounds", ","], "(got none)"),
 ])
 def test_bad_arguments_exit_2_with_message(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -397,3 +401,34 @@ def test_objects_are_drawn_inside_their_boxes(root, rows):
 def test_rendered_pixels_match_boxes(many):
     for i, image, objects, _, _ in many[:150]:
         _check_pixels(np.asarray(image), np.asarray(render_background(i, SIZE, 7)[1]), objects)
+
+
+# ---------------------------------------------------------------- fewer backgrounds
+def test_full_world_backgrounds_are_unchanged_by_the_option():
+    # scenes-1 as written before --backgrounds existed (seed 0, 64 px: the demo data)
+    expected = ["noise", "clutter", "stripes", "flat", "clutter", "noise", "clutter", "gradient", "stripes", "noise",
+                "clutter", "flat"]
+    assert [render_background(i, 64, 0)[0] for i in range(12)] == expected
+    assert [render_background(i, 64, 0, BACKGROUNDS)[0] for i in range(12)] == expected
+
+
+def test_plain_backgrounds_only_and_captions_stay_true():
+    kinds = Counter()
+    for i in range(120):
+        image, objects, captions, kind = render_scene(i, SIZE, 7, with_background=True, backgrounds=PLAIN_BACKGROUNDS)
+        kinds[kind] += 1
+        assert captions == captions_for(objects, kind, SIZE)
+        for caption in captions:
+            check_caption(caption, objects, kind, SIZE)
+        _check_pixels(np.asarray(image), np.asarray(render_background(i, SIZE, 7, PLAIN_BACKGROUNDS)[1]), objects)
+    assert set(kinds) == set(PLAIN_BACKGROUNDS) and min(kinds.values()) >= 30
+    for i in range(20):  # flat alone: one colour everywhere
+        kind, bg = render_background(i, SIZE, 7, ("flat",))
+        assert kind == "flat" and len(np.unique(np.asarray(bg).reshape(-1, 3), axis=0)) == 1
+
+
+def test_cli_backgrounds_plain_is_recorded(tmp_path):
+    out = tmp_path / "plain"
+    assert main(["--out", str(out), "--n", "12", "--size", "32", "--seed", "2", "--backgrounds", "plain"]) == 0
+    assert json.loads((out / "meta.json").read_text())["backgrounds"] == list(PLAIN_BACKGROUNDS)
+    assert {r["background"] for r in _jsonl(out / "objects.jsonl")} <= set(PLAIN_BACKGROUNDS)
