@@ -16,7 +16,9 @@ tokens, decode): the same table then measures what the tokenizer keeps of the
 scenes in the judge's eyes, the ceiling of any generator drawing with it (a
 generator that samples the training images perfectly still passes its true
 captions no more often than their reconstructions do). Writes
-`tokenizer_ceiling.json`.
+`tokenizer_ceiling.json`, with the originals' figures beside it. Both reports also give the
+share of true objects found (same label, IoU >= 0.5) per object size: what a tokenizer loses
+first is small objects.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.scenes import iou
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import DEFAULT_RULES, judge
 from evaluation.prompts import parse_prompt
@@ -59,6 +62,14 @@ def read_objects(root: Path, split: str) -> list[dict]:
 
 
 ImageMap = Callable[[list[np.ndarray]], list[np.ndarray]]
+# object size buckets for the recall report: the longer box side over the image side
+SIZE_BUCKETS = ((0.0, 0.25), (0.25, 0.375), (0.375, 0.5), (0.5, 1.01))
+
+
+def size_bucket(box, image_side: int) -> str:
+    side = max(box[2] - box[0], box[3] - box[1]) / image_side
+    lo, hi = next(b for b in SIZE_BUCKETS if b[0] <= side < b[1])
+    return f"{lo:g}-{min(hi, 1):g}"
 
 
 class VQRoundTrip:
@@ -100,6 +111,7 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
     agree: dict[str, list[bool]] = {}
     truth_pass: dict[str, list[bool]] = {}
     missed_true: dict[str, list[bool]] = {}  # own captions: failed although true
+    found_by_size: dict[str, list[bool]] = {}  # each true object: a detection of its label at IoU >= 0.5?
     examples = []
     for start in tqdm(range(0, len(rows), batch), desc="judge validation", unit="batch", disable=not progress):
         chunk = rows[start:start + batch]
@@ -111,6 +123,9 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
             gt = [{"label": o["label"], "confidence": 1.0, "box": o["box"], "color": o["color"]}
                   for o in row["objects"]]
             size = (row["width"], row["height"])
+            for o in row["objects"]:
+                found_by_size.setdefault(size_bucket(o["box"], max(size)), []).append(
+                    any(d["label"] == o["label"] and iou(d["box"], o["box"]) >= 0.5 for d in dets))
             captions = own_captions.get(row["image"], [])
             for spec, own in [(s, False) for s in specs] + [(parse_prompt(c), True) for c in captions]:
                 reference = judge(spec, gt, size, DEFAULT_RULES).passed
@@ -131,6 +146,7 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
         "categories": {c: accuracy_block(v) | {"truth_pass_rate": float(np.mean(truth_pass[c]))}
                        for c, v in sorted(agree.items())},
         "true_captions_failed": {c: float(np.mean(v)) for c, v in sorted(missed_true.items())},
+        "recall_by_size": {b: {"recall": float(np.mean(v)), "objects": len(v)} for b, v in sorted(found_by_size.items())},
         "disagreements": examples,
     }
 
@@ -177,7 +193,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trip is not None:
-        report["through_vqvae"] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"]}
+        report["through_vqvae"] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"],
+                                                 "originals_recall_by_size": plain["recall_by_size"]}
     out = args.out or args.data
     out.mkdir(parents=True, exist_ok=True)
     name = "tokenizer_ceiling.json" if trip else "judge_validation.json"
@@ -185,6 +202,8 @@ def main(argv=None) -> int:
     if trip:
         print(f"images through the VQ-VAE {trip.path}: mean PSNR {report['through_vqvae']['psnr']:.2f} dB")
     print(format_table(report))
+    print("objects found (IoU 0.5) by longer side / image side: " + ", ".join(
+        f"{k} {v['recall']:.2f} of {v['objects']}" for k, v in report["recall_by_size"].items()))
     print(f"wrote {out / name}")
     return 0
 

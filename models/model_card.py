@@ -96,6 +96,12 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                   "cannot pass more often than the second column:", "",
                   "| category | originals | reconstructions |", "|---|---|---|"]
         lines += [f"| {c} | {passed[c]:.3f} | {kept.get(c, float('nan')):.3f} |" for c in passed]
+        by_size = ceiling["through_vqvae"].get("originals_recall_by_size")
+        if by_size:
+            lines += ["", "Objects the detectors find (same label, IoU >= 0.5), by the longer box side over the image "
+                      "side:", "", "| object size | objects | originals | reconstructions |", "|---|---|---|---|"]
+            lines += [f"| {k} | {v['objects']} | {v['recall']:.3f} | {ceiling['recall_by_size'][k]['recall']:.3f} |"
+                      for k, v in by_size.items()]
     ev = _load(work / "eval" / "summary.json")
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "

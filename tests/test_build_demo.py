@@ -96,6 +96,9 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     assert "about 1.6 hours on two cores" in card
     # a ceiling measured on other data (the generator's scenes) carries its own originals
     ceiling["through_vqvae"]["originals_true_captions_failed"] = {"single_object": 0.1, "faces": 0.2}
+    ceiling["through_vqvae"]["originals_recall_by_size"] = {"0-0.25": {"recall": 1.0, "objects": 170}}
+    ceiling["recall_by_size"] = {"0-0.25": {"recall": 0.2647, "objects": 170}}
     (work / "tokenizer_ceiling.json").write_text(json.dumps(ceiling))
     card = write_card(work, bundle, "cpu", {}).read_text()
     assert "| single_object | 0.900 | 0.564 |" in card and "| faces | 0.800 | 0.717 |" in card
+    assert "| 0-0.25 | 170 | 1.000 | 0.265 |" in card

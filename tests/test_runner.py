@@ -185,6 +185,8 @@ def test_validate_judge_agrees_fully_with_ground_truth_eyes(tmp_path):
         assert block["accuracy"] == 1.0 or cat == "colors", (cat, block)
     assert report["true_captions_failed"]["single_object"] == 0.0
     assert "overall" in format_table(report)
+    # eyes that see the truth find every object, whatever its size
+    assert report["recall_by_size"] and all(v["recall"] == 1.0 for v in report["recall_by_size"].values())
 
     # eyes that miss every face: face prompts now disagree with the truth
     blind = make_eyes(world)
@@ -214,6 +216,9 @@ def test_validate_judge_through_an_image_map_judges_the_mapped_images(tmp_path):
     blank = validate(root, make_eyes(world), "smoke", progress=False,
                      image_map=lambda ims: [np.zeros_like(i) for i in ims])
     assert blank["true_captions_failed"]["single_object"] == 1.0
+    assert all(v["recall"] == 0.0 for v in blank["recall_by_size"].values())
+    assert {k: v["objects"] for k, v in blank["recall_by_size"].items()} == \
+        {k: v["objects"] for k, v in plain["recall_by_size"].items()}
     assert all(blank["categories"][c]["truth_pass_rate"] == b["truth_pass_rate"] for c, b in plain["categories"].items())
     assert blank["overall"]["accuracy"] < plain["overall"]["accuracy"]
 
@@ -253,5 +258,19 @@ def test_vq_round_trip_is_encode_decode_and_measures_psnr(tmp_path, tiny_detecto
     assert main(args[:-4] + ["--out", str(tmp_path / "p")]) == 0  # the plain run: its originals are the ceiling's
     plain = json.loads((tmp_path / "p" / "judge_validation.json").read_text())
     assert report["through_vqvae"]["originals_true_captions_failed"] == plain["true_captions_failed"]
+    assert report["through_vqvae"]["originals_recall_by_size"] == plain["recall_by_size"]
+    val_objects = [o for r in map(json.loads, (root / "objects.jsonl").read_text().splitlines())
+                   if r["split"] == "val" for o in r["objects"]]
+    assert sum(v["objects"] for v in report["recall_by_size"].values()) == len(val_objects)
+    assert all(0 <= v["recall"] <= 1 for v in report["recall_by_size"].values())
     assert main(args[:-4] + ["--through-vqvae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a saved VQ-VAE" in capsys.readouterr().err
+
+
+def test_size_buckets_known_answers():
+    from evaluation.validate_judge import size_bucket
+
+    assert size_bucket([0, 0, 15, 15], 64) == "0-0.25"
+    assert size_bucket([10, 10, 26, 12], 64) == "0.25-0.375"  # the longer side counts: 16 / 64
+    assert size_bucket([0, 0, 31, 24], 64) == "0.375-0.5"
+    assert size_bucket([0, 0, 32, 8], 64) == size_bucket([0, 0, 64, 64], 64) == "0.5-1"
