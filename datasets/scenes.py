@@ -1,7 +1,7 @@
 """Seeded procedural scenes: image / caption / box triples of cats, dogs and faces.
 
     python -m datasets.scenes --out DIR --n N --size S --seed K [--val-fraction 0.1] [--workers W]
-                              [--backgrounds plain]
+                              [--backgrounds plain] [--min-object 0.375]
 
 writes the dataset root described in datasets/FORMATS.md. Every image is a pure
 function of (seed, index, size): its random streams are seeded from those
@@ -88,8 +88,9 @@ def _rngs(seed: int, index: int):
     return [np.random.default_rng([seed, index, k]) for k in range(3)]
 
 
-def _plan(rng, size: int) -> list[tuple[str, str, float]]:
-    """(label, colour, nominal side in px), largest first so small objects land on top."""
+def _plan(rng, size: int, min_object: float = 0.0) -> list[tuple[str, str, float]]:
+    """(label, colour, nominal side in px), largest first so small objects land on top;
+    `min_object` raises the side range's lower end (a fraction of the image side)."""
     n = int(rng.choice(len(COUNT_PROBS), p=COUNT_PROBS))
     if n == 0:
         return []
@@ -97,6 +98,8 @@ def _plan(rng, size: int) -> list[tuple[str, str, float]]:
     same_color = rng.random() < 0.5  # "two black cats"
     first = CLASSES[rng.integers(len(CLASSES))]
     lo, hi = SIDE_RANGE[n]
+    lo = max(lo, min_object)
+    hi = max(hi, lo)
     plan, colour_of = [], {}
     for _ in range(n):
         label = first if same_class else CLASSES[rng.integers(len(CLASSES))]
@@ -165,16 +168,19 @@ def render_background(index: int, size: int, seed: int,
 
 
 def render_scene(index: int, size: int, seed: int, with_background: bool = False,
-                 backgrounds: tuple[str, ...] = draw.BACKGROUNDS):
+                 backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0):
     """Scene `index`: (RGB image, objects, captions); objects are
     {"label", "color", "box": [x1, y1, x2, y2]} with exclusive x2/y2.
     with_background=True appends the background kind as a 4th item. `backgrounds` limits the
-    background kinds (the objects are planned from the same random stream)."""
+    background kinds, `min_object` makes every object's nominal side at least that fraction of
+    the image (one that cannot fit at that size is left out); both draw from the same random
+    streams as the full world."""
+    floor = max(MIN_SIDE_PX, round(min_object * size))
     r_layout, r_bg, r_obj = _rngs(seed, index)
     kind, bg = draw.draw_background(size, r_bg, backgrounds)
     canvas = Image.fromarray(bg).convert("RGBA")
     objects, boxes = [], []
-    for label, color, side in _plan(r_layout, size):
+    for label, color, side in _plan(r_layout, size, min_object):
         p = draw.sample_params(label, color, r_obj)
         for _ in range(4):  # shrink and retry when it does not fit beside the others
             w = max(MIN_SIDE_PX, min(size, round(side * p["aspect"])))
@@ -182,7 +188,7 @@ def render_scene(index: int, size: int, seed: int, with_background: bool = False
             pos = _place(layer.size, boxes, size, r_layout)
             if pos is not None:
                 break
-            side *= 0.8
+            side = max(side * 0.8, floor)
         if pos is None:
             continue
         x, y = pos
@@ -284,10 +290,11 @@ def yolo_line(cls: int, box, size: int) -> str:
 
 
 def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
-               backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> dict:
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0) -> dict:
     """Render scene `index` and write its PNG, YOLO links and labels."""
     split = "train" if index < n_train else "val"
-    image, objects, captions, kind = render_scene(index, size, seed, with_background=True, backgrounds=backgrounds)
+    image, objects, captions, kind = render_scene(index, size, seed, with_background=True, backgrounds=backgrounds,
+                                                  min_object=min_object)
     name = f"{index:06d}"
     png = root / "images" / split / f"{name}.png"
     image.save(png, format="PNG", compress_level=6)  # PIL writes no time or text chunks
@@ -351,7 +358,8 @@ def _coco(records: list[dict], split: str, size: int) -> dict:
 
 
 def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed: int,
-                       val_fraction: float, n_train: int, n_val: int, backgrounds: tuple[str, ...]) -> None:
+                       val_fraction: float, n_train: int, n_val: int, backgrounds: tuple[str, ...],
+                       min_object: float) -> None:
     with open(root / "captions.jsonl", "w") as cap, open(root / "objects.jsonl", "w") as obj:
         for r in records:
             image = f"images/{r['split']}/{r['name']}.png"
@@ -367,7 +375,7 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
                   for c in CLASSES} for s in ("train", "val")}
     _dump(root / "meta.json", {
         "generator": GENERATOR, "seed": seed, "n": n, "size": size, "val_fraction": val_fraction,
-        "backgrounds": list(backgrounds),
+        "backgrounds": list(backgrounds), "min_object": min_object,
         "splits": {"train": n_train, "val": n_val},
         "objects": {c: counts["train"][c] + counts["val"][c] for c in CLASSES},
         "objects_per_split": counts,
@@ -377,8 +385,10 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
 
 
 def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
-               backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> None:
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0) -> None:
     """Raise ValueError with a readable message for arguments generate() cannot use."""
+    if not 0 <= min_object <= 0.6:  # four objects of 0.6 no longer fit side by side
+        raise ValueError(f"min object must be in [0, 0.6] of the image side (got {min_object})")
     unknown = [b for b in backgrounds if b not in draw.BACKGROUNDS]
     if unknown or not backgrounds:
         raise ValueError(f"backgrounds must be some of {', '.join(draw.BACKGROUNDS)} "
@@ -396,15 +406,18 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
 
 
 def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: float = 0.1,
-             workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS) -> Path:
+             workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS,
+             min_object: float = 0.0) -> Path:
     """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `backgrounds`
-    limits the background kinds (e.g. PLAIN_BACKGROUNDS: an easier world for a small generator)."""
+    limits the background kinds (e.g. PLAIN_BACKGROUNDS) and `min_object` the smallest object
+    (a fraction of the image side): easier worlds for a small generator."""
     backgrounds = tuple(backgrounds)
-    check_args(n, size, seed, val_fraction, workers, backgrounds)
+    check_args(n, size, seed, val_fraction, workers, backgrounds, min_object)
     root = Path(out_dir)
     _prepare(root)
     n_train, n_val = split_sizes(n, val_fraction)
-    job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds)
+    job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
+                  min_object=min_object)
     bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
     records = []
     if workers == 1:
@@ -417,7 +430,7 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
                 records.append(rec)
                 bar.update()
     bar.close()
-    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds)
+    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object)
     return root
 
 
@@ -436,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--backgrounds", default=",".join(draw.BACKGROUNDS),
                     help="comma-separated background kinds to draw from (default: all, "
                          f"{','.join(draw.BACKGROUNDS)}; 'plain' means {','.join(PLAIN_BACKGROUNDS)})")
+    ap.add_argument("--min-object", type=float, default=0.0,
+                    help="smallest nominal object side as a fraction of the image side, 0-0.6 (default 0: "
+                         "the world's own 0.12-0.15; the tight box can be a little smaller)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -446,12 +462,12 @@ def main(argv=None) -> int:
     backgrounds = PLAIN_BACKGROUNDS if args.backgrounds == "plain" else \
         tuple(b.strip() for b in args.backgrounds.split(",") if b.strip())
     try:
-        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers, backgrounds)
+        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers, backgrounds, args.min_object)
     except ValueError as e:
         ap.error(f"bad argument: {e}")
     try:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
-                        progress=not args.quiet, backgrounds=backgrounds)
+                        progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object)
     except FileExistsError as e:
         ap.error(str(e))
     print(f"wrote {args.n} scenes to {root}")

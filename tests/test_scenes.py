@@ -8,6 +8,7 @@ much faster than writing files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -94,7 +95,7 @@ def test_layout_has_every_file_of_formats_md(root, rows):
     assert meta["generator"].startswith("scenes")
     assert (meta["seed"], meta["n"], meta["size"]) == (SEED, N, SIZE)
     assert meta["splits"] == {"train": n_train, "val": n_val}
-    assert meta["backgrounds"] == list(BACKGROUNDS)
+    assert meta["backgrounds"] == list(BACKGROUNDS) and meta["min_object"] == 0.0
     counted = Counter(o["label"] for r in rows for o in r["objects"])
     assert meta["objects"] == {c: counted[c] for c in CLASSES}
     assert meta["empty_images"] == sum(not r["objects"] for r in rows)
@@ -155,6 +156,7 @@ def test_help(capsys):
     (["--n", "5", "--backgrounds", "flat,sky"], "backgrounds must be some of flat, gradient, noise, stripes, "
                                                 "checker, clutter (got flat, sky)"),
     (["--n", "5", "--backgrounds", ","], "(got none)"),
+    (["--n", "5", "--min-object", "0.7"], "min object must be in [0, 0.6] of the image side (got 0.7)"),
 ])
 def test_bad_arguments_exit_2_with_message(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -410,6 +412,10 @@ def test_full_world_backgrounds_are_unchanged_by_the_option():
                 "clutter", "flat"]
     assert [render_background(i, 64, 0)[0] for i in range(12)] == expected
     assert [render_background(i, 64, 0, BACKGROUNDS)[0] for i in range(12)] == expected
+    # and the objects: sha256 of the first 20 scenes' objects as scenes-1 wrote them
+    objects = json.dumps([render_scene(i, 64, 0, min_object=0.0)[1] for i in range(20)])
+    assert hashlib.sha256(objects.encode()).hexdigest() == \
+        "7f2d84af5ce1bb08a192e44997fcc8efe70409c9c3e95c08a730ea0cf39132a6"
 
 
 def test_plain_backgrounds_only_and_captions_stay_true():
@@ -427,8 +433,26 @@ def test_plain_backgrounds_only_and_captions_stay_true():
         assert kind == "flat" and len(np.unique(np.asarray(bg).reshape(-1, 3), axis=0)) == 1
 
 
+def test_min_object_makes_every_object_large_and_captions_stay_true():
+    def sides(min_object):
+        out = []
+        for i in range(150):
+            _, objects, captions, kind = render_scene(i, SIZE, 7, with_background=True, min_object=min_object)
+            for caption in captions:
+                check_caption(caption, objects, kind, SIZE)
+            out += [max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1]) for o in objects]
+        return np.array(out)
+
+    world, large = sides(0.0), sides(0.375)
+    # boxes are tight around the drawing, so a little under the nominal 24 px
+    assert large.min() >= 0.8 * 0.375 * SIZE and world.min() < 0.25 * SIZE
+    assert np.median(large) > np.median(world) and len(large) >= 0.8 * len(world)  # few left out
+
+
 def test_cli_backgrounds_plain_is_recorded(tmp_path):
     out = tmp_path / "plain"
-    assert main(["--out", str(out), "--n", "12", "--size", "32", "--seed", "2", "--backgrounds", "plain"]) == 0
+    assert main(["--out", str(out), "--n", "12", "--size", "32", "--seed", "2", "--backgrounds", "plain",
+                 "--min-object", "0.3"]) == 0
     assert json.loads((out / "meta.json").read_text())["backgrounds"] == list(PLAIN_BACKGROUNDS)
+    assert json.loads((out / "meta.json").read_text())["min_object"] == 0.3
     assert {r["background"] for r in _jsonl(out / "objects.jsonl")} <= set(PLAIN_BACKGROUNDS)
