@@ -146,7 +146,8 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
         "categories": {c: accuracy_block(v) | {"truth_pass_rate": float(np.mean(truth_pass[c]))}
                        for c, v in sorted(agree.items())},
         "true_captions_failed": {c: float(np.mean(v)) for c, v in sorted(missed_true.items())},
-        "recall_by_size": {b: {"recall": float(np.mean(v)), "objects": len(v)} for b, v in sorted(found_by_size.items())},
+        "recall_by_size": {b: {"recall": float(np.mean(v)), "objects": len(v)}
+                           for b, v in sorted(found_by_size.items())},
         "disagreements": examples,
     }
 

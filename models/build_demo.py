@@ -73,8 +73,8 @@ PROFILES = {
             "detector": ["--epochs", "60", "--imgsz", "128", "--batch", "64", "--model", "yolov8n.yaml",
                          "--time-limit", "3.0", "--workers", "8"]},
 }
-STAGES = ("scenes", "generator_scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "tokenizer_ceiling", "evaluation",
-          "speed")
+STAGES = ("scenes", "generator_scenes", "vqvae", "generator", "catdog", "face", "judge_validation",
+          "tokenizer_ceiling", "evaluation", "speed")
 
 
 def run(cmd: list[str], log: Path) -> float:
