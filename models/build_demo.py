@@ -31,6 +31,11 @@ PROFILES = {
             # full world's noise, stripes and checkers took its capacity on two cores, and its samples
             # were textures (the detectors still train and are validated on every background)
             "generator_backgrounds": "plain",
+            # and every object at least 3/8 of the image side: after the VQ round trip the detectors
+            # found 26% of the objects under 1/4 of the side and 89-97% above 3/8 (validate_judge's
+            # recall by size), and a generator trained on such scenes scored higher on fewer steps
+            # (benchmarks/RESULTS.md, large-object experiment)
+            "generator_min_object": 0.375,
             # f=4 (16x16 tokens): at f=8 the detectors found 12% of the objects in the reconstructions
             # (the tokenizer ceiling, evaluation.validate_judge --through-vqvae). ~1 s/step on two
             # cores; the time limit ends it inside the CPU build's budget
@@ -46,7 +51,7 @@ PROFILES = {
             # 64 px scenes seen at imgsz 128: finer boxes (mAP50-95 0.81 vs 0.71 at 64 px and 30 epochs)
             "detector": ["--epochs", "15", "--imgsz", "128", "--batch", "32", "--model", "yolov8n.yaml"]},
     # seconds, for tests of the recipe itself; the models learn nothing
-    "smoke": {"size": 32, "n": 40, "seed": 0, "generator_backgrounds": "plain",
+    "smoke": {"size": 32, "n": 40, "seed": 0, "generator_backgrounds": "plain", "generator_min_object": 0.375,
               "vqvae": ["--steps", "6", "--batch", "8", "--channels", "8", "--codebook-size", "32", "--embed-dim", "8",
                         "--downsample", "4", "--val-every", "3", "--ckpt-every", "3"],
               "text": {"kind": "scratch", "vocab_size": 200, "dim": 32, "layers": 1, "heads": 2, "max_length": 16},
@@ -59,7 +64,8 @@ PROFILES = {
     # sized for one 10-minute call on a lent H100/H200 (models/gpu_call.sh all, models/GPU.md): every
     # training stage has a time limit, so it ends (and writes its model) inside the call whatever the
     # speed; the detectors train beside the generator
-    "gpu": {"size": 128, "n": 20000, "seed": 0, "generator_backgrounds": "plain",  # as the cpu profile
+    "gpu": {"size": 128, "n": 20000, "seed": 0,  # the generator's scenes as in the cpu profile (16x16 tokens too)
+            "generator_backgrounds": "plain", "generator_min_object": 0.375,
             "vqvae": ["--steps", "15000", "--batch", "64", "--channels", "64", "--codebook-size", "512",
                       "--embed-dim", "64", "--downsample", "8", "--val-every", "1000", "--ckpt-every", "1000",
                       "--time-limit", "2.0"],
@@ -134,7 +140,8 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     # what the generator learns to draw: the same scenes, on fewer kinds of background where asked
     gen_scenes = work / "generator_scenes" if p.get("generator_backgrounds") else scenes
     if gen_scenes != scenes and stage("generator_scenes", gen_scenes / "meta.json",
-                                      [*scenes_cmd, "--backgrounds", p["generator_backgrounds"], "--out",
+                                      [*scenes_cmd, "--backgrounds", p["generator_backgrounds"],
+                                       "--min-object", str(p.get("generator_min_object", 0.0)), "--out",
                                        str(gen_scenes)]):
         return work
     vq = work / "vqvae"

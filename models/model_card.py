@@ -51,8 +51,10 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     gen_meta = _load(work / "generator_scenes" / "meta.json")
     if gen_meta:
         lines.append(f"- the generator (VQ-VAE and transformer) learns the same scenes drawn on "
-                     f"{' and '.join(gen_meta['backgrounds'])} backgrounds only (`--backgrounds`); the detectors "
-                     "train and are validated on all of them")
+                     f"{' and '.join(gen_meta['backgrounds'])} backgrounds only (`--backgrounds`)"
+                     + (f", every object at least {gen_meta['min_object']:g} of the image side (`--min-object`)"
+                        if gen_meta.get("min_object") else "")
+                     + "; the detectors train and are validated on all of them")
     lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
               f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
               f"{_mb(bundle / 'generator'):.1f} |",

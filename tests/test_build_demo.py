@@ -24,7 +24,8 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     # the smoke profile, as the cpu one, gives the generator the scenes on plain backgrounds only
     assert "drawn on flat and gradient backgrounds only" in card and "on the generator's scenes val" in card
     gen_data = json.loads((tmp_path / "work" / "generator_scenes" / "meta.json").read_text())
-    assert gen_data["backgrounds"] == ["flat", "gradient"] and gen_data["n"] == 40
+    assert gen_data["backgrounds"] == ["flat", "gradient"] and gen_data["n"] == 40 and gen_data["min_object"] == 0.375
+    assert "every object at least 0.375 of the image side (`--min-object`)" in card
     assert f"--data {tmp_path / 'work' / 'generator_scenes'} " in (tmp_path / "work" / "build.log").read_text()
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
