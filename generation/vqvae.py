@@ -228,8 +228,11 @@ class VQVAE(nn.Module):
     def forward(self, images: torch.Tensor):
         """images in [0, 1] -> (reconstruction in [0, 1] (unclamped), ids, quantiser loss)."""
         z = self.encoder(images * 2 - 1)
-        zq, ids, qloss = self.quantize(z)
-        return (self.decoder(zq) + 1) / 2, ids, qloss
+        # under bf16 autocast the nearest-code search and the EMA codebook stay float32: bf16
+        # distances would tie close codes, and running means need the mantissa
+        with torch.autocast(z.device.type, enabled=False):
+            zq, ids, qloss = self.quantize(z.float())
+        return (self.decoder(zq).float() + 1) / 2, ids, qloss
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

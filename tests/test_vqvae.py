@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 from datasets.scenes import render_scene
 from generation import train_vqvae
+from generation import precision as precision_mod
+from generation.precision import resolve_precision, training_autocast
 from generation.vqvae import VQVAE, EMACodebook, VQVAEConfig
 
 
@@ -112,7 +114,8 @@ def psnr(a, b):
     return float(10 * torch.log10(1 / ((a.detach() - b) ** 2).mean()))
 
 
-def test_tiny_vqvae_learns_to_reconstruct_scenes():
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_tiny_vqvae_learns_to_reconstruct_scenes(precision):
     torch.manual_seed(0)
     images = torch.stack([torch.from_numpy(np.array(render_scene(i, 32, 4)[0])).permute(2, 0, 1).float() / 255
                           for i in range(8)])
@@ -124,8 +127,9 @@ def test_tiny_vqvae_learns_to_reconstruct_scenes():
     before = psnr(vq.decode(vq.encode(images)), images)
     vq.train()
     for step in range(120):
-        rec, ids, qloss = vq(images)
-        loss = (rec - images).abs().mean() + qloss
+        with training_autocast("cpu", precision):
+            rec, ids, qloss = vq(images)
+            loss = (rec - images).abs().mean() + qloss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -151,19 +155,25 @@ ARGS = ["--size", "32", "--batch", "4", "--codebook-size", "16", "--embed-dim", 
 
 
 @pytest.mark.parametrize("gan", [[], ["--gan-weight", "0.1", "--gan-start", "2"]], ids=["plain", "gan"])
-def test_cli_resume_is_bit_identical_and_logs_metrics(tmp_path, gan):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cli_resume_is_bit_identical_and_logs_metrics(tmp_path, gan, precision):
     data = write_scenes_root(tmp_path / "scenes")
-    args = [*ARGS, *gan]
+    args = [*ARGS, *gan, "--precision", precision]
     full, half = tmp_path / "full", tmp_path / "half"
     assert train_vqvae.main(["--data", str(data), "--out", str(full), "--steps", "6", *args]) == 0
-    assert train_vqvae.main(["--data", str(data), "--out", str(half), "--steps", "3", *args]) == 0
+    # interrupted after its first step (the time limit), with the same --steps, so the same lr curve
+    assert train_vqvae.main(["--data", str(data), "--out", str(half), "--steps", "6", "--time-limit", "1e-9",
+                             *args]) == 0
+    rows = [json.loads(x) for x in (half / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1] and "time limit" in rows[0]["stopped"]
     assert train_vqvae.main(["--data", str(data), "--out", str(half), "--steps", "6", "--resume", *args]) == 0
     a, b = load_file(str(full / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x) for x in (half / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [3, 6]
+    assert [r["step"] for r in rows] == [1, 3, 6]
     final = json.loads((full / "metrics.json").read_text())
     assert final["step"] == 6 and final["val_split"] == "val" and 1 <= final["codes_used"] <= 16
+    assert final["precision"] == precision
     # metrics.json's PSNR is the saved model's encode -> decode PSNR on the 2 val images
     vq = VQVAE.from_pretrained(full)
     val = train_vqvae.as_float(train_vqvae.load_images(train_vqvae.image_paths(data, "val"), 32, quiet=True), "cpu")
@@ -177,3 +187,64 @@ def test_cli_bad_data_is_a_clear_error(tmp_path, capsys):
     assert train_vqvae.main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), *ARGS]) == 2
     assert "no captions.jsonl and no images/train/" in capsys.readouterr().err
     assert train_vqvae.main(["--data", str(tmp_path / "empty"), "--out", str(tmp_path / "o"), "--resume", *ARGS]) == 2
+
+
+def test_precision_auto_follows_the_hardware_and_names_bad_values(monkeypatch):
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="'half'"):
+        resolve_precision("half", "cpu")
+    for native, expected in [(True, "bf16"), (False, "fp32")]:
+        monkeypatch.setattr(precision_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert resolve_precision("auto", "cpu") == expected
+
+
+def test_bf16_autocast_keeps_the_codebook_float32_and_the_codes_nearest():
+    torch.manual_seed(0)
+    vq = VQVAE(TINY).train()
+    x = torch.rand(4, 3, 16, 16)
+    with training_autocast("cpu", "bf16"):
+        z = vq.encoder(x * 2 - 1)
+        rec, ids, qloss = vq(x)
+    assert z.dtype == torch.bfloat16  # the convolutions did run in bf16
+    assert rec.dtype == qloss.dtype == torch.float32
+    assert all(b.dtype != torch.bfloat16 for b in vq.codebook.buffers())
+    # the codes are the brute-force nearest (float32) of the same bf16 encoder output
+    flat = z.float().permute(0, 2, 3, 1).reshape(-1, TINY.embed_dim)
+    dist = torch.cdist(flat.double(), vq.codebook.embed.double())
+    chosen = dist.gather(1, ids.flatten()[:, None]).squeeze(1)
+    # ties up to float32 rounding of |a|^2 - 2ab + |b|^2 may pick either code; bf16 would be off by ~1e-2
+    assert (chosen - dist.min(1).values).max() < 1e-5
+
+
+def test_training_speed_benchmark_times_every_setting(capsys):
+    from benchmarks import training_speed
+
+    training_speed.main(["vqvae", "--size", "16", "--channels", "8", "--batch", "2", "--downsample", "4",
+                         "--embed-dim", "8", "--warmup", "1", "--repeats", "1", "--device", "cpu"])
+    training_speed.main(["transformer", "--width", "16", "--depth", "1", "--heads", "2", "--grid", "2",
+                         "--codes", "8", "--text-dim", "16", "--batch", "2", "--precision", "bf16",
+                         "--warmup", "0", "--repeats", "1", "--device", "cpu"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    settings = [(r["model"], r["precision"], r.get("layout")) for r in rows]
+    assert settings == [("vqvae", p, lay) for p in ("fp32", "bf16") for lay in ("contiguous", "channels_last")] + [
+        ("transformer", "bf16", None)]
+    for r in rows[:4]:
+        assert r["s_step"] > 0 and r["images_s"] == pytest.approx(2 / r["s_step"], rel=0.01)
+    assert rows[4]["tokens"] == 4 and rows[4]["tokens_s"] == pytest.approx(8 / rows[4]["s_step"], rel=0.01)
+
+
+
+def test_lr_schedule_known_values_and_the_cli_follows_it(tmp_path):
+    from types import SimpleNamespace
+
+    cos = SimpleNamespace(lr=1e-3, steps=100, lr_schedule="cosine")
+    assert train_vqvae.lr_at(0, cos) == pytest.approx(1e-3)
+    assert train_vqvae.lr_at(50, cos) == pytest.approx(0.55e-3)
+    assert train_vqvae.lr_at(100, cos) == pytest.approx(1e-4) == train_vqvae.lr_at(500, cos)
+    assert train_vqvae.lr_at(50, SimpleNamespace(lr=1e-3, steps=100, lr_schedule="constant")) == 1e-3
+    data = write_scenes_root(tmp_path / "scenes")
+    out = tmp_path / "run"
+    assert train_vqvae.main(["--data", str(data), "--out", str(out), "--steps", "6", "--lr", "1e-3", *ARGS]) == 0
+    state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
+    # the last step (index 5 of 6) ran at the cosine's value there
+    assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.45 * (1 + np.cos(np.pi * 5 / 6))))

@@ -1,0 +1,145 @@
+"""Training step time of the VQ-VAE and of the diffusion transformer, per precision and layout.
+
+    python -m benchmarks.training_speed vqvae --size 128 --channels 32 64 --batch 16 32
+    python -m benchmarks.training_speed transformer --width 192 --depth 4 --grid 16 --batch 32
+
+One step = forward, backward and the optimizer step, on random data (speed does not depend on
+what is learned), median of --repeats after --warmup steps. Every combination of the listed
+precisions (fp32, bf16 autocast) and, for the VQ-VAE, memory layouts (contiguous, channels_last)
+is timed in this one process. Prints one JSON line per setting; copy the figures into
+benchmarks/RESULTS.md with the machine and this command.
+"""
+
+from __future__ import annotations
+
+import gendet_env  # noqa: F401
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from generation.diffusion import MaskReplaceDiffusion
+from generation.precision import training_autocast
+from generation.text import ScratchTextEncoder
+from generation.transformer import DenoisingTransformer, TransformerConfig
+from generation.vqvae import VQVAE, VQVAEConfig
+
+CAPTIONS = ["a black cat", "two dogs", "a face to the left of a dog", "a white cat on the right"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step, device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        step()
+        sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def vqvae_step(args, device, channels: int, batch: int, precision: str, layout: str):
+    torch.manual_seed(0)
+    mult = (1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    vq = VQVAE(VQVAEConfig(channels=channels, channel_mult=mult, embed_dim=args.embed_dim)).to(device, memory_format=fmt)
+    opt = torch.optim.Adam(vq.parameters(), lr=1e-4)
+    x = torch.rand(batch, 3, args.size, args.size, device=device).contiguous(memory_format=fmt)
+
+    def step():
+        with training_autocast(device, precision):
+            rec, _, qloss = vq(x)
+            loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def transformer_step(args, device, batch: int, precision: str):
+    torch.manual_seed(0)
+    text = ScratchTextEncoder.train_new(CAPTIONS, vocab_size=200, dim=args.text_dim, layers=2, heads=4,
+                                        max_length=24).to(device)
+    cfg = TransformerConfig(num_classes=args.codes, h=args.grid, w=args.grid, text_dim=text.dim, width=args.width,
+                            depth=args.depth, heads=args.heads)
+    model = DenoisingTransformer(cfg).to(device)
+    diffusion = MaskReplaceDiffusion(args.codes, cfg.diffusion_steps).to(device)
+    params = [*model.parameters(), *text.parameters()]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    gen = torch.Generator(device).manual_seed(0)
+    x0 = torch.randint(0, args.codes, (batch, args.grid * args.grid), device=device)
+    prompts = [CAPTIONS[i % len(CAPTIONS)] for i in range(batch)]
+
+    def step():
+        with training_autocast(device, precision):
+            emb, mask = text.encode(prompts)
+            loss, _ = diffusion.loss(model.denoiser(model.prepare_text(emb, mask)), x0, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+    return step
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.training_speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("model", choices=("vqvae", "transformer"))
+    ap.add_argument("--batch", type=int, nargs="+", default=[16])
+    ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    vq = ap.add_argument_group("vqvae")
+    vq.add_argument("--size", type=int, default=128)
+    vq.add_argument("--channels", type=int, nargs="+", default=[32])
+    vq.add_argument("--downsample", type=int, choices=(4, 8), default=8)
+    vq.add_argument("--embed-dim", type=int, default=32)
+    vq.add_argument("--layout", nargs="+", choices=("contiguous", "channels_last"),
+                    default=["contiguous", "channels_last"])
+    tr = ap.add_argument_group("transformer")
+    tr.add_argument("--width", type=int, default=192)
+    tr.add_argument("--depth", type=int, default=4)
+    tr.add_argument("--heads", type=int, default=6)
+    tr.add_argument("--grid", type=int, default=16, help="token grid side (256 tokens at 16)")
+    tr.add_argument("--codes", type=int, default=512)
+    tr.add_argument("--text-dim", type=int, default=128)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    where = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+             "threads": torch.get_num_threads(), "torch": torch.__version__, "cpus": os.cpu_count()}
+    if args.model == "vqvae":
+        grid = itertools.product(args.channels, args.batch, args.precision, args.layout)
+        for channels, batch, precision, layout in grid:
+            s = time_steps(vqvae_step(args, device, channels, batch, precision, layout), device, args.warmup,
+                           args.repeats)
+            print(json.dumps({"model": "vqvae", "size": args.size, "channels": channels, "f": args.downsample,
+                              "batch": batch, "precision": precision, "layout": layout, "s_step": round(s, 4),
+                              "images_s": round(batch / s, 2)} | where), flush=True)
+    else:
+        for batch, precision in itertools.product(args.batch, args.precision):
+            s = time_steps(transformer_step(args, device, batch, precision), device, args.warmup, args.repeats)
+            print(json.dumps({"model": "transformer", "width": args.width, "depth": args.depth,
+                              "tokens": args.grid ** 2, "batch": batch, "precision": precision,
+                              "s_step": round(s, 4), "it_s": round(1 / s, 3),
+                              "tokens_s": round(batch * args.grid ** 2 / s)} | where), flush=True)
+
+
+if __name__ == "__main__":
+    main()
