@@ -35,7 +35,9 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
     rows = [json.loads(x) for x in (vqvae_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10]
     half = tmp_path / "half"
-    assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "5", *VQ_ARGS]) == 0
+    # interrupted (time limit) after its first step, with the same --steps: the same lr curve
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--time-limit", "1e-9",
+                             *VQ_ARGS]) == 0
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--resume", *VQ_ARGS]) == 0
     a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
