@@ -6,7 +6,8 @@
 
 "auto" picks bf16 autocast where the hardware has native bf16 arithmetic: CUDA GPUs that
 support it, and CPUs with AVX512-BF16 or AMX (there a 128 px VQ-VAE step, channels-last, is
-2.3-3.3x faster than float32; benchmarks/RESULTS.md). Elsewhere bf16 is emulated and slower, so "auto" means fp32.
+2.3-3.3x faster than float32; benchmarks/RESULTS.md). Elsewhere bf16 is emulated and slower,
+so "auto" means fp32.
 Weights, optimizer state and the loss stay float32 either way (autocast, not a cast).
 """
 
