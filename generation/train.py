@@ -22,7 +22,6 @@ import gendet_env  # noqa: F401
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -39,6 +38,7 @@ from tqdm import tqdm
 from generation.data import CaptionImageDataset
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
+from generation.schedule import cosine_lr
 from generation.text import ClipTextEncoder, ScratchTextEncoder
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE
@@ -157,10 +157,7 @@ def trainable(pipe: TextToImage) -> dict[str, nn.Parameter]:
 
 
 def lr_at(step: int, tc: dict) -> float:
-    if step < tc["warmup"]:
-        return tc["lr"] * (step + 1) / tc["warmup"]
-    progress = (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"])
-    return tc["lr"] * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    return cosine_lr(step, tc["lr"], tc["steps"], tc["warmup"])
 
 
 # ---------------------------------------------------------------------- checkpoints

@@ -17,7 +17,6 @@ import gendet_env  # noqa: F401
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
@@ -31,6 +30,7 @@ from tqdm import tqdm
 
 from generation.data import load_image, read_captions
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
+from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
 
 
@@ -147,9 +147,9 @@ def train(args) -> dict:
         vq.train()
         idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
         x = as_float(train_imgs[idx], device).contiguous(memory_format=torch.channels_last)
-        for o in (opt, opt_d) if opt_d else (opt,):
-            for group in o.param_groups:
-                group["lr"] = lr_at(step, args)
+        lr = lr_at(step, args)
+        for group in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
+            group["lr"] = lr
         with training_autocast(device, precision):
             rec, ids, qloss = vq(x)
             loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
@@ -200,9 +200,7 @@ def train(args) -> dict:
 def lr_at(step: int, args) -> float:
     """Constant, or cosine from --lr down to a tenth of it at --steps (a function of the step
     alone, so a resumed run follows the same curve)."""
-    if args.lr_schedule == "constant":
-        return args.lr
-    return args.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, step / max(1, args.steps)))))
+    return args.lr if args.lr_schedule == "constant" else cosine_lr(step, args.lr, args.steps)
 
 
 def drop_rows_after(path: Path, step: int) -> None:

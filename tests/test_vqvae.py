@@ -233,7 +233,6 @@ def test_training_speed_benchmark_times_every_setting(capsys):
     assert rows[4]["tokens"] == 4 and rows[4]["tokens_s"] == pytest.approx(8 / rows[4]["s_step"], rel=0.01)
 
 
-
 def test_lr_schedule_known_values_and_the_cli_follows_it(tmp_path):
     from types import SimpleNamespace
 
