@@ -57,6 +57,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--truncation", type=float, default=None)
+    ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
+                    help="purity sampling: unmask the surest positions first (default: the model's)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true")
@@ -81,8 +83,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
-                                  "truncation": args.truncation}.items() if v is not None}
-    effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation")}, **settings}
+                                  "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
+    effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")}, **settings}
     validation = find_judge_validation(eyes)
     summary = run_suite(suite, lambda prompt, seeds: pipe.generate_for_judge(prompt, seeds, **settings), eyes,
                         args.out, images_per_prompt=args.images_per_prompt, seed=args.seed, settings=effective,

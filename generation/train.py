@@ -9,7 +9,9 @@ is tokenised once and cached in OUT/tokens.safetensors, so training never runs t
 encoder. Each step: random caption per image, the text dropped with probability
 `drop_text` (it then becomes the learned null embedding, for classifier-free guidance),
 the diffusion loss, AdamW with linear warm-up and cosine decay, gradient clipping, an EMA
-of the weights. bf16 autocast on CUDA. Rank 0 logs (OUT/log.jsonl, tqdm), writes sample
+of the weights. bf16 autocast on CUDA. Rank 0 logs (OUT/log.jsonl, tqdm; each validation
+row has `val_loss` and `val_loss_wrong_text`, the same batches with another image's caption:
+their gap is what the text is worth to the model), writes sample
 grids (OUT/samples/) and atomic checkpoints (OUT/checkpoint/); the final pipeline, with
 the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
 A resumed run on CPU continues bit-identically (tested).
@@ -271,7 +273,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 log.flush()
                 tokens_seen, t0 = 0, time.time()
             if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
-                log.write(json.dumps({"step": step, "val_loss": validate(model, data["val"], tc, device)}) + "\n")
+                log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
             if step % tc["sample_every"] == 0 or step == tc["steps"]:
                 sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png")
                 pipe.train()
@@ -300,16 +302,26 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
 
 
 @torch.no_grad()
-def validate(model, val, tc, device) -> float:
+def validate(model, val, tc, device) -> dict:
+    """Validation loss with each image's own caption, and with the caption of the next image in
+    the batch: the same images, t and x_t (same seed), so the gap is what the text is worth to
+    the model (near 0: it draws without reading the prompt)."""
     ids, caps = val
-    g = torch.Generator().manual_seed(12345)
-    losses = []
-    for _ in range(tc["val_batches"]):
-        idx = torch.randint(0, len(ids), (min(tc["batch_size"], len(ids)),), generator=g)
-        prompts = [caps[i][0] for i in idx.tolist()]
-        loss, _ = model(ids[idx].to(device), prompts, torch.zeros(len(prompts), dtype=torch.bool), g, False)
-        losses.append(loss.item())
-    return sum(losses) / len(losses)
+    result = {}
+    model.eval()  # no dropout: both passes must see the same network
+    for name, shift in (("val_loss", 0), ("val_loss_wrong_text", 1)):
+        g = torch.Generator().manual_seed(12345)
+        losses = []
+        for _ in range(tc["val_batches"]):
+            idx = torch.randint(0, len(ids), (min(tc["batch_size"], len(ids)),), generator=g)
+            prompts = [caps[i][0] for i in idx.tolist()]
+            prompts = prompts[shift:] + prompts[:shift]
+            loss, _ = model(ids[idx].to(device), prompts, torch.zeros(len(prompts), dtype=torch.bool), g, False)
+            losses.append(loss.item())
+        result[name] = sum(losses) / len(losses)
+    model.train()
+    (model.module if hasattr(model, "module") else model).pipe.vqvae.eval()  # frozen, as in the loop
+    return result
 
 
 def sample_grid(pipe: TextToImage, cfg: dict, path: Path) -> None:

@@ -17,7 +17,7 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     out = tmp_path / "eval"
     rows = read_rows(out / "results.jsonl")
     assert len(rows) == 16 and {r["seed"] for r in rows} == {0, 1}
-    assert all(r["settings"]["steps"] == 3 and "reason" in r for r in rows)
+    assert all(r["settings"]["steps"] == 3 and r["settings"]["purity"] is False and "reason" in r for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["n"] == 16 and summary["models"]["detectors"]["catdog"]["sha256"]
     assert summary["judge"]["version"] == "judge-1"
@@ -26,6 +26,12 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     assert "| **overall** |" in capsys.readouterr().out
     assert main(args) == 0  # resume: nothing to redo, no duplicate rows
     assert len(read_rows(out / "results.jsonl")) == 16
+    # --purity reaches the sampler: recorded, and the images differ from the random-order ones
+    assert main([*args[:-3], "--out", str(tmp_path / "pure"), "--quiet", "--purity"]) == 0
+    pure = read_rows(tmp_path / "pure" / "results.jsonl")
+    assert all(r["settings"]["purity"] is True for r in pure)
+    assert any((out / r["image"]).read_bytes() != (tmp_path / "pure" / r["image"]).read_bytes()
+               for r in pure)
     bad = ["--suite", "nope", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "y"), "--quiet"]
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
 

@@ -61,7 +61,7 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     log = [json.loads(x) for x in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
     steps = [r for r in log if "loss" in r]
     assert [r["step"] for r in steps] == [2, 4, 6] and all(r["loss"] > 0 and r["tokens_s"] > 0 for r in steps)
-    assert any("val_loss" in r for r in log)
+    assert any("val_loss" in r and "val_loss_wrong_text" in r for r in log)
     assert (tmp_path / "full" / "samples" / "step_0000006.png").is_file()
     pipe = TextToImage.from_pretrained(tmp_path / "full" / "pipeline", device="cpu")
     assert pipe("a cat", steps=3).images.shape == (1, 3, 32, 32)
@@ -110,3 +110,28 @@ def test_config_errors_are_named(tmp_path):
     bad.write_text("data: x\nvqvae: y\nout: z\ntrain: {stepz: 3}\n")
     with pytest.raises(t2i.ConfigError, match="unknown train field"):
         t2i.load_config(bad)
+
+
+def test_validate_measures_what_the_text_is_worth():
+    """val_loss_wrong_text runs the same images, t and x_t with the next image's caption: equal to
+    val_loss when every caption is the same, different when the captions differ and the model
+    reads them; val_loss is the mean of the seeded batches' losses."""
+    from test_pipeline import tiny_pipeline
+
+    model = t2i.TrainStep(tiny_pipeline())
+    ids = torch.randint(0, 16, (6, 16), generator=torch.Generator().manual_seed(0))
+    tc = {"val_batches": 2, "batch_size": 4}
+    same = t2i.validate(model, (ids, [["a cat"]] * 6), tc, "cpu")
+    assert same["val_loss"] == same["val_loss_wrong_text"] > 0
+    caps = [["a cat"], ["two dogs"], ["a face"], ["a black cat to the left of a dog"], ["a dog"], ["a face"]]
+    mixed = t2i.validate(model, (ids, caps), tc, "cpu")
+    assert mixed["val_loss"] != mixed["val_loss_wrong_text"]
+    # known answer: the same two seeded batches by hand
+    g, losses = torch.Generator().manual_seed(12345), []
+    for _ in range(2):
+        idx = torch.randint(0, 6, (4,), generator=g)
+        with torch.no_grad():
+            loss, _ = model(ids[idx], [caps[i][0] for i in idx.tolist()], torch.zeros(4, dtype=torch.bool), g, False)
+        losses.append(loss.item())
+    assert mixed["val_loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)
+    assert model.training and not model.pipe.vqvae.training
