@@ -25,9 +25,11 @@ DEMO = gendet_env.ROOT / "models" / "demo" / "generator"
 
 @torch.no_grad()
 def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], seed: int = 0,
-               batch: int = 32) -> list[dict]:
+               batch: int = 32, on_object: torch.Tensor | None = None) -> list[dict]:
     """Rows {t, masked, true, wrong, null}: mean x0 cross-entropy (nats) over the masked tokens,
-    with each image's prompt, the next image's prompt, and the learned null text."""
+    with each image's prompt, the next image's prompt, and the learned null text. With
+    `on_object` (bool [B, N], the tokens inside an object's box) each row also has the same
+    three means over the masked object tokens ("object") and the others ("background")."""
     D = pipe.diffusion
     wrong = prompts[1:] + prompts[:1]
     rows = []
@@ -38,21 +40,46 @@ def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], se
         t_all = torch.full((len(tokens),), t_, dtype=torch.long)
         xt = D.q_sample(tokens, t_all, generator=g)
         masked = xt == D.mask_id
-        sums = {"true": 0.0, "wrong": 0.0, "null": 0.0}
+        regions = {"all": masked}
+        if on_object is not None:
+            regions |= {"object": masked & on_object, "background": masked & ~on_object}
+        sums = {r: {"true": 0.0, "wrong": 0.0, "null": 0.0} for r in regions}
         for i in range(0, len(tokens), batch):
             sl = slice(i, i + batch)
-            x0, x, t, m = tokens[sl].to(pipe.device), xt[sl].to(pipe.device), t_all[sl].to(pipe.device), masked[sl]
+            x0, x, t = tokens[sl].to(pipe.device), xt[sl].to(pipe.device), t_all[sl].to(pipe.device)
             for name, texts in (("true", prompts[sl]), ("wrong", wrong[sl]), ("null", prompts[sl])):
                 drop = torch.ones(len(texts), dtype=torch.bool) if name == "null" else None
                 emb, mask = pipe.encode_text(texts, drop)
                 denoise = pipe.transformer.denoiser(pipe.transformer.prepare_text(emb, mask))
                 log_x0 = D.predict_start(denoise, x, t)[:, :-1]
                 ce = -log_x0.gather(1, x0.unsqueeze(1)).squeeze(1).cpu()
-                sums[name] += float(ce[m].sum())
-        n = int(masked.sum())
-        rows.append({"t": t_, "masked": n / masked.numel(),
-                     **{k: (v / n if n else float("nan")) for k, v in sums.items()}})
+                for r, m in regions.items():
+                    sums[r][name] += float(ce[m[sl]].sum())
+
+        def means(r):
+            n = int(regions[r].sum())
+            return {k: (v / n if n else float("nan")) for k, v in sums[r].items()}
+
+        row = {"t": t_, "masked": float(masked.float().mean()), **means("all")}
+        rows.append(row | {r: means(r) for r in regions if r != "all"})
     return rows
+
+
+def object_tokens(rows: list[dict], size: int, grid: tuple[int, int]) -> torch.Tensor:
+    """bool [B, h*w]: token cells whose centre lies inside one of the image's object boxes
+    (datasets.scenes objects.jsonl rows of square images, resized to `size`)."""
+    h, w = grid
+    ys = (torch.arange(h, dtype=torch.float64) + 0.5) * size / h
+    xs = (torch.arange(w, dtype=torch.float64) + 0.5) * size / w
+    out = torch.zeros(len(rows), h, w, dtype=torch.bool)
+    for i, row in enumerate(rows):
+        if row["width"] != row["height"]:
+            raise ValueError(f"{row['image']}: {row['width']}x{row['height']} is not square")
+        k = size / row["width"]
+        for obj in row["objects"]:
+            x1, y1, x2, y2 = (c * k for c in obj["box"])
+            out[i] |= ((ys >= y1) & (ys < y2))[:, None] & ((xs >= x1) & (xs < x2))[None, :]
+    return out.view(len(rows), h * w)
 
 
 def main(argv=None) -> int:
@@ -81,17 +108,28 @@ def main(argv=None) -> int:
         tokens = torch.cat([pipe.vqvae.encode(images[i:i + 64].to(pipe.device)).cpu() for i in range(0, n, 64)])
     prompts = [caps[0] for caps in ds.captions[:n]]
     try:
-        rows = text_worth(pipe, tokens, prompts, args.t, args.seed)
-    except ValueError as e:
+        on_object = None
+        objects_path = Path(args.data) / "objects.jsonl"
+        if objects_path.is_file():  # datasets.scenes writes the boxes beside the captions
+            by_image = {r["image"]: r for r in map(json.loads, objects_path.read_text().splitlines()) if r}
+            boxes = [by_image[r["image"]] for r in ds.rows[:n]]
+            on_object = object_tokens(boxes, pipe.image_size, pipe.vqvae.token_grid(pipe.image_size))
+        rows = text_worth(pipe, tokens, prompts, args.t, args.seed, on_object=on_object)
+    except (KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"x0 cross-entropy on masked tokens (nats), {n} val images of {args.data}")
-    print("| t | masked | own caption | another's | null text |\n|---|---|---|---|---|")
+    print(f"x0 cross-entropy on masked tokens (nats): own caption / another image's / null text; "
+          f"{n} val images of {args.data}")
+    regions = ["all"] + (["object", "background"] if on_object is not None else [])
+    print("| t | masked | " + " | ".join(regions) + " |\n" + "|---" * (len(regions) + 2) + "|")
     for r in rows:
-        print(f"| {r['t']} | {r['masked']:.2f} | {r['true']:.3f} | {r['wrong']:.3f} | {r['null']:.3f} |")
+        cells = [r if g == "all" else r[g] for g in regions]
+        print(f"| {r['t']} | {r['masked']:.2f} | "
+              + " | ".join(f"{c['true']:.3f} / {c['wrong']:.3f} / {c['null']:.3f}" for c in cells) + " |")
     if args.json_out:
+        share = None if on_object is None else float(on_object.float().mean())
         Path(args.json_out).write_text(json.dumps({"model": args.model, "data": args.data, "images": n,
-                                                   "rows": rows}, indent=1))
+                                                   "object_token_share": share, "rows": rows}, indent=1))
     return 0
 
 

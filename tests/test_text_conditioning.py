@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.text_conditioning import main, text_worth
+from benchmarks.text_conditioning import main, object_tokens, text_worth
 from datasets.scenes import generate
 from test_pipeline import tiny_pipeline
 
@@ -39,6 +39,33 @@ def test_a_model_blind_to_the_text_scores_the_same_for_every_text():
         text_worth(pipe, tokens, prompts, [10])
 
 
+def test_object_and_background_means_make_up_the_whole():
+    pipe = tiny_pipeline()
+    tokens = torch.randint(0, 16, (6, 16), generator=torch.Generator().manual_seed(2))
+    on = torch.rand(6, 16, generator=torch.Generator().manual_seed(3)) < 0.3
+    prompts = ["a cat", "two dogs", "a face", "a dog", "a cat", "a face"]
+    for r in text_worth(pipe, tokens, prompts, [2, 6, 9], on_object=on):
+        masked_share = r["masked"] * on.numel()
+        xt = pipe.diffusion.q_sample(tokens, torch.full((6,), r["t"]), generator=torch.Generator().manual_seed(r["t"]))
+        n_obj = int(((xt == pipe.diffusion.mask_id) & on).sum())
+        for k in ("true", "wrong", "null"):
+            whole = (r["object"][k] * n_obj + r["background"][k] * (masked_share - n_obj)) / masked_share
+            assert r[k] == pytest.approx(whole, rel=1e-6)
+
+
+def test_object_tokens_marks_the_cells_whose_centre_is_in_a_box():
+    # 32 px image, boxes scaled to 16 px and a 4x4 grid (4 px cells, centres 2, 6, 10, 14)
+    rows = [{"image": "a.png", "width": 32, "height": 32, "objects": [{"box": [0, 0, 8, 8]}, {"box": [24, 16, 32, 32]}]},
+            {"image": "b.png", "width": 32, "height": 32, "objects": []}]
+    got = object_tokens(rows, 16, (4, 4)).view(2, 4, 4)
+    want = torch.zeros(4, 4, dtype=torch.bool)
+    want[0, 0] = True          # [0, 8) px at 32 -> [0, 4) at 16: the centre 2
+    want[2:, 3] = True         # x [12, 16), y [8, 16): centre x 14, centres y 10 and 14
+    assert torch.equal(got[0], want) and not got[1].any()
+    with pytest.raises(ValueError, match="c.png: 32x16 is not square"):
+        object_tokens([{"image": "c.png", "width": 32, "height": 16, "objects": []}], 16, (4, 4))
+
+
 def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
     scenes = generate(tmp_path / "s", n=8, size=32, seed=3, val_fraction=0.5, progress=False)
     tiny_pipeline().save_pretrained(tmp_path / "gen")
@@ -47,7 +74,8 @@ def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
                  "--json-out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["images"] == 3 and [r["t"] for r in report["rows"]] == [5, 9]
-    assert "| 9 |" in capsys.readouterr().out
+    assert 0 < report["object_token_share"] < 1 and {"object", "background"} <= set(report["rows"][0])
+    assert "| t | masked | all | object | background |\n|---|---|---|---|---|\n| 5 |" in capsys.readouterr().out
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "12"]) == 2
     assert "t must be in 0..9" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "nope"), "--data", str(scenes)]) == 2
