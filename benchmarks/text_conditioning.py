@@ -111,11 +111,15 @@ def main(argv=None) -> int:
         on_object = None
         objects_path = Path(args.data) / "objects.jsonl"
         if objects_path.is_file():  # datasets.scenes writes the boxes beside the captions
-            by_image = {r["image"]: r for r in map(json.loads, objects_path.read_text().splitlines()) if r}
+            lines = objects_path.read_text().splitlines()
+            by_image = {r["image"]: r for r in (json.loads(x) for x in lines if x.strip())}
+            missing = [r["image"] for r in ds.rows[:n] if r["image"] not in by_image]
+            if missing:
+                raise ValueError(f"{objects_path} has no row for {missing[0]}")
             boxes = [by_image[r["image"]] for r in ds.rows[:n]]
             on_object = object_tokens(boxes, pipe.image_size, pipe.vqvae.token_grid(pipe.image_size))
         rows = text_worth(pipe, tokens, prompts, args.t, args.seed, on_object=on_object)
-    except (KeyError, ValueError) as e:
+    except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"x0 cross-entropy on masked tokens (nats): own caption / another image's / null text; "
