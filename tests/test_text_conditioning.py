@@ -79,3 +79,7 @@ def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "12"]) == 2
     assert "t must be in 0..9" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "nope"), "--data", str(scenes)]) == 2
+    objects = scenes / "objects.jsonl"
+    objects.write_text("\n".join(x for x in objects.read_text().splitlines() if '"val"' not in x) + "\n\n")
+    assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "9"]) == 2
+    assert "objects.jsonl has no row for images/val/" in capsys.readouterr().err
