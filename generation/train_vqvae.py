@@ -7,8 +7,9 @@ L1 + MSE reconstruction, the quantiser's commitment loss, and optionally a patch
 hinge loss after --gan-start steps. Every --val-every steps: PSNR on val images, codebook
 usage and perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
 OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; --resume
-with the same --steps (the cosine lr follows them) continues bit-identically on CPU. Convolutions run channels-last under bf16 autocast where the
-hardware has native bf16 (--precision auto; generation/precision.py), the codebook in float32.
+with the same --steps (the cosine lr follows them) continues bit-identically on CPU.
+Convolutions run channels-last under bf16 autocast where the hardware has native bf16
+(--precision auto; generation/precision.py), the codebook in float32.
 """
 
 from __future__ import annotations
