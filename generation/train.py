@@ -9,7 +9,8 @@ is tokenised once and cached in OUT/tokens.safetensors, so training never runs t
 encoder. Each step: random caption per image, the text dropped with probability
 `drop_text` (it then becomes the learned null embedding, for classifier-free guidance),
 the diffusion loss, AdamW with linear warm-up and cosine decay, gradient clipping, an EMA
-of the weights. bf16 autocast on CUDA. Rank 0 logs (OUT/log.jsonl, tqdm; each validation
+of the weights. bf16 autocast where the GPU or CPU does bf16 natively (`train.precision`:
+auto, the default; fp32 turns it off; the diffusion's log-space loss stays float32). Rank 0 logs (OUT/log.jsonl, tqdm; each validation
 row has `val_loss` and `val_loss_wrong_text`, the same batches with another image's caption:
 their gap is what the text is worth to the model), writes sample
 grids (OUT/samples/) and atomic checkpoints (OUT/checkpoint/); the final pipeline, with
@@ -38,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from generation.data import CaptionImageDataset
+from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
 from generation.schedule import cosine_lr
@@ -47,7 +49,7 @@ from generation.vqvae import VQVAE
 
 TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, lr=4.5e-4, weight_decay=0.01, warmup=100, grad_clip=1.0,
                       ema_decay=0.999, drop_text=0.1, seed=0, log_every=10, sample_every=500, val_every=250,
-                      ckpt_every=250, val_batches=4)
+                      ckpt_every=250, val_batches=4, precision="auto")
 
 
 class ConfigError(ValueError):
@@ -69,6 +71,9 @@ def load_config(path: str | Path) -> dict:
     unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
     if unknown:
         raise ConfigError(f"{path}: unknown train field(s) {', '.join(sorted(unknown))}")
+    if cfg["train"]["precision"] not in PRECISIONS:
+        raise ConfigError(f"{path}: train.precision must be one of {', '.join(PRECISIONS)}, "
+                          f"got {cfg['train']['precision']!r}")
     cfg.setdefault("image_size", 128)
     cfg.setdefault("text", {"kind": "scratch"})
     cfg.setdefault("transformer", {"preset": "demo"})
@@ -234,7 +239,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     model = TrainStep(pipe)
     if distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    precision = resolve_precision(tc["precision"], device)
+    autocast = training_autocast(device, precision)
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     bar = tqdm(total=tc["steps"], initial=step, desc="train", disable=not progress or rank != 0)
     tokens_seen, t0 = 0, time.time()
@@ -268,7 +274,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 dt = time.time() - t0
                 row = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, tc), "grad_norm": float(grad_norm),
                        "it_s": tc["log_every"] / dt if dt > 0 else None,
-                       "tokens_s": tokens_seen / dt if dt > 0 else None} | stats
+                       "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision} | stats
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 tokens_seen, t0 = 0, time.time()

@@ -110,6 +110,26 @@ def test_config_errors_are_named(tmp_path):
     bad.write_text("data: x\nvqvae: y\nout: z\ntrain: {stepz: 3}\n")
     with pytest.raises(t2i.ConfigError, match="unknown train field"):
         t2i.load_config(bad)
+    bad.write_text("data: x\nvqvae: y\nout: z\ntrain: {precision: fp16}\n")
+    with pytest.raises(t2i.ConfigError, match="train.precision must be one of auto, fp32, bf16, got 'fp16'"):
+        t2i.load_config(bad)
+
+
+def test_precision_reaches_the_training_step(scenes, vqvae_dir, tmp_path):
+    """bf16 autocast changes the weights a step produces (so it is really on), and each log
+    row names the precision that ran."""
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        cfg = config(scenes, vqvae_dir, tmp_path / precision, 2)
+        cfg["train"]["precision"] = precision
+        (tmp_path / f"{precision}.yaml").write_text(yaml.safe_dump(cfg))
+        assert t2i.main(["--config", str(tmp_path / f"{precision}.yaml"), "--device", "cpu", "--quiet"]) == 0
+        rows = [json.loads(x) for x in (tmp_path / precision / "log.jsonl").read_text().splitlines()]
+        assert [r["precision"] for r in rows if "loss" in r] == [precision]
+        weights[precision] = load_file(str(tmp_path / precision / "pipeline" / "transformer" / "model.safetensors"))
+    a, b = weights["fp32"], weights["bf16"]
+    assert all(torch.isfinite(b[k]).all() for k in b)
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_validate_measures_what_the_text_is_worth():
