@@ -10,8 +10,8 @@ encoder. Each step: random caption per image, the text dropped with probability
 `drop_text` (it then becomes the learned null embedding, for classifier-free guidance),
 the diffusion loss, AdamW with linear warm-up and cosine decay, gradient clipping, an EMA
 of the weights. bf16 autocast where the GPU or CPU does bf16 natively (`train.precision`:
-auto, the default; fp32 turns it off; the diffusion's log-space loss stays float32). Rank 0 logs (OUT/log.jsonl, tqdm; each validation
-row has `val_loss` and `val_loss_wrong_text`, the same batches with another image's caption:
+auto, the default; fp32 turns it off; the diffusion's log-space loss stays float32).
+Rank 0 logs (OUT/log.jsonl, tqdm; each validation row has `val_loss` and `val_loss_wrong_text`, the same batches with another image's caption:
 their gap is what the text is worth to the model), writes sample
 grids (OUT/samples/) and atomic checkpoints (OUT/checkpoint/); the final pipeline, with
 the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
@@ -39,9 +39,9 @@ from torch import nn
 from tqdm import tqdm
 
 from generation.data import CaptionImageDataset
-from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
+from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.schedule import cosine_lr
 from generation.text import ClipTextEncoder, ScratchTextEncoder
 from generation.transformer import DenoisingTransformer, TransformerConfig
