@@ -13,8 +13,8 @@ of the weights. bf16 autocast where the GPU or CPU does bf16 natively (`train.pr
 auto, the default; fp32 turns it off; the diffusion's log-space loss stays float32).
 Rank 0 logs (OUT/log.jsonl, tqdm; each validation row has `val_loss` and
 `val_loss_wrong_text`, the same batches with another image's caption: their gap is what
-the text is worth to the model), writes sample grids (OUT/samples/) and atomic checkpoints (OUT/checkpoint/); the final pipeline, with
-the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
+the text is worth to the model), writes sample grids (OUT/samples/) and atomic
+checkpoints (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
 A resumed run on CPU continues bit-identically (tested).
 """
 
