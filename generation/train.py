@@ -14,7 +14,8 @@ auto, the default; fp32 turns it off; the diffusion's log-space loss stays float
 Rank 0 logs (OUT/log.jsonl, tqdm; each validation row has `val_loss` and
 `val_loss_wrong_text`, the same batches with another image's caption: their gap is what
 the text is worth to the model), writes sample grids (OUT/samples/) and atomic
-checkpoints (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to OUT/pipeline/ (load it with TextToImage.from_pretrained).
+checkpoints (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to
+OUT/pipeline/ (load it with TextToImage.from_pretrained).
 A resumed run on CPU continues bit-identically (tested).
 """
 
