@@ -4,6 +4,10 @@
     python -m generation.train --config generation/configs/demo.yaml --resume       # after an interruption
     torchrun --nproc_per_node 4 -m generation.train --config generation/configs/demo.yaml  # several GPUs
 
+Fine-tuning: a config with `init: DIR` (a saved pipeline, e.g. models/demo/generator) and no
+vqvae / image_size / text / transformer / diffusion trains that pipeline further on `data`,
+with its own VQ-VAE, tokenizer, weights and sampling defaults (a fresh optimizer and schedule).
+
 The VQ-VAE (trained first with `python -m generation.train_vqvae`) is frozen; the dataset
 is tokenised once and cached in OUT/tokens.safetensors, so training never runs the image
 encoder. Each step: random caption per image, the text dropped with probability
@@ -40,6 +44,7 @@ from torch import nn
 from tqdm import tqdm
 
 from generation.data import CaptionImageDataset
+from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
@@ -62,12 +67,24 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     cfg = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields, got {type(cfg).__name__}")
+    unknown = set(cfg) - {"data", "vqvae", "init", "out", "image_size", "text", "transformer", "diffusion", "train",
+                          "sample"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
+    if "init" in cfg:  # fine-tuning: the model, its VQ-VAE and its shape all come from the saved pipeline
+        init = Path(cfg["init"])
+        if not (init / "pipeline.json").is_file():
+            raise ConfigError(f"{path}: init {init} is not a saved text-to-image pipeline (no pipeline.json)")
+        clash = sorted({"vqvae", "image_size", "text", "transformer", "diffusion"} & set(cfg))
+        if clash:
+            raise ConfigError(f"{path}: init {init} fixes the model; remove {', '.join(clash)}")
+        cfg["vqvae"] = str(init / "vqvae")
+        cfg["image_size"] = json.loads((init / "pipeline.json").read_text())["image_size"]
     for key in ("data", "vqvae", "out"):
         if key not in cfg:
             raise ConfigError(f"{path}: missing field {key!r}")
-    unknown = set(cfg) - {"data", "vqvae", "out", "image_size", "text", "transformer", "diffusion", "train", "sample"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
     cfg["train"] = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
     unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
     if unknown:
@@ -79,17 +96,18 @@ def load_config(path: str | Path) -> dict:
     cfg.setdefault("text", {"kind": "scratch"})
     cfg.setdefault("transformer", {"preset": "demo"})
     cfg.setdefault("diffusion", {})
-    cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"], "steps": 25,
-                              "guidance_scale": 3.0})
+    cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"]}
+                   | ({} if "init" in cfg else {"steps": 25, "guidance_scale": 3.0}))  # init keeps its own
     return cfg
 
 
 # ---------------------------------------------------------------------- tokens cache
-def tokenize_dataset(cfg: dict, vq: VQVAE, out: Path, device, progress: bool) -> dict:
+def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
     """{split: (ids LongTensor [n, h*w], captions list)}; cached by VQ-VAE and data hash."""
     data = Path(cfg["data"])
     key = hashlib.sha256()
-    key.update((Path(cfg["vqvae"]) / "model.safetensors").read_bytes())
+    for weights in sorted(Path(cfg["vqvae"]).glob("*.safetensors")):  # ours, or a diffusers VQModel's
+        key.update(weights.read_bytes())
     key.update((data / "captions.jsonl").read_bytes())
     key.update(str(cfg["image_size"]).encode())
     digest = key.hexdigest()[:16]
@@ -121,6 +139,8 @@ def tokenize_dataset(cfg: dict, vq: VQVAE, out: Path, device, progress: bool) ->
 
 # ---------------------------------------------------------------------- model
 def build_pipeline(cfg: dict, train_captions: list[list[str]], device) -> TextToImage:
+    if "init" in cfg:
+        return init_pipeline(cfg, device)
     vq = VQVAE.from_pretrained(cfg["vqvae"], device=device)
     vq.requires_grad_(False)
     tc = dict(cfg["text"])
@@ -144,6 +164,16 @@ def build_pipeline(cfg: dict, train_captions: list[list[str]], device) -> TextTo
     sample = cfg.get("sample", {})
     defaults = {k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample}
     return TextToImage(vq, text, DenoisingTransformer(tcfg), diffusion, cfg["image_size"], defaults).to(device)
+
+
+def init_pipeline(cfg: dict, device) -> TextToImage:
+    """The saved pipeline `init`, to train further: its weights, tokenizer and shape; the config's
+    sample settings, where given, replace its defaults."""
+    pipe = TextToImage.from_pretrained(cfg["init"], device=device)
+    pipe.vqvae.requires_grad_(False)
+    sample = cfg.get("sample", {})
+    pipe.defaults.update({k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample})
+    return pipe
 
 
 class TrainStep(nn.Module):
@@ -221,7 +251,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc["seed"])
-    vq = VQVAE.from_pretrained(cfg["vqvae"], device=device)
+    vq = load_image_tokenizer(cfg["vqvae"], device=device)
     data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0)
     train_ids, train_caps = data["train"]
     pipe = build_pipeline(cfg, train_caps, device)
@@ -281,6 +311,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 tokens_seen, t0 = 0, time.time()
             if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
                 log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
+                log.flush()
             if step % tc["sample_every"] == 0 or step == tc["steps"]:
                 sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png")
                 pipe.train()

@@ -28,9 +28,11 @@ def _commands(log: Path, root: Path) -> list[str]:
             continue
         words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
         words[0] = "python"
-        # the same module may run twice as different stages: per detector task, the judge
-        # validation with and without --through-vqvae, the scenes with and without --backgrounds
+        # the same module may run twice as different stages: per detector task, per generator
+        # config, the judge validation with and without --through-vqvae, the scenes with and
+        # without --backgrounds
         variant = (words[words.index("--task") + 1] if "--task" in words[:-1] else
+                   words[words.index("--config") + 1] if "--config" in words[:-1] else
                    ("--through-vqvae" in words, "--backgrounds" in words))
         key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
         last[key] = " ".join(words)  # a dict keeps the first run's position
@@ -65,7 +67,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
               f"perplexity {vq.get('perplexity', float('nan')):.1f}"
               + (" on the generator's scenes" if gen_meta else "")
               + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")
-              + (f" (VQ-VAE and generator kept from {vq['restored_from']}; the later stages were rebuilt)"
+              + (f" (VQ-VAE and first generator stage kept from {vq['restored_from']}; the later stages were rebuilt)"
                  if vq.get("restored_from") else "")]
     for task in ("catdog", "face"):
         m = _load(bundle / f"{task}.metrics.json") or {}
@@ -118,10 +120,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     commands = _commands(work / "build.log", Path(__file__).resolve().parent.parent)
     if commands:
         lines += ["", "## Commands", "", "```"] + commands + ["```"]
-    config = work / "t2i.yaml"
-    if config.is_file():
-        lines += ["", f"Generator config (`{config.name}`, written by models.build_demo):", "", "```yaml",
-                  config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
+    for config, what in ((work / "t2i.yaml", "Generator config"),
+                         (work / "t2i_more.yaml", "Then trained further from its EMA weights")):
+        if config.is_file():
+            lines += ["", f"{what} (`{config.name}`, written by models.build_demo):", "", "```yaml",
+                      config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
     if profile == "cpu":
         lines += ["", "## Limitations", "", f"The cpu profile is sized to build in about {sum(times.values()) / 3600:.1f} "
                   "hours on two cores (stage times below). Its generator is far from converged (compare the "

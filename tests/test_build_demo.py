@@ -38,13 +38,21 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "catdog", "face", "judge_validation", "tokenizer_ceiling",
-                          "evaluation", "speed"}
+    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "generator_more", "catdog", "face",
+                          "judge_validation", "tokenizer_ceiling", "evaluation", "speed"}
+    # the bundle's generator is the one trained further from the first stage's (init), in float16
+    more = load_file(str(tmp_path / "work" / "t2i_more" / "pipeline" / "transformer" / "model.safetensors"))
+    first = load_file(str(tmp_path / "work" / "t2i" / "pipeline" / "transformer" / "model.safetensors"))
+    assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in more.items())
+    assert any(not torch.equal(more[k], first[k]) for k in more)
+    assert "init: " + str(tmp_path / "work" / "t2i" / "pipeline") in (tmp_path / "work" / "t2i_more.yaml").read_text()
+    assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
+    assert card.count("python -m generation.train --config") == 2  # both generator stages' commands
     out = capsys.readouterr().out
     assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 10 and "$ " not in out
+    assert out.count("] done (") == 11 and "$ " not in out
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):

@@ -101,6 +101,43 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     assert [json.loads(x) for x in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()][-1]["step"] == 6
 
 
+def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path):
+    """`init: DIR` trains a saved pipeline further: at lr 0 the exported pipeline is the saved one
+    to the bit (weights, tokenizer, sampling defaults); at lr > 0 its weights move from there."""
+    base = config(scenes, vqvae_dir, tmp_path / "base", 3)
+    base["sample"]["truncation"] = 0.7
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    assert t2i.main(["--config", str(tmp_path / "base.yaml"), "--device", "cpu", "--quiet"]) == 0
+    saved = tmp_path / "base" / "pipeline"
+
+    def fine_tune(name, lr):
+        cfg = {"init": str(saved), "data": str(scenes), "out": str(tmp_path / name),
+               "train": {**base["train"], "steps": 2, "lr": lr}, "sample": {"prompts": ["a dog"], "per_prompt": 1}}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+        assert t2i.main(["--config", str(tmp_path / f"{name}.yaml"), "--device", "cpu", "--quiet"]) == 0
+        return tmp_path / name / "pipeline"
+
+    still, moved = fine_tune("still", 0.0), fine_tune("moved", 1e-2)
+    for part in ("transformer", "text_encoder"):
+        a = load_file(str(saved / part / "model.safetensors"))
+        b = load_file(str(still / part / "model.safetensors"))
+        c = load_file(str(moved / part / "model.safetensors"))
+        assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+        assert any(not torch.equal(a[k], c[k]) for k in a) and all(torch.isfinite(c[k]).all() for k in c), part
+    assert (saved / "text_encoder" / "tokenizer.json").read_text() == (moved / "text_encoder" / "tokenizer.json").read_text()
+    assert json.loads((moved / "pipeline.json").read_text())["defaults"]["truncation"] == 0.7
+    rows = [json.loads(x) for x in (tmp_path / "moved" / "log.jsonl").read_text().splitlines()]
+    assert rows[0]["step"] == 2 and rows[0]["loss"] > 0
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"init: {saved}\ndata: x\nout: z\ntransformer: {{width: 64}}\n")
+    with pytest.raises(t2i.ConfigError, match="fixes the model; remove transformer"):
+        t2i.load_config(bad)
+    bad.write_text(f"init: {tmp_path}\ndata: x\nout: z\n")
+    with pytest.raises(t2i.ConfigError, match="is not a saved text-to-image pipeline"):
+        t2i.load_config(bad)
+
+
 def test_config_errors_are_named(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("data: x\nvqvae: y\n")
