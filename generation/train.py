@@ -161,9 +161,14 @@ def build_pipeline(cfg: dict, train_captions: list[list[str]], device) -> TextTo
     diff_kw = {k: v for k, v in cfg["diffusion"].items()}
     diff_kw["num_timesteps"] = tcfg.diffusion_steps
     diffusion = MaskReplaceDiffusion(vq.codebook_size, **diff_kw)
+    return TextToImage(vq, text, DenoisingTransformer(tcfg), diffusion, cfg["image_size"],
+                       sampling_defaults(cfg)).to(device)
+
+
+def sampling_defaults(cfg: dict) -> dict:
+    """The sampling settings the config's `sample` section gives, to store with the pipeline."""
     sample = cfg.get("sample", {})
-    defaults = {k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample}
-    return TextToImage(vq, text, DenoisingTransformer(tcfg), diffusion, cfg["image_size"], defaults).to(device)
+    return {k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample}
 
 
 def init_pipeline(cfg: dict, device) -> TextToImage:
@@ -171,8 +176,7 @@ def init_pipeline(cfg: dict, device) -> TextToImage:
     sample settings, where given, replace its defaults."""
     pipe = TextToImage.from_pretrained(cfg["init"], device=device)
     pipe.vqvae.requires_grad_(False)
-    sample = cfg.get("sample", {})
-    pipe.defaults.update({k: sample[k] for k in ("steps", "guidance_scale", "truncation") if k in sample})
+    pipe.defaults.update(sampling_defaults(cfg))
     return pipe
 
 

@@ -164,23 +164,24 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
            "train": p["train"],
            "sample": {"prompts": ["a black cat", "a white dog", "two faces", "a cat to the left of a dog"],
                       "per_prompt": 4, "steps": 25, "guidance_scale": 3.0, "truncation": 0.86}}
-    (work / "t2i.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    resume = ["--resume"] if (work / "t2i" / "checkpoint").is_dir() else []
-    limit = ["--time-limit", str(p["generator_time_limit"])] if p.get("generator_time_limit") else []
-    if stage("generator", work / "t2i" / "pipeline" / "pipeline.json",
-             [py, "-m", "generation.train", "--config", str(work / "t2i.yaml"), *dev, *resume, *limit, "--quiet"]):
+
+    def generator_stage(name: str, out: str, config: dict, time_limit: float | None) -> bool:
+        """Write OUT.yaml and train it (resuming a checkpoint); True when the build stops here."""
+        (work / f"{out}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        resume = ["--resume"] if (work / out / "checkpoint").is_dir() else []
+        limit = ["--time-limit", str(time_limit)] if time_limit else []
+        return stage(name, work / out / "pipeline" / "pipeline.json",
+                     [py, "-m", "generation.train", "--config", str(work / f"{out}.yaml"), *dev, *resume, *limit,
+                      "--quiet"])
+
+    if generator_stage("generator", "t2i", cfg, p.get("generator_time_limit")):
         return work
     trained = work / "t2i" / "pipeline"
     more = p.get("generator_more")
     if more:  # the same model, trained further from its EMA weights (a fresh optimizer and schedule)
-        (work / "t2i_more.yaml").write_text(yaml.safe_dump(
-            {"init": str(trained), "data": str(gen_scenes), "out": str(work / "t2i_more"), "train": more["train"],
-             "sample": cfg["sample"]}, sort_keys=False))
-        resume = ["--resume"] if (work / "t2i_more" / "checkpoint").is_dir() else []
-        limit = ["--time-limit", str(more["time_limit"])] if more.get("time_limit") else []
-        if stage("generator_more", work / "t2i_more" / "pipeline" / "pipeline.json",
-                 [py, "-m", "generation.train", "--config", str(work / "t2i_more.yaml"), *dev, *resume, *limit,
-                  "--quiet"]):
+        if generator_stage("generator_more", "t2i_more",
+                           {"init": str(trained), "data": str(gen_scenes), "out": str(work / "t2i_more"),
+                            "train": more["train"], "sample": cfg["sample"]}, more.get("time_limit")):
             return work
         trained = work / "t2i_more" / "pipeline"
     for task in ("catdog", "face"):
