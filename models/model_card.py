@@ -67,8 +67,8 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
               f"perplexity {vq.get('perplexity', float('nan')):.1f}"
               + (" on the generator's scenes" if gen_meta else "")
               + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")
-              + (f" (VQ-VAE and first generator stage kept from {vq['restored_from']}; the later stages were rebuilt)"
-                 if vq.get("restored_from") else "")]
+              # what an earlier build's stages kept, e.g. "VQ-VAE kept from the build of commit abc"
+              + (f" ({vq['restored_from']}; the later stages were rebuilt)" if vq.get("restored_from") else "")]
     for task in ("catdog", "face"):
         m = _load(bundle / f"{task}.metrics.json") or {}
         per = ", ".join(f"{c} {v['AP50']:.3f}/{v['AP50-95']:.3f}" for c, v in m.get("per_class", {}).items())
@@ -121,7 +121,8 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if commands:
         lines += ["", "## Commands", "", "```"] + commands + ["```"]
     for config, what in ((work / "t2i.yaml", "Generator config"),
-                         (work / "t2i_more.yaml", "Then trained further from its EMA weights")):
+                         (work / "t2i_more.yaml", "Then trained further from its EMA weights"),
+                         (work / "t2i_more2.yaml", "And once more, from that round's EMA weights")):
         if config.is_file():
             lines += ["", f"{what} (`{config.name}`, written by models.build_demo):", "", "```yaml",
                       config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]

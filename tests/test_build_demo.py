@@ -38,21 +38,24 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "generator_more", "catdog", "face",
-                          "judge_validation", "tokenizer_ceiling", "evaluation", "speed"}
-    # the bundle's generator is the one trained further from the first stage's (init), in float16
-    more = load_file(str(tmp_path / "work" / "t2i_more" / "pipeline" / "transformer" / "model.safetensors"))
-    first = load_file(str(tmp_path / "work" / "t2i" / "pipeline" / "transformer" / "model.safetensors"))
-    assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in more.items())
-    assert any(not torch.equal(more[k], first[k]) for k in more)
-    assert "init: " + str(tmp_path / "work" / "t2i" / "pipeline") in (tmp_path / "work" / "t2i_more.yaml").read_text()
+    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "generator_more", "generator_more2",
+                          "catdog", "face", "judge_validation", "tokenizer_ceiling", "evaluation", "speed"}
+    # the bundle's generator is the last round's, each round trained from the one before (init), in float16
+    stage = {name: load_file(str(tmp_path / "work" / name / "pipeline" / "transformer" / "model.safetensors"))
+             for name in ("t2i", "t2i_more", "t2i_more2")}
+    assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in stage["t2i_more2"].items())
+    for before, after in (("t2i", "t2i_more"), ("t2i_more", "t2i_more2")):
+        assert any(not torch.equal(stage[after][k], stage[before][k]) for k in stage[after])
+        config = (tmp_path / "work" / f"{after}.yaml").read_text()
+        assert "init: " + str(tmp_path / "work" / before / "pipeline") in config
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
-    assert card.count("python -m generation.train --config") == 2  # both generator stages' commands
+    assert "And once more, from that round's EMA weights (`t2i_more2.yaml`" in card
+    assert card.count("python -m generation.train --config") == 3  # every generator stage's command
     out = capsys.readouterr().out
     assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 11 and "$ " not in out
+    assert out.count("] done (") == 12 and "$ " not in out
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
@@ -87,7 +90,7 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     bundle.mkdir()
     (work / "vqvae" / "metrics.json").write_text(json.dumps(
         {"val_psnr": 23.5, "codes_used": 511, "perplexity": 456.8, "step": 2118,
-         "stopped": "time limit of 35.0 min (of 3000 steps)"}))
+         "stopped": "time limit of 35.0 min (of 3000 steps)", "restored_from": "VQ-VAE kept from the build of abc"}))
     (bundle / "catdog.metrics.json").write_text(json.dumps(
         {"mAP50": 0.995, "mAP50-95": 0.814, "per_class": {}, "restored_from": "the build of commit abc"}))
     block = {"accuracy": 0.9, "ci95": [0.8, 1.0], "n": 10}
@@ -98,7 +101,8 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
                     "through_vqvae": {"psnr": 24.36, "images": 400}}
     (work / "tokenizer_ceiling.json").write_text(json.dumps(ceiling))
     card = write_card(work, bundle, "cpu", {"vqvae": 2107.0, "generator": 3600.0}).read_text()
-    assert "(stopped by its time limit of 35.0 min (of 3000 steps), at step 2118)" in card
+    assert ("(stopped by its time limit of 35.0 min (of 3000 steps), at step 2118) (VQ-VAE kept from the build of "
+            "abc; the later stages were rebuilt)") in card
     assert "mAP50-95 0.814; per class AP50/AP50-95:  (kept from the build of commit abc)" in card
     assert "mean PSNR 24.36 dB" in card
     assert "| single_object | 0.997 | 0.564 |" in card and "| faces | 0.903 | 0.717 |" in card

@@ -1,0 +1,114 @@
+"""Compare two evaluation runs image by image: which images newly pass, which no longer do.
+
+    python -m evaluation.compare runs/eval_old runs/eval_new
+    python -m evaluation.compare runs/eval_old runs/eval_new --json-out runs/compare.json
+
+Rows are paired by (prompt, image index, seed): with the same suite and seed, both runs
+drew from the same noise, so a pair differs only by what changed between them (the
+model, the settings). Per category and overall it prints both accuracies, the images
+gained (fail -> pass) and lost (pass -> fail), and the exact two-sided sign test on those
+discordant pairs (McNemar's exact test): the chance of a split at least that uneven if
+neither run were better. Two bootstrap intervals that overlap say little; this says more
+from the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from math import comb
+from pathlib import Path
+
+from evaluation.runner import read_rows
+
+
+def sign_test(gained: int, lost: int) -> float:
+    """Exact two-sided p of `gained` vs `lost` under Binomial(gained + lost, 1/2)."""
+    n = gained + lost
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, k) for k in range(min(gained, lost) + 1))
+    return min(1.0, 2 * tail / 2**n)  # int / int: exact enough for any n (no float overflow)
+
+
+def results_path(run: str | Path) -> Path:
+    """A run folder (its results.jsonl) or the results file itself."""
+    path = Path(run)
+    path = path / "results.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such results file (give an evaluation.run --out folder)")
+    return path
+
+
+def outcomes(path: Path) -> dict[tuple, tuple[str, bool]]:
+    """(prompt, image_index, seed) -> (category, passed), over judged rows."""
+    out = {}
+    for n, row in enumerate(read_rows(path), 1):
+        if row.get("verdict") is None:
+            continue  # a prompt the judge could not read: not an outcome
+        try:
+            key = (row["prompt"], row["image_index"], row["seed"])
+            out[key] = (row["category"], bool(row["verdict"]["passed"]))
+        except KeyError as err:
+            raise ValueError(f"{path}: row {n} has no {err.args[0]!r} field (not an evaluation.run results file)") from None
+    if not out:
+        raise ValueError(f"{path}: no judged rows")
+    return out
+
+
+def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) -> dict:
+    """{"overall": block, "categories": {name: block}}; a block counts n pairs, passes in a
+    and b, gained, lost and the sign test's p. Both runs must hold the same images."""
+    if a.keys() != b.keys():
+        only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
+        raise ValueError(f"the runs hold different images: {len(only_a)} only in the first (e.g. {only_a[:2]}), "
+                         f"{len(only_b)} only in the second (e.g. {only_b[:2]}); compare runs of the same suite, "
+                         "images per prompt and seed")
+    pairs: dict[str, list[tuple[bool, bool]]] = {}
+    for key, (category, passed) in a.items():
+        if b[key][0] != category:
+            raise ValueError(f"prompt {key[0]!r} is {category!r} in the first run and {b[key][0]!r} in the second")
+        pairs.setdefault(category, []).append((passed, b[key][1]))
+
+    def block(rows: list[tuple[bool, bool]]) -> dict:
+        gained = sum(1 for x, y in rows if y and not x)
+        lost = sum(1 for x, y in rows if x and not y)
+        return {"n": len(rows), "passed_a": sum(x for x, _ in rows), "passed_b": sum(y for _, y in rows),
+                "gained": gained, "lost": lost, "p": sign_test(gained, lost)}
+
+    return {"overall": block([p for rows in pairs.values() for p in rows]),
+            "categories": {c: block(rows) for c, rows in sorted(pairs.items())}}
+
+
+def markdown_table(result: dict) -> str:
+    lines = ["| category | first | second | gained | lost | sign test p | images |", "|---|---|---|---|---|---|---|"]
+    for name, b in [*result["categories"].items(), ("**overall**", result["overall"])]:
+        lines.append(f"| {name} | {b['passed_a'] / b['n']:.3f} | {b['passed_b'] / b['n']:.3f} | {b['gained']} | "
+                     f"{b['lost']} | {b['p']:.3g} | {b['n']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n\n")[0],
+                                 epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("first", help="evaluation.run --out folder (or its results.jsonl): the baseline")
+    ap.add_argument("second", help="the run to compare with it")
+    ap.add_argument("--json-out", default=None, help="also write the comparison as JSON")
+    args = ap.parse_args(argv)
+    try:
+        paths = [results_path(args.first), results_path(args.second)]
+        result = compare(outcomes(paths[0]), outcomes(paths[1]))
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"first: {paths[0]}\nsecond: {paths[1]}\n")
+    print(markdown_table(result))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"first": str(paths[0]), "second": str(paths[1]), **result},
+                                                  indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

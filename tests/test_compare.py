@@ -1,0 +1,70 @@
+"""evaluation.compare: pairing of two runs' images and the exact sign test, against brute force."""
+
+import itertools
+import json
+
+import pytest
+
+from evaluation.compare import compare, main, sign_test
+
+
+def brute_force_p(gained: int, lost: int) -> float:
+    """Share of all 2^n fair sign sequences whose split is at least as uneven as gained:lost."""
+    n = gained + lost
+    seqs = list(itertools.product((0, 1), repeat=n))
+    return sum(abs(2 * sum(s) - n) >= abs(gained - lost) for s in seqs) / len(seqs)
+
+
+@pytest.mark.parametrize("gained,lost", [(0, 0), (1, 0), (3, 3), (5, 1), (0, 7), (9, 3), (2, 10), (6, 7)])
+def test_sign_test_equals_the_brute_force_enumeration(gained, lost):
+    assert sign_test(gained, lost) == pytest.approx(brute_force_p(gained, lost), abs=1e-12)
+
+
+def test_sign_test_known_values_and_large_n():
+    assert sign_test(17, 10) == pytest.approx(0.2478, abs=1e-4)  # 2 * P(Bin(27, 1/2) <= 10)
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert 0 < sign_test(700, 500) < 1e-7 and sign_test(600, 600) == 1.0  # no float overflow at n = 1200
+
+
+def row(prompt, i, category, passed, seed=None):
+    return {"prompt": prompt, "image_index": i, "seed": i if seed is None else seed, "category": category,
+            "verdict": {"passed": passed}}
+
+
+def write_run(folder, rows):
+    folder.mkdir()
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+def test_cli_counts_gained_and_lost_per_category(tmp_path, capsys):
+    # cats: 4 images, first passes 1, second 3 (gains images 1 and 2, keeps 0); dogs: loses image 0
+    first = [row("a cat", 0, "single", True), row("a cat", 1, "single", False), row("a cat", 2, "single", False),
+             row("a cat", 3, "single", False), row("two dogs", 0, "counting", True),
+             row("two dogs", 1, "counting", False), {**row("a ?", 0, "odd", False), "verdict": None}]
+    second = [row("a cat", 2, "single", True), row("a cat", 0, "single", True), row("a cat", 1, "single", True),
+              row("a cat", 3, "single", False), row("two dogs", 0, "counting", False),
+              row("two dogs", 1, "counting", False)]  # order differs: pairing is by key
+    a, b = write_run(tmp_path / "a", first), write_run(tmp_path / "b", second)
+    assert main([str(a), str(b / "results.jsonl"), "--json-out", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| single | 0.250 | 0.750 | 2 | 0 | 0.5 | 4 |" in out
+    assert "| counting | 0.500 | 0.000 | 0 | 1 | 1 | 2 |" in out
+    assert "| **overall** | 0.333 | 0.500 | 2 | 1 | 1 | 6 |" in out
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["overall"] == {"n": 6, "passed_a": 2, "passed_b": 3, "gained": 2, "lost": 1, "p": 1.0}
+
+
+def test_mismatched_runs_and_bad_files_are_named(tmp_path, capsys):
+    a = write_run(tmp_path / "a", [row("a cat", 0, "single", True), row("a cat", 1, "single", True)])
+    b = write_run(tmp_path / "b", [row("a cat", 0, "single", True), row("a cat", 1, "single", True, seed=7)])
+    assert main([str(a), str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "1 only in the first (e.g. [('a cat', 1, 1)])" in err and "1 only in the second" in err
+    assert main([str(a), str(tmp_path / "nope")]) == 2
+    assert "nope: no such results file (give an evaluation.run --out folder)" in capsys.readouterr().err
+    c = write_run(tmp_path / "c", [{"prompt": "a cat", "verdict": {"passed": True}}])
+    assert main([str(a), str(c)]) == 2
+    assert "c/results.jsonl: row 1 has no 'image_index' field" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="'single' in the first run and 'counting'"):
+        compare({("a cat", 0, 0): ("single", True)}, {("a cat", 0, 0): ("counting", True)})
