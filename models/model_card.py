@@ -6,7 +6,11 @@ import json
 from pathlib import Path
 
 from evaluation.summary import markdown_table
-from models.build_demo import STAGES
+from models.build_demo import MORE_ROUNDS, STAGES
+
+# how the card introduces each further training round's config (build_demo.MORE_ROUNDS)
+ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
+                "generator_more2": "And once more, from that round's EMA weights"}
 
 
 def _load(path: Path):
@@ -120,9 +124,9 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     commands = _commands(work / "build.log", Path(__file__).resolve().parent.parent)
     if commands:
         lines += ["", "## Commands", "", "```"] + commands + ["```"]
-    for config, what in ((work / "t2i.yaml", "Generator config"),
-                         (work / "t2i_more.yaml", "Then trained further from its EMA weights"),
-                         (work / "t2i_more2.yaml", "And once more, from that round's EMA weights")):
+    configs = [("t2i", "Generator config"), *((out, ROUND_LABELS[stage]) for stage, out in MORE_ROUNDS.items())]
+    for name, what in configs:
+        config = work / f"{name}.yaml"
         if config.is_file():
             lines += ["", f"{what} (`{config.name}`, written by models.build_demo):", "", "```yaml",
                       config.read_text().replace(f"{Path(__file__).resolve().parent.parent}/", "").rstrip(), "```"]
