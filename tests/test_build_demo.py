@@ -4,7 +4,8 @@ import json
 
 import torch
 
-from models.build_demo import build
+from models.build_demo import MORE_ROUNDS, STAGES, build
+from models.model_card import ROUND_LABELS
 
 
 def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys):
@@ -38,24 +39,25 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
     times = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert set(times) == {"scenes", "generator_scenes", "vqvae", "generator", "generator_more", "generator_more2",
-                          "catdog", "face", "judge_validation", "tokenizer_ceiling", "evaluation", "speed"}
+    assert set(times) == set(STAGES)
     # the bundle's generator is the last round's, each round trained from the one before (init), in float16
+    rounds = ["t2i", *MORE_ROUNDS.values()]
     stage = {name: load_file(str(tmp_path / "work" / name / "pipeline" / "transformer" / "model.safetensors"))
-             for name in ("t2i", "t2i_more", "t2i_more2")}
-    assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in stage["t2i_more2"].items())
-    for before, after in (("t2i", "t2i_more"), ("t2i_more", "t2i_more2")):
+             for name in rounds}
+    assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in stage[rounds[-1]].items())
+    for before, after in zip(rounds, rounds[1:]):
         assert any(not torch.equal(stage[after][k], stage[before][k]) for k in stage[after])
         config = (tmp_path / "work" / f"{after}.yaml").read_text()
         assert "init: " + str(tmp_path / "work" / before / "pipeline") in config
+    for name, out in MORE_ROUNDS.items():
+        assert f"{ROUND_LABELS[name]} (`{out}.yaml`" in card
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
-    assert "And once more, from that round's EMA weights (`t2i_more2.yaml`" in card
-    assert card.count("python -m generation.train --config") == 3  # every generator stage's command
+    assert card.count("python -m generation.train --config") == len(rounds)  # every generator stage's command
     out = capsys.readouterr().out
     assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
-    assert out.count("] done (") == 12 and "$ " not in out
+    assert out.count("] done (") == len(STAGES) and "$ " not in out
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
