@@ -56,7 +56,7 @@ PROFILES = {
                                          "ema_decay": 0.995, "log_every": 50, "val_every": 500,
                                          "sample_every": 1000, "ckpt_every": 250},
                                "time_limit": 85},
-            # and once more, the same way, from the first round's EMA weights (a warm restart): on the
+            # and once more, the same way, from generator_more's EMA weights (a warm restart): on the
             # fifth build's generator the default suite rose 0.163 -> 0.202 (19 images gained, 9 lost;
             # benchmarks/RESULTS.md, sixth build)
             "generator_more2": "generator_more",
