@@ -10,7 +10,8 @@ from models.build_demo import MORE_ROUNDS, STAGES
 
 # how the card introduces each further training round's config (build_demo.MORE_ROUNDS)
 ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
-                "generator_more2": "And once more, from that round's EMA weights"}
+                "generator_more2": "And once more, from that round's EMA weights",
+                "generator_more3": "And a fourth round, from that one's EMA weights, on more scenes"}
 
 
 def _load(path: Path):
@@ -24,7 +25,7 @@ def _mb(path: Path) -> float:
 
 def _commands(log: Path, root: Path) -> list[str]:
     """The build's commands from build.log, repository-relative: the last run of each stage
-    (a restarted or resumed stage keeps its final command), in build order."""
+    (a restarted or resumed stage keeps its final command), in the order of those last runs."""
     last: dict[tuple, str] = {}
     lines = log.read_text().splitlines() if log.is_file() else []
     for line in lines:
@@ -32,14 +33,16 @@ def _commands(log: Path, root: Path) -> list[str]:
             continue
         words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
         words[0] = "python"
-        # the same module may run twice as different stages: per detector task, per generator
-        # config, the judge validation with and without --through-vqvae, the scenes with and
-        # without --backgrounds
+        # the same module may run several times as different stages: per detector task, per
+        # generator config, the judge validation with and without --through-vqvae, per scenes folder
         variant = (words[words.index("--task") + 1] if "--task" in words[:-1] else
                    words[words.index("--config") + 1] if "--config" in words[:-1] else
-                   ("--through-vqvae" in words, "--backgrounds" in words))
+                   ("--through-vqvae" in words, words[words.index("--out") + 1] if "--out" in words[:-1] else None))
         key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
-        last[key] = " ".join(words)  # a dict keeps the first run's position
+        # at its last run's position: a stage rerun after a new one (the evaluation of a bundle
+        # with a new generator round) is listed after it, as the bundle was made
+        last.pop(key, None)
+        last[key] = " ".join(words)
     return list(last.values())
 
 
@@ -61,6 +64,10 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                      + (f", every object at least {gen_meta['min_object']:g} of the image side (`--min-object`)"
                         if gen_meta.get("min_object") else "")
                      + "; the detectors train and are validated on all of them")
+    more = _load(work / "more_scenes" / "meta.json")  # a later generator round's own, larger set
+    if more:
+        lines.append(f"- the generator's last round learns {more['n']} more of those scenes (seed {more['seed']}: "
+                     f"train {more['splits']['train']}, val {more['splits']['val']}; `more_scenes`)")
     lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
               f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
               f"{_mb(bundle / 'generator'):.1f} |",

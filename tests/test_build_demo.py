@@ -31,7 +31,12 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
-    assert card.count("python -m datasets.scenes") == 2 and "--backgrounds plain" in card
+    assert card.count("python -m datasets.scenes") == 3 and card.count("--backgrounds plain") == 2
+    # the last round learns a larger set of the generator's scenes (another seed), listed on the card
+    more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
+    assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
+    assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / "t2i_more3.yaml").read_text()
+    assert "the generator's last round learns 48 more of those scenes (seed 1: train 43, val 5" in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -117,3 +122,19 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     card = write_card(work, bundle, "cpu", {}).read_text()
     assert "| single_object | 0.900 | 0.564 |" in card and "| faces | 0.800 | 0.717 |" in card
     assert "| 0-0.25 | 170 | 1.000 | 0.265 |" in card
+
+
+def test_card_commands_are_each_stages_last_run_in_the_order_of_those_runs(tmp_path):
+    from models.model_card import _commands
+
+    root = tmp_path / "repo"
+    lines = ["datasets.scenes --n 8 --out {r}/w/scenes", "datasets.scenes --n 8 --backgrounds plain --out {r}/w/gen",
+             "generation.train --config {r}/w/t2i.yaml", "evaluation.run --model m --out {r}/w/eval",
+             "generation.train --config {r}/w/t2i.yaml --resume",  # resumed: one entry, its final command
+             "datasets.scenes --n 80 --backgrounds plain --out {r}/w/more",  # a third scenes folder
+             "generation.train --config {r}/w/t2i_more3.yaml", "evaluation.run --model m --out {r}/w/eval"]
+    (tmp_path / "build.log").write_text("".join(f"$ /venv/python -m {x.format(r=root)}\nsome output\n" for x in lines))
+    assert _commands(tmp_path / "build.log", root) == [
+        "python -m datasets.scenes --n 8 --out w/scenes", "python -m datasets.scenes --n 8 --backgrounds plain --out w/gen",
+        "python -m generation.train --config w/t2i.yaml", "python -m datasets.scenes --n 80 --backgrounds plain --out w/more",
+        "python -m generation.train --config w/t2i_more3.yaml", "python -m evaluation.run --model m --out w/eval"]
