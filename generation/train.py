@@ -48,6 +48,7 @@ from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
+from generation.runlog import open_log
 from generation.schedule import cosine_lr
 from generation.text import ClipTextEncoder, ScratchTextEncoder
 from generation.transformer import DenoisingTransformer, TransformerConfig
@@ -276,7 +277,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     precision = resolve_precision(tc["precision"], device)
     autocast = training_autocast(device, precision)
-    log = open(out / "log.jsonl", "a") if rank == 0 else None
+    log = open_log(out / "log.jsonl", step if resume else None) if rank == 0 else None
     bar = tqdm(total=tc["steps"], initial=step, desc="train", disable=not progress or rank != 0)
     tokens_seen, t0 = 0, time.time()
     pipe.train()

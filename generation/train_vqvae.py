@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from generation.data import load_image, read_captions
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
+from generation.runlog import open_log
 from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
 
@@ -136,10 +137,7 @@ def train(args) -> dict:
             opt_d.load_state_dict(state["opt_d"])
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
-        drop_rows_after(out / "metrics.jsonl", step)
-    elif (out / "metrics.jsonl").exists():
-        (out / "metrics.jsonl").unlink()  # a fresh run starts a fresh log
-    log = open(out / "metrics.jsonl", "a")
+    log = open_log(out / "metrics.jsonl", step if args.resume else None)
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
     t0 = time.time()
@@ -202,13 +200,6 @@ def lr_at(step: int, args) -> float:
     """Constant, or cosine from --lr down to a tenth of it at --steps (a function of the step
     alone, so a resumed run follows the same curve)."""
     return args.lr if args.lr_schedule == "constant" else cosine_lr(step, args.lr, args.steps)
-
-
-def drop_rows_after(path: Path, step: int) -> None:
-    """On resume, forget log rows written after the checkpoint (they will be written again)."""
-    if path.is_file():
-        rows = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x).get("step", 0) <= step]
-        path.write_text("".join(r + "\n" for r in rows))
 
 
 @torch.no_grad()

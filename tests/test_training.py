@@ -70,7 +70,13 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     (tmp_path / "half.yaml").write_text(yaml.safe_dump(half_cfg))
     assert t2i.main(["--config", str(tmp_path / "half.yaml"), "--device", "cpu", "--quiet", "--stop-at", "3"]) == 0
     assert not (tmp_path / "half" / "pipeline").exists() and (tmp_path / "half" / "checkpoint").is_dir()
+    # a run killed after its checkpoint has logged steps that the resume runs again: they are dropped
+    with open(tmp_path / "half" / "log.jsonl", "a") as f:
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
     assert t2i.main(["--config", str(tmp_path / "half.yaml"), "--device", "cpu", "--quiet", "--resume"]) == 0
+    half_log = [json.loads(x) for x in (tmp_path / "half" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in half_log] == \
+        [(r["step"], r.get("loss"), r.get("val_loss")) for r in log]
     a = load_file(str(tmp_path / "full" / "pipeline" / "transformer" / "model.safetensors"))
     b = load_file(str(tmp_path / "half" / "pipeline" / "transformer" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:5]
