@@ -11,7 +11,8 @@ from models.build_demo import MORE_ROUNDS, STAGES
 # how the card introduces each further training round's config (build_demo.MORE_ROUNDS)
 ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more2": "And once more, from that round's EMA weights",
-                "generator_more3": "And a fourth round, from that one's EMA weights, on more scenes"}
+                "generator_more3": "And a fourth round, from that one's EMA weights, on more scenes",
+                "generator_more4": "And a fifth, from the fourth's EMA weights, on the same more scenes"}
 
 
 def _load(path: Path):
@@ -66,7 +67,10 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                      + "; the detectors train and are validated on all of them")
     more = _load(work / "more_scenes" / "meta.json")  # a later generator round's own, larger set
     if more:
-        lines.append(f"- the generator's last round learns {more['n']} more of those scenes (seed {more['seed']}: "
+        on_more = sum(f"data: {work / 'more_scenes'}\n" in (work / f"{out}.yaml").read_text()
+                      for out in MORE_ROUNDS.values() if (work / f"{out}.yaml").is_file())
+        rounds = "last round learns" if on_more == 1 else f"last {on_more} rounds learn"
+        lines.append(f"- the generator's {rounds} {more['n']} more of those scenes (seed {more['seed']}: "
                      f"train {more['splits']['train']}, val {more['splits']['val']}; `more_scenes`)")
     lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
               f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "

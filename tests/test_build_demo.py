@@ -32,11 +32,12 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
     assert card.count("python -m datasets.scenes") == 3 and card.count("--backgrounds plain") == 2
-    # the last round learns a larger set of the generator's scenes (another seed), listed on the card
+    # the last two rounds learn a larger set of the generator's scenes (another seed), listed on the card
     more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
-    assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / "t2i_more3.yaml").read_text()
-    assert "the generator's last round learns 48 more of those scenes (seed 1: train 43, val 5" in card
+    for out in ("t2i_more3", "t2i_more4"):
+        assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / f"{out}.yaml").read_text()
+    assert "the generator's last 2 rounds learn 48 more of those scenes (seed 1: train 43, val 5" in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
