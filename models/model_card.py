@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import yaml
+
 from evaluation.summary import markdown_table
 from models.build_demo import MORE_ROUNDS, STAGES
 
@@ -17,6 +19,19 @@ ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
 
 def _load(path: Path):
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _rounds_on_own_scenes(work: Path) -> dict[str, list[int]]:
+    """Scenes folder -> the training rounds (the first generator stage is round 1) that learned
+    it, for the rounds given scenes of their own (read from the configs the build wrote)."""
+    own: dict[str, list[int]] = {}
+    for number, out in enumerate(MORE_ROUNDS.values(), start=2):
+        config = work / f"{out}.yaml"
+        data = Path(yaml.safe_load(config.read_text())["data"]) if config.is_file() else None
+        if data is not None and data.parent == work and data.name != "generator_scenes" and \
+                (data / "meta.json").is_file():
+            own.setdefault(data.name, []).append(number)
+    return own
 
 
 def _mb(path: Path) -> float:
@@ -65,13 +80,13 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                      + (f", every object at least {gen_meta['min_object']:g} of the image side (`--min-object`)"
                         if gen_meta.get("min_object") else "")
                      + "; the detectors train and are validated on all of them")
-    more = _load(work / "more_scenes" / "meta.json")  # a later generator round's own, larger set
-    if more:
-        on_more = sum(f"data: {work / 'more_scenes'}\n" in (work / f"{out}.yaml").read_text()
-                      for out in MORE_ROUNDS.values() if (work / f"{out}.yaml").is_file())
-        rounds = "last round learns" if on_more == 1 else f"last {on_more} rounds learn"
-        lines.append(f"- the generator's {rounds} {more['n']} more of those scenes (seed {more['seed']}: "
-                     f"train {more['splits']['train']}, val {more['splits']['val']}; `more_scenes`)")
+    for folder, rounds in _rounds_on_own_scenes(work).items():  # later rounds' own, larger sets
+        more = _load(work / folder / "meta.json")
+        which = f"round {rounds[0]}" if len(rounds) == 1 else "rounds " + ", ".join(map(str, rounds[:-1])) + \
+            f" and {rounds[-1]}"
+        lines.append(f"- the generator's {which} learn{'s' if len(rounds) == 1 else ''} {more['n']} more of those "
+                     f"scenes (seed {more['seed']}: train {more['splits']['train']}, val {more['splits']['val']}; "
+                     f"`{folder}`)")
     lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
               f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
               f"{_mb(bundle / 'generator'):.1f} |",

@@ -37,7 +37,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
     for out in ("t2i_more3", "t2i_more4"):
         assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / f"{out}.yaml").read_text()
-    assert "the generator's last 2 rounds learn 48 more of those scenes (seed 1: train 43, val 5" in card
+    assert "the generator's rounds 4 and 5 learn 48 more of those scenes (seed 1: train 43, val 5; `more_scenes`)" in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
