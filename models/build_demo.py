@@ -65,8 +65,8 @@ PROFILES = {
             # nothing; on new ones the suite rose 0.202 -> 0.218 (benchmarks/RESULTS.md, seventh build)
             "more_scenes": {"n": 20000, "seed": 1},
             "generator_more3": {"like": "generator_more", "scenes": "more_scenes"},
-            # and a fifth round on those scenes, from the fourth's EMA weights (each image seen ~8 times
-            # by then): the suite rose 0.218 -> 0.258 (20 gained, 10 lost; RESULTS.md, eighth build)
+            # and a fifth round on those scenes, from the fourth's EMA weights (the fourth had seen each
+            # of them ~4 times): the suite rose 0.218 -> 0.258 (20 gained, 10 lost; RESULTS.md, eighth build)
             "generator_more4": {"like": "generator_more", "scenes": "more_scenes"},
             # 64 px scenes seen at imgsz 128: finer boxes (mAP50-95 0.81 vs 0.71 at 64 px and 30 epochs)
             "detector": ["--epochs", "15", "--imgsz", "128", "--batch", "32", "--model", "yolov8n.yaml"]},
