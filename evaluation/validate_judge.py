@@ -19,6 +19,11 @@ captions no more often than their reconstructions do). Writes
 `tokenizer_ceiling.json`, with the originals' figures beside it. Both reports also give the
 share of true objects found (same label, IoU >= 0.5) per object size: what a tokenizer loses
 first is small objects.
+
+With `--through-generator DIR --filter-ratio R` every image is instead tokenised, noised to
+depth R (about R of its tokens masked, as the generator's editing does) and completed by the
+generator from its own first caption: where along the noise the generator loses the objects
+(`completion_r0.5.json`; R = 1 starts from all-[MASK], plain generation from a true caption).
 """
 
 from __future__ import annotations
@@ -61,7 +66,8 @@ def read_objects(root: Path, split: str) -> list[dict]:
     return rows
 
 
-ImageMap = Callable[[list[np.ndarray]], list[np.ndarray]]
+# images, and each image's own first caption -> the images the detectors see
+ImageMap = Callable[[list[np.ndarray], list[str]], list[np.ndarray]]
 # object size buckets for the recall report: the longer box side over the image side
 SIZE_BUCKETS = ((0.0, 0.25), (0.25, 0.375), (0.375, 0.5), (0.5, 1.01))
 
@@ -84,7 +90,7 @@ class VQRoundTrip:
         self.vqvae = VQVAE.from_pretrained(path, device=device).eval()
         self.psnr: list[float] = []
 
-    def __call__(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def __call__(self, images: list[np.ndarray], captions: list[str] | None = None) -> list[np.ndarray]:
         x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(255)
         x = x.to(next(self.vqvae.parameters()).device)
         with torch.no_grad():
@@ -96,6 +102,33 @@ class VQRoundTrip:
 
     def info(self) -> dict:
         return {"vqvae": str(self.path), "images": len(self.psnr), "psnr": float(np.mean(self.psnr))}
+
+
+class GeneratorCompletion:
+    """uint8 RGB images -> the generator's completion of each from its tokens noised to depth
+    `filter_ratio`, conditioned on the image's own caption (sampling seed 0, the model's
+    sampling defaults otherwise)."""
+
+    def __init__(self, path: str | Path, filter_ratio: float, device=None, steps: int | None = None):
+        from generation.pipeline import TextToImage
+
+        self.path, self.filter_ratio, self.steps = Path(path), float(filter_ratio), steps
+        self.pipe = TextToImage.from_pretrained(path, device=device)
+        self.pipe.diffusion.start_t_for_filter_ratio(self.filter_ratio)  # a bad ratio fails here, not mid-run
+        self.images = 0
+
+    def __call__(self, images: list[np.ndarray], captions: list[str]) -> list[np.ndarray]:
+        out = []
+        for image, caption in zip(images, captions):
+            x = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+            y = self.pipe(caption, seed=0, steps=self.steps, init_image=x, filter_ratio=self.filter_ratio).images[0]
+            out.append((y * 255).round().byte().permute(1, 2, 0).cpu().numpy())
+        self.images += len(out)
+        return out
+
+    def info(self) -> dict:
+        return {"generator": str(self.path), "filter_ratio": self.filter_ratio, "images": self.images,
+                "settings": {**self.pipe.defaults, "steps": self.steps or self.pipe.defaults["steps"], "seed": 0}}
 
 
 def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", limit: int | None = None,
@@ -117,7 +150,7 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
         chunk = rows[start:start + batch]
         images = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in chunk]
         if image_map is not None:
-            images = image_map(images)
+            images = image_map(images, [own_captions.get(r["image"], [""])[0] for r in chunk])
         found = eyes.detect(images)
         for row, image, dets in zip(chunk, images, found):
             gt = [{"label": o["label"], "confidence": 1.0, "box": o["box"], "color": o["color"]}
@@ -182,11 +215,24 @@ def main(argv=None) -> int:
     ap.add_argument("--through-vqvae", type=Path, default=None, metavar="DIR",
                     help="a VQ-VAE (or generator) folder: judge its reconstructions instead, the tokenizer "
                          "ceiling (writes tokenizer_ceiling.json)")
+    ap.add_argument("--through-generator", type=Path, default=None, metavar="DIR",
+                    help="a generator folder: judge its completions of the images from their tokens noised to "
+                         "--filter-ratio, each from its own caption (writes completion_rR.json)")
+    ap.add_argument("--filter-ratio", type=float, default=0.5,
+                    help="with --through-generator: noise depth, 1/T..1 (1: from all-[MASK]; default 0.5)")
+    ap.add_argument("--steps", type=int, default=None,
+                    help="with --through-generator: sampling steps (default: the model's)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON report (default: --data)")
     args = ap.parse_args(argv)
+    if args.through_vqvae and args.through_generator:
+        print("error: give --through-vqvae or --through-generator, not both", file=sys.stderr)
+        return 2
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
         trip = VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else None
+        if args.through_generator:
+            trip = GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device,
+                                       steps=args.steps)
         report = validate(args.data, eyes, args.suite, args.split, args.limit, image_map=trip)
         if trip is not None:  # the same images as drawn, for the side-by-side the ceiling is read against
             plain = validate(args.data, eyes, args.suite, args.split, args.limit, progress=False)
@@ -194,14 +240,19 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if trip is not None:
-        report["through_vqvae"] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"],
-                                                 "originals_recall_by_size": plain["recall_by_size"]}
+        key = "through_vqvae" if args.through_vqvae else "through_generator"
+        report[key] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"],
+                                     "originals_recall_by_size": plain["recall_by_size"]}
     out = args.out or args.data
     out.mkdir(parents=True, exist_ok=True)
-    name = "tokenizer_ceiling.json" if trip else "judge_validation.json"
+    name = ("tokenizer_ceiling.json" if args.through_vqvae else
+            f"completion_r{args.filter_ratio:g}.json" if args.through_generator else "judge_validation.json")
     write_json(report, out / name)
-    if trip:
+    if args.through_vqvae:
         print(f"images through the VQ-VAE {trip.path}: mean PSNR {report['through_vqvae']['psnr']:.2f} dB")
+    elif args.through_generator:
+        print(f"images completed by {trip.path} from {args.filter_ratio:g} of the noise; own captions passed: "
+              + ", ".join(f"{c} {1 - v:.3f}" for c, v in report["true_captions_failed"].items()))
     print(format_table(report))
     print("objects found (IoU 0.5) by longer side / image side: " + ", ".join(
         f"{k} {v['recall']:.2f} of {v['objects']}" for k, v in report["recall_by_size"].items()))

@@ -207,14 +207,23 @@ def test_validate_judge_through_an_image_map_judges_the_mapped_images(tmp_path):
     world = SceneWorld()
     for row in map(json.loads, (root / "objects.jsonl").read_text().splitlines()):
         world.truth[np.asarray(Image.open(root / row["image"]).convert("RGB")).tobytes()] = row["objects"]
-    same = validate(root, make_eyes(world), "smoke", progress=False, image_map=lambda ims: [i.copy() for i in ims])
+    seen = []  # the map gets each image's own first caption beside it
+
+    def copy(ims, captions):
+        seen.extend(captions)
+        return [i.copy() for i in ims]
+
+    same = validate(root, make_eyes(world), "smoke", progress=False, image_map=copy)
     plain = validate(root, make_eyes(world), "smoke", progress=False)
     assert same["categories"] == plain["categories"]
+    captions = {r["image"]: r["captions"] for r in map(json.loads, (root / "captions.jsonl").read_text().splitlines())}
+    val = [r for r in map(json.loads, (root / "objects.jsonl").read_text().splitlines()) if r["split"] == "val"]
+    assert seen == [captions[r["image"]][0] for r in val] and len(seen) == 10
     # a tokenizer that keeps nothing: every image the detectors see is blank, so every true
     # caption naming an object fails; the truth is still the original image's
     world.truth[np.zeros((64, 64, 3), np.uint8).tobytes()] = []
     blank = validate(root, make_eyes(world), "smoke", progress=False,
-                     image_map=lambda ims: [np.zeros_like(i) for i in ims])
+                     image_map=lambda ims, captions: [np.zeros_like(i) for i in ims])
     assert blank["true_captions_failed"]["single_object"] == 1.0
     assert all(v["recall"] == 0.0 for v in blank["recall_by_size"].values())
     assert {k: v["objects"] for k, v in blank["recall_by_size"].items()} == \
@@ -265,6 +274,53 @@ def test_vq_round_trip_is_encode_decode_and_measures_psnr(tmp_path, tiny_detecto
     assert all(0 <= v["recall"] <= 1 for v in report["recall_by_size"].values())
     assert main(args[:-4] + ["--through-vqvae", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a saved VQ-VAE" in capsys.readouterr().err
+
+
+def test_generator_completion_is_the_generators_edit_from_the_own_caption(tmp_path, tiny_detector, capsys):
+    import torch
+
+    from datasets.scenes import generate
+    from evaluation.validate_judge import GeneratorCompletion, main
+    from generation.diffusion import MaskReplaceDiffusion
+    from generation.pipeline import TextToImage
+    from generation.text import ScratchTextEncoder
+    from generation.transformer import DenoisingTransformer, TransformerConfig
+    from generation.vqvae import VQVAE, VQVAEConfig
+
+    torch.manual_seed(0)
+    text = ScratchTextEncoder.train_new(["a cat", "two dogs", "nothing", "a face"], vocab_size=120, dim=32, layers=1,
+                                        heads=2, max_length=12)
+    vq = VQVAE(VQVAEConfig(channels=8, channel_mult=(1, 2, 2), codebook_size=16, embed_dim=8))
+    vq.codebook.embed.normal_()
+    cfg = TransformerConfig(num_classes=16, h=8, w=8, width=32, depth=1, heads=2, text_dim=32, diffusion_steps=10)
+    pipe = TextToImage(vq, text, DenoisingTransformer(cfg), MaskReplaceDiffusion(16, 10), image_size=32).eval()
+    pipe.save_pretrained(tmp_path / "gen")
+    completion = GeneratorCompletion(tmp_path / "gen", filter_ratio=0.5, device="cpu", steps=3)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2)]
+    out = completion(images, ["a cat", "two dogs"])
+    for image, caption, got in zip(images, ["a cat", "two dogs"], out):
+        x = torch.from_numpy(image).permute(2, 0, 1).float() / 255
+        ref = pipe(caption, seed=0, steps=3, init_image=x, filter_ratio=0.5).images[0]
+        assert got.dtype == np.uint8 and np.array_equal(got, (ref * 255).round().byte().permute(1, 2, 0).numpy())
+    assert completion.info()["images"] == 2 and completion.info()["filter_ratio"] == 0.5
+    with pytest.raises(ValueError, match="filter_ratio must be in"):
+        GeneratorCompletion(tmp_path / "gen", filter_ratio=0.01, device="cpu")
+
+    root = generate(tmp_path / "scenes", n=8, size=32, seed=2, val_fraction=0.5, progress=False)
+    _, det_run = tiny_detector
+    args = ["--data", str(root), "--detectors", f"catdog={det_run / 'best.pt'}", "--suite", "smoke", "--device", "cpu",
+            "--through-generator", str(tmp_path / "gen"), "--filter-ratio", "0.5", "--steps", "3",
+            "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "o" / "completion_r0.5.json").read_text())
+    assert report["images"] == 4 and report["through_generator"]["images"] == 4
+    assert report["through_generator"]["settings"]["steps"] == 3
+    assert "own captions passed" in capsys.readouterr().out
+    assert main(args[:-6] + ["--filter-ratio", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "filter_ratio must be in" in capsys.readouterr().err
+    assert main(args + ["--through-vqvae", str(tmp_path / "gen")]) == 2
+    assert "not both" in capsys.readouterr().err
 
 
 def test_size_buckets_known_answers():
