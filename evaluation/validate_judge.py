@@ -150,7 +150,7 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
         chunk = rows[start:start + batch]
         images = [np.asarray(Image.open(root / r["image"]).convert("RGB")) for r in chunk]
         if image_map is not None:
-            images = image_map(images, [own_captions.get(r["image"], [""])[0] for r in chunk])
+            images = image_map(images, [(own_captions.get(r["image"]) or [""])[0] for r in chunk])
         found = eyes.detect(images)
         for row, image, dets in zip(chunk, images, found):
             gt = [{"label": o["label"], "confidence": 1.0, "box": o["box"], "color": o["color"]}
@@ -229,10 +229,9 @@ def main(argv=None) -> int:
         return 2
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        trip = VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else None
-        if args.through_generator:
-            trip = GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device,
-                                       steps=args.steps)
+        trip = (VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else
+                GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device, steps=args.steps)
+                if args.through_generator else None)
         report = validate(args.data, eyes, args.suite, args.split, args.limit, image_map=trip)
         if trip is not None:  # the same images as drawn, for the side-by-side the ceiling is read against
             plain = validate(args.data, eyes, args.suite, args.split, args.limit, progress=False)
