@@ -246,13 +246,14 @@ class MaskReplaceDiffusion(nn.Module):
     def sample_time(self, b: int, device, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Importance sampling of t from the loss history (uniform until every t was seen 10 times)."""
         T = self.num_timesteps
+        gdev = _draw_device(generator, device)
         if not bool((self.Lt_count > 10).all()):
-            t = torch.randint(0, T, (b,), device=device, generator=generator)
+            t = torch.randint(0, T, (b,), device=gdev, generator=generator).to(device)
             return t, torch.full((b,), 1.0 / T, device=device)
         lt = torch.sqrt(self.Lt_history + 1e-10) + 1e-4
         lt[0] = lt[1]  # the decoder term is on another scale: weigh t=0 like t=1
         pt_all = (lt / lt.sum()).to(device)
-        t = torch.multinomial(pt_all.float(), b, replacement=True, generator=generator)
+        t = torch.multinomial(pt_all.float().to(gdev), b, replacement=True, generator=generator).to(device)
         return t, pt_all.gather(0, t).float()
 
     @torch.no_grad()
@@ -475,9 +476,15 @@ def sort_descending(x: torch.Tensor, use_numpy: bool | None = None) -> torch.Ten
     return x.sort(dim=-1, descending=True).values
 
 
+def _draw_device(generator, device) -> torch.device:
+    """Where a draw from `generator` must happen: torch samples only on the generator's own
+    device (a CPU generator with CUDA tensors: draw on the CPU, then move)."""
+    return generator.device if isinstance(generator, torch.Generator) else torch.device(device)
+
+
 def _rand(shape, generator, device) -> torch.Tensor:
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"{len(generator)} generators for a batch of {shape[0]}")
-        return torch.stack([torch.rand(shape[1:], generator=g, device=device) for g in generator])
-    return torch.rand(shape, generator=generator, device=device)
+        return torch.stack([torch.rand(shape[1:], generator=g, device=g.device).to(device) for g in generator])
+    return torch.rand(shape, generator=generator, device=_draw_device(generator, device)).to(device)

@@ -199,12 +199,13 @@ def trainable(pipe: TextToImage) -> dict[str, nn.Parameter]:
     return {n: p for n, p in pipe.named_parameters() if p.requires_grad and not n.startswith("vqvae.")}
 
 
-def lr_at(step: int, tc: dict) -> float:
-    return cosine_lr(step, tc["lr"], tc["steps"], tc["warmup"])
+def lr_at(step: int, tc: dict, elapsed: float = 0.0) -> float:
+    return cosine_lr(step, tc["lr"], tc["steps"], tc["warmup"], elapsed)
 
 
 # ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen: torch.Generator) -> None:
+def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen: torch.Generator,
+                    noise_gen: torch.Generator) -> None:
     """Atomic: written to checkpoint.tmp/, then swapped in."""
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -214,14 +215,15 @@ def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen
     state |= {f"buf.{k}": v for k, v in pipe.diffusion.state_dict().items()}
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "train_state.safetensors"))
     torch.save({"optimizer": opt.state_dict(), "step": step, "rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+                "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Generator, device) -> int:
+def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Generator,
+                    noise_gen: torch.Generator, device) -> int:
     ck = out / "checkpoint"
     if not (ck / "optimizer.pt").is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {ck}")
@@ -232,19 +234,26 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
     for k in ema:
         ema[k].copy_(state[f"ema.{k}"])
     pipe.diffusion.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("buf.")})
-    extra = torch.load(ck / "optimizer.pt", weights_only=True, map_location=device)
+    # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
+    extra = torch.load(ck / "optimizer.pt", weights_only=True, map_location="cpu")
     opt.load_state_dict(extra["optimizer"])
     gen.set_state(extra["rng"])
+    if noise_gen is not gen and "noise_rng" in extra:  # a CUDA run's own noise generator
+        noise_gen.set_state(extra["noise_rng"])
     torch.set_rng_state(extra["torch_rng"])
     return int(extra["step"])
 
 
 # ---------------------------------------------------------------------- loop
 def train(cfg: dict, resume: bool = False, device: str | None = None, progress: bool = True,
-          stop_at: int | None = None, time_limit: float | None = None) -> Path:
+          stop_at: int | None = None, time_limit: float | None = None, schedule_by_time: bool = False) -> Path:
     """Train (or resume) to cfg.train.steps; stop_at pauses after that step with a checkpoint
     (the schedule still counts toward train.steps), for time-limited machines. time_limit
-    (minutes) ends training early: checkpoint and export the EMA pipeline at that step."""
+    (minutes) ends training early: checkpoint and export the EMA pipeline at that step;
+    schedule_by_time: the cosine also follows the share of time_limit used, so a run the clock
+    ends still ends on its low learning rate (a machine lent for minutes, whatever its speed)."""
+    if schedule_by_time and not time_limit:
+        raise ConfigError("--schedule-by-time needs --time-limit")
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     rank = int(os.environ.get("RANK", 0))
     if distributed and not dist.is_initialized():
@@ -268,8 +277,11 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]},
                              {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.96))
     ema = {n: p.detach().clone() for n, p in params.items()}
-    gen = torch.Generator().manual_seed(tc["seed"] * 1000 + rank)
-    step = load_checkpoint(out, pipe, ema, opt, gen, device) if resume else 0
+    gen = torch.Generator().manual_seed(tc["seed"] * 1000 + rank)  # batches, captions, text drop
+    # the diffusion's noise (t, x_t) is drawn where the tokens are: torch samples only on a
+    # generator's own device, and drawing on the CPU and copying would stall a GPU every step
+    noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(tc["seed"] * 1000 + rank)
+    step = load_checkpoint(out, pipe, ema, opt, gen, noise_gen, device) if resume else 0
     if resume:
         params = trainable(pipe)
     model = TrainStep(pipe)
@@ -283,17 +295,20 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     pipe.train()
     pipe.vqvae.eval()
     end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
-    deadline = time.time() + 60 * time_limit if time_limit else None
+    start = time.time()
+    deadline = start + 60 * time_limit if time_limit else None
     timed_out = False
     while step < end:
         idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
         x0 = train_ids[idx].to(device)
         prompts = [train_caps[i][int(torch.randint(0, len(train_caps[i]), (), generator=gen))] for i in idx.tolist()]
         drop = torch.rand(len(prompts), generator=gen) < tc["drop_text"]
+        elapsed = (time.time() - start) / (60 * time_limit) if schedule_by_time else 0.0
+        lr = lr_at(step, tc, elapsed)
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, tc)
+            group["lr"] = lr
         with autocast:
-            loss, stats = model(x0, prompts, drop, gen)
+            loss, stats = model(x0, prompts, drop, noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
@@ -308,7 +323,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
             bar.set_postfix(loss=f"{loss.item():.4f}")
             if step % tc["log_every"] == 0 or step == tc["steps"]:
                 dt = time.time() - t0
-                row = {"step": step, "loss": loss.item(), "lr": lr_at(step - 1, tc), "grad_norm": float(grad_norm),
+                row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
                        "it_s": tc["log_every"] / dt if dt > 0 else None,
                        "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision} | stats
                 log.write(json.dumps(row) + "\n")
@@ -328,7 +343,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 dist.all_reduce(flag, op=dist.ReduceOp.MAX)
                 timed_out = bool(flag.item())
         if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out):
-            save_checkpoint(out, pipe, ema, opt, step, gen)
+            save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
         if timed_out:
             break
     bar.close()
@@ -401,6 +416,9 @@ def main(argv=None) -> int:
                     help="pause after this step (checkpoint written; continue later with --resume)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                     help="stop after this many minutes: checkpoint and export the pipeline at that step")
+    ap.add_argument("--schedule-by-time", action="store_true",
+                    help="with --time-limit: the lr cosine follows the time used too (whichever of steps and "
+                         "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
@@ -409,7 +427,8 @@ def main(argv=None) -> int:
             cfg["train"]["steps"] = args.steps
         if args.out is not None:
             cfg["out"] = args.out
-        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit)
+        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
+                     args.schedule_by_time)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

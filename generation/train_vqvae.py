@@ -140,13 +140,13 @@ def train(args) -> dict:
     log = open_log(out / "metrics.jsonl", step if args.resume else None)
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
-    t0 = time.time()
-    deadline = t0 + 60 * args.time_limit if args.time_limit else None
+    t0 = start = time.time()
+    deadline = start + 60 * args.time_limit if args.time_limit else None
     while step < args.steps:
         vq.train()
         idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
         x = as_float(train_imgs[idx], device).contiguous(memory_format=torch.channels_last)
-        lr = lr_at(step, args)
+        lr = lr_at(step, args, (time.time() - start) / (60 * args.time_limit) if args.schedule_by_time else 0.0)
         for group in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
             group["lr"] = lr
         with training_autocast(device, precision):
@@ -196,10 +196,11 @@ def train(args) -> dict:
     return metrics
 
 
-def lr_at(step: int, args) -> float:
+def lr_at(step: int, args, elapsed: float = 0.0) -> float:
     """Constant, or cosine from --lr down to a tenth of it at --steps (a function of the step
-    alone, so a resumed run follows the same curve)."""
-    return args.lr if args.lr_schedule == "constant" else cosine_lr(step, args.lr, args.steps)
+    alone, so a resumed run follows the same curve; with --schedule-by-time, of the share of the
+    time limit used too, `elapsed`, where that is further along: the run ends on the low rate)."""
+    return args.lr if args.lr_schedule == "constant" else cosine_lr(step, args.lr, args.steps, 0, elapsed)
 
 
 @torch.no_grad()
@@ -244,8 +245,13 @@ def main(argv=None) -> int:
                     help="CPU threads for torch (0: torch's default; 1 is much faster on a busy machine)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                     help="stop after this many minutes: evaluate, checkpoint and save the model at that step")
+    ap.add_argument("--schedule-by-time", action="store_true",
+                    help="with --time-limit: the lr cosine follows the time used too (whichever of steps and "
+                         "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    if args.schedule_by_time and not args.time_limit:
+        ap.error("--schedule-by-time needs --time-limit")
     try:
         metrics = train(args)
     except (FileNotFoundError, ValueError) as e:

@@ -55,8 +55,15 @@ all)  # the whole bundle in one call: a drawn session has 15 minutes of device t
     det=${work}_detectors && rm -rf "$det" && mkdir -p "$det" && ln -s "$(realpath "$work/scenes")" "$det/scenes"
     detectors_part "$det" > /dev/null 2>> "$OUT/build_detectors.log" &  # its log: build_detectors.log
     detectors=$!
-    generator_part
-    wait "$detectors" || { echo "detectors failed:" >&2; tail -20 "$OUT/build_detectors.log" >&2; exit 1; }
+    generator_part &  # in the background too, so one part failing leaves the other to finish
+    generator=$!
+    failed=0
+    wait "$generator" || { echo "generator failed:" >&2; tail -30 "$OUT/build.log" >&2; failed=1
+        # what it got to, for the next try: the VQ-VAE's numbers and the trainer's log, if written
+        for f in "$work/vqvae/metrics.jsonl" "$work/t2i/log.jsonl"; do [ -f "$f" ] && cp "$f" "$OUT/"; done; }
+    wait "$detectors" || { echo "detectors failed:" >&2; tail -20 "$OUT/build_detectors.log" >&2; failed=1; }
+    ls -la "$OUT"
+    exit "$failed"
     ;;
 bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is batch 8, 100 steps
     python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --batch 8 1 --steps 100 \

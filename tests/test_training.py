@@ -105,6 +105,16 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     assert pipe("a cat", steps=2).images.shape == (1, 3, 32, 32)
     assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--resume"]) == 0
     assert [json.loads(x) for x in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()][-1]["step"] == 6
+    # --schedule-by-time: the clock is out at the first step, so it runs at the cosine's end, lr / 10
+    timed = config(scenes, vqvae_dir, tmp_path / "timed", 6)
+    timed["train"] |= {"warmup": 0, "lr": 1e-3}
+    cfg.write_text(yaml.safe_dump(timed))
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--time-limit", "1e-9",
+                     "--schedule-by-time"]) == 0
+    state = torch.load(tmp_path / "timed" / "checkpoint" / "optimizer.pt", weights_only=True)
+    assert state["step"] == 1
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--schedule-by-time"]) == 2
 
 
 def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path):

@@ -12,6 +12,7 @@ from datasets.scenes import render_scene
 from generation import train_vqvae
 from generation import precision as precision_mod
 from generation.precision import resolve_precision, training_autocast
+from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, EMACodebook, VQVAEConfig
 
 
@@ -241,9 +242,23 @@ def test_lr_schedule_known_values_and_the_cli_follows_it(tmp_path):
     assert train_vqvae.lr_at(50, cos) == pytest.approx(0.55e-3)
     assert train_vqvae.lr_at(100, cos) == pytest.approx(1e-4) == train_vqvae.lr_at(500, cos)
     assert train_vqvae.lr_at(50, SimpleNamespace(lr=1e-3, steps=100, lr_schedule="constant")) == 1e-3
+    # under a time limit the cosine follows whichever of steps and time is further along
+    assert train_vqvae.lr_at(10, cos, elapsed=0.5) == pytest.approx(0.55e-3)
+    assert train_vqvae.lr_at(60, cos, elapsed=0.5) == train_vqvae.lr_at(60, cos)
+    assert train_vqvae.lr_at(10, cos, elapsed=1.0) == pytest.approx(1e-4)
+    assert cosine_lr(4, 1e-3, 100, warmup=10, elapsed=0.9) == pytest.approx(0.5e-3)  # warm-up goes by steps
+    assert cosine_lr(55, 1e-3, 100, warmup=10, elapsed=0.25) == pytest.approx(0.55e-3)  # (55-10)/90 = 0.5
     data = write_scenes_root(tmp_path / "scenes")
     out = tmp_path / "run"
     assert train_vqvae.main(["--data", str(data), "--out", str(out), "--steps", "6", "--lr", "1e-3", *ARGS]) == 0
     state = torch.load(out / "checkpoint" / "state.pt", weights_only=True)
     # the last step (index 5 of 6) ran at the cosine's value there
     assert state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * (0.1 + 0.45 * (1 + np.cos(np.pi * 5 / 6))))
+    # --schedule-by-time: a run whose clock is already out takes its one step at the cosine's end
+    timed = tmp_path / "timed"
+    assert train_vqvae.main(["--data", str(data), "--out", str(timed), "--steps", "6", "--lr", "1e-3", "--time-limit",
+                             "1e-9", "--schedule-by-time", *ARGS]) == 0
+    state = torch.load(timed / "checkpoint" / "state.pt", weights_only=True)
+    assert state["step"] == 1 and state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    with pytest.raises(SystemExit):
+        train_vqvae.main(["--data", str(data), "--out", str(timed), "--schedule-by-time", *ARGS])
