@@ -105,6 +105,7 @@ class MaskReplaceDiffusion(nn.Module):
         self.register_buffer("Lt_history", torch.zeros(T, dtype=torch.float64))
         self.register_buffer("Lt_count", torch.zeros(T, dtype=torch.float64))
         self._float64 = tuple(schedule) + ("Lt_history", "Lt_count")
+        self._history_ready = False  # every t seen more than 10 times (counts only grow)
 
     def _apply(self, fn, *args, **kwargs):
         """`.to(device)` moves every buffer, but a dtype cast (`.half()`, `.float()`, `.to(bf16)`
@@ -114,6 +115,10 @@ class MaskReplaceDiffusion(nn.Module):
         for name, v in exact.items():
             setattr(self, name, v.to(getattr(self, name).device))
         return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._history_ready = False  # a loaded history may be younger: check it again
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, num_timesteps={self.num_timesteps}"
@@ -247,7 +252,9 @@ class MaskReplaceDiffusion(nn.Module):
         """Importance sampling of t from the loss history (uniform until every t was seen 10 times)."""
         T = self.num_timesteps
         gdev = _draw_device(generator, device)
-        if not bool((self.Lt_count > 10).all()):
+        if not self._history_ready:  # a check that waits for the GPU: done until it holds, then never again
+            self._history_ready = bool((self.Lt_count > 10).all())
+        if not self._history_ready:
             t = torch.randint(0, T, (b,), device=gdev, generator=generator).to(device)
             return t, torch.full((b,), 1.0 / T, device=device)
         lt = torch.sqrt(self.Lt_history + 1e-10) + 1e-4
@@ -292,12 +299,14 @@ class MaskReplaceDiffusion(nn.Module):
             aux = is_t0 * decoder_nll + (1 - is_t0) * kl_aux
             scale = (1 - t.float() / self.num_timesteps) + 1.0 if self.adaptive_auxiliary else 1.0
             loss = loss + scale * self.auxiliary_loss_weight * aux / pt
+        # stats stay tensors: reading one (float()) waits for the GPU, so the trainer reads
+        # them only on the steps it logs
         with torch.no_grad():
             pred = log_x0_recon[:, :-1].argmax(1)
             m = masked.bool()
-            acc_masked = (pred[m] == x0[m]).float().mean() if m.any() else torch.tensor(float("nan"))
-        stats = {"vb": float(vb.detach().mean() / N), "aux": float(aux.detach().mean() / N), "t_mean": float(t.float().mean()),
-                 "acc_masked": float(acc_masked)}
+            acc_masked = ((pred == x0) & m).sum() / m.sum()  # nan when nothing is masked
+            stats = {"vb": vb.mean() / N, "aux": aux.mean() / N, "t_mean": t.float().mean(),
+                     "acc_masked": acc_masked.float()}
         return loss.sum() / (B * N), stats
 
     # ------------------------------------------------------------------ sampling

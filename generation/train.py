@@ -246,14 +246,16 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
 
 # ---------------------------------------------------------------------- loop
 def train(cfg: dict, resume: bool = False, device: str | None = None, progress: bool = True,
-          stop_at: int | None = None, time_limit: float | None = None, schedule_by_time: bool = False) -> Path:
+          stop_at: int | None = None, time_limit: float | None = None, schedule_by_time: bool = False,
+          stop_by: float | None = None) -> Path:
     """Train (or resume) to cfg.train.steps; stop_at pauses after that step with a checkpoint
     (the schedule still counts toward train.steps), for time-limited machines. time_limit
-    (minutes) ends training early: checkpoint and export the EMA pipeline at that step;
-    schedule_by_time: the cosine also follows the share of time_limit used, so a run the clock
+    (minutes) ends training early: checkpoint and export the EMA pipeline at that step; stop_by
+    (a time.time() value) likewise, at a wall-clock time (a lent machine's call ends then);
+    schedule_by_time: the cosine also follows the share of the time used, so a run the clock
     ends still ends on its low learning rate (a machine lent for minutes, whatever its speed)."""
-    if schedule_by_time and not time_limit:
-        raise ConfigError("--schedule-by-time needs --time-limit")
+    if schedule_by_time and not (time_limit or stop_by):
+        raise ConfigError("--schedule-by-time needs --time-limit or --stop-by")
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
     rank = int(os.environ.get("RANK", 0))
     if distributed and not dist.is_initialized():
@@ -296,14 +298,15 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     pipe.vqvae.eval()
     end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
     start = time.time()
-    deadline = start + 60 * time_limit if time_limit else None
+    ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]
+    deadline = min(ends) if ends else None
     timed_out = False
     while step < end:
         idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
         x0 = train_ids[idx].to(device)
         prompts = [train_caps[i][int(torch.randint(0, len(train_caps[i]), (), generator=gen))] for i in idx.tolist()]
         drop = torch.rand(len(prompts), generator=gen) < tc["drop_text"]
-        elapsed = (time.time() - start) / (60 * time_limit) if schedule_by_time else 0.0
+        elapsed = (time.time() - start) / max(1e-9, deadline - start) if schedule_by_time else 0.0
         lr = lr_at(step, tc, elapsed)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -313,19 +316,20 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
         opt.step()
-        with torch.no_grad():
-            for n, p in params.items():
-                ema[n].lerp_(p.detach(), 1 - tc["ema_decay"])
+        with torch.no_grad():  # one fused update of every EMA tensor (a launch per tensor on a GPU otherwise)
+            torch._foreach_lerp_([ema[n] for n in params], [p.detach() for p in params.values()], 1 - tc["ema_decay"])
         step += 1
         tokens_seen += x0.numel()
         if rank == 0:
             bar.update()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
+            # reading a number off the GPU waits for it: only on the steps that log
             if step % tc["log_every"] == 0 or step == tc["steps"]:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
                 dt = time.time() - t0
                 row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
                        "it_s": tc["log_every"] / dt if dt > 0 else None,
-                       "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision} | stats
+                       "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision}
+                row |= {k: float(v) for k, v in stats.items()}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
                 tokens_seen, t0 = 0, time.time()
@@ -349,7 +353,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     bar.close()
     if rank == 0:
         if timed_out and log is not None:
-            log.write(json.dumps({"step": step, "stopped": f"time limit of {time_limit} min"}) + "\n")
+            log.write(json.dumps({"step": step, "stopped": f"time limit of {(deadline - start) / 60:.4g} min"}) + "\n")
         if step == tc["steps"] or timed_out:
             export_ema(pipe, ema, out / "pipeline")
         log.close()
@@ -416,8 +420,11 @@ def main(argv=None) -> int:
                     help="pause after this step (checkpoint written; continue later with --resume)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                     help="stop after this many minutes: checkpoint and export the pipeline at that step")
+    ap.add_argument("--stop-by", type=float, default=None, metavar="UNIX_SECONDS",
+                    help="stop at this wall-clock time (seconds since 1970), like --time-limit: for a machine "
+                         "lent until then, e.g. --stop-by $(( $(date +%%s) + 480 ))")
     ap.add_argument("--schedule-by-time", action="store_true",
-                    help="with --time-limit: the lr cosine follows the time used too (whichever of steps and "
+                    help="with --time-limit or --stop-by: the lr cosine follows the time used too (whichever of steps and "
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
@@ -428,7 +435,7 @@ def main(argv=None) -> int:
         if args.out is not None:
             cfg["out"] = args.out
         path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
-                     args.schedule_by_time)
+                     args.schedule_by_time, args.stop_by)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

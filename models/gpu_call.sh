@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine, through the device tool (see models/GPU.md):
-#   bash models/gpu_call.sh all         # generator and detectors side by side: the whole bundle in one call, ~9 min; carry .whl
-#   bash models/gpu_call.sh generator   # scenes + VQ-VAE + generator (time-limited), ~9 min
+#   bash models/gpu_call.sh all         # the bundle's GPU half: scenes + VQ-VAE + generator, to the call's end; carry .whl
+#   bash models/gpu_call.sh generator   # the same
 #   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited) + their images/s, ~8 min; carry .whl
 #   bash models/gpu_call.sh bench       # ITHQ-shaped sampling, ours vs diffusers (TF32) + FLOP floor; carry .whl
 #   bash models/gpu_call.sh bench-bf16  # ours in bf16, then bf16 + torch.compile; carry .whl
-# Everything worth keeping goes to $OUT (at most 8 files of 16 MiB: big parts are split; `all` writes 7).
+# Everything worth keeping goes to $OUT (at most 8 files of 16 MiB: big parts are split; `all` writes 5).
+# Every part needs .whl (generation.data imports albumentations). The detectors need no GPU: they
+# train here on the CPU (`build_demo --profile gpu`); run beside the generator they halved its speed.
 set -euo pipefail
+# the call's end (the device tool's 600 s, less a margin), less the time the packing takes: the
+# generator trains until then (--stop-by), whatever the machine's speed
+GENDET_STOP_BY=${GENDET_STOP_BY:-$(( $(date +%s) + ${GENDET_CALL_SECONDS:-580} - 60 ))}
+export GENDET_STOP_BY
 part=${1:?all, generator, detectors, bench or bench-bf16}
 : "${OUT:?run this through the device tool, which sets OUT}"
 export PYTHONUNBUFFERED=1
 # GENDET_DRY=1: a dry run of the same steps here (smoke profile, CPU, this venv, no wheels)
-if [ -n "${GENDET_DRY:-}" ]; then profile=smoke device=cpu py=.venv/bin/python; else profile=gpu device=0 py=python3; fi
+if [ -n "${GENDET_DRY:-}" ]; then profile=smoke device=cpu py=.venv/bin/python; else profile=gpu device=0 py=$(command -v python3); fi  # a path: the function below must not call itself
 python3() { "$py" "$@"; }
 if [ -z "${GENDET_DRY:-}" ] && compgen -G ".whl/*/*.whl" > /dev/null; then  # packages the GPU image lacks (models/device_wheels.sh)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*/*.whl
@@ -21,13 +27,14 @@ fi
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" >> "$OUT/gpu.txt"
 work=${GENDET_RUNS:-runs}/demo_$profile  # GENDET_RUNS: another runs folder (the dry-run test)
 
-generator_part() {  # scenes + VQ-VAE + generator, packed as generator.tar.*
-    python3 -m models.build_demo --profile "$profile" --device "$device" --work "$work" --until generator 2>&1 | tee -a "$OUT/build.log"
-    rm -rf /tmp/pack && mkdir -p /tmp/pack/t2i && cp -r "$work/t2i/pipeline" /tmp/pack/t2i/
-    python3 -m models.half /tmp/pack/t2i/pipeline  # float16 storage: fits $OUT, same draws (tests/test_half.py)
-    cp -r "$work/vqvae" /tmp/pack/ && rm -rf /tmp/pack/vqvae/checkpoint
-    cp -r "$work/t2i/samples" "$work/t2i/log.jsonl" /tmp/pack/t2i/
-    cp "$work/t2i.yaml" "$work/times.json" /tmp/pack/ && cp "$OUT/gpu.txt" /tmp/pack/hardware.txt
+generator_part() {  # scenes + VQ-VAE + generator, packed as generator.tar.*; returns 1 when a step fails
+    python3 -m models.build_demo --profile "$profile" --device "$device" --work "$work" --until generator 2>&1 \
+        | tee -a "$OUT/build.log" || return 1
+    rm -rf /tmp/pack && mkdir -p /tmp/pack/t2i /tmp/pack/vqvae && cp -r "$work/t2i/pipeline" /tmp/pack/t2i/ &&
+    python3 -m models.half /tmp/pack/t2i/pipeline &&  # float16 storage: fits $OUT, same draws (tests/test_half.py)
+    cp "$work"/vqvae/*.json* /tmp/pack/vqvae/ &&  # its numbers (its weights are in the pipeline)
+    cp -r "$work/t2i/samples" "$work/t2i/log.jsonl" /tmp/pack/t2i/ &&
+    cp "$work/t2i.yaml" "$work/times.json" /tmp/pack/ && cp "$OUT/gpu.txt" /tmp/pack/hardware.txt &&
     tar cf - -C /tmp/pack . | split -b 15m - "$OUT/generator.tar."
 }
 
@@ -46,25 +53,14 @@ detectors_part() {  # both detectors + their images/s in work folder $1, packed 
 }
 
 case $part in
-generator) generator_part ;;
-detectors) detectors_part "$work" ;;
-all)  # the whole bundle in one call: a drawn session has 15 minutes of device time, one 10-minute call
-    python3 -m models.build_demo --profile "$profile" --device "$device" --work "$work" --until scenes 2>&1 | tee -a "$OUT/build.log"
-    # the detectors train beside the generator (the GPU has room for both) in their own work
-    # folder, so the two builds never write the same times.json; the scenes are shared
-    det=${work}_detectors && rm -rf "$det" && mkdir -p "$det" && ln -s "$(realpath "$work/scenes")" "$det/scenes"
-    detectors_part "$det" > /dev/null 2>> "$OUT/build_detectors.log" &  # its log: build_detectors.log
-    detectors=$!
-    generator_part &  # in the background too, so one part failing leaves the other to finish
-    generator=$!
-    failed=0
-    wait "$generator" || { echo "generator failed:" >&2; tail -30 "$OUT/build.log" >&2; failed=1
+generator|all)  # a drawn session has 15 minutes of device time: one 10-minute call
+    generator_part || {
+        echo "generator failed:" >&2; tail -30 "$OUT/build.log" >&2
         # what it got to, for the next try: the VQ-VAE's numbers and the trainer's log, if written
-        for f in "$work/vqvae/metrics.jsonl" "$work/t2i/log.jsonl"; do [ -f "$f" ] && cp "$f" "$OUT/"; done; }
-    wait "$detectors" || { echo "detectors failed:" >&2; tail -20 "$OUT/build_detectors.log" >&2; failed=1; }
-    ls -la "$OUT"
-    exit "$failed"
+        for f in "$work/vqvae/metrics.jsonl" "$work/t2i/log.jsonl"; do if [ -f "$f" ]; then cp "$f" "$OUT/"; fi; done
+        exit 1; }
     ;;
+detectors) detectors_part "$work" ;;
 bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is batch 8, 100 steps
     python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --batch 8 1 --steps 100 \
         --repeats 2 --tf32 2>&1 | tee "$OUT/bench_tf32.txt"

@@ -1,6 +1,7 @@
 """The two training CLIs end to end on a tiny scenes set: outputs, metrics, exact resume."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -115,6 +116,13 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     assert state["step"] == 1
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--schedule-by-time"]) == 2
+    # --stop-by: a wall-clock time (a lent machine's call ends then); one already past stops at the first step
+    timed = config(scenes, vqvae_dir, tmp_path / "stop_by", 6)
+    cfg.write_text(yaml.safe_dump(timed))
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--stop-by", str(time.time() - 1)]) == 0
+    log = [json.loads(x) for x in (tmp_path / "stop_by" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 1 and "time limit" in log[-1]["stopped"]
+    assert (tmp_path / "stop_by" / "pipeline" / "pipeline.json").is_file()
 
 
 def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path):
