@@ -1,8 +1,8 @@
 """The learning-rate curve both trainers use: linear warm-up, then cosine down to a tenth.
 
 A function of the step alone, so a resumed run follows the same curve as an uninterrupted one;
-except under a time limit, where the share of the time used can move it on (a machine lent for
-minutes: the run still ends on the low rate, wherever the clock stops it).
+except with `--schedule-by-time`, where the share of a time limit used can move it on (a machine
+lent for minutes: the run still ends on the low rate, wherever the clock stops it).
 """
 
 from __future__ import annotations

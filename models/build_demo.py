@@ -187,6 +187,15 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
                                       scenes_cmd(p["n"], p["seed"], gen_scenes, generator=True)):
         return work
     vq = work / "vqvae"
+    trained_before = ROOT / p["vqvae_from"] if p.get("vqvae_from") else None
+    if trained_before and (trained_before / "metrics.json").is_file() and not (vq / "metrics.json").exists():
+        # a tokenizer trained beforehand (on the CPU machine) and committed: a lent GPU's one call
+        # then goes to the generator; the card names where it came from
+        shutil.copytree(trained_before, vq, dirs_exist_ok=True)
+        metrics = json.loads((vq / "metrics.json").read_text())
+        metrics["restored_from"] = f"trained beforehand: {p['vqvae_from']}/README.md"
+        (vq / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        print(f"[vqvae] from {trained_before}")
     resume = ["--resume"] if (vq / "checkpoint").is_dir() else []
     if stage("vqvae", vq / "metrics.json", [py, "-m", "generation.train_vqvae", "--data", str(gen_scenes), "--out",
                                             str(vq), "--size", str(p["size"]), *p["vqvae"], *dev, *resume, "--quiet"]):

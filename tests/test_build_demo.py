@@ -139,3 +139,17 @@ def test_card_commands_are_each_stages_last_run_in_the_order_of_those_runs(tmp_p
         "python -m datasets.scenes --n 8 --out w/scenes", "python -m datasets.scenes --n 8 --backgrounds plain --out w/gen",
         "python -m generation.train --config w/t2i.yaml", "python -m datasets.scenes --n 80 --backgrounds plain --out w/more",
         "python -m generation.train --config w/t2i_more3.yaml", "python -m evaluation.run --model m --out w/eval"]
+
+
+def test_a_tokenizer_trained_beforehand_is_used_not_trained_again(tmp_path, monkeypatch):
+    """`vqvae_from`: a committed VQ-VAE folder is copied into the work folder (so a lent GPU's one
+    call goes to the generator), to the byte, and the card says where it came from."""
+    from models import build_demo
+
+    before = build("smoke", "cpu", tmp_path / "first", tmp_path / "b1", until="vqvae") / "vqvae"
+    monkeypatch.setitem(build_demo.PROFILES, "smoke", {**build_demo.PROFILES["smoke"], "vqvae_from": str(before)})
+    work = build("smoke", "cpu", tmp_path / "second", tmp_path / "b2", until="vqvae")
+    assert "train_vqvae" not in (work / "build.log").read_text()
+    a, b = (before / "model.safetensors").read_bytes(), (work / "vqvae" / "model.safetensors").read_bytes()
+    assert a == b
+    assert json.loads((work / "vqvae" / "metrics.json").read_text())["restored_from"].endswith(f"{before}/README.md")
