@@ -5,15 +5,18 @@
 #   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited) + their images/s, ~8 min; carry .whl
 #   bash models/gpu_call.sh bench       # ITHQ-shaped sampling, ours vs diffusers (TF32) + FLOP floor; carry .whl
 #   bash models/gpu_call.sh bench-bf16  # ours in bf16, then bf16 + torch.compile; carry .whl
+#   bash models/gpu_call.sh bench-quick # issue 8's headline alone (batch 8, 100 steps, guided, TF32): fits the
+#                                       # ~3 min a session has left after `all`, on the still-warm machine
 # Everything worth keeping goes to $OUT (at most 8 files of 16 MiB: big parts are split; `all` writes 5).
 # Every part needs .whl (generation.data imports albumentations). The detectors need no GPU: they
 # train here on the CPU (`build_demo --profile gpu`); run beside the generator they halved its speed.
 set -euo pipefail
-# the call's end (the device tool's 600 s, less a margin), less the time the packing takes: the
-# generator trains until then (--stop-by), whatever the machine's speed
-GENDET_STOP_BY=${GENDET_STOP_BY:-$(( $(date +%s) + ${GENDET_CALL_SECONDS:-580} - 60 ))}
+# the call's end (GENDET_CALL_SECONDS after its start: 540, for a call given timeout_s 560 that
+# leaves ~4 min of a session's 15 for bench-quick on the warm machine), less a minute for the
+# packing: the generator trains until then (--stop-by), whatever the machine's speed
+GENDET_STOP_BY=${GENDET_STOP_BY:-$(( $(date +%s) + ${GENDET_CALL_SECONDS:-540} - 60 ))}
 export GENDET_STOP_BY
-part=${1:?all, generator, detectors, bench or bench-bf16}
+part=${1:?all, generator, detectors, bench, bench-bf16 or bench-quick}
 : "${OUT:?run this through the device tool, which sets OUT}"
 export PYTHONUNBUFFERED=1
 # GENDET_DRY=1: a dry run of the same steps here (smoke profile, CPU, this venv, no wheels)
@@ -65,6 +68,11 @@ bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is
     python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --batch 8 1 --steps 100 \
         --repeats 2 --tf32 2>&1 | tee "$OUT/bench_tf32.txt"
     python3 -m benchmarks.flops --preset ithq --batch 1 8 --dtype bfloat16 2>&1 | tee "$OUT/flops.txt"
+    ;;
+bench-quick)  # the issue-8 bar's one setting, one timed run each after the warm-up
+    shape=ithq && [ -n "${GENDET_DRY:-}" ] && shape=tiny  # the dry run: a tiny shape on the CPU
+    python3 -m benchmarks.sampling --shape "$shape" --device "$([ -n "${GENDET_DRY:-}" ] && echo cpu || echo cuda)" \
+        --guidance 5 --floor --batch 8 --steps 100 --repeats 1 --tf32 2>&1 | tee "$OUT/bench_quick.txt"
     ;;
 bench-bf16)  # ours alone: bf16 autocast, then bf16 + torch.compile
     b=(python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --only ours --steps 100
