@@ -92,6 +92,10 @@ PROFILES = {
     # speed; the detectors train beside the generator
     "gpu": {"size": 128, "n": 20000, "seed": 0,  # the generator's scenes as in the cpu profile (16x16 tokens too)
             "generator_backgrounds": "plain", "generator_min_object": 0.375,
+            # the VQ-VAE, trained beforehand on the CPU machine (its README has the command): the lent
+            # GPU's one call then goes to the generator. Without that folder, the recipe below trains one
+            # (2.5 min on an H200 gave 1,094 steps and kept too little: benchmarks/RESULTS.md)
+            "vqvae_from": "models/tokenizer128",
             # batch 128: on a GPU a step of these small models costs about the same at 64 or 128 (launch
             # bound), so twice the images in the time; --schedule-by-time: the cosine fits the time
             # limit, whatever speed the lent machine has, and ends on the low lr
