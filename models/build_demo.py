@@ -89,7 +89,7 @@ PROFILES = {
               "half": True},
     # sized for one 10-minute call on a lent H100/H200 (models/gpu_call.sh all, models/GPU.md): every
     # training stage has a time limit, so it ends (and writes its model) inside the call whatever the
-    # speed; the detectors train beside the generator
+    # speed; the detectors train on the CPU afterwards (detector_cpu)
     "gpu": {"size": 128, "n": 20000, "seed": 0,  # the generator's scenes as in the cpu profile (16x16 tokens too)
             "generator_backgrounds": "plain", "generator_min_object": 0.375,
             # the VQ-VAE, trained beforehand on the CPU machine (its README has the command): the lent
@@ -103,7 +103,7 @@ PROFILES = {
                       "512", "--embed-dim", "64", "--downsample", "8", "--val-every", "1000", "--ckpt-every", "1000",
                       "--time-limit", "2.5", "--schedule-by-time"],
             # at most; models/gpu_call.sh also gives it the call's end (GENDET_STOP_BY, --stop-by), which
-            # ends it sooner: after 2.5 min of VQ-VAE and ~1.5 of scenes, tokens and start-ups, ~5 are left
+            # ends it sooner: with the tokenizer above, ~1.5 min go to scenes, tokens and start-ups, ~6.5 are left
             "generator_time_limit": 8.0,
             "generator_schedule_by_time": True,
             "half": True,  # ~88 MB of float32 weights: float16 keeps the bundle under 60 MB

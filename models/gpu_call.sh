@@ -70,9 +70,10 @@ bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is
     python3 -m benchmarks.flops --preset ithq --batch 1 8 --dtype bfloat16 2>&1 | tee "$OUT/flops.txt"
     ;;
 bench-quick)  # the issue-8 bar's one setting, one timed run each after the warm-up
-    shape=ithq && [ -n "${GENDET_DRY:-}" ] && shape=tiny  # the dry run: a tiny shape on the CPU
-    python3 -m benchmarks.sampling --shape "$shape" --device "$([ -n "${GENDET_DRY:-}" ] && echo cpu || echo cuda)" \
-        --guidance 5 --floor --batch 8 --steps 100 --repeats 1 --tf32 2>&1 | tee "$OUT/bench_quick.txt"
+    shape=ithq bench_device=cuda
+    if [ -n "${GENDET_DRY:-}" ]; then shape=tiny bench_device=cpu; fi  # the dry run: a tiny shape on the CPU
+    python3 -m benchmarks.sampling --shape "$shape" --device "$bench_device" --guidance 5 --floor --batch 8 \
+        --steps 100 --repeats 1 --tf32 2>&1 | tee "$OUT/bench_quick.txt"
     ;;
 bench-bf16)  # ours alone: bf16 autocast, then bf16 + torch.compile
     b=(python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --only ours --steps 100
