@@ -2,10 +2,15 @@
 
     python -m generation.train_vqvae --data data/scenes --out runs/vqvae --size 128 --steps 20000
     python -m generation.train_vqvae --data data/scenes --out runs/vqvae --resume
+    python -m generation.train_vqvae --data data/scenes --out runs/vqvae_ft --init runs/vqvae \
+        --decoder-only --loss mse --steps 5000      # a sharper decoder for the same tokens
 
-L1 + MSE reconstruction, the quantiser's commitment loss, and optionally a patch-GAN
-hinge loss after --gan-start steps. Every --val-every steps: PSNR on val images, codebook
-usage and perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
+L1 + MSE reconstruction (or MSE alone: --loss mse, what PSNR measures), the quantiser's
+commitment loss, and optionally a patch-GAN hinge loss after --gan-start steps.
+--decoder-only trains the decoder of an --init model on its frozen encoder and codebook: the
+tokens stay exactly the same, so a generator trained on them keeps working with the new decoder.
+Every --val-every steps: PSNR on val images (pooled and per image), codebook usage and
+perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
 OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; --resume
 with the same --steps (the cosine lr follows them) continues bit-identically on CPU.
 Convolutions run channels-last under bf16 autocast where the hardware has native bf16
@@ -82,14 +87,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * torch.log10(torch.tensor(1.0 / mse)).item()
 
 
-def save_checkpoint(out: Path, vq, disc, opt, opt_d, step, gen) -> None:
+def psnr_per_image(a: torch.Tensor, b: torch.Tensor) -> float:
+    """The mean over images [B, ...] of each one's PSNR in dB: the usual way PSNR is reported. It is
+    higher than the pooled `psnr`, which the hardest images dominate."""
+    mse = (a.clamp(0, 1) - b).pow(2).flatten(1).mean(1).double().clamp_min(1e-12)
+    return (-10 * mse.log10()).mean().item()
+
+
+def save_checkpoint(out: Path, vq, disc, opt, opt_d, step, gen, decoder_only=False) -> None:
     tmp, final = out / "checkpoint.tmp", out / "checkpoint"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     vq.save_pretrained(tmp / "model")
     torch.save({"step": step, "opt": opt.state_dict(), "disc": disc.state_dict() if disc else None,
                 "opt_d": opt_d.state_dict() if opt_d else None, "rng": gen.get_state(),
-                "torch_rng": torch.get_rng_state()}, tmp / "state.pt")
+                "torch_rng": torch.get_rng_state(), "decoder_only": decoder_only}, tmp / "state.pt")
     old = out / "checkpoint.old"
     if final.exists():
         os.replace(final, old)
@@ -114,6 +126,8 @@ def train(args) -> dict:
         if not (ck / "state.pt").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in {ck} (state.pt missing)")
         cfg = VQVAE.from_pretrained(ck / "model").config
+    elif args.init:
+        cfg = VQVAE.from_pretrained(args.init).config
     else:
         cfg = VQVAEConfig(channels=args.channels, channel_mult=(1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2),
                           codebook_size=args.codebook_size, embed_dim=args.embed_dim, quantizer=args.quantizer,
@@ -122,7 +136,12 @@ def train(args) -> dict:
     # channels_last: the layout oneDNN and cuDNN convolve fastest (1.3-1.5x at 128 px on the CPU in float32)
     vq = VQVAE(cfg).to(device, memory_format=torch.channels_last)
     disc = PatchDiscriminator().to(device) if args.gan_weight > 0 else None
-    opt = torch.optim.Adam(vq.parameters(), lr=args.lr, betas=(0.5, 0.9))
+    if args.init and not args.resume:
+        vq.load_state_dict(VQVAE.from_pretrained(args.init).state_dict())
+    if args.decoder_only:  # encoder and codebook frozen: the codes of every image stay the same
+        vq.requires_grad_(False).decoder.requires_grad_(True)
+    trained = vq.decoder if args.decoder_only else vq
+    opt = torch.optim.Adam(trained.parameters(), lr=args.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=args.lr, betas=(0.5, 0.9)) if disc else None
     gen = torch.Generator().manual_seed(args.seed)
     step = 0
@@ -130,6 +149,9 @@ def train(args) -> dict:
         vq.load_state_dict(VQVAE.from_pretrained(ck / "model", device=device).state_dict())
         # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
         state = torch.load(ck / "state.pt", weights_only=True, map_location="cpu")
+        if state.get("decoder_only", False) != args.decoder_only:
+            raise ValueError(f"--resume: {ck} was trained {'with' if state.get('decoder_only') else 'without'} "
+                             "--decoder-only; resume it the same way")
         step = state["step"]
         opt.load_state_dict(state["opt"])
         if disc and state["disc"] is not None:  # a GAN switched on at resume starts fresh
@@ -137,6 +159,7 @@ def train(args) -> dict:
             opt_d.load_state_dict(state["opt_d"])
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
+    train_ids = encode_all(vq, train_imgs, device, args.quiet) if args.decoder_only else None
     log = open_log(out / "metrics.jsonl", step if args.resume else None)
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
@@ -150,8 +173,13 @@ def train(args) -> dict:
         for group in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
             group["lr"] = lr
         with training_autocast(device, precision):
-            rec, ids, qloss = vq(x)
-            loss = (rec - x).abs().mean() + F.mse_loss(rec, x) + qloss
+            if args.decoder_only:  # the tokens were computed once, up front
+                rec, qloss = (vq.decoder(vq.embed_ids(train_ids[idx].to(device))).float() + 1) / 2, 0.0
+            else:
+                rec, ids, qloss = vq(x)
+            loss = F.mse_loss(rec, x) + qloss
+            if args.loss == "l1+mse":
+                loss = loss + (rec - x).abs().mean()
             if disc and step >= args.gan_start:
                 loss = loss + args.gan_weight * -disc(rec).mean()
         opt.zero_grad(set_to_none=True)
@@ -177,13 +205,13 @@ def train(args) -> dict:
             log.write(json.dumps(metrics) + "\n")
             log.flush()
         if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
+            save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
         if deadline is not None and time.time() >= deadline and step < args.steps:
             # out of time: this step's numbers, a checkpoint to --resume from, and the model
             metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {
                 "step": step, "stopped": f"time limit of {args.time_limit} min (of {args.steps} steps)"}
             log.write(json.dumps(metrics) + "\n")
-            save_checkpoint(out, vq, disc, opt, opt_d, step, gen)
+            save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
             break
     bar.close()
     if not metrics:  # resumed a finished run: report its numbers again
@@ -204,13 +232,22 @@ def lr_at(step: int, args, elapsed: float = 0.0) -> float:
 
 
 @torch.no_grad()
+def encode_all(vq: VQVAE, images: torch.Tensor, device, quiet: bool = False) -> torch.Tensor:
+    """The token ids of every image [N, h*w], on the CPU (what a frozen encoder gives each step)."""
+    batches = range(0, len(images), 64)
+    return torch.cat([vq.encode(as_float(images[i:i + 64], device)).cpu()
+                      for i in tqdm(batches, desc="encode", disable=quiet)])
+
+
+@torch.no_grad()
 def evaluate(vq: VQVAE, images: torch.Tensor, device) -> dict:
-    """Reconstruction PSNR through the tokens (encode -> decode, what the generator sees) and the
-    codebook usage/perplexity of those tokens."""
+    """Reconstruction PSNR through the tokens (encode -> decode, what the generator sees), pooled and
+    per image, and the codebook usage/perplexity of those tokens."""
     vq.eval()
     ids = torch.cat([vq.encode(as_float(images[i:i + 64], device)) for i in range(0, len(images), 64)])
     rec = torch.cat([vq.decode(ids[i:i + 64]).cpu() for i in range(0, len(ids), 64)])
-    return {"val_psnr": psnr(rec, as_float(images, "cpu"))} | vq.code_usage(ids)
+    x = as_float(images, "cpu")
+    return {"val_psnr": psnr(rec, x), "val_psnr_per_image": psnr_per_image(rec, x)} | vq.code_usage(ids)
 
 
 def main(argv=None) -> int:
@@ -228,6 +265,12 @@ def main(argv=None) -> int:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--downsample", type=int, choices=(4, 8), default=8)
     ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema")
+    ap.add_argument("--loss", choices=("l1+mse", "mse"), default="l1+mse",
+                    help="reconstruction loss; mse is what PSNR measures (default l1+mse)")
+    ap.add_argument("--init", metavar="DIR", help="start from this saved VQ-VAE (its architecture wins)")
+    ap.add_argument("--decoder-only", action="store_true",
+                    help="with --init: train the decoder alone on the frozen encoder and codebook, "
+                         "so every image keeps its tokens")
     ap.add_argument("--restart-after", type=int, default=200,
                     help="re-seed a code unused for this many steps (0: never)")
     ap.add_argument("--gan-weight", type=float, default=0.0, help="patch-GAN weight (0: off)")
@@ -252,6 +295,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.schedule_by_time and not args.time_limit:
         ap.error("--schedule-by-time needs --time-limit")
+    if args.decoder_only and not (args.init or args.resume):
+        ap.error("--decoder-only needs --init DIR (the trained VQ-VAE whose decoder to fine-tune)")
     try:
         metrics = train(args)
     except (FileNotFoundError, ValueError) as e:

@@ -251,10 +251,12 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def decode(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """ids [B, h*w] -> images [B, C, H, W] clamped to [0, 1]; grid=(h, w) for non-square grids."""
-        B, _ = ids.shape
+        return ((self.decoder(self.embed_ids(ids, grid)) + 1) / 2).clamp(0, 1)
+
+    def embed_ids(self, ids: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        """ids [B, h*w] -> the decoder's input: their codes as [B, embed_dim, h, w]."""
         grid = check_token_ids(ids, self.codebook_size, grid)
-        zq = self._codes()[ids].view(B, *grid, -1).permute(0, 3, 1, 2)
-        return ((self.decoder(zq) + 1) / 2).clamp(0, 1)
+        return self._codes()[ids].view(len(ids), *grid, -1).permute(0, 3, 1, 2)
 
     @torch.no_grad()
     def code_usage(self, ids: torch.Tensor) -> dict:

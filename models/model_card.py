@@ -93,7 +93,9 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
               f"| catdog.pt | YOLO cat/dog detector (ultralytics) | {_mb(bundle / 'catdog.pt'):.1f} |",
               f"| face.pt | YOLO face detector (ultralytics) | {_mb(bundle / 'face.pt'):.1f} |", "",
               "## Measured", "",
-              f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB, {vq.get('codes_used')} codes used, "
+              f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB pooled"
+              + (f" ({vq['val_psnr_per_image']:.2f} dB per image)" if "val_psnr_per_image" in vq else "")
+              + f", {vq.get('codes_used')} codes used, "
               f"perplexity {vq.get('perplexity', float('nan')):.1f}"
               + (" on the generator's scenes" if gen_meta else "")
               + (f" (stopped by its {vq['stopped']}, at step {vq['step']})" if vq.get("stopped") else "")

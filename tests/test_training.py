@@ -12,6 +12,7 @@ from datasets.scenes import generate
 from generation import train as t2i
 from generation import train_vqvae
 from generation.pipeline import TextToImage
+from generation.vqvae import VQVAE
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +44,38 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
     a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert train_vqvae.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), *VQ_ARGS]) == 2
+
+
+def test_decoder_only_keeps_every_token_and_lowers_the_reconstruction_error(scenes, vqvae_dir, tmp_path):
+    out = tmp_path / "ft"
+    args = ["--data", str(scenes), "--out", str(out), "--init", str(vqvae_dir), "--decoder-only", "--loss", "mse",
+            "--lr", "1e-3", *VQ_ARGS]
+    assert train_vqvae.main([*args, "--steps", "20", "--time-limit", "1e-9"]) == 0  # one step, then a checkpoint
+    assert train_vqvae.main([*args, "--steps", "20", "--resume"]) == 0
+    straight = tmp_path / "straight"
+    assert train_vqvae.main([*args[:3], str(straight), *args[4:], "--steps", "20"]) == 0
+    a, b = load_file(str(out / "model.safetensors")), load_file(str(straight / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run is the uninterrupted one
+    before, after = VQVAE.from_pretrained(vqvae_dir), VQVAE.from_pretrained(out)
+    a, b = before.state_dict(), after.state_dict()
+    for k in a:  # only the decoder moved
+        assert torch.equal(a[k], b[k]) != k.startswith("decoder."), k
+    images = train_vqvae.as_float(train_vqvae.load_images(train_vqvae.image_paths(scenes, "val"), 32), "cpu")
+    ids = before.encode(images)
+    assert torch.equal(ids, after.encode(images))
+    error = [torch.nn.functional.mse_loss(m.decode(ids), images).item() for m in (before, after)]
+    assert error[1] < 0.9 * error[0], error
+    # a plain --init run trains everything, on the init's architecture whatever the flags say
+    whole = tmp_path / "whole"
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(whole), "--init", str(vqvae_dir), "--steps", "2",
+                             *VQ_ARGS, "--channels", "8"]) == 0
+    moved = VQVAE.from_pretrained(whole)
+    assert moved.config == before.config
+    assert not torch.equal(moved.state_dict()["encoder.net.0.weight"], a["encoder.net.0.weight"])
+    # the decoder-only run resumes only as one; and needs a model to start from
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(out), "--resume", "--steps", "30", *VQ_ARGS]) == 2
+    with pytest.raises(SystemExit):
+        train_vqvae.main(["--data", str(scenes), "--out", str(tmp_path / "x"), "--decoder-only", *VQ_ARGS])
 
 
 def config(scenes, vqvae_dir, out, steps):

@@ -2,6 +2,7 @@
 exact save/load, and a tiny model that learns to reconstruct scenes."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -174,11 +175,21 @@ def test_cli_resume_is_bit_identical_and_logs_metrics(tmp_path, gan, precision):
     assert [r["step"] for r in rows] == [1, 3, 6]
     final = json.loads((full / "metrics.json").read_text())
     assert final["step"] == 6 and final["val_split"] == "val" and 1 <= final["codes_used"] <= 16
-    assert final["precision"] == precision
+    assert final["precision"] == precision and final["val_psnr_per_image"] >= final["val_psnr"]
     # metrics.json's PSNR is the saved model's encode -> decode PSNR on the 2 val images
     vq = VQVAE.from_pretrained(full)
     val = train_vqvae.as_float(train_vqvae.load_images(train_vqvae.image_paths(data, "val"), 32, quiet=True), "cpu")
     assert final["val_psnr"] == pytest.approx(train_vqvae.psnr(vq.decode(vq.encode(val)), val), abs=1e-4)
+
+
+def test_psnr_pooled_and_per_image_known_answers():
+    b = torch.zeros(2, 3, 4, 4)
+    a = b.clone()
+    a[0] += 0.1        # MSE 0.01 -> 20 dB
+    a[1] += 0.01       # MSE 0.0001 -> 40 dB
+    assert train_vqvae.psnr_per_image(a, b) == pytest.approx(30.0, abs=1e-4)
+    assert train_vqvae.psnr(a, b) == pytest.approx(10 * math.log10(1 / 0.00505), abs=1e-4)  # 22.97 dB pooled
+    assert train_vqvae.psnr(b - 0.5, b) == float("inf")  # clamped to [0, 1] first: a perfect match
 
 
 def test_cli_bad_data_is_a_clear_error(tmp_path, capsys):
