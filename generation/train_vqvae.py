@@ -244,8 +244,8 @@ def evaluate(vq: VQVAE, images: torch.Tensor, device) -> dict:
     """Reconstruction PSNR through the tokens (encode -> decode, what the generator sees), pooled and
     per image, and the codebook usage/perplexity of those tokens."""
     vq.eval()
-    ids = torch.cat([vq.encode(as_float(images[i:i + 64], device)) for i in range(0, len(images), 64)])
-    rec = torch.cat([vq.decode(ids[i:i + 64]).cpu() for i in range(0, len(ids), 64)])
+    ids = encode_all(vq, images, device, quiet=True)
+    rec = torch.cat([vq.decode(ids[i:i + 64].to(device)).cpu() for i in range(0, len(ids), 64)])
     x = as_float(images, "cpu")
     return {"val_psnr": psnr(rec, x), "val_psnr_per_image": psnr_per_image(rec, x)} | vq.code_usage(ids)
 
