@@ -179,9 +179,12 @@ class MaskReplaceDiffusion(nn.Module):
         model's prediction for p_theta); log_xt: [B, K+1, N] log one-hot of x_t.
         """
         t = self._as_t(t, log_xt)
-        s = t - 1 if t_prev is None else self._as_t(t_prev, log_xt)
-        if (s >= t).any() or (s < -1).any():
-            raise ValueError(f"t_prev must be in [-1, t), got t_prev={s.tolist()} for t={t.tolist()}")
+        if t_prev is None:  # s = t - 1 needs no check, and a check reads the GPU (the training loss)
+            s = t - 1
+        else:
+            s = self._as_t(t_prev, log_xt)
+            if (s >= t).any() or (s < -1).any():
+                raise ValueError(f"t_prev must be in [-1, t), got t_prev={s.tolist()} for t={t.tolist()}")
         K = self.num_classes
         xt = log_xt.argmax(dim=1)
         is_mask = (xt == K).unsqueeze(1)  # [B, 1, N]

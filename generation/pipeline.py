@@ -93,19 +93,24 @@ class TextToImage(nn.Module):
 
     # ------------------------------------------------------------------ text
     def encode_text(self, prompts: Sequence[str], drop: torch.Tensor | None = None):
-        """(embeddings [B, L, D], mask [B, L]); rows with drop=True become the null text."""
-        emb, mask = self.text_encoder.encode(list(prompts))
-        emb, mask = emb.to(self.device), mask.to(self.device).bool()
+        """(embeddings [B, L, D] on the pipeline's device, mask [B, L] bool on the CPU); rows
+        with drop=True become the null text."""
+        return self.encode_text_ids(*self.text_encoder.tokenize(list(prompts)), drop)
+
+    def encode_text_ids(self, ids: torch.Tensor, mask: torch.Tensor, drop: torch.Tensor | None = None):
+        """`encode_text` for ids and mask from `text_encoder.tokenize` (a trainer tokenises its
+        captions once). mask and drop are CPU tensors: they are read on the host, and on a GPU
+        reading one back would wait for every queued kernel."""
+        emb = self.text_encoder.encode_ids(ids).to(self.device)
         if drop is not None and drop.any():
-            drop = drop.to(self.device).view(-1, 1, 1)
             null = self.null_text.to(emb.dtype).unsqueeze(0).expand_as(emb)
-            emb = torch.where(drop, null, emb)
+            emb = torch.where(drop.to(self.device, non_blocking=True).view(-1, 1, 1), null, emb)
             mask = torch.where(drop.view(-1, 1), torch.ones_like(mask), mask)
         return emb, mask
 
     def null_context(self, batch: int) -> TextContext:
         emb = self.null_text.unsqueeze(0).expand(batch, -1, -1)
-        return self.transformer.prepare_text(emb, torch.ones(emb.shape[:2], dtype=torch.bool, device=self.device))
+        return self.transformer.prepare_text(emb, torch.ones(emb.shape[:2], dtype=torch.bool))
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()

@@ -57,36 +57,47 @@ class TextEncoder(nn.Module):
     max_length: int
     dim: int
 
-    def _ids(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        """(ids [B, L], mask [B, L], untruncated token counts incl. BOS/EOS)."""
-        lengths = [len(x) for x in self.tokenizer(prompts, verbose=False)["input_ids"]]
-        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"].bool(), lengths
-
     # VQ-Diffusion's way of reading CLIP (official code and diffusers): the text model runs
     # without an attention mask, the transformer attends to all L positions, padding included,
     # and every position's embedding is scaled to unit length. Off for our own encoders.
     normalize: bool = False
     attend_to_padding: bool = False
 
-    def encode(self, prompts: Sequence[str], allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def tokenize(self, prompts: Sequence[str], allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids [B, L], mask [B, L] bool, True = real token), on the CPU: padded, or truncated
+        with a warning, to max_length. The mask stays on the host, where reading it is free."""
         prompts = check_prompts(prompts, allow_empty)
-        ids, mask, lengths = self._ids(prompts)
-        for p, n in zip(prompts, lengths):
-            if n > self.max_length:
-                warnings.warn(f"prompt {p[:60]!r} has {n} tokens; truncated to the model's {self.max_length}",
-                              stacklevel=2)
+        lengths = [len(x) for x in self.tokenizer(prompts, verbose=False)["input_ids"]]
+        long = [(p, n) for p, n in zip(prompts, lengths) if n > self.max_length]
+        if len(long) == 1:
+            warnings.warn(f"prompt {long[0][0][:60]!r} has {long[0][1]} tokens; truncated to the model's "
+                          f"{self.max_length}", stacklevel=3)
+        elif long:
+            warnings.warn(f"{len(long)} of {len(prompts)} prompts are longer than the model's {self.max_length} "
+                          f"tokens and were truncated, e.g. {long[0][0][:60]!r}", stacklevel=3)
+        enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        mask = enc["attention_mask"].bool()
+        return enc["input_ids"], torch.ones_like(mask) if self.attend_to_padding else mask
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings [B, L, D] on the model's device for token ids from `tokenize`.
+
+        The model gets no padding mask: a CLIP text model is causal and the padding comes last,
+        so no real token can see it either way (real positions come out the same, to the bit),
+        and building the mask would read it back from the GPU, a sync at every training step.
+        The padding positions' embeddings are hidden by `tokenize`'s mask downstream."""
         device = next(self.model.parameters()).device
-        ids, mask = ids.to(device), mask.to(device)
-        if self.attend_to_padding:
-            mask = torch.ones_like(mask)
         with torch.set_grad_enabled(self.training and any(p.requires_grad for p in self.model.parameters())):
-            text_mask = None if self.attend_to_padding else mask.long()
-            emb = self.model(input_ids=ids, attention_mask=text_mask).last_hidden_state
+            emb = self.model(input_ids=ids.to(device, non_blocking=True)).last_hidden_state
         if self.normalize:
             emb = emb / emb.norm(dim=-1, keepdim=True)
-        return emb, mask.bool()
+        return emb
+
+    def encode(self, prompts: Sequence[str], allow_empty: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embeddings [B, L, D] on the model's device, mask [B, L] bool on the CPU)."""
+        ids, mask = self.tokenize(prompts, allow_empty)
+        return self.encode_ids(ids), mask
 
     def decode(self, prompt: str) -> str:
         """Tokenise and detokenise: the text the model actually reads (normalised, untruncated)."""
@@ -149,6 +160,7 @@ class ScratchTextEncoder(TextEncoder):
         super().__init__()
         self.tokenizer = tokenizer  # a transformers CLIPTokenizer
         self.model = model          # a transformers CLIPTextModel
+        self.tokenizer.padding_side = "right"  # encode_ids relies on it (padding after the text)
         self.max_length = model.config.max_position_embeddings
         self.tokenizer.model_max_length = self.max_length
         self.dim = model.config.hidden_size
@@ -213,6 +225,7 @@ class ClipTextEncoder(TextEncoder):
     def __init__(self, tokenizer, model, source: str, normalize: bool = False, attend_to_padding: bool = False):
         super().__init__()
         self.tokenizer, self.model, self.source = tokenizer, model, source
+        self.tokenizer.padding_side = "right"  # CLIP's own; encode_ids relies on it
         self.normalize, self.attend_to_padding = bool(normalize), bool(attend_to_padding)
         self.max_length = min(tokenizer.model_max_length, model.config.max_position_embeddings)
         self.dim = model.config.hidden_size

@@ -182,17 +182,37 @@ def init_pipeline(cfg: dict, device) -> TextToImage:
 
 
 class TrainStep(nn.Module):
-    """forward(tokens, prompts, drop) -> (loss, stats): one module so DDP sees every parameter."""
+    """forward(tokens, text ids, text mask, drop) -> (loss, stats): one module so DDP sees every
+    parameter. The text comes tokenised (`CaptionTable`); its mask and drop stay on the CPU."""
 
     def __init__(self, pipe: TextToImage):
         super().__init__()
         self.pipe = pipe
 
-    def forward(self, x0, prompts, drop, generator=None, update_history=True):
+    def forward(self, x0, text_ids, text_mask, drop, generator=None, update_history=True):
         pipe = self.pipe
-        emb, mask = pipe.encode_text(prompts, drop)
+        emb, mask = pipe.encode_text_ids(text_ids, text_mask, drop)
         ctx = pipe.transformer.prepare_text(emb, mask)
         return pipe.diffusion.loss(pipe.transformer.denoiser(ctx), x0, generator, update_history)
+
+
+class CaptionTable:
+    """Every image's captions, tokenised once: a step picks rows instead of running the
+    tokenizer on its prompts (twice per batch, ~8 ms for 128 prompts: a sixth of a GPU step)."""
+
+    def __init__(self, text_encoder, captions: list[list[str]]):
+        if any(not caps for caps in captions):
+            raise ValueError(f"image {next(i for i, c in enumerate(captions) if not c)} of the dataset has no caption")
+        self.counts = [len(caps) for caps in captions]
+        self.offsets = [0]
+        for n in self.counts[:-1]:
+            self.offsets.append(self.offsets[-1] + n)
+        self.ids, self.mask = text_encoder.tokenize([c for caps in captions for c in caps])
+
+    def pick(self, images: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(ids, mask) of one random caption per image (the same draws as picking the strings)."""
+        rows = torch.tensor([self.offsets[i] + int(torch.randint(0, self.counts[i], (), generator=gen)) for i in images])
+        return self.ids[rows], self.mask[rows]
 
 
 def trainable(pipe: TextToImage) -> dict[str, nn.Parameter]:
@@ -276,8 +296,10 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     params = trainable(pipe)
     decay = [p for n, p in params.items() if p.dim() >= 2 and "null_text" not in n]
     no_decay = [p for n, p in params.items() if p.dim() < 2 or "null_text" in n]
+    # fused: one kernel for the whole update on a GPU (a CPU run keeps the reference loop)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.96))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=tc["lr"], betas=(0.9, 0.96),
+                            fused=device.type == "cuda" or None)
     ema = {n: p.detach().clone() for n, p in params.items()}
     gen = torch.Generator().manual_seed(tc["seed"] * 1000 + rank)  # batches, captions, text drop
     # the diffusion's noise (t, x_t) is drawn where the tokens are: torch samples only on a
@@ -286,6 +308,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     step = load_checkpoint(out, pipe, ema, opt, gen, noise_gen, device) if resume else 0
     if resume:
         params = trainable(pipe)
+    captions = CaptionTable(pipe.text_encoder, train_caps)
     model = TrainStep(pipe)
     if distributed:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -303,15 +326,16 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     timed_out = False
     while step < end:
         idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
-        x0 = train_ids[idx].to(device)
-        prompts = [train_caps[i][int(torch.randint(0, len(train_caps[i]), (), generator=gen))] for i in idx.tolist()]
-        drop = torch.rand(len(prompts), generator=gen) < tc["drop_text"]
+        # non_blocking: a plain copy to a GPU waits for every queued kernel first
+        x0 = train_ids[idx].to(device, non_blocking=True)
+        text_ids, text_mask = captions.pick(idx.tolist(), gen)
+        drop = torch.rand(len(idx), generator=gen) < tc["drop_text"]
         elapsed = (time.time() - start) / max(1e-9, deadline - start) if schedule_by_time else 0.0
         lr = lr_at(step, tc, elapsed)
         for group in opt.param_groups:
             group["lr"] = lr
         with autocast:
-            loss, stats = model(x0, prompts, drop, noise_gen)
+            loss, stats = model(x0, text_ids, text_mask, drop, noise_gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
@@ -369,6 +393,7 @@ def validate(model, val, tc, device) -> dict:
     the batch: the same images, t and x_t (same seed), so the gap is what the text is worth to
     the model (near 0: it draws without reading the prompt)."""
     ids, caps = val
+    text_encoder = (model.module if hasattr(model, "module") else model).pipe.text_encoder
     result = {}
     model.eval()  # no dropout: both passes must see the same network
     for name, shift in (("val_loss", 0), ("val_loss_wrong_text", 1)):
@@ -377,8 +402,9 @@ def validate(model, val, tc, device) -> dict:
         for _ in range(tc["val_batches"]):
             idx = torch.randint(0, len(ids), (min(tc["batch_size"], len(ids)),), generator=g)
             prompts = [caps[i][0] for i in idx.tolist()]
-            prompts = prompts[shift:] + prompts[:shift]
-            loss, _ = model(ids[idx].to(device), prompts, torch.zeros(len(prompts), dtype=torch.bool), g, False)
+            text_ids, text_mask = text_encoder.tokenize(prompts[shift:] + prompts[:shift])
+            loss, _ = model(ids[idx].to(device), text_ids, text_mask, torch.zeros(len(prompts), dtype=torch.bool), g,
+                            False)
             losses.append(loss.item())
         result[name] = sum(losses) / len(losses)
     model.train()

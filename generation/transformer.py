@@ -321,13 +321,18 @@ class DenoisingTransformer(nn.Module):
         if emb.dim() != 3 or emb.shape[-1] != self.config.text_dim:
             raise ValueError(f"text embeddings must be [B, L, {self.config.text_dim}], got {tuple(emb.shape)}")
         if mask is not None:
-            mask = mask.to(device=emb.device, dtype=torch.bool)
+            mask = mask.to(dtype=torch.bool)
             if mask.shape != emb.shape[:2]:
                 raise ValueError(f"text mask {tuple(mask.shape)} does not match embeddings {tuple(emb.shape[:2])}")
-            if not bool(mask.any(dim=1).all()):
-                raise ValueError("text mask has a row with no valid token (the null condition needs at least one, e.g. BOS/EOS)")
-            if bool(mask.all()):
-                mask = None  # nothing to hide: lets attention take its fused unmasked kernels
+            # read on the CPU only (the tokenizer's masks are): on a GPU a read waits for the queue
+            if mask.device.type == "cpu":
+                if not bool(mask.any(dim=1).all()):
+                    raise ValueError("text mask has a row with no valid token (the null condition needs at least one, "
+                                     "e.g. BOS/EOS)")
+                if bool(mask.all()):
+                    mask = None  # nothing to hide: lets attention take its fused unmasked kernels
+            if mask is not None:
+                mask = mask.to(emb.device, non_blocking=True)
         emb = emb.to(self.content_emb.emb.weight.dtype)
         return TextContext([blk.attn2.text_kv(emb) for blk in self.blocks], mask)
 

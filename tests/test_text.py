@@ -51,7 +51,7 @@ def test_long_prompts_warn_and_are_cut(scratch):
     with pytest.warns(UserWarning, match=r"prompt 'a black cat and .* truncated to the model's 16"):
         emb, mask = scratch.encode([long, "a cat"])
     assert mask[0].all() and mask[1].sum() == 4
-    ids = scratch._ids([long])[0][0]
+    ids = scratch.tokenize([long])[0][0]
     full = scratch.tokenizer(long)["input_ids"]
     assert ids[:15].tolist() == full[:15] and ids[15] == scratch.tokenizer.eos_token_id
 
@@ -101,7 +101,8 @@ def test_local_clip_folder_matches_transformers(tmp_path, captions):
     ids = tok(prompts, padding="max_length", max_length=12, truncation=True, return_tensors="pt")
     with torch.no_grad():
         want = model.eval()(**ids).last_hidden_state
-    assert torch.allclose(emb, want, atol=1e-6) and torch.equal(mask, ids["attention_mask"].bool())
+    # real tokens as transformers gives them (padding positions are hidden by the mask downstream)
+    assert torch.equal(mask, ids["attention_mask"].bool()) and torch.allclose(emb[mask], want[mask], atol=1e-6)
     assert not any(p.requires_grad for p in enc.parameters())
     enc.train()
     assert not enc.model.training  # frozen: stays in eval mode
@@ -124,3 +125,20 @@ def test_tokenizer_training_is_reproducible_across_processes(captions):
     assert [p.returncode for p in procs] == [0, 0] and runs[0] == runs[1]
     here = ScratchTextEncoder.train_tokenizer(captions, 300).get_vocab()
     assert json.loads(runs[0]) == here and len(here) > 512 + 3
+
+
+def test_no_padding_mask_is_needed_by_the_causal_text_model(scratch):
+    """encode_ids runs the CLIP text model without the padding mask (building one reads it
+    back from a GPU): the model is causal and the padding comes last, so every real token's
+    embedding is what the masked model gives, to the bit."""
+    scratch.tokenizer.padding_side = "left"
+    from generation.text import ScratchTextEncoder
+
+    enc = ScratchTextEncoder(scratch.tokenizer, scratch.model)
+    assert enc.tokenizer.padding_side == "right"
+    ids, mask = enc.tokenize(["a black cat", "a cat to the left of two dogs", "a"])
+    assert mask.device.type == "cpu" and not mask[:, 0].logical_not().any()
+    with torch.no_grad():
+        want = enc.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        got = enc.encode_ids(ids)
+    assert torch.equal(got[mask], want[mask])

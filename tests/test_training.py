@@ -1,6 +1,7 @@
 """The two training CLIs end to end on a tiny scenes set: outputs, metrics, exact resume."""
 
 import json
+import sys
 import time
 
 import pytest
@@ -245,7 +246,66 @@ def test_validate_measures_what_the_text_is_worth():
     for _ in range(2):
         idx = torch.randint(0, 6, (4,), generator=g)
         with torch.no_grad():
-            loss, _ = model(ids[idx], [caps[i][0] for i in idx.tolist()], torch.zeros(4, dtype=torch.bool), g, False)
+            text_ids, text_mask = model.pipe.text_encoder.tokenize([caps[i][0] for i in idx.tolist()])
+            loss, _ = model(ids[idx], text_ids, text_mask, torch.zeros(4, dtype=torch.bool), g, False)
         losses.append(loss.item())
     assert mixed["val_loss"] == pytest.approx(sum(losses) / 2, rel=1e-6)
     assert model.training and not model.pipe.vqvae.training
+
+
+def test_a_training_step_reads_nothing_back_from_the_model_device():
+    """On a GPU every read of a tensor's value (bool(), item(), tolist()) waits for all queued
+    kernels: a training step must make none once the importance sampler's history is full, so
+    the host can run ahead of the GPU. Checked here by trapping those reads on the CPU."""
+    from test_pipeline import tiny_pipeline
+
+    pipe = tiny_pipeline().train()
+    pipe.diffusion.Lt_count.fill_(11)  # history full: t is drawn from it (checked once, by the first step)
+    model = t2i.TrainStep(pipe)
+    table = t2i.CaptionTable(pipe.text_encoder, [["a cat", "two dogs"], ["a face"], ["a black cat to the left of a dog"]])
+    g = torch.Generator().manual_seed(0)
+    text_ids, text_mask = table.pick([0, 1, 2, 0], g)
+    x0 = torch.randint(0, 16, (4, 16), generator=g)
+    drop = torch.tensor([False, True, False, False])
+    model(x0, text_ids, text_mask, drop, g)[0].backward()
+    reads = []
+
+    def trap(name, orig):
+        def read(self, *args, **kwargs):
+            reads.append((name, sys._getframe(1).f_code.co_name, self.device.type))
+            return orig(self, *args, **kwargs)
+        return read
+
+    names = ("__bool__", "item", "tolist", "__int__", "__float__")
+    saved = {n: getattr(torch.Tensor, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.Tensor, n, trap(n, saved[n]))
+        loss, stats = model(x0, text_ids, text_mask, drop, g)
+        loss.backward()
+    finally:
+        for n, f in saved.items():
+            setattr(torch.Tensor, n, f)
+    # the only reads: the text mask's checks and the drop rows, CPU tensors by contract (the
+    # tokenizer's output), in the two places that take them
+    assert sorted(set(reads)) == [("__bool__", "encode_text_ids", "cpu"), ("__bool__", "prepare_text", "cpu")], reads
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None for n, p in t2i.trainable(pipe).items() if not n.startswith("vqvae."))
+
+
+def test_caption_table_picks_the_captions_the_strings_would_be():
+    """The tokenised table gives, for the same generator draws, the ids and mask of exactly the
+    caption that picking strings gave (so a run's batches are what they were before the table)."""
+    from test_pipeline import tiny_pipeline
+
+    text = tiny_pipeline().text_encoder
+    caps = [["a cat", "two dogs", "a face"], ["a black cat to the left of a dog"], ["a dog", "two cats"]]
+    table = t2i.CaptionTable(text, caps)
+    images = [2, 0, 1, 0, 2, 0]
+    ids, mask = table.pick(images, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    want = [caps[i][int(torch.randint(0, len(caps[i]), (), generator=g))] for i in images]
+    want_ids, want_mask = text.tokenize(want)
+    assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask)
+    with pytest.raises(ValueError, match="image 1 of the dataset has no caption"):
+        t2i.CaptionTable(text, [["a cat"], []])
