@@ -3,6 +3,8 @@
     python -m evaluation.run --suite default --model models/demo/generator \\
         --detectors catdog=models/demo/catdog.pt,face=models/demo/face.pt --images-per-prompt 4 --seed 0 --out runs/eval
     torchrun --nproc_per_node 4 -m evaluation.run ...      # prompts sharded over ranks, rank 0 merges
+    python -m evaluation.run --images-from runs/eval --detectors catdog=A.pt,face=B.pt --out runs/rejudged
+        # judge a finished run's images again (other detectors), generating nothing
 
 Writes OUT/results.jsonl (one row per image: prompt, seed, settings, detections,
 verdict, reason), summary.json / summary.csv / summary.md (accuracy with bootstrap
@@ -46,14 +48,49 @@ def find_judge_validation(eyes: JudgeDetectors) -> dict | None:
     return None
 
 
+def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int | None):
+    """(generate function, run.json) that hands back a finished run's PNGs instead of sampling:
+    the run must be of the same suite, and gives its images per prompt, seed and settings."""
+    import json
+
+    from PIL import Image
+
+    from evaluation.runner import read_rows
+
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--images-from {run_dir}: no run.json (not an evaluation.run output folder)")
+    config = json.loads(path.read_text())
+    if config["prompts"] != [p.prompt for p in suite.prompts]:
+        raise ValueError(f"--images-from {run_dir} is a run of suite {config['suite']!r}, whose prompts are not "
+                         f"those of {suite.name!r}")
+    for name, mine in (("images per prompt", images_per_prompt), ("seed", seed)):
+        theirs = config["images_per_prompt" if name == "images per prompt" else "seed"]
+        if mine is not None and mine != theirs:
+            raise ValueError(f"--images-from {run_dir} has {name} {theirs}, not {mine}")
+    files = {(r["prompt"], r["seed"]): Path(run_dir) / r["image"] for r in read_rows(Path(run_dir) / "results.jsonl")}
+
+    def generate(prompt: str, seeds: list[int]):
+        missing = [s for s in seeds if (prompt, s) not in files]
+        if missing:
+            raise ValueError(f"--images-from {run_dir} has no image of {prompt!r} with seed {missing[0]} "
+                             "(an unfinished run? resume it first)")
+        return [Image.open(files[prompt, s]).convert("RGB") for s in seeds]
+
+    return generate, config
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="default", help="suite name (evaluation/suites/) or YAML file")
     ap.add_argument("--model", default=str(DEMO / "generator"), help="saved TextToImage folder (default: demo)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: demo)")
-    ap.add_argument("--images-per-prompt", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--images-per-prompt", type=int, default=None, help="default 4 (with --images-from: its)")
+    ap.add_argument("--seed", type=int, default=None, help="default 0 (with --images-from: its)")
+    ap.add_argument("--images-from", type=Path, default=None, metavar="RUN",
+                    help="judge the images of a finished run of the same suite instead of generating (e.g. with "
+                         "other --detectors); takes its images per prompt, seed and settings")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--guidance", type=float, default=None)
     ap.add_argument("--truncation", type=float, default=None)
@@ -77,18 +114,31 @@ def main(argv=None) -> int:
         from generation.pipeline import TextToImage
 
         suite = load_suite(args.suite)
-        pipe = TextToImage.from_pretrained(args.model, device=args.device)
+        settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
+                                      "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
+        if args.images_from is not None:
+            if settings:
+                raise ValueError(f"--images-from generates nothing: drop {', '.join(sorted(settings))}")
+            generate, source = saved_images(args.images_from, suite, args.images_per_prompt, args.seed)
+            per_prompt, seed, effective = source["images_per_prompt"], source["seed"], source["settings"]
+            generator = {"images_from": str(args.images_from), **source["models"].get("generator", {})}
+        else:
+            pipe = TextToImage.from_pretrained(args.model, device=args.device)
+            per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
+            seed = 0 if args.seed is None else args.seed
+            effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")},
+                         **settings}
+
+            def generate(prompt, seeds):
+                return pipe.generate_for_judge(prompt, seeds, **settings)
+            generator = model_info(Path(args.model))
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
-                                  "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
-    effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")}, **settings}
     validation = find_judge_validation(eyes)
-    summary = run_suite(suite, lambda prompt, seeds: pipe.generate_for_judge(prompt, seeds, **settings), eyes,
-                        args.out, images_per_prompt=args.images_per_prompt, seed=args.seed, settings=effective,
-                        models={"generator": model_info(Path(args.model)), "detectors": eyes.info()},
+    summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed, settings=effective,
+                        models={"generator": generator, "detectors": eyes.info()},
                         shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation)
     if summary is not None:
         print(markdown_table(summary))

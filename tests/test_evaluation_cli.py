@@ -36,6 +36,45 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
 
 
+def test_images_from_judges_a_finished_run_again_without_generating(tiny_detector, tmp_path, capsys, monkeypatch):
+    """--images-from hands the judge a finished run's PNGs: with the same detectors every
+    detection, verdict and image is the source's; nothing is sampled (the model is never loaded)."""
+    from test_pipeline import tiny_pipeline
+
+    from generation.pipeline import TextToImage
+
+    _, det_run = tiny_detector
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    det = f"catdog={det_run / 'best.pt'}"
+    assert main(["--suite", "smoke", "--model", str(tmp_path / "gen"), "--detectors", det, "--images-per-prompt", "2",
+                 "--seed", "5", "--steps", "3", "--device", "cpu", "--out", str(tmp_path / "src"), "--quiet"]) == 0
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("--images-from must not load a generator")
+
+    monkeypatch.setattr(TextToImage, "from_pretrained", no_model)
+    again = ["--suite", "smoke", "--images-from", str(tmp_path / "src"), "--detectors", det, "--device", "cpu",
+             "--quiet"]
+    assert main([*again, "--out", str(tmp_path / "re")]) == 0
+    src, re = read_rows(tmp_path / "src" / "results.jsonl"), read_rows(tmp_path / "re" / "results.jsonl")
+    assert len(re) == len(src) == 16 and {r["seed"] for r in re} == {5, 6}
+    for a, b in zip(src, re):
+        assert (a["prompt"], a["seed"], a["settings"]) == (b["prompt"], b["seed"], b["settings"])
+        assert a["detections"] == b["detections"] and a["verdict"] == b["verdict"]
+        assert (tmp_path / "src" / a["image"]).read_bytes() == (tmp_path / "re" / b["image"]).read_bytes()
+    summary = json.loads((tmp_path / "re" / "summary.json").read_text())
+    assert summary["models"]["generator"]["images_from"] == str(tmp_path / "src")
+    capsys.readouterr()
+    for extra, message in ((["--seed", "0"], "has seed 5, not 0"), (["--steps", "4"], "generates nothing: drop steps"),
+                           (["--suite", "default"], "whose prompts are not those of 'default'")):
+        args = [*again, *extra, "--out", str(tmp_path / "x")]
+        if extra[0] == "--suite":
+            args = ["--suite", "default", *again[2:], "--out", str(tmp_path / "x")]
+        assert main(args) == 2 and message in capsys.readouterr().err
+    assert main(["--images-from", str(tmp_path), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "no run.json" in capsys.readouterr().err
+
+
 def test_torchrun_two_processes_give_the_single_process_result(tmp_path):
     """A real `torchrun --nproc_per_node 2` run on CPU (gloo) over the bundled models: the
     prompts are sharded over ranks and merged; rows and summary equal a one-process run."""
