@@ -104,20 +104,30 @@ def load_config(path: str | Path) -> dict:
 
 # ---------------------------------------------------------------------- tokens cache
 def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
-    """{split: (ids LongTensor [n, h*w], captions list)}; cached by VQ-VAE and data hash."""
+    """{split: (ids LongTensor [n, h*w], captions list)}; cached in OUT/tokens.safetensors under a
+    key of the tokenizer's weights (as float32 values, however the file stores them), the
+    captions and the image size. A run with `init` also takes the cache of the run that
+    trained its init, when the key matches: a round of training does not tokenise again
+    (18 minutes for 20,000 images at 128 px on two busy cores)."""
     data = Path(cfg["data"])
     key = hashlib.sha256()
-    for weights in sorted(Path(cfg["vqvae"]).glob("*.safetensors")):  # ours, or a diffusers VQModel's
-        key.update(weights.read_bytes())
+    for name, tensor in sorted(vq.state_dict().items()):
+        key.update(name.encode())
+        key.update(tensor.detach().float().contiguous().cpu().numpy().tobytes())
     key.update((data / "captions.jsonl").read_bytes())
     key.update(str(cfg["image_size"]).encode())
     digest = key.hexdigest()[:16]
     cache, meta_path = out / "tokens.safetensors", out / "tokens.json"
-    if cache.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == digest:
-            tensors = load_file(str(cache))
-            return {s: (tensors[s], meta["captions"][s]) for s in meta["captions"]}
+    folders = [out] + ([Path(cfg["init"]).parent] if "init" in cfg else [])
+    for folder in folders:  # the init's training folder holds its pipeline/ and its cache
+        if (folder / "tokens.safetensors").is_file() and (folder / "tokens.json").is_file():
+            meta = json.loads((folder / "tokens.json").read_text())
+            if meta.get("key") == digest:
+                tensors = load_file(str(folder / "tokens.safetensors"))
+                if folder != out:
+                    shutil.copyfile(folder / "tokens.safetensors", cache)
+                    meta_path.write_text(json.dumps(meta))
+                return {s: (tensors[s], meta["captions"][s]) for s in meta["captions"]}
     result, captions = {}, {}
     for split in ("train", "val"):
         try:

@@ -159,14 +159,20 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     assert (tmp_path / "stop_by" / "pipeline" / "pipeline.json").is_file()
 
 
-def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path):
+def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path, monkeypatch):
     """`init: DIR` trains a saved pipeline further: at lr 0 the exported pipeline is the saved one
-    to the bit (weights, tokenizer, sampling defaults); at lr > 0 its weights move from there."""
+    to the bit (weights, tokenizer, sampling defaults); at lr > 0 its weights move from there.
+    The data's tokens come from the init's run, not from the tokenizer again."""
     base = config(scenes, vqvae_dir, tmp_path / "base", 3)
     base["sample"]["truncation"] = 0.7
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     assert t2i.main(["--config", str(tmp_path / "base.yaml"), "--device", "cpu", "--quiet"]) == 0
     saved = tmp_path / "base" / "pipeline"
+
+    def no_images(*args, **kwargs):
+        raise AssertionError("the init's run has these tokens: nothing to tokenise")
+
+    monkeypatch.setattr(t2i, "CaptionImageDataset", no_images)
 
     def fine_tune(name, lr):
         cfg = {"init": str(saved), "data": str(scenes), "out": str(tmp_path / name),
@@ -186,6 +192,9 @@ def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path):
     assert json.loads((moved / "pipeline.json").read_text())["defaults"]["truncation"] == 0.7
     rows = [json.loads(x) for x in (tmp_path / "moved" / "log.jsonl").read_text().splitlines()]
     assert rows[0]["step"] == 2 and rows[0]["loss"] > 0
+    want = load_file(str(tmp_path / "base" / "tokens.safetensors"))
+    got = load_file(str(tmp_path / "moved" / "tokens.safetensors"))
+    assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"init: {saved}\ndata: x\nout: z\ntransformer: {{width: 64}}\n")
