@@ -64,10 +64,9 @@ def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int 
     if config["prompts"] != [p.prompt for p in suite.prompts]:
         raise ValueError(f"--images-from {run_dir} is a run of suite {config['suite']!r}, whose prompts are not "
                          f"those of {suite.name!r}")
-    for name, mine in (("images per prompt", images_per_prompt), ("seed", seed)):
-        theirs = config["images_per_prompt" if name == "images per prompt" else "seed"]
-        if mine is not None and mine != theirs:
-            raise ValueError(f"--images-from {run_dir} has {name} {theirs}, not {mine}")
+    for key, name, mine in (("images_per_prompt", "images per prompt", images_per_prompt), ("seed", "seed", seed)):
+        if mine is not None and mine != config[key]:
+            raise ValueError(f"--images-from {run_dir} has {name} {config[key]}, not {mine}")
     files = {(r["prompt"], r["seed"]): Path(run_dir) / r["image"] for r in read_rows(Path(run_dir) / "results.jsonl")}
 
     def generate(prompt: str, seeds: list[int]):

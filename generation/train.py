@@ -29,6 +29,7 @@ import gendet_env  # noqa: F401
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -214,9 +215,7 @@ class CaptionTable:
         if any(not caps for caps in captions):
             raise ValueError(f"image {next(i for i, c in enumerate(captions) if not c)} of the dataset has no caption")
         self.counts = [len(caps) for caps in captions]
-        self.offsets = [0]
-        for n in self.counts[:-1]:
-            self.offsets.append(self.offsets[-1] + n)
+        self.offsets = [0, *itertools.accumulate(self.counts[:-1])]
         self.ids, self.mask = text_encoder.tokenize([c for caps in captions for c in caps])
 
     def pick(self, images: list[int], gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
