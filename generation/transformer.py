@@ -213,6 +213,19 @@ def _heads(x: torch.Tensor, n_head: int) -> torch.Tensor:
     return x.view(B, T, n_head, C // n_head).transpose(1, 2)  # [B, nh, T, hd]
 
 
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+               dropout_p: float = 0.0) -> torch.Tensor:
+    """scaled_dot_product_attention; when training under bf16 autocast on the CPU, in float32:
+    torch's CPU flash kernel runs its backward 1.3x (256 keys) to 4x (24 text keys) slower in
+    bf16 than in float32 (benchmarks/RESULTS.md). GPUs and inference keep autocast's choice."""
+    if q.device.type == "cpu" and torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask,
+                                               dropout_p=dropout_p)
+        return y.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p)
+
+
 class FullAttention(nn.Module):
     """Bidirectional self-attention over the image tokens (official FullAttention names)."""
 
@@ -243,7 +256,7 @@ class FullAttention(nn.Module):
         else:
             q, k, v = F.linear(x, *self._qkv_weights()).split(C, dim=-1)
         q, k, v = (_heads(z, self.n_head) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = _attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
@@ -267,7 +280,7 @@ class CrossAttention(nn.Module):
         q = _heads(self.query(x), self.n_head)
         k, v = kv
         attn_mask = None if mask is None else mask[:, None, None, :]  # bool, True = attend
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        y = _attention(q, k, v, attn_mask, self.dropout if self.training else 0.0)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
 
 

@@ -127,8 +127,9 @@ def test_skip_step_posterior_equals_bayes_over_the_product_matrix(s_from_t):
 
 @pytest.mark.parametrize("K,T", [(5, 10), (40, 100)])
 def test_fused_sampling_posterior_equals_q_posterior(K, T):
-    """posterior_probs (probability space, what the sampler draws from) against the
-    log-space q_posterior, for mask and real x_t, one-step and skipping jumps."""
+    """posterior_probs (probability space, what the sampler draws from and the training loss
+    uses) against the log-space q_posterior, for mask and real x_t, one-step and skipping
+    jumps, and jumps to x0 (t_prev = -1)."""
     torch.manual_seed(K)
     d = MaskReplaceDiffusion(K, T)
     B, N = 3, 50
@@ -136,7 +137,8 @@ def test_fused_sampling_posterior_equals_q_posterior(K, T):
     log_x0 = torch.cat([log_x0, torch.full((B, 1, N), LOG_ZERO)], dim=1)
     x_t = torch.randint(0, K + 1, (B, N))
     x_t[:, :10] = K
-    for t, s in [(1, 0), (T - 1, T - 2), (T // 2, T // 2 - 1), (T - 1, T // 3), (T // 2, 0), (3, 1)]:
+    for t, s in [(1, 0), (T - 1, T - 2), (T // 2, T // 2 - 1), (T - 1, T // 3), (T // 2, 0), (3, 1), (0, -1),
+                 (T // 2, -1)]:
         tt, ss = torch.full((B,), t), torch.full((B,), s)
         want = d.q_posterior(log_x0, log_onehot(x_t, K + 1), tt, ss).exp()
         post = d.posterior_probs(log_x0, x_t, tt, ss)
@@ -248,7 +250,7 @@ def test_loss_equals_brute_force_bound_aux_term_and_history(aux_weight, adaptive
     t = torch.tensor([0, 1, 3, 5, 4, 2])
     pt = torch.tensor([0.1, 0.3, 0.2, 0.15, 0.05, 0.2])
     d.sample_time = lambda b, device, generator=None: (t, pt)  # fixed t, non-uniform pt
-    logits = torch.randn(len(t), K, N, generator=torch.Generator().manual_seed(3))
+    logits = torch.randn(len(t), K, N, generator=torch.Generator().manual_seed(3)).requires_grad_()
     seen = []
 
     def fn(x_t, t_):
@@ -257,27 +259,35 @@ def test_loss_equals_brute_force_bound_aux_term_and_history(aux_weight, adaptive
 
     x0 = torch.randint(0, K, (len(t), N), generator=torch.Generator().manual_seed(4))
     loss, stats = d.loss(fn, x0, generator=torch.Generator().manual_seed(5))
+    loss.backward()
     (xt, t_seen), = seen
     assert torch.equal(t_seen, t)
-    p = torch.softmax(logits.double(), 1)
+    # the same bound in float64 from Bayes' rule, with its own gradient for the logits'
+    logits64 = logits.detach().double().requires_grad_()
+    p = torch.softmax(logits64, 1)
     total, vbs = 0.0, []
     for b in range(len(t)):
         tb, vb, aux = int(t[b]), 0.0, 0.0
         for n in range(N):
             x0_, xt_ = int(x0[b, n]), int(xt[b, n])
             w = mask_weight[0] if xt_ == K else mask_weight[1]
-            nll = -math.log(p[b, x0_, n])
+            nll = -p[b, x0_, n].log()
             if tb == 0:  # decoder term: -log p_theta(x0 | x_0) = -log p(x0) itself
                 vb, aux = vb + nll, aux + nll
                 continue
             true = bayes_posterior(d, onehot64(x0_, K), xt_, tb, tb - 1)
             model = bayes_posterior(d, p[b, :, n], xt_, tb, tb - 1)
-            kl = torch.where(true > 0, true * (true / model).log(), torch.zeros_like(true)).sum()
-            vb, aux = vb + w * float(kl), aux + w * nll
+            keep = true > 0  # 0 log 0 = 0 (indexing, not where: where's other branch gives nan gradients)
+            kl = (true[keep] * (true[keep] / model[keep]).log()).sum()
+            vb, aux = vb + w * kl, aux + w * nll
         scale = (1 - tb / T) + 1 if adaptive else 1.0
         total += (vb + aux_weight * scale * aux) / float(pt[b])
-        vbs.append(vb)
-    assert math.isclose(float(loss), total / (len(t) * N), rel_tol=1e-4), (float(loss), total / (len(t) * N))
+        vbs.append(float(vb.detach()) if torch.is_tensor(vb) else vb)
+    want = total / (len(t) * N)
+    assert math.isclose(float(loss), float(want.detach()), rel_tol=1e-4), (float(loss), float(want.detach()))
+    want.backward()
+    assert torch.allclose(logits.grad.double(), logits64.grad, rtol=1e-4, atol=1e-6), \
+        (logits.grad.double() - logits64.grad).abs().max()
     assert math.isclose(stats["vb"], sum(vbs) / len(vbs) / N, rel_tol=1e-4)
     # importance-sampling history: running mean of the squared per-image bound, from 0
     want_hist = torch.zeros(T, dtype=torch.float64)

@@ -156,6 +156,33 @@ def test_sdpa_matches_bruteforce_attention(setup):
     assert torch.allclose(ln(h, t), ref, atol=1e-5)
 
 
+def test_cpu_training_attention_runs_in_float32_under_bf16_autocast():
+    """Training under CPU bf16 autocast, the attention itself (not the projections) is float32:
+    its output and its gradients match float32 attention over the same bf16 inputs, which a bf16
+    kernel misses by ~1e-2; outside training autocast keeps its bf16 choice."""
+    from generation.transformer import _attention
+
+    torch.manual_seed(0)
+    shape = (2, 3, 40, 16)
+    q, k, v = (torch.randn(shape).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.rand(2, 1, 1, 40) > 0.3
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = _attention(q, k, v, mask)
+    assert y.dtype == torch.bfloat16
+    y.float().pow(2).sum().backward()
+    got = [z.grad.clone() for z in (q, k, v)]
+    q32, k32, v32 = (z.detach().float().requires_grad_() for z in (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask)
+    assert torch.equal(y, ref.bfloat16())
+    ref.bfloat16().float().pow(2).sum().backward()
+    for g, z in zip(got, (q32, k32, v32)):
+        assert (g.float() - z.grad).abs().max() <= 0.01 * z.grad.abs().max()  # bf16 rounding of the grads only
+    bf16_kernel = torch.nn.functional.scaled_dot_product_attention(q.detach(), k.detach(), v.detach(), attn_mask=mask)
+    assert not torch.equal(bf16_kernel, y)  # the bf16 kernel would have given something else
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(_attention(q, k, v, mask), bf16_kernel)
+
+
 def test_presets_and_parameter_count():
     for name in ("tiny", "demo", "demo32", "cub", "ithq"):
         assert TransformerConfig.preset(name).width % TransformerConfig.preset(name).heads == 0
