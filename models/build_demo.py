@@ -26,7 +26,7 @@ import yaml
 
 ROOT = gendet_env.ROOT
 PROFILES = {
-    "cpu": {"size": 64, "n": 4000, "seed": 0,
+    "cpu": {"size": 128, "n": 20000, "seed": 0,  # the gpu profile's scenes: one 128 px world for both
             # the generator (VQ-VAE and transformer) learns the same scenes on plain backgrounds: the
             # full world's noise, stripes and checkers took its capacity on two cores, and its samples
             # were textures (the detectors still train and are validated on every background)
@@ -36,40 +36,35 @@ PROFILES = {
             # recall by size), and a generator trained on such scenes scored higher on fewer steps
             # (benchmarks/RESULTS.md, large-object experiment)
             "generator_min_object": 0.375,
-            # f=4 (16x16 tokens): at f=8 the detectors found 12% of the objects in the reconstructions
-            # (the tokenizer ceiling, evaluation.validate_judge --through-vqvae). ~1 s/step on two
-            # cores; the time limit ends it inside the CPU build's budget
-            "vqvae": ["--steps", "3000", "--batch", "32", "--lr", "5e-4", "--channels", "32", "--codebook-size", "512",
-                      "--embed-dim", "32", "--downsample", "4", "--val-every", "250", "--ckpt-every", "250",
-                      "--time-limit", "35"],
+            # the 128 px f=8 tokenizer trained beforehand on this CPU (about 3 hours; its README has
+            # the commands): its tokens are half as unstable as the 64 px f=4 one's, and the same small
+            # generator learned more from them per round (benchmarks/RESULTS.md, token stability and
+            # the 128 px rounds). Without the folder, the recipe below trains stage 1 of it
+            "vqvae_from": "models/tokenizer128",
+            "vqvae": ["--steps", "15000", "--batch", "16", "--lr", "5e-4", "--channels", "32", "--codebook-size",
+                      "512", "--embed-dim", "32", "--downsample", "8", "--val-every", "500", "--ckpt-every", "500",
+                      "--time-limit", "100", "--schedule-by-time"],
             "text": {"kind": "scratch", "vocab_size": 400, "dim": 128, "layers": 2, "heads": 4, "max_length": 24},
             "transformer": {"width": 192, "depth": 4, "heads": 6},
-            # 0.7 steps/s on 256 tokens (two cores): about an hour; the limit is a safety net
             "train": {"steps": 2500, "batch_size": 32, "lr": 6.0e-4, "warmup": 200, "ema_decay": 0.995,
-                      "log_every": 50, "val_every": 500, "sample_every": 500, "ckpt_every": 250},
-            "generator_time_limit": 65,
-            # then the same model trained further from its EMA weights (generation.train's `init`):
-            # a fresh warm-up and cosine at half the peak lr. On the fourth build's generator it ran
-            # 3,388 steps in its 85 minutes: val loss 2.66 -> 2.48, the text's worth doubled, the
-            # default suite 0.135 -> 0.163 (benchmarks/RESULTS.md, fifth build)
+                      "log_every": 50, "val_every": 500, "sample_every": 2500, "ckpt_every": 250},
+            "generator_time_limit": 70,  # a safety net: 2,500 steps took 46 min (0.9 it/s, the old loss)
+            # then trained further from its EMA weights (generation.train's `init`): a fresh warm-up
+            # and a cosine at half the peak lr, fitted to the time limit (--schedule-by-time), so it
+            # ends on its low lr whatever the machine's speed
             "generator_more": {"train": {"steps": 4000, "batch_size": 32, "lr": 3.0e-4, "warmup": 100,
                                          "ema_decay": 0.995, "log_every": 50, "val_every": 500,
-                                         "sample_every": 1000, "ckpt_every": 250},
-                               "time_limit": 85},
-            # and once more, the same way, from generator_more's EMA weights (a warm restart): on the
-            # fifth build's generator the default suite rose 0.163 -> 0.202 (19 images gained, 9 lost;
-            # benchmarks/RESULTS.md, sixth build)
-            "generator_more2": {"like": "generator_more"},
-            # and a fourth round on five times as many of the generator's scenes (a new seed): after the third
-            # it had seen each of its 3,600 training images ~80 times, and a fourth round on them gained
-            # nothing; on new ones the suite rose 0.202 -> 0.218 (benchmarks/RESULTS.md, seventh build)
-            "more_scenes": {"n": 20000, "seed": 1},
-            "generator_more3": {"like": "generator_more", "scenes": "more_scenes"},
-            # and a fifth round on those scenes, from the fourth's EMA weights (the fourth had seen each
-            # of them ~4 times): the suite rose 0.218 -> 0.258 (20 gained, 10 lost; RESULTS.md, eighth build)
-            "generator_more4": {"like": "generator_more", "scenes": "more_scenes"},
-            # 64 px scenes seen at imgsz 128: finer boxes (mAP50-95 0.81 vs 0.71 at 64 px and 30 epochs)
-            "detector": ["--epochs", "15", "--imgsz", "128", "--batch", "32", "--model", "yolov8n.yaml"]},
+                                         "sample_every": 4000, "ckpt_every": 250},
+                               "time_limit": 58, "schedule_by_time": True},
+            # and once more from that round's EMA weights, longer: the step was 1.6x faster by then
+            "generator_more2": {"train": {"steps": 6000, "batch_size": 32, "lr": 3.0e-4, "warmup": 100,
+                                          "ema_decay": 0.995, "log_every": 50, "val_every": 500,
+                                          "sample_every": 4000, "ckpt_every": 250},
+                                "time_limit": 78, "schedule_by_time": True},
+            "detector": ["--epochs", "60", "--imgsz", "128", "--batch", "64", "--model", "yolov8n.yaml",
+                         "--time-limit", "3.0", "--workers", "8"],
+            # on a CPU: 3 epochs of the 18,000 training scenes, about 17 min a detector on two cores
+            "detector_cpu": ["--epochs", "3", "--imgsz", "128", "--batch", "32", "--model", "yolov8n.yaml"]},
     # seconds, for tests of the recipe itself; the models learn nothing
     "smoke": {"size": 32, "n": 40, "seed": 0, "generator_backgrounds": "plain", "generator_min_object": 0.375,
               "vqvae": ["--steps", "6", "--batch", "8", "--channels", "8", "--codebook-size", "32", "--embed-dim", "8",
@@ -210,20 +205,21 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
            "sample": {"prompts": ["a black cat", "a white dog", "two faces", "a cat to the left of a dog"],
                       "per_prompt": 4, "steps": 25, "guidance_scale": 3.0, "truncation": 0.86}}
 
-    def generator_stage(name: str, out: str, config: dict, time_limit: float | None) -> bool:
+    def generator_stage(name: str, out: str, config: dict, time_limit: float | None,
+                        schedule_by_time: bool = False) -> bool:
         """Write OUT.yaml and train it (resuming a checkpoint); True when the build stops here."""
         (work / f"{out}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         resume = ["--resume"] if (work / out / "checkpoint").is_dir() else []
         limit = ["--time-limit", str(time_limit)] if time_limit else []
         if os.environ.get("GENDET_STOP_BY"):  # a lent machine's call ends then (models/gpu_call.sh)
             limit += ["--stop-by", os.environ["GENDET_STOP_BY"]]
-        if limit and p.get("generator_schedule_by_time"):
+        if limit and schedule_by_time:
             limit.append("--schedule-by-time")
         return stage(name, work / out / "pipeline" / "pipeline.json",
                      [py, "-m", "generation.train", "--config", str(work / f"{out}.yaml"), *dev, *resume, *limit,
                       "--quiet"])
 
-    if generator_stage("generator", "t2i", cfg, p.get("generator_time_limit")):
+    if generator_stage("generator", "t2i", cfg, p.get("generator_time_limit"), p.get("generator_schedule_by_time")):
         return work
     trained, drawn = work / "t2i" / "pipeline", set()
     for name, out in MORE_ROUNDS.items():  # the same model, trained further from its EMA weights
@@ -239,7 +235,8 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
                 return work
             drawn.add(more["scenes"])  # rounds may share a set: one stage
         if generator_stage(name, out, {"init": str(trained), "data": str(data), "out": str(work / out),
-                                       "train": more["train"], "sample": cfg["sample"]}, more.get("time_limit")):
+                                       "train": more["train"], "sample": cfg["sample"]}, more.get("time_limit"),
+                           more.get("schedule_by_time", p.get("generator_schedule_by_time"))):
             return work
         trained = work / out / "pipeline"
     on_cpu = (device or "cpu") == "cpu"

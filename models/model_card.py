@@ -161,8 +161,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if profile == "cpu":
         lines += ["", "## Limitations", "", f"The cpu profile is sized to build in about {sum(times.values()) / 3600:.1f} "
                   "hours on two cores (stage times below). Its generator is far from converged (compare the "
-                  "default-suite table with the tokenizer ceiling above), and the 64 px VQ-VAE caps what any "
-                  "generator drawing through it can score; `--profile gpu` trains larger models at 128 px on a GPU."]
+                  "default-suite table with the tokenizer ceiling above); `--profile gpu` trains a larger one "
+                  "on a GPU."]
+    notes = work / "NOTES.md"  # the build's own account, where stages came from other runs
+    if notes.is_file():
+        lines += ["", "## How this build was made", "", notes.read_text().strip()]
     lines += ["", "## Training time", ""]
     hardware = work / "hardware.txt"  # written where the training ran on a lent GPU (models/gpu_call.sh)
     if hardware.is_file():

@@ -123,6 +123,10 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     card = write_card(work, bundle, "cpu", {}).read_text()
     assert "| single_object | 0.900 | 0.564 |" in card and "| faces | 0.800 | 0.717 |" in card
     assert "| 0-0.25 | 170 | 1.000 | 0.265 |" in card
+    assert "How this build was made" not in card
+    (work / "NOTES.md").write_text("The detectors came from another build.\n")  # the build's own account
+    card = write_card(work, bundle, "cpu", {}).read_text()
+    assert "## How this build was made\n\nThe detectors came from another build.\n\n## Training time" in card
 
 
 def test_card_commands_are_each_stages_last_run_in_the_order_of_those_runs(tmp_path):
