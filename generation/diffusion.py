@@ -1,5 +1,7 @@
 """Mask-and-replace discrete diffusion (VQ-Diffusion, Gu et al. 2022), with the sampling of
-"Improved Vector Quantized Diffusion Models" (Tang et al. 2022), all in log space.
+"Improved Vector Quantized Diffusion Models" (Tang et al. 2022). The reference posterior
+`q_posterior` works in log space as the official code does; the training loss and the sampler
+use `posterior_probs`, the same posterior in probability space in one pass (tested equal).
 
 Tokens take K + 1 values: the K codes of the VQ-VAE and [MASK] = K. One forward step
 keeps a code with alpha_t, replaces it by a uniformly drawn code with beta_t each (K beta_t
