@@ -282,7 +282,7 @@ def test_loss_equals_brute_force_bound_aux_term_and_history(aux_weight, adaptive
             vb, aux = vb + w * kl, aux + w * nll
         scale = (1 - tb / T) + 1 if adaptive else 1.0
         total += (vb + aux_weight * scale * aux) / float(pt[b])
-        vbs.append(float(vb.detach()) if torch.is_tensor(vb) else vb)
+        vbs.append(float(vb.detach()))
     want = total / (len(t) * N)
     assert math.isclose(float(loss), float(want.detach()), rel_tol=1e-4), (float(loss), float(want.detach()))
     want.backward()
