@@ -83,6 +83,9 @@ def main(argv=None) -> int:
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default 0.7)")
     ap.add_argument("--device", default=None)
     args = ap.parse_args(argv)
+    for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
+        if value is not None and not 0 <= value <= 1:
+            ap.error(f"{flag} must be in [0, 1], got {value}")
     for p in predict(args.model, args.images, args.out, args.conf, args.iou, args.device):
         print(p)
     return 0

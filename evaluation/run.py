@@ -99,6 +99,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    for flag, value in (("--images-per-prompt", args.images_per_prompt), ("--steps", args.steps)):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
+    if args.truncation is not None and not 0 < args.truncation <= 1:
+        ap.error(f"--truncation must be in (0, 1], got {args.truncation}")
     shard = Shard.from_env()
     barrier = None
     if shard.world > 1:

@@ -35,7 +35,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
     pipe = TextToImage.from_pretrained(model, device=device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    bar = tqdm(total=steps or pipe.defaults["steps"], desc="sampling", unit="step", disable=not progress)
+    bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step", disable=not progress)
     t0 = time.time()
     result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
                   truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update())
@@ -64,8 +64,15 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
+    # checked before the model loads, so a typo fails at once and without a progress bar
+    if not args.prompt.strip():
+        ap.error("the prompt is empty: describe the image")
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
+    if args.steps is not None and args.steps < 1:
+        ap.error(f"--steps must be >= 1, got {args.steps}")
+    if args.truncation is not None and not 0 < args.truncation <= 1:
+        ap.error(f"--truncation must be in (0, 1], got {args.truncation}")
     try:
         paths = sample(args.prompt, args.model, args.out, args.n, args.seed, args.steps, args.guidance,
                        args.truncation, args.purity, args.device, not args.quiet)

@@ -282,6 +282,10 @@ def test_cli_entry_points(trained, tmp_path, capsys):
     assert rec["detections"] == direct.to_dict()["detections"]
     drawn = np.asarray(Image.open(tmp_path / "p" / f"{image.stem}.png"))
     assert drawn.shape == (64, 64, 3) and (drawn != np.asarray(Image.open(image).convert("RGB"))).any()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:  # refused before the model loads, without ultralytics' traceback
+        det_predict.main(["--model", str(out / "best.pt"), str(image), "--out", str(tmp_path / "q"), "--conf", "2"])
+    assert exit_.value.code == 2 and "--conf must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_coco_metrics_agree_with_ultralytics_ap_on_random_predictions():

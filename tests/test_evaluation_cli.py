@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from evaluation.run import main
 from evaluation.runner import read_rows
 
@@ -34,6 +36,12 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
                for r in pure)
     bad = ["--suite", "nope", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "y"), "--quiet"]
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
+    for flags, message in ((["--images-per-prompt", "0"], "--images-per-prompt must be >= 1, got 0"),
+                           (["--steps", "0"], "--steps must be >= 1, got 0"),
+                           (["--truncation", "0"], "--truncation must be in (0, 1], got 0.0")):
+        with pytest.raises(SystemExit) as exit_:
+            main([*bad[2:], *flags])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_images_from_judges_a_finished_run_again_without_generating(tiny_detector, tmp_path, capsys, monkeypatch):

@@ -90,8 +90,13 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     from PIL import Image
     import numpy as np
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(again))
-    assert main(["  ", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), "--quiet"]) == 2
-    assert "empty" in capsys.readouterr().err
+    capsys.readouterr()
+    for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "--steps must be >= 1, got 0"),
+                          (["a cat", "--truncation", "1.5"], "--truncation must be in (0, 1], got 1.5")):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv + ["--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in err and "sampling" not in err  # no bar before the error
 
 
 def test_inpainting_keeps_the_image_outside_the_mask_and_editing_starts_midway():
