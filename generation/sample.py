@@ -33,14 +33,14 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
            guidance: float | None = None, truncation: float | None = None, purity: bool = False,
            device: str | None = None, progress: bool = True) -> list[Path]:
     pipe = TextToImage.from_pretrained(model, device=device)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step", disable=not progress)
     t0 = time.time()
     result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
                   truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update())
     bar.close()
     elapsed = time.time() - t0
+    out = Path(out)  # made only now: a failed run leaves no empty folder behind
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     for image, s in zip(result.pil(), result.seeds):
         settings = {"prompt": prompt, "seed": s, **result.settings, "model": str(model)}

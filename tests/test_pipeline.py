@@ -74,7 +74,7 @@ def test_bad_inputs_are_named(tmp_path):
 
 def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     from generation.png_info import read_settings
-    from generation.sample import main
+    from generation.sample import main, sample
 
     tiny_pipeline().save_pretrained(tmp_path / "gen")
     assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "2", "--seed", "5", "--steps", "3",
@@ -97,6 +97,9 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
             main(argv + ["--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and "sampling" not in err  # no bar before the error
+    with pytest.raises(ValueError, match="prompt 0 is empty"):  # the Python API checks inside the pipeline
+        sample("  ", tmp_path / "gen", tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()  # and a failed run leaves no empty output folder
 
 
 def test_inpainting_keeps_the_image_outside_the_mask_and_editing_starts_midway():
