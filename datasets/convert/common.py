@@ -1,0 +1,212 @@
+"""What every converter shares: the skip reasons, the error type, the report and small readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+SPLITS = ("train", "val")
+CATDOG_NAMES = {0: "cat", 1: "dog"}
+FACE_NAMES = {0: "face"}
+TASK_NAMES = {"catdog": CATDOG_NAMES, "face": FACE_NAMES}
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+# skip reasons (report.skipped keys); one place so tests and consumers can refer to them
+SKIP_MISSING_IMAGE = "missing image file"
+SKIP_UNREADABLE_IMAGE = "unreadable image file"
+SKIP_CROWD = "crowd box (iscrowd=1)"
+SKIP_DEGENERATE = "degenerate box (w or h <= 0)"
+SKIP_OUTSIDE = "box empty after clipping to the image"
+SKIP_NO_USABLE_BOX = "image with objects but no usable box"
+SKIP_NEGATIVE = "negative image not kept (see --keep-negatives)"
+SKIP_UNKNOWN_IMAGE_ID = "annotation for an unknown image id"
+SKIP_NO_XML = "no head box (no xml)"
+SKIP_XML_NO_OBJECTS = "no head box (xml without objects)"
+SKIP_DUPLICATE = "duplicate list entry"
+SKIP_INVALID_FACE = "invalid face (invalid=1)"
+SKIP_NO_CAPTIONS = "no captions"
+SKIP_NO_CAPTION_FILE = "no caption file"
+SKIP_UNSPLIT_FILE = "annotation file outside train/val ignored"
+
+
+class ConvertError(ValueError):
+    """Malformed input. The message names the file and the line or record."""
+
+    def __init__(self, message: str, path: str | os.PathLike | None = None,
+                 line: int | None = None, record: str | None = None):
+        self.path = None if path is None else str(path)
+        self.line = line
+        self.record = record
+        where = ""
+        if self.path is not None:
+            where = self.path
+            if line is not None:
+                where += f":{line}"
+            if record is not None:
+                where += f" ({record})"
+        elif record is not None:
+            where = record
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+@dataclass
+class ConvertReport:
+    """What a conversion wrote and what it skipped (reason -> count)."""
+
+    format: str
+    src: str
+    out: str
+    task: str  # "catdog", "face" or "captions"
+    images: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    boxes: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    negatives: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    captions: dict = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    boxes_per_class: Counter = field(default_factory=Counter)
+    boxes_clipped: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    warnings: Counter = field(default_factory=Counter)
+    notes: list = field(default_factory=list)
+
+    @property
+    def images_written(self) -> int:
+        return sum(self.images.values())
+
+    @property
+    def boxes_written(self) -> int:
+        return sum(self.boxes.values())
+
+    @property
+    def skipped_total(self) -> int:
+        return sum(self.skipped.values())
+
+    def skip(self, reason: str, n: int = 1) -> None:
+        if n:
+            self.skipped[reason] += n
+
+    def to_dict(self) -> dict:
+        names = TASK_NAMES.get(self.task, {})
+        return {
+            "format": self.format,
+            "src": self.src,
+            "out": self.out,
+            "task": self.task,
+            "images_written": self.images_written,
+            "images": dict(self.images),
+            "negatives": dict(self.negatives),
+            "boxes_written": self.boxes_written,
+            "boxes": dict(self.boxes),
+            "boxes_per_class": {names.get(k, str(k)): v for k, v in sorted(self.boxes_per_class.items())},
+            "boxes_clipped": self.boxes_clipped,
+            "captions": dict(self.captions),
+            "skipped": dict(sorted(self.skipped.items())),
+            "skipped_total": self.skipped_total,
+            "warnings": dict(sorted(self.warnings.items())),
+            "notes": list(self.notes),
+        }
+
+    def write(self, path: str | os.PathLike) -> Path:
+        path = Path(path)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    def summary(self) -> str:
+        split = lambda d: ", ".join(f"{s} {d.get(s, 0)}" for s in SPLITS)  # noqa: E731
+        lines = [f"converted {self.format} {self.src} -> {self.out} ({self.task})",
+                 f"  images written: {self.images_written} ({split(self.images)})"]
+        if self.task == "captions":
+            lines.append(f"  captions written: {sum(self.captions.values())} ({split(self.captions)})")
+        else:
+            lines.append(f"  negatives (no boxes): {sum(self.negatives.values())} ({split(self.negatives)})")
+            lines.append(f"  boxes written: {self.boxes_written} ({split(self.boxes)})")
+            names = TASK_NAMES.get(self.task, {})
+            if self.boxes_per_class:
+                per = ", ".join(f"{names.get(k, k)} {v}" for k, v in sorted(self.boxes_per_class.items()))
+                lines.append(f"  boxes per class: {per}")
+            if self.boxes_clipped:
+                lines.append(f"  boxes clipped to the image: {self.boxes_clipped}")
+        if self.skipped:
+            lines.append(f"  skipped: {self.skipped_total}")
+            lines += [f"    {reason}: {n}" for reason, n in sorted(self.skipped.items())]
+        else:
+            lines.append("  skipped: 0")
+        for reason, n in sorted(self.warnings.items()):
+            lines.append(f"  warning: {reason}: {n}")
+        lines += [f"  note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def progress_iter(iterable: Iterable, progress: bool, desc: str, total: int | None = None):
+    if not progress:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+
+def split_keys(keys: Iterable, val_fraction: float, seed: int = 0) -> dict:
+    """Deterministic train/val assignment: key -> "train" | "val".
+
+    The keys are sorted (by ``str``) and shuffled with ``random.Random(seed)``; the first
+    ``round(n * val_fraction)`` go to val (at least 1 and at most n-1 when
+    ``val_fraction > 0`` and n >= 2).
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    ordered = sorted(set(keys), key=str)
+    random.Random(seed).shuffle(ordered)
+    n = len(ordered)
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    return {k: ("val" if i < n_val else "train") for i, k in enumerate(ordered)}
+
+
+def image_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header only; None when PIL cannot read it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:  # lazy: reads the header, not the pixels
+            return im.size
+    except (OSError, SyntaxError, ValueError):
+        return None
+
+
+def load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConvertError(f"not UTF-8 text ({e.reason} at byte {e.start})", path) from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConvertError(f"invalid JSON: {e.msg} (column {e.colno})", path, line=e.lineno) from e
+
+
+def read_lines(path: Path) -> list[str]:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConvertError(f"not UTF-8 text ({e.reason})", path, line=line) from e
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None

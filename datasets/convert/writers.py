@@ -1,0 +1,174 @@
+"""The two outputs a converter writes: a YOLO detection dataset or a captions dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from datasets.convert.common import (
+    SKIP_MISSING_IMAGE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_OUTSIDE, SKIP_UNREADABLE_IMAGE, SPLITS,
+    TASK_NAMES, ConvertError, ConvertReport, image_size)
+
+
+class Output:
+    """Common output handling: the folder, unique image names, linking/copying."""
+
+    OWNED = ("images", "labels", "data.yaml", "captions.jsonl", "convert_report.json")
+
+    def __init__(self, out, report: ConvertReport, *, copy: bool = False, overwrite: bool = False):
+        self.out = Path(out)
+        self.report = report
+        self.copy = copy
+        self._used: dict[str, set[str]] = {s: set() for s in SPLITS}
+        if self.out.exists() and not self.out.is_dir():
+            raise ConvertError("the output path exists and is not a folder", self.out)
+        existing = [name for name in self.OWNED if (self.out / name).exists()]
+        if existing:
+            if not overwrite:
+                raise ConvertError(
+                    f"output folder already holds {', '.join(existing)}; pass --overwrite (overwrite=True) "
+                    "to replace them", self.out)
+            for name in existing:
+                p = self.out / name
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        for split in SPLITS:
+            (self.out / "images" / split).mkdir(parents=True, exist_ok=True)
+
+    def _unique_name(self, split: str, src: Path) -> str:
+        used = self._used[split]
+        stem, ext = src.stem, src.suffix.lower() or ".jpg"
+        candidates = [stem]
+        parents = [p for p in src.parent.parts[-2:] if p not in ("/", "")]
+        if parents:
+            candidates.append(f"{parents[-1]}__{stem}")
+        if len(parents) > 1:
+            candidates.append(f"{parents[0]}__{parents[1]}__{stem}")
+        for cand in candidates:
+            cand = re.sub(r"[^\w.\-]+", "_", cand)
+            if cand not in used:
+                used.add(cand)
+                return cand + ext
+        base, k = re.sub(r"[^\w.\-]+", "_", stem), 1
+        while f"{base}_{k}" in used:
+            k += 1
+        used.add(f"{base}_{k}")
+        return f"{base}_{k}{ext}"
+
+    def place_image(self, split: str, src: Path) -> str:
+        """Link (or copy) src under images/<split>/; returns the path relative to out."""
+        name = self._unique_name(split, src)
+        dst = self.out / "images" / split / name
+        if dst.exists() or dst.is_symlink():
+            dst.unlink()
+        if self.copy:
+            shutil.copy2(src, dst)
+        else:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        return f"images/{split}/{name}"
+
+    def _finish_report(self) -> ConvertReport:
+        self.report.write(self.out / "convert_report.json")
+        return self.report
+
+
+class YoloWriter(Output):
+    """Writes a YOLO dataset (FORMATS.md): images/, labels/, data.yaml."""
+
+    def __init__(self, out, report: ConvertReport, task: str, **kw):
+        super().__init__(out, report, **kw)
+        self.task = task
+        self.names = TASK_NAMES[task]
+        for split in SPLITS:
+            (self.out / "labels" / split).mkdir(parents=True, exist_ok=True)
+
+    def label_lines(self, boxes, width: int, height: int) -> list[str]:
+        """boxes: (cls, x1, y1, x2, y2) in pixels (x2/y2 exclusive) -> YOLO lines; clips, counts."""
+        lines = []
+        for cls, x1, y1, x2, y2 in boxes:
+            cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+            cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+            if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
+                self.report.skip(SKIP_OUTSIDE)
+                continue
+            if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
+                self.report.boxes_clipped += 1
+            cx, cy = (cx1 + cx2) / 2 / width, (cy1 + cy2) / 2 / height
+            w, h = (cx2 - cx1) / width, (cy2 - cy1) / height
+            lines.append(f"{int(cls)} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        return lines
+
+    def add(self, split: str, image: Path, width: int | None, height: int | None, boxes,
+            *, negative: bool = False) -> bool:
+        """Write one image + its label file. ``negative`` marks an image that has no objects
+        at all; an image that had objects but whose boxes were all dropped is skipped."""
+        if not image.is_file():
+            self.report.skip(SKIP_MISSING_IMAGE)
+            return False
+        if not width or not height:
+            size = image_size(image)
+            if size is None:
+                self.report.skip(SKIP_UNREADABLE_IMAGE)
+                return False
+            width, height = size
+        lines = [] if negative else self.label_lines(boxes, width, height)
+        if not negative and not lines:
+            self.report.skip(SKIP_NO_USABLE_BOX)
+            return False
+        rel = self.place_image(split, image)
+        label = self.out / "labels" / split / (Path(rel).stem + ".txt")
+        label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        self.report.images[split] += 1
+        self.report.boxes[split] += len(lines)
+        if not lines:
+            self.report.negatives[split] += 1
+        for line in lines:
+            self.report.boxes_per_class[int(line.split(" ", 1)[0])] += 1
+        return True
+
+    def finish(self) -> ConvertReport:
+        import yaml
+
+        data = {"train": "images/train", "val": "images/val",
+                "names": dict(self.names), "task_name": self.task}
+        (self.out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        for split in SPLITS:
+            if not self.report.images[split]:
+                self.report.notes.append(f"the {split} split is empty")
+        return self._finish_report()
+
+
+class CaptionsWriter(Output):
+    """Writes a captions dataset (FORMATS.md): images/{train,val}/ + captions.jsonl."""
+
+    def __init__(self, out, report: ConvertReport, **kw):
+        super().__init__(out, report, **kw)
+        self.rows: list[dict] = []
+
+    def add(self, split: str, image: Path, captions: list[str]) -> bool:
+        captions = [c.strip() for c in captions if c and c.strip()]
+        if not captions:
+            self.report.skip(SKIP_NO_CAPTIONS)
+            return False
+        if not image.is_file():
+            self.report.skip(SKIP_MISSING_IMAGE)
+            return False
+        rel = self.place_image(split, image)
+        self.rows.append({"image": rel, "split": split, "captions": captions})
+        self.report.images[split] += 1
+        self.report.captions[split] += len(captions)
+        return True
+
+    def finish(self) -> ConvertReport:
+        with open(self.out / "captions.jsonl", "w", encoding="utf-8") as f:
+            for row in self.rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for split in SPLITS:
+            if not self.report.images[split]:
+                self.report.notes.append(f"the {split} split is empty")
+        return self._finish_report()
