@@ -61,6 +61,12 @@ PROFILES = {
                                           "ema_decay": 0.995, "log_every": 50, "val_every": 500,
                                           "sample_every": 4000, "ckpt_every": 250},
                                 "time_limit": 78, "schedule_by_time": True},
+            # two more rounds on the same scenes, 40 and 100 minutes (3,727 and 6,991 steps at ~1.5 it/s)
+            "generator_more3": {"like": "generator_more2", "time_limit": 40},
+            "generator_more4": {"like": "generator_more2", "time_limit": 100,
+                                "train": {"steps": 10000, "batch_size": 32, "lr": 3.0e-4, "warmup": 100,
+                                          "ema_decay": 0.995, "log_every": 50, "val_every": 500,
+                                          "sample_every": 4000, "ckpt_every": 250}},
             "detector": ["--epochs", "60", "--imgsz", "128", "--batch", "64", "--model", "yolov8n.yaml",
                          "--time-limit", "3.0", "--workers", "8"],
             # on a CPU: 3 epochs of the 18,000 training scenes, about 17 min a detector on two cores

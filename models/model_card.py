@@ -10,11 +10,12 @@ import yaml
 from evaluation.summary import markdown_table
 from models.build_demo import MORE_ROUNDS, STAGES
 
-# how the card introduces each further training round's config (build_demo.MORE_ROUNDS)
+# how the card introduces each further training round's config (build_demo.MORE_ROUNDS); which
+# scenes a round learned is its config's `data` (and the card's Data section)
 ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more2": "And once more, from that round's EMA weights",
-                "generator_more3": "And a fourth round, from that one's EMA weights, on more scenes",
-                "generator_more4": "And a fifth, from the fourth's EMA weights, on the same more scenes"}
+                "generator_more3": "And a fourth round, from that one's EMA weights",
+                "generator_more4": "And a fifth, from the fourth's EMA weights"}
 
 
 def _load(path: Path):
