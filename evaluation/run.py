@@ -99,11 +99,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
-    for flag, value in (("--images-per-prompt", args.images_per_prompt), ("--steps", args.steps)):
-        if value is not None and value < 1:
-            ap.error(f"{flag} must be >= 1, got {value}")
-    if args.truncation is not None and not 0 < args.truncation <= 1:
-        ap.error(f"--truncation must be in (0, 1], got {args.truncation}")
+    if args.images_per_prompt is not None and args.images_per_prompt < 1:
+        ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
+    from generation.pipeline import TextToImage, check_settings
+
+    try:  # before any model loads
+        check_settings(args.steps, args.truncation)
+    except ValueError as e:
+        ap.error(str(e))
     shard = Shard.from_env()
     barrier = None
     if shard.world > 1:
@@ -115,8 +118,6 @@ def main(argv=None) -> int:
         if args.device is None and torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        from generation.pipeline import TextToImage
-
         suite = load_suite(args.suite)
         settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
                                       "truncation": args.truncation, "purity": args.purity}.items() if v is not None}

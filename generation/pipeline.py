@@ -54,6 +54,15 @@ class GenerationOutput:
         return [Image.fromarray(a) for a in arr]
 
 
+def check_settings(steps: int | None = None, truncation: float | None = None) -> None:
+    """Raise ValueError naming a sampling setting out of range; None (the model's default) passes.
+    The CLIs call it before loading a model, the pipeline on every call."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if truncation is not None and not 0 < truncation <= 1:
+        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
+
+
 def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -145,8 +154,7 @@ class TextToImage(nn.Module):
                     "guidance_scale": float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale),
                     "truncation": float(self.defaults["truncation"] if truncation is None else truncation),
                     "purity": bool(self.defaults["purity"] if purity is None else purity)}
-        if not 0 < settings["truncation"] <= 1:
-            raise ValueError(f"truncation must be in (0, 1], got {settings['truncation']}")
+        check_settings(settings["steps"], settings["truncation"])
         expanded = [p for p in prompts for _ in range(num_images)]
         B = len(expanded)
         emb, mask = self.encode_text(prompts)

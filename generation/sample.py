@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from generation.pipeline import TextToImage
+from generation.pipeline import TextToImage, check_settings
 from generation.png_info import save_png
 
 DEFAULT_MODEL = gendet_env.ROOT / "models" / "demo" / "generator"
@@ -33,7 +33,8 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
            guidance: float | None = None, truncation: float | None = None, purity: bool = False,
            device: str | None = None, progress: bool = True) -> list[Path]:
     pipe = TextToImage.from_pretrained(model, device=device)
-    bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step", disable=not progress)
+    bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step",
+               disable=not progress)
     t0 = time.time()
     result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
                   truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update())
@@ -69,10 +70,10 @@ def main(argv=None) -> int:
         ap.error("the prompt is empty: describe the image")
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
-    if args.steps is not None and args.steps < 1:
-        ap.error(f"--steps must be >= 1, got {args.steps}")
-    if args.truncation is not None and not 0 < args.truncation <= 1:
-        ap.error(f"--truncation must be in (0, 1], got {args.truncation}")
+    try:
+        check_settings(args.steps, args.truncation)
+    except ValueError as e:
+        ap.error(str(e))
     try:
         paths = sample(args.prompt, args.model, args.out, args.n, args.seed, args.steps, args.guidance,
                        args.truncation, args.purity, args.device, not args.quiet)

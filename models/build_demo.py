@@ -61,7 +61,7 @@ PROFILES = {
                                           "ema_decay": 0.995, "log_every": 50, "val_every": 500,
                                           "sample_every": 4000, "ckpt_every": 250},
                                 "time_limit": 78, "schedule_by_time": True},
-            # two more rounds on the same scenes, 40 and 100 minutes (3,727 and 6,991 steps at ~1.5 it/s)
+            # two more rounds on the same scenes, 40 and 100 minutes (3,727 and 6,991 steps on two cores)
             "generator_more3": {"like": "generator_more2", "time_limit": 40},
             "generator_more4": {"like": "generator_more2", "time_limit": 100,
                                 "train": {"steps": 10000, "batch_size": 32, "lr": 3.0e-4, "warmup": 100,

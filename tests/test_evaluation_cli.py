@@ -37,8 +37,8 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     bad = ["--suite", "nope", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "y"), "--quiet"]
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
     for flags, message in ((["--images-per-prompt", "0"], "--images-per-prompt must be >= 1, got 0"),
-                           (["--steps", "0"], "--steps must be >= 1, got 0"),
-                           (["--truncation", "0"], "--truncation must be in (0, 1], got 0.0")):
+                           (["--steps", "0"], "steps must be >= 1, got 0"),
+                           (["--truncation", "0"], "truncation must be in (0, 1], got 0.0")):
         with pytest.raises(SystemExit) as exit_:
             main([*bad[2:], *flags])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -91,8 +91,8 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     import numpy as np
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(again))
     capsys.readouterr()
-    for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "--steps must be >= 1, got 0"),
-                          (["a cat", "--truncation", "1.5"], "--truncation must be in (0, 1], got 1.5")):
+    for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "steps must be >= 1, got 0"),
+                          (["a cat", "--truncation", "1.5"], "truncation must be in (0, 1], got 1.5")):
         with pytest.raises(SystemExit) as exit_:
             main(argv + ["--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
