@@ -7,6 +7,8 @@
 Fine-tuning: a config with `init: DIR` (a saved pipeline, e.g. models/demo/generator) and no
 vqvae / image_size / text / transformer / diffusion trains that pipeline further on `data`,
 with its own VQ-VAE, tokenizer, weights and sampling defaults (a fresh optimizer and schedule).
+`grow: {depth: N}` beside `init` appends transformer blocks that start as the identity: the
+model starts where the init ended, with more capacity to train.
 
 The VQ-VAE (trained first with `python -m generation.train_vqvae`) is frozen; the dataset
 is tokenised once and cached in OUT/tokens.safetensors, so training never runs the image
@@ -71,8 +73,8 @@ def load_config(path: str | Path) -> dict:
     cfg = yaml.safe_load(path.read_text()) or {}
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping of fields, got {type(cfg).__name__}")
-    unknown = set(cfg) - {"data", "vqvae", "init", "out", "image_size", "text", "transformer", "diffusion", "train",
-                          "sample"}
+    unknown = set(cfg) - {"data", "vqvae", "init", "grow", "out", "image_size", "text", "transformer", "diffusion",
+                          "train", "sample"}
     if unknown:
         raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
     if "init" in cfg:  # fine-tuning: the model, its VQ-VAE and its shape all come from the saved pipeline
@@ -82,8 +84,14 @@ def load_config(path: str | Path) -> dict:
         clash = sorted({"vqvae", "image_size", "text", "transformer", "diffusion"} & set(cfg))
         if clash:
             raise ConfigError(f"{path}: init {init} fixes the model; remove {', '.join(clash)}")
+        grow = cfg.get("grow")
+        if grow is not None and (not isinstance(grow, dict) or set(grow) != {"depth"}
+                                 or type(grow["depth"]) is not int or grow["depth"] < 1):
+            raise ConfigError(f"{path}: grow must be {{depth: N}} with N a positive whole number, got {grow!r}")
         cfg["vqvae"] = str(init / "vqvae")
         cfg["image_size"] = json.loads((init / "pipeline.json").read_text())["image_size"]
+    elif "grow" in cfg:
+        raise ConfigError(f"{path}: grow adds blocks to a trained model; it needs init")
     for key in ("data", "vqvae", "out"):
         if key not in cfg:
             raise ConfigError(f"{path}: missing field {key!r}")
@@ -185,8 +193,14 @@ def sampling_defaults(cfg: dict) -> dict:
 
 def init_pipeline(cfg: dict, device) -> TextToImage:
     """The saved pipeline `init`, to train further: its weights, tokenizer and shape; the config's
-    sample settings, where given, replace its defaults."""
+    sample settings, where given, replace its defaults. `grow: {depth: N}` appends blocks that
+    start as the identity, so the model begins where the init ended, with more capacity."""
     pipe = TextToImage.from_pretrained(cfg["init"], device=device)
+    if "grow" in cfg:
+        try:
+            pipe.transformer.grow(cfg["grow"]["depth"])
+        except ValueError as e:
+            raise ConfigError(f"{cfg['init']}: {e}") from None
     pipe.vqvae.requires_grad_(False)
     pipe.defaults.update(sampling_defaults(cfg))
     return pipe

@@ -391,6 +391,24 @@ class DenoisingTransformer(nn.Module):
     def num_parameters(self, trainable_only: bool = False) -> int:
         return count_parameters(self, trainable_only)
 
+    @torch.no_grad()
+    def grow(self, depth: int) -> "DenoisingTransformer":
+        """Append blocks up to `depth` that start as the identity (every residual branch's output
+        layer zero), so a trained model keeps its outputs exactly and trains on with more capacity
+        (progressive stacking: Gong et al. 2019; zero-initialised branches as in ReZero / adaLN-Zero)."""
+        if depth < self.config.depth:
+            raise ValueError(f"grow: depth {depth} is below the model's {self.config.depth}; a model only grows")
+        ref = next(self.parameters())
+        for _ in range(depth - self.config.depth):
+            blk = Block(self.config)
+            blk.apply(self._init_weights)
+            for out in (blk.attn1.proj, blk.attn2.proj, blk.mlp[2]):
+                out.weight.zero_()
+                out.bias.zero_()
+            self.blocks.append(blk.to(device=ref.device, dtype=ref.dtype))
+        self.config = replace(self.config, depth=depth)
+        return self
+
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

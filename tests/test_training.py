@@ -174,8 +174,8 @@ def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path, monkeypat
 
     monkeypatch.setattr(t2i, "CaptionImageDataset", no_images)
 
-    def fine_tune(name, lr):
-        cfg = {"init": str(saved), "data": str(scenes), "out": str(tmp_path / name),
+    def fine_tune(name, lr, **extra):
+        cfg = {"init": str(saved), "data": str(scenes), "out": str(tmp_path / name), **extra,
                "train": {**base["train"], "steps": 2, "lr": lr}, "sample": {"prompts": ["a dog"], "per_prompt": 1}}
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
         assert t2i.main(["--config", str(tmp_path / f"{name}.yaml"), "--device", "cpu", "--quiet"]) == 0
@@ -196,7 +196,24 @@ def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path, monkeypat
     got = load_file(str(tmp_path / "moved" / "tokens.safetensors"))
     assert want.keys() == got.keys() and all(torch.equal(want[k], got[k]) for k in want)
 
+    # grow: blocks appended as the identity; at lr 0 the grown pipeline draws what the saved one does
+    grown = fine_tune("grown", 0.0, grow={"depth": 2})
+    a, g = TextToImage.from_pretrained(saved), TextToImage.from_pretrained(grown)
+    assert (a.transformer.config.depth, g.transformer.config.depth) == (1, 2)
+    assert torch.equal(a(["a dog"], seeds=[5], steps=3).tokens, g(["a dog"], seeds=[5], steps=3).tokens)
+    assert any(not torch.equal(p, torch.zeros_like(p))
+               for p in TextToImage.from_pretrained(fine_tune("grown_moved", 1e-2, grow={"depth": 2}))
+               .transformer.blocks[1].mlp[2].parameters())
+
     bad = tmp_path / "bad.yaml"
+    for grow in ("{depth: 0}", "{depth: two}", "{width: 3}", "3"):
+        bad.write_text(f"init: {saved}\ndata: {scenes}\nout: {tmp_path / 'g'}\ngrow: {grow}\n")
+        with pytest.raises(t2i.ConfigError, match="grow must be {depth: N} with N a positive whole number"):
+            t2i.load_config(bad)
+        assert t2i.main(["--config", str(bad), "--device", "cpu", "--quiet"]) == 2, grow
+    bad.write_text("data: x\nvqvae: y\nout: z\ngrow: {depth: 3}\n")
+    with pytest.raises(t2i.ConfigError, match="it needs init"):
+        t2i.load_config(bad)
     bad.write_text(f"init: {saved}\ndata: x\nout: z\ntransformer: {{width: 64}}\n")
     with pytest.raises(t2i.ConfigError, match="fixes the model; remove transformer"):
         t2i.load_config(bad)

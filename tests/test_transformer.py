@@ -123,6 +123,30 @@ def test_gradients_reach_every_parameter(setup):
         assert p.grad.abs().sum() > 0, name
 
 
+def test_grow_keeps_the_outputs_exactly_and_the_new_blocks_learn(setup):
+    """grow(depth) appends identity blocks: the same logits to the bit, then one optimiser step
+    moves the new blocks off the identity (their zeroed output layers get gradients)."""
+    cfg, model, x, t, emb, mask = setup
+    before = model.forward_uncached(x, t, emb, mask)
+    assert model.grow(cfg.depth + 2) is model and model.config.depth == len(model.blocks) == cfg.depth + 2
+    assert torch.equal(model.forward_uncached(x, t, emb, mask), before)
+    assert torch.equal(model(x, t, model.prepare_text(emb, mask)), before)
+    new = model.blocks[cfg.depth]
+    assert new.attn1.query.weight.abs().sum() > 0 and new.mlp[2].weight.abs().sum() == 0
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(model.forward_uncached(x, t, emb, mask),
+                                      torch.randint(0, cfg.num_classes, (3, cfg.seq_len))).backward()
+    opt.step()
+    assert all(layer.weight.abs().sum() > 0 for layer in (new.attn1.proj, new.attn2.proj, new.mlp[2]))
+    assert not torch.equal(model.forward_uncached(x, t, emb, mask), before)
+    # the grown model saves and loads as a plain model of the new depth
+    again = DenoisingTransformer(TransformerConfig.from_dict(model.config.to_dict()))
+    again.load_state_dict(model.state_dict())
+    with pytest.raises(ValueError, match="below the model's"):
+        model.grow(1)
+
+
 def test_sdpa_matches_bruteforce_attention(setup):
     cfg, model, x, t, emb, mask = setup
     blk = model.blocks[0]
