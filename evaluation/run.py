@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from evaluation.detectors import JudgeDetectors, file_sha256
-from evaluation.runner import Shard, run_suite
+from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, Shard, run_suite
 from evaluation.suite import load_suite
 from evaluation.summary import markdown_table
 
@@ -86,7 +86,9 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(DEMO / "generator"), help="saved TextToImage folder (default: demo)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: demo)")
     ap.add_argument("--images-per-prompt", type=int, default=None, help="default 4 (with --images-from: its)")
-    ap.add_argument("--seed", type=int, default=None, help="default 0 (with --images-from: its)")
+    ap.add_argument("--seed", type=int, default=None,
+                    help="default 0 (with --images-from: its); image k of each prompt gets sampling seed "
+                         "SEED * images-per-prompt + k, so runs at different seeds share no image")
     ap.add_argument("--images-from", type=Path, default=None, metavar="RUN",
                     help="judge the images of a finished run of the same suite instead of generating (e.g. with "
                          "other --detectors); takes its images per prompt, seed and settings")
@@ -101,6 +103,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.images_per_prompt is not None and args.images_per_prompt < 1:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
+    if args.seed is not None and args.seed < 0:
+        ap.error(f"--seed must be >= 0, got {args.seed}")
     from generation.pipeline import TextToImage, check_settings
 
     try:  # before any model loads
@@ -126,11 +130,13 @@ def main(argv=None) -> int:
                 raise ValueError(f"--images-from generates nothing: drop {', '.join(sorted(settings))}")
             generate, source = saved_images(args.images_from, suite, args.images_per_prompt, args.seed)
             per_prompt, seed, effective = source["images_per_prompt"], source["seed"], source["settings"]
+            seed_rule = source.get("image_seeds", OLD_IMAGE_SEEDS)  # the rule its images were drawn by
             generator = {"images_from": str(args.images_from), **source["models"].get("generator", {})}
         else:
             pipe = TextToImage.from_pretrained(args.model, device=args.device)
             per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
             seed = 0 if args.seed is None else args.seed
+            seed_rule = IMAGE_SEEDS
             effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")},
                          **settings}
 
@@ -144,7 +150,8 @@ def main(argv=None) -> int:
     validation = find_judge_validation(eyes)
     summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed, settings=effective,
                         models={"generator": generator, "detectors": eyes.info()},
-                        shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation)
+                        shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
+                        seed_rule=seed_rule)
     if summary is not None:
         print(markdown_table(summary))
         if "judge_validation" in summary:

@@ -1,6 +1,7 @@
 """Generate-then-detect over a prompt suite: the loop behind `python -m evaluation.run`.
 
-For each prompt: generate `images_per_prompt` images (image k gets seed `seed + k`),
+For each prompt: generate `images_per_prompt` images (image k gets seed `seed * images_per_prompt
++ k`, so runs with different seeds share no image and are independent replicates),
 detect on the in-memory batch, judge, append one row per image to results.jsonl
 and save the PNG for the report. Rows already in results.jsonl are skipped, so
 an interrupted run resumes. Under torchrun each rank takes every WORLD_SIZE-th
@@ -68,6 +69,24 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+# how a run's seed becomes its images' seeds, recorded in run.json as "image_seeds". Runs before
+# 2026-12-05 have no such field and gave image k seed `seed + k` (runs at seeds 0 and 1 shared
+# three images of every four); they are judged again (--images-from) by their own rule
+IMAGE_SEEDS = "seed * images_per_prompt + k"
+OLD_IMAGE_SEEDS = "seed + k"
+
+
+def image_seeds(seed: int, images_per_prompt: int, rule: str = IMAGE_SEEDS) -> list[int]:
+    """The sampling seeds of a prompt's images in a run at `seed`: the seed-th block of
+    images_per_prompt, so no two runs' blocks overlap (or, by the old rule, seed + k)."""
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    if rule not in (IMAGE_SEEDS, OLD_IMAGE_SEEDS):
+        raise ValueError(f"unknown image seed rule {rule!r}; known: {IMAGE_SEEDS!r}, {OLD_IMAGE_SEEDS!r}")
+    first = seed * images_per_prompt if rule == IMAGE_SEEDS else seed
+    return [first + k for k in range(images_per_prompt)]
+
+
 def _check_run_config(out: Path, config: dict) -> None:
     """A resumed run must have the settings of the run it continues."""
     path = out / "run.json"
@@ -86,17 +105,21 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
               models: dict | None = None, rules: JudgeRules = DEFAULT_RULES, shard: Shard = Shard(),
               progress: bool = True, barrier: Callable[[], None] | None = None,
               on_prompt: Callable[[int, int], None] | None = None,
-              judge_validation: dict | None = None) -> dict | None:
+              judge_validation: dict | None = None, seed_rule: str = IMAGE_SEEDS) -> dict | None:
     """Run (or resume) a suite into out_dir; returns the summary on rank 0, None elsewhere.
     on_prompt(done, total) is called after each prompt (the app's progress bar).
-    judge_validation (the detectors' validate_judge report) is summarised next to the results."""
+    judge_validation (the detectors' validate_judge report) is summarised next to the results.
+    seed_rule: how `seed` gives the images' seeds (`image_seeds`); an older run's images judged
+    again keep the rule they were drawn by."""
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+    image_seeds(seed, images_per_prompt, seed_rule)  # a bad seed or rule fails before anything is written
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
     config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts], "images_per_prompt": images_per_prompt,
-              "seed": seed, "settings": settings, "judge": rules.to_dict(), "models": models or {}}
+              "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": rules.to_dict(),
+              "models": models or {}}
     if shard.rank == 0:
         _check_run_config(out, config)
     if barrier:
@@ -112,7 +135,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
                disable=not progress or shard.rank != 0)
     with open(results, "a", encoding="utf-8") as fh:
         for step, (i, spec) in enumerate(todo, start=1):
-            seeds = [seed + k for k in range(images_per_prompt)]
+            seeds = image_seeds(seed, images_per_prompt, seed_rule)
             images = to_uint8_images(generate(spec.prompt, seeds))
             if len(images) != len(seeds):
                 raise RuntimeError(f"generate returned {len(images)} images for {len(seeds)} seeds")

@@ -65,7 +65,7 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
              "--quiet"]
     assert main([*again, "--out", str(tmp_path / "re")]) == 0
     src, re = read_rows(tmp_path / "src" / "results.jsonl"), read_rows(tmp_path / "re" / "results.jsonl")
-    assert len(re) == len(src) == 16 and {r["seed"] for r in re} == {5, 6}
+    assert len(re) == len(src) == 16 and {r["seed"] for r in re} == {10, 11}  # block 5 of 2 per prompt
     for a, b in zip(src, re):
         assert (a["prompt"], a["seed"], a["settings"]) == (b["prompt"], b["seed"], b["settings"])
         assert a["detections"] == b["detections"] and a["verdict"] == b["verdict"]
@@ -81,6 +81,22 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
         assert main(args) == 2 and message in capsys.readouterr().err
     assert main(["--images-from", str(tmp_path), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "no run.json" in capsys.readouterr().err
+    # a run from before 2026-12-05 (no image_seeds in run.json; image k had seed `seed + k`) is
+    # judged again by its own rule
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tmp_path / "src", old)
+    config = json.loads((old / "run.json").read_text())
+    del config["image_seeds"]
+    (old / "run.json").write_text(json.dumps(config))
+    (old / "results.jsonl").write_text("".join(json.dumps({**r, "seed": 5 + r["image_index"]}) + "\n" for r in src))
+    assert main(["--suite", "smoke", "--images-from", str(old), "--detectors", det, "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "old_re")]) == 0
+    old_re = read_rows(tmp_path / "old_re" / "results.jsonl")
+    assert [(r["prompt"], r["seed"], r["verdict"]) for r in old_re] == \
+        [(r["prompt"], 5 + r["image_index"], r["verdict"]) for r in src]
+    assert json.loads((tmp_path / "old_re" / "run.json").read_text())["image_seeds"] == "seed + k"
 
 
 def test_torchrun_two_processes_give_the_single_process_result(tmp_path):

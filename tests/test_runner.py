@@ -11,7 +11,7 @@ import pytest
 from datasets.scenes import render_scene
 from evaluation.detectors import JudgeDetectors, parse_detector_spec
 from evaluation.judge import judge
-from evaluation.runner import Shard, read_rows, run_suite
+from evaluation.runner import OLD_IMAGE_SEEDS, Shard, image_seeds, read_rows, run_suite
 from evaluation.suite import load_suite
 from evaluation.summary import bootstrap_ci, summarize
 
@@ -54,9 +54,9 @@ def make_eyes(world):
 
 
 def expected_pass(spec, seed):
-    _, objects, _ = render_scene(seed, SIZE, 11)
+    image, objects, _ = render_scene(seed, SIZE, 11)
     dets = [{"label": o["label"], "confidence": 0.9, "box": o["box"]} for o in objects]
-    return judge(spec, dets, (SIZE, SIZE)).passed
+    return judge(spec, dets, (SIZE, SIZE), image=np.asarray(image)).passed  # colours measured, as the runner does
 
 
 def test_runner_writes_every_output_with_known_verdicts(tmp_path):
@@ -68,7 +68,7 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     assert len(rows) == 3 * len(suite.prompts)
     for row in rows:
         spec = suite.prompts[row["prompt_index"]]
-        assert row["prompt"] == spec.prompt and row["seed"] == 5 + row["image_index"]
+        assert row["prompt"] == spec.prompt and row["seed"] == 5 * 3 + row["image_index"]  # block 5 of 3
         assert row["passed"] == expected_pass(spec, row["seed"])
         assert row["verdict"]["rules"]["version"] == "judge-1"
         assert (tmp_path / row["image"]).is_file()
@@ -88,7 +88,20 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     report = (tmp_path / "report.html").read_text()
     assert all(f'src="{r["image"]}"' in report for r in rows)
     assert report.count('class="card pass"') == sum(passed)
-    assert 0 < sum(passed) < len(rows)  # seed 5: 4 of 24 pass, so both branches are exercised
+    assert 0 < sum(passed) < len(rows)  # both branches are exercised
+
+
+def test_runs_at_different_seeds_share_no_image():
+    """Image k of a run at seed S has seed S * n + k: replicates are independent (the old rule,
+    seed + k, which runs before 2026-12-05 used and keep when judged again, shared n - 1 of n)."""
+    blocks = [set(image_seeds(s, 4)) for s in range(6)]
+    assert all(not (a & b) for i, a in enumerate(blocks) for b in blocks[i + 1:])
+    assert set().union(*blocks) == set(range(24))
+    assert image_seeds(1, 4, OLD_IMAGE_SEEDS) == [1, 2, 3, 4] and image_seeds(0, 4) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        image_seeds(-1, 4)
+    with pytest.raises(ValueError, match="unknown image seed rule"):
+        image_seeds(0, 4, "seed - k")
 
 
 def test_runner_resumes_without_repeating_work(tmp_path):
