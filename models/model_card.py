@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from evaluation.summary import markdown_table
-from models.build_demo import MORE_ROUNDS, STAGES
+from models.build_demo import MORE_ROUNDS, PROFILES, STAGES
 
 # how the card introduces each further training round's config (build_demo.MORE_ROUNDS); which
 # scenes a round learned is its config's `data` (and the card's Data section)
@@ -143,6 +143,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
                   f"settings {ev['settings']} (`evaluation.run`):", "", markdown_table(ev)]
+        chosen = PROFILES.get(profile, {}).get("sampling")
+        if chosen:  # set at assembly, not in training: say where the settings came from
+            lines += ["", f"The bundle's sampling defaults include {chosen}: the profile's `sampling`, chosen by a "
+                      "sweep on the trained generator (benchmarks/RESULTS.md) and written into "
+                      "generator/pipeline.json when the bundle is assembled."]
     speed = _load(work / "speed.json")
     if speed:
         lines += ["", "Sampling speed (`benchmarks.sampling_speed`, best of 2):", ""]

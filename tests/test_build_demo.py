@@ -157,3 +157,24 @@ def test_a_tokenizer_trained_beforehand_is_used_not_trained_again(tmp_path, monk
     a, b = (before / "model.safetensors").read_bytes(), (work / "vqvae" / "model.safetensors").read_bytes()
     assert a == b
     assert json.loads((work / "vqvae" / "metrics.json").read_text())["restored_from"].endswith(f"{before}/README.md")
+
+
+def test_assemble_gives_the_bundle_the_profiles_sampling_defaults(tmp_path):
+    """A profile's sampling defaults, chosen on the trained model, replace those it trained with;
+    the work folder's pipeline keeps its own."""
+    from models.build_demo import assemble
+
+    gen, work, bundle = tmp_path / "gen", tmp_path / "work", tmp_path / "bundle"
+    gen.mkdir()
+    trained = {"format": "gendet-text-to-image-1", "image_size": 32,
+               "defaults": {"steps": 25, "guidance_scale": 3.0, "truncation": 0.86, "purity": False}}
+    (gen / "pipeline.json").write_text(json.dumps(trained))
+    for task in ("catdog", "face"):
+        (work / task).mkdir(parents=True)
+        (work / task / "best.pt").write_bytes(b"weights")
+        (work / task / "metrics.json").write_text("{}")
+    assemble(gen, work, bundle, defaults={"guidance_scale": 5.0})
+    shipped = json.loads((bundle / "generator" / "pipeline.json").read_text())
+    assert shipped == {**trained, "defaults": {**trained["defaults"], "guidance_scale": 5.0}}
+    assert json.loads((gen / "pipeline.json").read_text()) == trained
+    assert (bundle / "catdog.pt").read_bytes() == b"weights"
