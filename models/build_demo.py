@@ -178,7 +178,9 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
         elif only is not None and name not in only:
             print(f"[{name}] skipped (not in --only)")
         else:
-            times[name] = times.get(name, 0.0) + run(cmd, log)
+            # the run that made the output (a stage completes in one run; one whose output was
+            # removed to be redone, such as the evaluation, is timed afresh, not added up)
+            times[name] = run(cmd, log)
             times_path.write_text(json.dumps(times, indent=1))
         return name == until
 

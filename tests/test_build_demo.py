@@ -8,7 +8,7 @@ from models.build_demo import MORE_ROUNDS, STAGES, build
 from models.model_card import ROUND_LABELS
 
 
-def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys):
+def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys, monkeypatch):
     # --until: a time-limited machine runs the first stages, a later run continues
     assert build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle", until="vqvae") == tmp_path / "work"
     assert (tmp_path / "work" / "vqvae" / "metrics.json").is_file() and not (tmp_path / "work" / "t2i").exists()
@@ -64,6 +64,15 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
     out = capsys.readouterr().out
     assert out.count("] done (") == len(STAGES) and "$ " not in out
+    # a stage redone after its output was removed is timed afresh, not added to its first time
+    import models.build_demo as recipe
+
+    real_run = recipe.run
+    monkeypatch.setattr(recipe, "run", lambda cmd, log: real_run(cmd, log) * 0 + 1234.0)
+    (tmp_path / "work" / "speed.json").unlink()
+    build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")
+    again = json.loads((tmp_path / "work" / "times.json").read_text())
+    assert again == {**times, "speed": 1234.0}
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):

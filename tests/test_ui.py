@@ -52,6 +52,22 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     assert len(at.get("download_button")) == 2
 
 
+def test_generate_form_starts_at_the_models_sampling_defaults(tiny_models, monkeypatch, tmp_path):
+    import json
+    import shutil
+
+    gen = tmp_path / "generator"
+    shutil.copytree(tiny_models[0], gen)
+    meta = json.loads((gen / "pipeline.json").read_text())
+    meta["defaults"] = {"steps": 7, "guidance_scale": 4.5, "truncation": 0.9, "purity": True}
+    (gen / "pipeline.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("GENDET_GENERATOR", str(gen))
+    at = page("generate.py").run()
+    assert not at.exception
+    assert (at.slider(key="steps").value, at.slider(key="guidance").value, at.slider(key="truncation").value,
+            at.checkbox(key="purity").value) == (7, 4.5, 0.9, True)
+
+
 def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
     at = page("generate.py").run()
     at.button(key="FormSubmitter:generate-Generate").click().run()

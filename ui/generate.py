@@ -8,6 +8,7 @@ from detection.draw import draw_detections
 from evaluation.judge import judge
 from evaluation.prompts import ParseError, parse_prompt
 from evaluation.spec import PromptSpec
+from generation.pipeline import DEFAULTS
 from generation.png_info import png_bytes, read_settings
 from ui import resources
 
@@ -22,6 +23,8 @@ if "restore" in st.session_state:
         st.session_state[key] = value
 
 pipe = resources.generator()
+# the form starts at the loaded model's own sampling defaults (pipeline.json), as the CLIs do
+model_defaults = {**DEFAULTS, **(pipe.defaults if pipe is not None else {})}
 with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
@@ -31,10 +34,11 @@ with st.expander("Load settings from a PNG made by gendet"):
             st.error(str(e))
         else:
             st.session_state["restore"] = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)),
-                                           "random_seed": False, "steps": int(s.get("steps", 25)),
-                                           "guidance": float(s.get("guidance_scale", 3.0)),
-                                           "truncation": float(s.get("truncation", 0.86)),
-                                           "purity": bool(s.get("purity", False))}
+                                           "random_seed": False,
+                                           "steps": int(s.get("steps", model_defaults["steps"])),
+                                           "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
+                                           "truncation": float(s.get("truncation", model_defaults["truncation"])),
+                                           "purity": bool(s.get("purity", model_defaults["purity"]))}
             st.rerun()
 
 with st.form("generate"):
@@ -44,10 +48,10 @@ with st.form("generate"):
     seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
     random_seed = c3.checkbox("Random seed", key="random_seed")
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, 100, 25, key="steps")
-    guidance = c2.slider("Guidance scale", 1.0, 10.0, 3.0, 0.5, key="guidance")
-    truncation = c3.slider("Truncation", 0.5, 1.0, 0.86, 0.01, key="truncation")
-    purity = c4.checkbox("Purity sampling", key="purity")
+    steps = c1.slider("Steps", 1, 100, int(model_defaults["steps"]), key="steps")
+    guidance = c2.slider("Guidance scale", 1.0, 10.0, float(model_defaults["guidance_scale"]), 0.5, key="guidance")
+    truncation = c3.slider("Truncation", 0.5, 1.0, float(model_defaults["truncation"]), 0.01, key="truncation")
+    purity = c4.checkbox("Purity sampling", bool(model_defaults["purity"]), key="purity")
     avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key="avoid",
                            help="Also checked on prompts the judge cannot read otherwise")
     c1, c2, c3 = st.columns(3)
