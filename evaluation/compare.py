@@ -64,7 +64,8 @@ def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) 
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
         raise ValueError(f"the runs hold different images: {len(only_a)} only in the first (e.g. {only_a[:2]}), "
                          f"{len(only_b)} only in the second (e.g. {only_b[:2]}); compare runs of the same suite, "
-                         "images per prompt and seed")
+                         "images per prompt and seed (a run at a seed above 0 made before 2026-12-05 drew image k "
+                         "with seed + k, so its images are not a newer run's at that seed)")
     pairs: dict[str, list[tuple[bool, bool]]] = {}
     for key, (category, passed) in a.items():
         if b[key][0] != category:

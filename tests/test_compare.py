@@ -61,6 +61,7 @@ def test_mismatched_runs_and_bad_files_are_named(tmp_path, capsys):
     assert main([str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert "1 only in the first (e.g. [('a cat', 1, 1)])" in err and "1 only in the second" in err
+    assert "made before 2026-12-05 drew image k with seed + k" in err  # the old seed rule's hint
     assert main([str(a), str(tmp_path / "nope")]) == 2
     assert "nope: no such results file (give an evaluation.run --out folder)" in capsys.readouterr().err
     c = write_run(tmp_path / "c", [{"prompt": "a cat", "verdict": {"passed": True}}])
