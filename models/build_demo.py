@@ -279,9 +279,9 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
                          "--out", str(work / "eval"), *dev, "--quiet"]):
         return work
     stage("speed", work / "speed.json",
-          [py, "-m", "benchmarks.sampling_speed", "--model", str(bundle / "generator"), "--batch", "4", "--steps", "25",
-           "--guidance", str(sampling["guidance_scale"]), "--device", gen_device or "cpu", "--json-out",
-           str(work / "speed.json")])
+          [py, "-m", "benchmarks.sampling_speed", "--model", str(bundle / "generator"), "--batch", "4", "--steps",
+           str(sampling["steps"]), "--guidance", str(sampling["guidance_scale"]), "--device", gen_device or "cpu",
+           "--json-out", str(work / "speed.json")])
     from models.model_card import write_card
 
     write_card(work, bundle, profile, times)
