@@ -2,6 +2,7 @@
 
     python -m evaluation.compare runs/eval_old runs/eval_new
     python -m evaluation.compare runs/eval_old runs/eval_new --json-out runs/compare.json
+    python -m evaluation.compare runs/old_s0,runs/old_s1 runs/new_s0,runs/new_s1   # pooled seeds
 
 Rows are paired by (prompt, image index, seed): with the same suite and seed, both runs
 drew from the same noise, so a pair differs only by what changed between them (the
@@ -9,7 +10,8 @@ model, the settings). Per category and overall it prints both accuracies, the im
 gained (fail -> pass) and lost (pass -> fail), and the exact two-sided sign test on those
 discordant pairs (McNemar's exact test): the chance of a split at least that uneven if
 neither run were better. Two bootstrap intervals that overlap say little; this says more
-from the same images.
+from the same images. Runs joined by commas are pooled (seed blocks of one comparison): they
+must hold different images, which runs at different seeds do since the seed rule of 2026-12-05.
 """
 
 from __future__ import annotations
@@ -57,6 +59,20 @@ def outcomes(path: Path) -> dict[tuple, tuple[str, bool]]:
     return out
 
 
+def pooled_outcomes(paths: list[Path]) -> dict[tuple, tuple[str, bool]]:
+    """outcomes() of several runs together; an image in two of them is an error (pooling it would
+    count it twice)."""
+    out: dict[tuple, tuple[str, bool]] = {}
+    where: dict[tuple, Path] = {}
+    for path in paths:
+        for key, value in outcomes(path).items():
+            if key in out:
+                raise ValueError(f"{where[key]} and {path} both hold image {key}: runs pooled must hold different "
+                                 "images (runs at different seeds made since 2026-12-05 do)")
+            out[key], where[key] = value, path
+    return out
+
+
 def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) -> dict:
     """{"overall": block, "categories": {name: block}}; a block counts n pairs, passes in a
     and b, gained, lost and the sign test's p. Both runs must hold the same images."""
@@ -93,21 +109,24 @@ def markdown_table(result: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n\n")[0],
                                  epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("first", help="evaluation.run --out folder (or its results.jsonl): the baseline")
-    ap.add_argument("second", help="the run to compare with it")
+    ap.add_argument("first", help="evaluation.run --out folder (or its results.jsonl): the baseline; several "
+                                  "joined by commas are pooled")
+    ap.add_argument("second", help="the run to compare with it (or several, joined by commas)")
     ap.add_argument("--json-out", default=None, help="also write the comparison as JSON")
     args = ap.parse_args(argv)
     try:
-        paths = [results_path(args.first), results_path(args.second)]
-        result = compare(outcomes(paths[0]), outcomes(paths[1]))
+        paths = [[results_path(run) for run in arg.split(",") if run] for arg in (args.first, args.second)]
+        result = compare(pooled_outcomes(paths[0]), pooled_outcomes(paths[1]))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"first: {paths[0]}\nsecond: {paths[1]}\n")
+    names = [", ".join(map(str, side)) for side in paths]
+    print(f"first: {names[0]}\nsecond: {names[1]}\n")
     print(markdown_table(result))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"first": str(paths[0]), "second": str(paths[1]), **result},
-                                                  indent=1) + "\n")
+        # one run stays a string, as before; pooled runs are a list
+        side = [str(x[0]) if len(x) == 1 else list(map(str, x)) for x in paths]
+        Path(args.json_out).write_text(json.dumps({"first": side[0], "second": side[1], **result}, indent=1) + "\n")
     return 0
 
 

@@ -69,3 +69,19 @@ def test_mismatched_runs_and_bad_files_are_named(tmp_path, capsys):
     assert "c/results.jsonl: row 1 has no 'image_index' field" in capsys.readouterr().err
     with pytest.raises(ValueError, match="'single' in the first run and 'counting'"):
         compare({("a cat", 0, 0): ("single", True)}, {("a cat", 0, 0): ("counting", True)})
+
+
+def test_runs_joined_by_commas_are_pooled_and_an_image_in_two_is_refused(tmp_path, capsys):
+    # two seed blocks: block 0 gains image 0, block 1 loses image 4; pooled, one of each over 4 pairs
+    a0 = write_run(tmp_path / "a0", [row("a cat", 0, "single", False), row("a cat", 1, "single", True)])
+    a1 = write_run(tmp_path / "a1", [row("a cat", 0, "single", True, seed=4), row("a cat", 1, "single", True, seed=5)])
+    b0 = write_run(tmp_path / "b0", [row("a cat", 0, "single", True), row("a cat", 1, "single", True)])
+    b1 = write_run(tmp_path / "b1", [row("a cat", 0, "single", False, seed=4), row("a cat", 1, "single", True, seed=5)])
+    assert main([f"{a0},{a1}", f"{b1},{b0}", "--json-out", str(tmp_path / "c.json")]) == 0
+    assert "| **overall** | 0.750 | 0.750 | 1 | 1 | 1 | 4 |" in capsys.readouterr().out
+    saved = json.loads((tmp_path / "c.json").read_text())
+    assert saved["first"] == [str(a0 / "results.jsonl"), str(a1 / "results.jsonl")]
+    assert (saved["overall"]["gained"], saved["overall"]["lost"]) == (1, 1)
+    # the old seed rule's overlapping blocks (seed 1 reused images of seed 0) would count twice
+    assert main([f"{a0},{a0}", f"{b0},{b0}"]) == 2
+    assert "both hold image ('a cat', 0, 0): runs pooled must hold different images" in capsys.readouterr().err
