@@ -15,7 +15,8 @@ from models.build_demo import MORE_ROUNDS, PROFILES, STAGES
 ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more2": "And once more, from that round's EMA weights",
                 "generator_more3": "And a fourth round, from that one's EMA weights",
-                "generator_more4": "And a fifth, from the fourth's EMA weights"}
+                "generator_more4": "And a fifth, from the fourth's EMA weights",
+                "generator_more5": "And a sixth, from the fifth's EMA weights, its transformer grown to more blocks"}
 
 
 def _load(path: Path):

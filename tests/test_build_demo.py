@@ -52,9 +52,12 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
              for name in rounds}
     assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in stage[rounds[-1]].items())
     for before, after in zip(rounds, rounds[1:]):
-        assert any(not torch.equal(stage[after][k], stage[before][k]) for k in stage[after])
+        assert any(not torch.equal(stage[after][k], stage[before][k]) for k in stage[before])
         config = (tmp_path / "work" / f"{after}.yaml").read_text()
         assert "init: " + str(tmp_path / "work" / before / "pipeline") in config
+    # the sixth round grows the transformer (1 block to 2 in this profile): new blocks, the old ones kept
+    assert "grow:\n  depth: 2\n" in (tmp_path / "work" / "t2i_more5.yaml").read_text()
+    assert set(stage["t2i_more4"]) < set(stage["t2i_more5"]) and any("blocks.1." in k for k in stage["t2i_more5"])
     for name, out in MORE_ROUNDS.items():
         assert f"{ROUND_LABELS[name]} (`{out}.yaml`" in card
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
