@@ -52,6 +52,20 @@ def summarize(rows: list[dict]) -> dict:
     return out
 
 
+def accuracy_by_block(rows: list[dict], per_block: int) -> list[float]:
+    """Overall accuracy of each block of `per_block` images per prompt (image_index // per_block),
+    over judged rows. Under the runner's seed rule a run at seed 0 with n * per_block images per
+    prompt holds, in block b, exactly the images a run at seed b with per_block draws: the blocks
+    are that many independent repeats, and their spread is the noise of one such run."""
+    if per_block < 1:
+        raise ValueError(f"per_block must be >= 1, got {per_block}")
+    blocks: dict[int, list[bool]] = {}
+    for r in rows:
+        if r.get("verdict") is not None:
+            blocks.setdefault(r["image_index"] // per_block, []).append(bool(r["verdict"]["passed"]))
+    return [float(np.mean(blocks[b])) for b in sorted(blocks)]
+
+
 def write_csv(summary: dict, path: str | Path) -> None:
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)

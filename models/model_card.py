@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from evaluation.summary import markdown_table
+from evaluation.summary import accuracy_by_block, markdown_table
 from models.build_demo import MORE_ROUNDS, PROFILES, STAGES
 
 # how the card introduces each further training round's config (build_demo.MORE_ROUNDS); which
@@ -16,7 +16,11 @@ ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more2": "And once more, from that round's EMA weights",
                 "generator_more3": "And a fourth round, from that one's EMA weights",
                 "generator_more4": "And a fifth, from the fourth's EMA weights",
-                "generator_more5": "And a sixth, from the fifth's EMA weights, its transformer grown to more blocks"}
+                "generator_more5": "And a sixth, from the fifth's EMA weights, its transformer grown to more blocks",
+                "generator_more6": "And a seventh, from the sixth's EMA weights"}
+
+
+BLOCK = 4  # images per prompt in issue 7's bars; a larger evaluation is reported in blocks of this
 
 
 def _load(path: Path):
@@ -62,6 +66,22 @@ def _commands(log: Path, root: Path) -> list[str]:
         last.pop(key, None)
         last[key] = " ".join(words)
     return list(last.values())
+
+
+def _blocks_line(results: Path, per_prompt: int, block: int = BLOCK) -> list[str]:
+    """The evaluation's overall accuracy per block of `block` images per prompt (the bar's count),
+    where it drew several: how far one such run could have landed from the pooled figure."""
+    if per_prompt <= block or per_prompt % block or not results.is_file():
+        return []
+    import numpy as np
+
+    from evaluation.runner import read_rows
+
+    per_block = accuracy_by_block(read_rows(results), block)
+    return ["", f"The same images in {len(per_block)} blocks of {block} per prompt (block b holds the images "
+            f"`evaluation.run --seed b --images-per-prompt {block}` draws), overall: "
+            + ", ".join(f"{a:.3f}" for a in per_block)
+            + f" (SD {np.std(per_block, ddof=1):.3f}): the spread of a single {block}-image run."]
 
 
 def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
@@ -144,6 +164,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     if ev:
         lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
                   f"settings {ev['settings']} (`evaluation.run`):", "", markdown_table(ev)]
+        lines += _blocks_line(work / "eval" / "results.jsonl", ev["images_per_prompt"])
         chosen = PROFILES.get(profile, {}).get("sampling")
         if chosen:  # set at assembly, not in training: say where the settings came from
             lines += ["", f"The bundle's sampling defaults include {chosen}: the profile's `sampling`, chosen by a "

@@ -32,12 +32,13 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
     assert card.count("python -m datasets.scenes") == 3 and card.count("--backgrounds plain") == 2
-    # the last two rounds learn a larger set of the generator's scenes (another seed), listed on the card
+    # rounds 4, 5 and 7 learn a larger set of the generator's scenes (another seed), listed on the card
     more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
-    for out in ("t2i_more3", "t2i_more4"):
+    for out in ("t2i_more3", "t2i_more4", "t2i_more6"):
         assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / f"{out}.yaml").read_text()
-    assert "the generator's rounds 4 and 5 learn 48 more of those scenes (seed 1: train 43, val 5; `more_scenes`)" in card
+    assert "the generator's rounds 4, 5 and 7 learn 48 more of those scenes (seed 1: train 43, val 5; `more_scenes`)" \
+        in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -58,6 +59,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     # the sixth round grows the transformer (1 block to 2 in this profile): new blocks, the old ones kept
     assert "grow:\n  depth: 2\n" in (tmp_path / "work" / "t2i_more5.yaml").read_text()
     assert set(stage["t2i_more4"]) < set(stage["t2i_more5"]) and any("blocks.1." in k for k in stage["t2i_more5"])
+    assert set(stage["t2i_more6"]) == set(stage["t2i_more5"])  # a round after it trains the grown model
     for name, out in MORE_ROUNDS.items():
         assert f"{ROUND_LABELS[name]} (`{out}.yaml`" in card
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
@@ -136,6 +138,17 @@ def test_card_reports_the_tokenizer_ceiling_and_what_was_kept(tmp_path):
     assert "| single_object | 0.900 | 0.564 |" in card and "| faces | 0.800 | 0.717 |" in card
     assert "| 0-0.25 | 170 | 1.000 | 0.265 |" in card
     assert "How this build was made" not in card
+    # an evaluation of 8 images a prompt is also reported in blocks of the bars' 4 (its seeds 0 and 1)
+    (work / "eval").mkdir()
+    (work / "eval" / "summary.json").write_text(json.dumps({"images_per_prompt": 8, "seed": 0, "settings": {},
+                                                            "overall": block, "categories": {"faces": block}}))
+    passes = [True, True, False, False, True, False, False, False]  # blocks: 2 of 4, then 1 of 4
+    (work / "eval" / "results.jsonl").write_text("".join(
+        json.dumps({"image_index": i, "verdict": {"passed": p}}) + "\n" for i, p in enumerate(passes)))
+    card = write_card(work, bundle, "cpu", {}).read_text()
+    assert "Default suite, 8 images per prompt, seed 0" in card
+    assert "in 2 blocks of 4 per prompt (block b holds the images `evaluation.run --seed b --images-per-prompt 4` " \
+           "draws), overall: 0.500, 0.250 (SD 0.177)" in card
     (work / "NOTES.md").write_text("The detectors came from another build.\n")  # the build's own account
     card = write_card(work, bundle, "cpu", {}).read_text()
     assert "## How this build was made\n\nThe detectors came from another build.\n\n## Training time" in card

@@ -13,7 +13,7 @@ from evaluation.detectors import JudgeDetectors, parse_detector_spec
 from evaluation.judge import judge
 from evaluation.runner import OLD_IMAGE_SEEDS, Shard, image_seeds, read_rows, run_suite
 from evaluation.suite import load_suite
-from evaluation.summary import bootstrap_ci, summarize
+from evaluation.summary import accuracy_by_block, bootstrap_ci, summarize
 
 SIZE = 64
 
@@ -102,6 +102,30 @@ def test_runs_at_different_seeds_share_no_image():
         image_seeds(-1, 4)
     with pytest.raises(ValueError, match="unknown image seed rule"):
         image_seeds(0, 4, "seed - k")
+
+
+def test_blocks_of_a_larger_run_are_the_runs_at_those_seeds(tmp_path):
+    """A seed-0 run with 4 images a prompt, in blocks of 2, is the seed-0 and seed-1 runs with 2:
+    the same images, the same verdicts (the model card reports its evaluation so)."""
+    suite, world = load_suite("smoke"), SceneWorld()
+    run_suite(suite, world.generate, make_eyes(world), tmp_path / "four", images_per_prompt=4, seed=0,
+              settings={}, progress=False)
+    four = read_rows(tmp_path / "four" / "results.jsonl")
+    blocks = []
+    for seed in (0, 1):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path / f"s{seed}", images_per_prompt=2, seed=seed,
+                  settings={}, progress=False)
+        rows = read_rows(tmp_path / f"s{seed}" / "results.jsonl")
+        assert {(r["prompt"], r["seed"], r["passed"]) for r in rows} == {
+            (r["prompt"], r["seed"], r["passed"]) for r in four if r["image_index"] // 2 == seed}
+        blocks.append(summarize(rows)["overall"]["accuracy"])
+    assert accuracy_by_block(four, 2) == pytest.approx(blocks)
+    # known answer: rows without a verdict are left out; blocks in order of their index
+    rows = [{"image_index": i, "verdict": v} for i, v in [(0, {"passed": True}), (1, {"passed": False}),
+                                                          (5, {"passed": True}), (4, None), (2, {"passed": True})]]
+    assert accuracy_by_block(rows, 2) == [0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="per_block"):
+        accuracy_by_block(rows, 0)
 
 
 def test_runner_resumes_without_repeating_work(tmp_path):
