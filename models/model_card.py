@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from statistics import stdev
 
 import yaml
 
@@ -73,15 +74,13 @@ def _blocks_line(results: Path, per_prompt: int, block: int = BLOCK) -> list[str
     where it drew several: how far one such run could have landed from the pooled figure."""
     if per_prompt <= block or per_prompt % block or not results.is_file():
         return []
-    import numpy as np
-
     from evaluation.runner import read_rows
 
     per_block = accuracy_by_block(read_rows(results), block)
     return ["", f"The same images in {len(per_block)} blocks of {block} per prompt (block b holds the images "
             f"`evaluation.run --seed b --images-per-prompt {block}` draws), overall: "
             + ", ".join(f"{a:.3f}" for a in per_block)
-            + f" (SD {np.std(per_block, ddof=1):.3f}): the spread of a single {block}-image run."]
+            + f" (SD {stdev(per_block):.3f}): the spread of a single {block}-image run."]
 
 
 def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
