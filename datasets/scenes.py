@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from datasets import scenes_draw as draw
 
-GENERATOR = "scenes-1"
+GENERATOR = "scenes-2"  # scenes-2: empty scenes also get "a photo of ..." captions
 CLASSES = ("cat", "dog", "face")
 # Cats and dogs: fur colour. Faces: hair colour (captions never name it).
 COLORS = {"cat": tuple(draw.FUR_RGB), "dog": tuple(draw.FUR_RGB), "face": tuple(draw.HAIR_RGB)}
@@ -222,10 +222,9 @@ def captions_for(objects: list[dict], background: str, size: int) -> list[str]:
     """Every caption is true and complete: it names every object in the image
     (relation captions are only made for two-object scenes)."""
     if not objects:
-        caps = list(EMPTY_CAPTIONS)
-        if background in PLAIN_BACKGROUNDS:
-            caps.insert(0, "a plain background")
-        return caps
+        caps = (["a plain background"] if background in PLAIN_BACKGROUNDS else []) + list(EMPTY_CAPTIONS)
+        # the photo prefix as on every other caption, so "a photo of" alone never promises an object
+        return caps + [PHOTO_PREFIX + c for c in caps]
     labels = [c for c in CLASSES if any(o["label"] == c for o in objects)]
     count = {c: sum(o["label"] == c for o in objects) for c in labels}
     plain = " and ".join(noun_phrase(c, count[c]) for c in labels)

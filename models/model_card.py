@@ -18,7 +18,8 @@ ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more3": "And a fourth round, from that one's EMA weights",
                 "generator_more4": "And a fifth, from the fourth's EMA weights",
                 "generator_more5": "And a sixth, from the fifth's EMA weights, its transformer grown to more blocks",
-                "generator_more6": "And a seventh, from the sixth's EMA weights"}
+                "generator_more6": "And a seventh, from the sixth's EMA weights",
+                "generator_more7": "And an eighth, from the seventh's EMA weights"}
 
 
 BLOCK = 4  # images per prompt in issue 7's bars; a larger evaluation is reported in blocks of this
@@ -105,9 +106,11 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         more = _load(work / folder / "meta.json")
         which = f"round {rounds[0]}" if len(rounds) == 1 else "rounds " + ", ".join(map(str, rounds[:-1])) + \
             f" and {rounds[-1]}"
+        # a later scenes version (captions changed) is named where it differs from the first set's
+        version = f"; drawn by {more['generator']}" if more.get("generator") != meta.get("generator") else ""
         lines.append(f"- the generator's {which} learn{'s' if len(rounds) == 1 else ''} {more['n']} more of those "
                      f"scenes (seed {more['seed']}: train {more['splits']['train']}, val {more['splits']['val']}; "
-                     f"`{folder}`)")
+                     f"`{folder}`{version})")
     lines += ["", "## Contents", "", "| file | what | MB |", "|---|---|---|",
               f"| generator/ | VQ-VAE + scratch text encoder + diffusion transformer (EMA weights), safetensors | "
               f"{_mb(bundle / 'generator'):.1f} |",

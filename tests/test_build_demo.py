@@ -31,7 +31,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
-    assert card.count("python -m datasets.scenes") == 3 and card.count("--backgrounds plain") == 2
+    assert card.count("python -m datasets.scenes") == 4 and card.count("--backgrounds plain") == 3
     # rounds 4, 5 and 7 learn a larger set of the generator's scenes (another seed), listed on the card
     more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
@@ -39,6 +39,8 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
         assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / f"{out}.yaml").read_text()
     assert "the generator's rounds 4, 5 and 7 learn 48 more of those scenes (seed 1: train 43, val 5; `more_scenes`)" \
         in card
+    assert f"data: {tmp_path / 'work' / 'more_scenes2'}\n" in (tmp_path / "work" / "t2i_more7.yaml").read_text()
+    assert "the generator's round 8 learns 40 more of those scenes (seed 4: " in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -203,3 +205,23 @@ def test_assemble_gives_the_bundle_the_profiles_sampling_defaults(tmp_path):
     assert shipped == {**trained, "defaults": {**trained["defaults"], "guidance_scale": 5.0}}
     assert json.loads((gen / "pipeline.json").read_text()) == trained
     assert (bundle / "catdog.pt").read_bytes() == b"weights"
+
+
+def test_card_names_the_generator_version_of_a_rounds_scenes_where_it_differs(tmp_path):
+    from models.model_card import write_card
+
+    work, bundle = tmp_path / "work", tmp_path / "bundle"
+    bundle.mkdir()
+    splits = {"train": 90, "val": 10}
+    for folder, version, seed in (("scenes", "scenes-1", 0), ("more_scenes", "scenes-1", 1),
+                                  ("more_scenes2", "scenes-2", 4)):
+        (work / folder).mkdir(parents=True)
+        (work / folder / "meta.json").write_text(json.dumps(
+            {"generator": version, "seed": seed, "n": 100, "size": 64, "splits": splits}))
+    (work / "t2i_more6.yaml").write_text(f"data: {work / 'more_scenes'}\n")
+    (work / "t2i_more7.yaml").write_text(f"data: {work / 'more_scenes2'}\n")
+    card = write_card(work, bundle, "cpu", {}).read_text()
+    assert "- the generator's round 7 learns 100 more of those scenes (seed 1: train 90, val 10; `more_scenes`)\n" \
+        in card
+    assert "- the generator's round 8 learns 100 more of those scenes (seed 4: train 90, val 10; `more_scenes2`; " \
+           "drawn by scenes-2)\n" in card

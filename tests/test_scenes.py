@@ -26,6 +26,7 @@ from datasets.scenes import (CLASSES, COCO_IDS, COLORS, COUNT_WORDS, EMPTY_CAPTI
                              PLAIN_BACKGROUNDS, RELATIONS, captions_for, main, relation_holds,
                              render_background, render_scene)
 from datasets.scenes_draw import BACKGROUNDS
+from evaluation.prompts import parse_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 N, SIZE, SEED = 40, 64, 1
@@ -273,9 +274,9 @@ def check_caption(caption: str, objects: list[dict], background: str, size: int)
     """Assert that caption is a true and complete description of objects."""
     if not objects:
         allowed = set(EMPTY_CAPTIONS) | ({"a plain background"} if background in PLAIN_BACKGROUNDS else set())
-        assert caption in allowed, caption
+        assert caption in allowed | {PHOTO_PREFIX + c for c in allowed}, caption
         return
-    assert caption not in EMPTY_CAPTIONS and caption != "a plain background", caption
+    assert caption.removeprefix(PHOTO_PREFIX) not in set(EMPTY_CAPTIONS) | {"a plain background"}, caption
     text = caption[len(PHOTO_PREFIX):] if caption.startswith(PHOTO_PREFIX) else caption
     rel = [r for r in RELATIONS if f" {r} " in text]
     if rel:
@@ -316,6 +317,17 @@ def test_checker_rejects_false_captions():
         check_caption("a blond face", faces, "flat", 64)
     with pytest.raises(AssertionError):
         check_caption("a plain background", [], "clutter", 64)
+    with pytest.raises(AssertionError):
+        check_caption("a photo of nothing", objs, "flat", 64)
+
+
+def test_empty_scene_captions_known_answer_and_judged_empty():
+    assert captions_for([], "clutter", 64) == ["nothing", "an empty room", "an empty scene", "a photo of nothing",
+                                              "a photo of an empty room", "a photo of an empty scene"]
+    plain = captions_for([], "flat", 64)
+    assert plain[0] == "a plain background" and plain[4] == "a photo of a plain background" and len(plain) == 8
+    none = {c: {"count": 0} for c in CLASSES}
+    assert all(parse_prompt(c).expect == none for c in plain)
 
 
 def test_relation_holds_known_answers():
