@@ -31,7 +31,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
-    assert card.count("python -m datasets.scenes") == 4 and card.count("--backgrounds plain") == 3
+    assert card.count("python -m datasets.scenes") == 5 and card.count("--backgrounds plain") == 4
     # rounds 4, 5 and 7 learn a larger set of the generator's scenes (another seed), listed on the card
     more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
@@ -41,6 +41,8 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
         in card
     assert f"data: {tmp_path / 'work' / 'more_scenes2'}\n" in (tmp_path / "work" / "t2i_more7.yaml").read_text()
     assert "the generator's round 8 learns 40 more of those scenes (seed 4: " in card
+    assert f"data: {tmp_path / 'work' / 'more_scenes3'}\n" in (tmp_path / "work" / "t2i_more8.yaml").read_text()
+    assert "the generator's round 9 learns 40 more of those scenes (seed 5: " in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
