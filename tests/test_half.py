@@ -35,7 +35,14 @@ def test_half_storage_of_the_bundled_generator(tmp_path):
         a = full.transformer(x, t, full.transformer.prepare_text(e_full)).log_softmax(1)
         b = half.transformer(x, t, half.transformer.prepare_text(e_full)).log_softmax(1)
     assert (a.exp() - b.exp()).abs().max() < 1e-2  # probabilities within a percent point
-    assert torch.equal(a.argmax(1), b.argmax(1))  # and the same most likely token everywhere
+    # and the same most likely token, but for near-ties: where the two disagree, the full model
+    # rates the half model's choice within that percent point of its own
+    top_full, top_half = a.argmax(1), b.argmax(1)
+    differ = top_full != top_half
+    assert differ.float().mean() < 0.01
+    p = a.exp()
+    gap = p.gather(1, top_full.unsqueeze(1)) - p.gather(1, top_half.unsqueeze(1))
+    assert (gap.squeeze(1)[differ] < 1e-2).all()
     ids = torch.randint(0, full.vqvae.codebook_size, (2, cfg.seq_len), generator=g)
     assert (full.vqvae.decode(ids) - half.vqvae.decode(ids)).abs().max() < 2e-2
     # the same draws: a whole chain can part at one near-tie (the tenth build's seed 0 kept 64% of
