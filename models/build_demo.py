@@ -157,9 +157,7 @@ STAGES = ("scenes", "generator_scenes", "vqvae", "generator", "generator_more", 
           "generator_more7", "more_scenes3", "generator_more8", "catdog", "face",
           "judge_validation", "tokenizer_ceiling", "evaluation", "speed")
 # the rounds that train the generator further, each from the one before: stage -> its work folder
-MORE_ROUNDS = {"generator_more": "t2i_more", "generator_more2": "t2i_more2", "generator_more3": "t2i_more3",
-               "generator_more4": "t2i_more4", "generator_more5": "t2i_more5", "generator_more6": "t2i_more6",
-               "generator_more7": "t2i_more7", "generator_more8": "t2i_more8"}
+MORE_ROUNDS = {name: name.replace("generator_", "t2i_") for name in STAGES if name.startswith("generator_more")}
 
 
 def run(cmd: list[str], log: Path) -> float:

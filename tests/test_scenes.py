@@ -276,8 +276,8 @@ def check_caption(caption: str, objects: list[dict], background: str, size: int)
         allowed = set(EMPTY_CAPTIONS) | ({"a plain background"} if background in PLAIN_BACKGROUNDS else set())
         assert caption in allowed | {PHOTO_PREFIX + c for c in allowed}, caption
         return
-    assert caption.removeprefix(PHOTO_PREFIX) not in set(EMPTY_CAPTIONS) | {"a plain background"}, caption
-    text = caption[len(PHOTO_PREFIX):] if caption.startswith(PHOTO_PREFIX) else caption
+    text = caption.removeprefix(PHOTO_PREFIX)
+    assert text not in set(EMPTY_CAPTIONS) | {"a plain background"}, caption
     rel = [r for r in RELATIONS if f" {r} " in text]
     if rel:
         left, right = text.split(f" {rel[0]} ")
