@@ -101,14 +101,20 @@ def test_detect_page_and_upload_handling(env):
 
 
 def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
+    import json
+
+    defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     at = page("evaluate.py").run()
     assert not at.exception
+    assert at.slider(key="ev_steps").value == defaults["steps"]  # the model's own default, as the CLI's
     at.number_input(key="ev_n").set_value(1)
     at.slider(key="ev_steps").set_value(2)
     at.text_input(key="ev_out").set_value(str(tmp_path / "run"))
     at.button(key="ev_run").click().run()
     assert not at.exception
     assert (tmp_path / "run" / "summary.json").is_file()
+    # the run records every setting it sampled with: the model's defaults and the chosen steps
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"] == {**defaults, "steps": 2}
     assert at.subheader[0].value.startswith("Suite smoke:")
     assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
     assert len(at.get("vega_lite_chart")) == 1  # accuracy bars with their intervals

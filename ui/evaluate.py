@@ -8,6 +8,7 @@ import streamlit as st
 import gendet_env
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite
+from generation.pipeline import DEFAULTS
 from ui import resources
 
 resources.sidebar()
@@ -15,22 +16,27 @@ st.title("Evaluate")
 run_tab, open_tab = st.tabs(["Run a suite", "Open a run"])
 
 with run_tab:
+    pipe = resources.generator()
+    # the model's own sampling defaults (pipeline.json), as `evaluation.run` uses them
+    model_defaults = {**DEFAULTS, **(pipe.defaults if pipe is not None else {})}
     c1, c2, c3 = st.columns(3)
     suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
     per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
-    steps = c3.slider("Steps", 1, 100, 25, key="ev_steps")
+    steps = c3.slider("Steps", 1, 100, int(model_defaults["steps"]), key="ev_steps")
     out_dir = st.text_input("Output folder", str(gendet_env.ROOT / "runs" / "app_eval"), key="ev_out")
     if st.button("Run", type="primary", key="ev_run"):
-        pipe, eyes = resources.generator(), resources.judge_eyes()
+        eyes = resources.judge_eyes()
         if pipe is None or eyes is None:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         else:
             suite = load_suite(suite_name)
+            settings = {**{k: model_defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")},
+                        "steps": steps}  # what the run used, recorded in its run.json and rows
             bar = st.progress(0.0, text="starting")
             with resources.device_lock():
                 try:
-                    run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, steps=steps), eyes, out_dir,
-                              images_per_prompt=int(per_prompt), settings={"steps": steps}, progress=False,
+                    run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings), eyes, out_dir,
+                              images_per_prompt=int(per_prompt), settings=settings, progress=False,
                               on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
                 except ValueError as e:
                     st.error(str(e))
