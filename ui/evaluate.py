@@ -17,8 +17,8 @@ run_tab, open_tab = st.tabs(["Run a suite", "Open a run"])
 
 with run_tab:
     pipe = resources.generator()
-    # the model's own sampling defaults (pipeline.json), as `evaluation.run` uses them
-    model_defaults = {**DEFAULTS, **(pipe.defaults if pipe is not None else {})}
+    # the model's own sampling defaults (pipeline.json, over DEFAULTS), as `evaluation.run` uses them
+    model_defaults = pipe.defaults if pipe is not None else DEFAULTS
     c1, c2, c3 = st.columns(3)
     suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
     per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
@@ -30,8 +30,7 @@ with run_tab:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         else:
             suite = load_suite(suite_name)
-            settings = {**{k: model_defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")},
-                        "steps": steps}  # what the run used, recorded in its run.json and rows
+            settings = {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}  # recorded in run.json
             bar = st.progress(0.0, text="starting")
             with resources.device_lock():
                 try:

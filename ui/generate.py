@@ -23,8 +23,8 @@ if "restore" in st.session_state:
         st.session_state[key] = value
 
 pipe = resources.generator()
-# the form starts at the loaded model's own sampling defaults (pipeline.json), as the CLIs do
-model_defaults = {**DEFAULTS, **(pipe.defaults if pipe is not None else {})}
+# the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
+model_defaults = pipe.defaults if pipe is not None else DEFAULTS
 with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
