@@ -105,7 +105,7 @@ def main(argv=None) -> int:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
     if args.seed is not None and args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
-    from generation.pipeline import TextToImage, check_settings
+    from generation.pipeline import DEFAULTS, TextToImage, check_settings
 
     try:  # before any model loads
         check_settings(args.steps, args.truncation)
@@ -137,8 +137,7 @@ def main(argv=None) -> int:
             per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt
             seed = 0 if args.seed is None else args.seed
             seed_rule = IMAGE_SEEDS
-            effective = {**{k: pipe.defaults[k] for k in ("steps", "guidance_scale", "truncation", "purity")},
-                         **settings}
+            effective = {**{k: pipe.defaults[k] for k in DEFAULTS}, **settings}  # recorded in run.json
 
             def generate(prompt, seeds):
                 return pipe.generate_for_judge(prompt, seeds, **settings)

@@ -20,7 +20,8 @@ ROUND_LABELS = {"generator_more": "Then trained further from its EMA weights",
                 "generator_more5": "And a sixth, from the fifth's EMA weights, its transformer grown to more blocks",
                 "generator_more6": "And a seventh, from the sixth's EMA weights",
                 "generator_more7": "And an eighth, from the seventh's EMA weights",
-                "generator_more8": "And a ninth, from the eighth's EMA weights"}
+                "generator_more8": "And a ninth, from the eighth's EMA weights",
+                "generator_more9": "And a tenth, from the ninth's EMA weights, its transformer grown to more blocks"}
 
 
 BLOCK = 4  # images per prompt in issue 7's bars; a larger evaluation is reported in blocks of this

@@ -31,7 +31,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
-    assert card.count("python -m datasets.scenes") == 5 and card.count("--backgrounds plain") == 4
+    assert card.count("python -m datasets.scenes") == 6 and card.count("--backgrounds plain") == 5
     # rounds 4, 5 and 7 learn a larger set of the generator's scenes (another seed), listed on the card
     more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
@@ -43,6 +43,8 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "the generator's round 8 learns 40 more of those scenes (seed 4: " in card
     assert f"data: {tmp_path / 'work' / 'more_scenes3'}\n" in (tmp_path / "work" / "t2i_more8.yaml").read_text()
     assert "the generator's round 9 learns 40 more of those scenes (seed 5: " in card
+    assert f"data: {tmp_path / 'work' / 'more_scenes4'}\n" in (tmp_path / "work" / "t2i_more9.yaml").read_text()
+    assert "the generator's round 10 learns 40 more of those scenes (seed 6: " in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
@@ -64,6 +66,9 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "grow:\n  depth: 2\n" in (tmp_path / "work" / "t2i_more5.yaml").read_text()
     assert set(stage["t2i_more4"]) < set(stage["t2i_more5"]) and any("blocks.1." in k for k in stage["t2i_more5"])
     assert set(stage["t2i_more6"]) == set(stage["t2i_more5"])  # a round after it trains the grown model
+    # and the tenth grows it again (2 blocks to 3 here)
+    assert "grow:\n  depth: 3\n" in (tmp_path / "work" / "t2i_more9.yaml").read_text()
+    assert set(stage["t2i_more8"]) < set(stage["t2i_more9"]) and any("blocks.2." in k for k in stage["t2i_more9"])
     for name, out in MORE_ROUNDS.items():
         assert f"{ROUND_LABELS[name]} (`{out}.yaml`" in card
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
