@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine, through the device tool (see models/GPU.md):
-#   bash models/gpu_call.sh all         # the bundle's GPU half: scenes + VQ-VAE + generator, to the call's end; carry .whl
+#   bash models/gpu_call.sh round       # the shipped generator trained further (models/gpu_round.yaml), to the call's end; carry .whl
+#   bash models/gpu_call.sh all         # the gpu profile's GPU half: scenes + VQ-VAE + generator, to the call's end; carry .whl
 #   bash models/gpu_call.sh generator   # the same
 #   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited) + their images/s, ~8 min; carry .whl
 #   bash models/gpu_call.sh bench       # ITHQ-shaped sampling, ours vs diffusers (TF32) + FLOP floor; carry .whl
@@ -16,11 +17,11 @@ set -euo pipefail
 # packing: the generator trains until then (--stop-by), whatever the machine's speed
 GENDET_STOP_BY=${GENDET_STOP_BY:-$(( $(date +%s) + ${GENDET_CALL_SECONDS:-540} - 60 ))}
 export GENDET_STOP_BY
-part=${1:?all, generator, detectors, bench, bench-bf16 or bench-quick}
+part=${1:?round, all, generator, detectors, bench, bench-bf16 or bench-quick}
 : "${OUT:?run this through the device tool, which sets OUT}"
 export PYTHONUNBUFFERED=1
 # GENDET_DRY=1: a dry run of the same steps here (smoke profile, CPU, this venv, no wheels)
-if [ -n "${GENDET_DRY:-}" ]; then profile=smoke device=cpu py=.venv/bin/python; else profile=gpu device=0 py=$(command -v python3); fi  # a path: the function below must not call itself
+if [ -n "${GENDET_DRY:-}" ]; then profile=smoke device=cpu gen_device=cpu py=.venv/bin/python; else profile=gpu device=0 gen_device=cuda py=$(command -v python3); fi  # a path: the function below must not call itself
 python3() { "$py" "$@"; }
 if [ -z "${GENDET_DRY:-}" ] && compgen -G ".whl/*/*.whl" > /dev/null; then  # packages the GPU image lacks (models/device_wheels.sh)
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*/*.whl
@@ -39,6 +40,21 @@ generator_part() {  # scenes + VQ-VAE + generator, packed as generator.tar.*; re
     cp -r "$work/t2i/samples" "$work/t2i/log.jsonl" /tmp/pack/t2i/ &&
     cp "$work/t2i.yaml" "$work/times.json" /tmp/pack/ && cp "$OUT/gpu.txt" /tmp/pack/hardware.txt &&
     tar cf - -C /tmp/pack . | split -b 15m - "$OUT/generator.tar."
+}
+
+round_part() {  # models/gpu_round.yaml on new scenes, packed as round.tar.*; returns 1 when a step fails
+    local rw=${GENDET_RUNS:-runs}/gpu_round n=60000 limit=(--stop-by "$GENDET_STOP_BY")
+    if [ -n "${GENDET_DRY:-}" ]; then n=40 limit=(--stop-by "$(( $(date +%s) + 15 ))"); fi  # the dry run: a step or two
+    mkdir -p "$rw"
+    { python3 -m datasets.scenes --n "$n" --size 128 --seed 9 --quiet --workers "$(nproc)" --backgrounds plain \
+        --min-object 0.375 --out "$rw/scenes" &&
+      python3 -m generation.train --config models/gpu_round.yaml --data "$rw/scenes" --out "$rw/t2i" \
+        --device "$gen_device" "${limit[@]}" --schedule-by-time --quiet; } 2>&1 | tee -a "$OUT/round.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] && [ -f "$rw/t2i/pipeline/pipeline.json" ] || return 1
+    rm -rf /tmp/pack_round && mkdir -p /tmp/pack_round && cp -r "$rw/t2i/pipeline" /tmp/pack_round/ &&
+    python3 -m models.half /tmp/pack_round/pipeline &&  # float16 storage: fits $OUT, same draws (tests/test_half.py)
+    cp "$rw/t2i/log.jsonl" "$rw/scenes/meta.json" /tmp/pack_round/ && cp "$OUT/gpu.txt" /tmp/pack_round/hardware.txt &&
+    tar cf - -C /tmp/pack_round . | split -b 15m - "$OUT/round.tar."
 }
 
 detectors_part() {  # both detectors + their images/s in work folder $1, packed as detectors.tar.*
@@ -61,6 +77,12 @@ generator|all)  # a drawn session has 15 minutes of device time: one 10-minute c
         echo "generator failed:" >&2; tail -30 "$OUT/build.log" >&2
         # what it got to, for the next try: the VQ-VAE's numbers and the trainer's log, if written
         for f in "$work/vqvae/metrics.jsonl" "$work/t2i/log.jsonl"; do if [ -f "$f" ]; then cp "$f" "$OUT/"; fi; done
+        exit 1; }
+    ;;
+round)  # the first call of a drawn session (models/GPU.md)
+    round_part || {
+        echo "round failed:" >&2; tail -30 "$OUT/round.log" >&2
+        if [ -f "${GENDET_RUNS:-runs}/gpu_round/t2i/log.jsonl" ]; then cp "${GENDET_RUNS:-runs}/gpu_round/t2i/log.jsonl" "$OUT/"; fi
         exit 1; }
     ;;
 detectors) detectors_part "$work" ;;

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # Put what a models/gpu_call.sh call brought back (the device tool's files_at folder) into
-# runs/demo_<profile>/, where `python -m models.build_demo --profile <profile>` continues.
+# runs/demo_<profile>/, where `python -m models.build_demo --profile <profile>` continues (a `round` call's
+# pipeline into runs/gpu_round/t2i/, for its test: models/GPU.md).
 #   bash models/gpu_unpack.sh /work/.device/.../files [gpu]
 set -euo pipefail
-from=${1:?the folder holding generator.tar.* or detectors.tar.*}
+from=${1:?the folder holding generator.tar.*, detectors.tar.* or round.tar.*}
 work=${GENDET_RUNS:-runs}/demo_${2:-gpu}
 mkdir -p "$work"
+if compgen -G "$from/round.tar.*" > /dev/null; then  # `gpu_call.sh round`: its own folder, runs/gpu_round/t2i
+    dest=${GENDET_RUNS:-runs}/gpu_round/t2i
+    rm -rf "$dest" && mkdir -p "$dest"
+    cat "$from/round.tar."* | tar xf - -C "$dest"
+    echo "unpacked round into $dest"
+fi
 for kind in generator detectors; do
     if compgen -G "$from/$kind.tar.*" > /dev/null; then
         tmp=$(mktemp -d)

@@ -1,5 +1,5 @@
 """The lent-GPU route for the demo bundle, dry-run here: `GENDET_DRY=1 bash models/gpu_call.sh all`
-(and `... detectors`) run the same steps on the smoke profile and CPU, what comes back fits the
+(and `... detectors`, `... round`) run the same steps on the smoke profile and CPU, what comes back fits the
 device tool's $OUT limits, gpu_unpack.sh puts it where models.build_demo continues, and the build
 finishes without training anything again."""
 
@@ -8,6 +8,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 import gendet_env
 from models.build_demo import build
@@ -50,3 +51,42 @@ def test_the_calls_bring_back_the_whole_bundle_within_the_out_limits(tmp_path, c
         assert f"[{stage}] done (" in printed, stage
     card = (bundle / "README.md").read_text()
     assert card.count("inference (`Detector.detect`") == 2 and "Training hardware:" in card
+
+
+@pytest.mark.slow
+def test_the_round_call_brings_back_the_shipped_generator_grown_and_trained_further(tmp_path):
+    """`gpu_call.sh round` (models/gpu_round.yaml): the bundle's generator, grown to 10 blocks,
+    trained on new scenes until --stop-by, comes back in float16 within the $OUT limits and
+    unpacks where its test reads it."""
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "GENDET_DRY": "1", "OUT": str(out), "GENDET_RUNS": str(runs)}
+    call = subprocess.run(["bash", "models/gpu_call.sh", "round"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert files[:2] == ["gpu.txt", "round.log"] and all(f.startswith("round.tar.") for f in files[2:]), files
+    assert all(f.stat().st_size < 16 * 2**20 for f in out.iterdir()) and len(files) <= 8
+    (runs / "gpu_round").rename(tmp_path / "trained_there")  # what stays on the lent machine
+    unpack = subprocess.run(["bash", "models/gpu_unpack.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert unpack.returncode == 0, unpack.stderr
+    got = runs / "gpu_round" / "t2i"
+    log = [json.loads(line) for line in (got / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["stopped"].startswith("time limit")  # stopped by the clock (--stop-by), not by train.steps
+    meta = json.loads((got / "meta.json").read_text())
+    assert (meta["seed"], meta["backgrounds"], meta["min_object"]) == (9, ["flat", "gradient"], 0.375)
+
+    from safetensors.torch import load_file
+
+    shipped = load_file(str(ROOT / "models" / "demo" / "generator" / "transformer" / "model.safetensors"))
+    grown = load_file(str(got / "pipeline" / "transformer" / "model.safetensors"))
+    assert set(shipped) < set(grown) and any(k.startswith("blocks.9.") for k in grown)
+    assert {v.dtype for v in grown.values()} <= {torch.float16, torch.int64}  # packed in float16
+    assert any(not torch.equal(grown[k].float(), shipped[k].float()) for k in shipped)  # it trained
+    from generation.pipeline import TextToImage
+
+    pipe = TextToImage.from_pretrained(got / "pipeline", device="cpu")
+    assert pipe.defaults["steps"] == 50 and pipe.defaults["guidance_scale"] == 3.0  # the shipped defaults
+    images = pipe("a black cat", seeds=[0], steps=2).images
+    assert images.shape == (1, 3, 128, 128) and torch.isfinite(images).all()
