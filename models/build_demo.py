@@ -333,6 +333,13 @@ def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defa
     bundle); `half` stores the generator's weights in float16 (models.half: same draws, half the
     bytes); `defaults` replace the pipeline's sampling defaults (the profile's, measured on the
     trained model, can differ from those it was trained with)."""
+    # every input first: the bundle is replaced only by a whole new one (a work folder on a new
+    # machine has no trained rounds until models.restore_work and a copied generator give them)
+    missing = [p for p in (generator / "pipeline.json", *(work / t / f for t in ("catdog", "face")
+                                                           for f in ("best.pt", "metrics.json"))) if not p.is_file()]
+    if missing:
+        raise SystemExit(f"cannot assemble {bundle}: missing {', '.join(map(str, missing))} (the bundle is left as "
+                         "it was; on a machine without the build's work folder see `python -m models.restore_work`)")
     bundle.mkdir(parents=True, exist_ok=True)
     gen = bundle / "generator"
     if gen.exists():

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from models.build_demo import MORE_ROUNDS, STAGES, build
@@ -232,3 +233,27 @@ def test_card_names_the_generator_version_of_a_rounds_scenes_where_it_differs(tm
         in card
     assert "- the generator's round 8 learns 100 more of those scenes (seed 4: train 90, val 10; `more_scenes2`; " \
            "drawn by scenes-2)\n" in card
+
+
+def test_assemble_leaves_the_bundle_alone_when_an_input_is_missing(tmp_path):
+    """On a new machine the work folder has no trained rounds: the build must say so, not delete
+    the shipped generator and then fail to copy the new one."""
+    from models.build_demo import assemble
+
+    gen, work, bundle = tmp_path / "gen", tmp_path / "work", tmp_path / "bundle"
+    (bundle / "generator").mkdir(parents=True)
+    (bundle / "generator" / "pipeline.json").write_text("shipped")
+    for task in ("catdog", "face"):
+        (work / task).mkdir(parents=True)
+        (work / task / "best.pt").write_bytes(b"weights")
+        (work / task / "metrics.json").write_text("{}")
+    with pytest.raises(SystemExit, match=f"missing {gen / 'pipeline.json'}.*models.restore_work"):
+        assemble(gen, work, bundle)
+    assert (bundle / "generator" / "pipeline.json").read_text() == "shipped"
+    gen.mkdir()
+    (gen / "pipeline.json").write_text(json.dumps({"format": "gendet-text-to-image-1", "image_size": 32,
+                                                   "defaults": {}}))
+    (work / "face" / "best.pt").unlink()
+    with pytest.raises(SystemExit, match="face/best.pt"):
+        assemble(gen, work, bundle)
+    assert (bundle / "generator" / "pipeline.json").read_text() == "shipped"
