@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the lent GPU machine, through the device tool (see models/GPU.md):
 #   bash models/gpu_call.sh round       # the shipped generator trained further (models/gpu_round.yaml), to the call's end; carry .whl
+#   bash models/gpu_call.sh round-test  # its test, at once on the still-warm machine: both models on seeds 15-19, compared
 #   bash models/gpu_call.sh all         # the gpu profile's GPU half: scenes + VQ-VAE + generator, to the call's end; carry .whl
 #   bash models/gpu_call.sh generator   # the same
 #   bash models/gpu_call.sh detectors   # scenes + both YOLO detectors (time-limited) + their images/s, ~8 min; carry .whl
@@ -17,7 +18,7 @@ set -euo pipefail
 # packing: the generator trains until then (--stop-by), whatever the machine's speed
 GENDET_STOP_BY=${GENDET_STOP_BY:-$(( $(date +%s) + ${GENDET_CALL_SECONDS:-540} - 60 ))}
 export GENDET_STOP_BY
-part=${1:?round, all, generator, detectors, bench, bench-bf16 or bench-quick}
+part=${1:?round, round-test, all, generator, detectors, bench, bench-bf16 or bench-quick}
 : "${OUT:?run this through the device tool, which sets OUT}"
 export PYTHONUNBUFFERED=1
 # GENDET_DRY=1: a dry run of the same steps here (smoke profile, CPU, this venv, no wheels)
@@ -53,8 +54,26 @@ round_part() {  # models/gpu_round.yaml on new scenes, packed as round.tar.*; re
     [ "${PIPESTATUS[0]}" -eq 0 ] && [ -f "$rw/t2i/pipeline/pipeline.json" ] || return 1
     rm -rf /tmp/pack_round && mkdir -p /tmp/pack_round && cp -r "$rw/t2i/pipeline" /tmp/pack_round/ &&
     python3 -m models.half /tmp/pack_round/pipeline &&  # float16 storage: fits $OUT, same draws (tests/test_half.py)
+    rm -rf "$rw/candidate" && cp -r /tmp/pack_round/pipeline "$rw/candidate" &&  # what round-test judges: what comes back
     cp "$rw/t2i/log.jsonl" "$rw/scenes/meta.json" /tmp/pack_round/ && cp "$OUT/gpu.txt" /tmp/pack_round/hardware.txt &&
     tar cf - -C /tmp/pack_round . | split -b 15m - "$OUT/round.tar."
+}
+
+round_test_part() {  # the round's test (models/GPU.md), on the still-warm machine: the default suite's images of
+    # seeds 15-19 at 4 a prompt are one run at seed 3 with 20 a prompt; both models, then the paired comparison
+    local rw=${GENDET_RUNS:-runs}/gpu_round eyes=catdog=models/demo/catdog.pt,face=models/demo/face.pt
+    local args=(--suite default --images-per-prompt 20 --seed 3 --steps 50 --guidance 3)
+    if [ -n "${GENDET_DRY:-}" ]; then args=(--suite smoke --images-per-prompt 2 --seed 0 --steps 2 --guidance 3); fi
+    [ -f "$rw/candidate/pipeline.json" ] || { echo "no $rw/candidate: run the round call first, on this machine" >&2; return 1; }
+    for m in base:models/demo/generator cand:"$rw/candidate"; do
+        python3 -m evaluation.run --model "${m#*:}" --detectors "$eyes" "${args[@]}" --device "$gen_device" \
+            --out "$rw/test_${m%%:*}" --quiet 2>&1 | tee -a "$OUT/round_test.log"
+        [ "${PIPESTATUS[0]}" -eq 0 ] || return 1
+        cp "$rw/test_${m%%:*}/results.jsonl" "$OUT/results_${m%%:*}.jsonl"
+    done
+    python3 -m evaluation.compare "$rw/test_base" "$rw/test_cand" --json-out "$OUT/round_test.json" 2>&1 \
+        | tee -a "$OUT/round_test.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ]
 }
 
 detectors_part() {  # both detectors + their images/s in work folder $1, packed as detectors.tar.*
@@ -85,6 +104,8 @@ round)  # the first call of a drawn session (models/GPU.md)
         if [ -f "${GENDET_RUNS:-runs}/gpu_round/t2i/log.jsonl" ]; then cp "${GENDET_RUNS:-runs}/gpu_round/t2i/log.jsonl" "$OUT/"; fi
         exit 1; }
     ;;
+round-test)  # call 2, at once (models/GPU.md)
+    round_test_part || { echo "round-test failed:" >&2; tail -30 "$OUT/round_test.log" >&2; exit 1; } ;;
 detectors) detectors_part "$work" ;;
 bench)  # ours vs diffusers, same random ITHQ-shaped weights; the issue-8 bar is batch 8, 100 steps
     python3 -m benchmarks.sampling --shape ithq --device cuda --guidance 5 --floor --batch 8 1 --steps 100 \

@@ -67,6 +67,19 @@ def test_the_round_call_brings_back_the_shipped_generator_grown_and_trained_furt
     files = sorted(p.name for p in out.iterdir())
     assert files[:2] == ["gpu.txt", "round.log"] and all(f.startswith("round.tar.") for f in files[2:]), files
     assert all(f.stat().st_size < 16 * 2**20 for f in out.iterdir()) and len(files) <= 8
+    # call 2 on the still-warm machine: the test, both models on the same images, compared
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    test = subprocess.run(["bash", "models/gpu_call.sh", "round-test"], cwd=ROOT, env={**env, "OUT": str(out2)},
+                          capture_output=True, text=True, timeout=600)
+    assert test.returncode == 0, test.stdout[-2000:] + test.stderr[-2000:]
+    assert sorted(p.name for p in out2.iterdir()) == ["gpu.txt", "results_base.jsonl", "results_cand.jsonl",
+                                                       "round_test.json", "round_test.log"]
+    verdict = json.loads((out2 / "round_test.json").read_text())["overall"]
+    rows = {m: [json.loads(line) for line in (out2 / f"results_{m}.jsonl").read_text().splitlines()]
+            for m in ("base", "cand")}
+    assert verdict["n"] == len(rows["base"]) == len(rows["cand"]) == 16  # the smoke suite's 8 prompts, 2 images
+    assert (verdict["passed_a"], verdict["passed_b"]) == tuple(sum(r["verdict"]["passed"] for r in rows[m]) for m in rows)
     (runs / "gpu_round").rename(tmp_path / "trained_there")  # what stays on the lent machine
     unpack = subprocess.run(["bash", "models/gpu_unpack.sh", str(out)], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=120)
