@@ -6,7 +6,6 @@
 set -euo pipefail
 from=${1:?the folder holding generator.tar.*, detectors.tar.* or round.tar.*}
 work=${GENDET_RUNS:-runs}/demo_${2:-gpu}
-mkdir -p "$work"
 if compgen -G "$from/round.tar.*" > /dev/null; then  # `gpu_call.sh round`: its own folder, runs/gpu_round/t2i
     dest=${GENDET_RUNS:-runs}/gpu_round/t2i
     rm -rf "$dest" && mkdir -p "$dest"
@@ -15,6 +14,7 @@ if compgen -G "$from/round.tar.*" > /dev/null; then  # `gpu_call.sh round`: its 
 fi
 for kind in generator detectors; do
     if compgen -G "$from/$kind.tar.*" > /dev/null; then
+        mkdir -p "$work"  # only for these: a round call's folder leaves runs/demo_<profile> alone
         tmp=$(mktemp -d)
         cat "$from/$kind.tar."* | tar xf - -C "$tmp"
         # stage times add up over calls (a cold machine's times.json holds only its own stages)
