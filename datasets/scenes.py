@@ -88,10 +88,12 @@ def _rngs(seed: int, index: int):
     return [np.random.default_rng([seed, index, k]) for k in range(3)]
 
 
-def _plan(rng, size: int, min_object: float = 0.0) -> list[tuple[str, str, float]]:
+def _plan(rng, size: int, min_object: float = 0.0,
+          count_probs: tuple[float, ...] = COUNT_PROBS) -> list[tuple[str, str, float]]:
     """(label, colour, nominal side in px), largest first so small objects land on top;
-    `min_object` raises the side range's lower end (a fraction of the image side)."""
-    n = int(rng.choice(len(COUNT_PROBS), p=COUNT_PROBS))
+    `min_object` raises the side range's lower end (a fraction of the image side) and
+    `count_probs` are P(0..4 objects)."""
+    n = int(rng.choice(len(count_probs), p=count_probs))
     if n == 0:
         return []
     same_class = n >= 2 and rng.random() < 0.45  # "three dogs"
@@ -168,19 +170,20 @@ def render_background(index: int, size: int, seed: int,
 
 
 def render_scene(index: int, size: int, seed: int, with_background: bool = False,
-                 backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0):
+                 backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0,
+                 count_probs: tuple[float, ...] = COUNT_PROBS):
     """Scene `index`: (RGB image, objects, captions); objects are
     {"label", "color", "box": [x1, y1, x2, y2]} with exclusive x2/y2.
     with_background=True appends the background kind as a 4th item. `backgrounds` limits the
     background kinds, `min_object` makes every object's nominal side at least that fraction of
-    the image (one that cannot fit at that size is left out); both draw from the same random
-    streams as the full world."""
+    the image (one that cannot fit at that size is left out) and `count_probs` (P(0..4 objects))
+    how many objects are planned; all draw from the same random streams as the full world."""
     floor = max(MIN_SIDE_PX, round(min_object * size))
     r_layout, r_bg, r_obj = _rngs(seed, index)
     kind, bg = draw.draw_background(size, r_bg, backgrounds)
     canvas = Image.fromarray(bg).convert("RGBA")
     objects, boxes = [], []
-    for label, color, side in _plan(r_layout, size, min_object):
+    for label, color, side in _plan(r_layout, size, min_object, count_probs):
         p = draw.sample_params(label, color, r_obj)
         for _ in range(4):  # shrink and retry when it does not fit beside the others
             w = max(MIN_SIDE_PX, min(size, round(side * p["aspect"])))
@@ -289,11 +292,12 @@ def yolo_line(cls: int, box, size: int) -> str:
 
 
 def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
-               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0) -> dict:
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0,
+               count_probs: tuple[float, ...] = COUNT_PROBS) -> dict:
     """Render scene `index` and write its PNG, YOLO links and labels."""
     split = "train" if index < n_train else "val"
     image, objects, captions, kind = render_scene(index, size, seed, with_background=True, backgrounds=backgrounds,
-                                                  min_object=min_object)
+                                                  min_object=min_object, count_probs=count_probs)
     name = f"{index:06d}"
     png = root / "images" / split / f"{name}.png"
     image.save(png, format="PNG", compress_level=6)  # PIL writes no time or text chunks
@@ -358,7 +362,7 @@ def _coco(records: list[dict], split: str, size: int) -> dict:
 
 def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed: int,
                        val_fraction: float, n_train: int, n_val: int, backgrounds: tuple[str, ...],
-                       min_object: float) -> None:
+                       min_object: float, count_probs: tuple[float, ...]) -> None:
     with open(root / "captions.jsonl", "w") as cap, open(root / "objects.jsonl", "w") as obj:
         for r in records:
             image = f"images/{r['split']}/{r['name']}.png"
@@ -375,7 +379,7 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
     _dump(root / "meta.json", {
         "generator": GENERATOR, "seed": seed, "n": n, "size": size, "val_fraction": val_fraction,
         "backgrounds": list(backgrounds), "min_object": min_object,
-        "splits": {"train": n_train, "val": n_val},
+        "count_probs": list(count_probs), "splits": {"train": n_train, "val": n_val},
         "objects": {c: counts["train"][c] + counts["val"][c] for c in CLASSES},
         "objects_per_split": counts,
         "empty_images": sum(not r["objects"] for r in records),
@@ -384,8 +388,13 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
 
 
 def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
-               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0) -> None:
+               backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0,
+               count_probs: tuple[float, ...] = COUNT_PROBS) -> None:
     """Raise ValueError with a readable message for arguments generate() cannot use."""
+    if (len(count_probs) != MAX_OBJECTS + 1 or any(not 0 <= p <= 1 for p in count_probs)
+            or abs(sum(count_probs) - 1) > 1e-6):
+        raise ValueError(f"count probs must be {MAX_OBJECTS + 1} numbers in [0, 1], P(0..{MAX_OBJECTS} objects), "
+                         f"that sum to 1 (got {', '.join(f'{p:g}' for p in count_probs)})")
     if not 0 <= min_object <= 0.6:  # four objects of 0.6 no longer fit side by side
         raise ValueError(f"min object must be in [0, 0.6] of the image side (got {min_object})")
     unknown = [b for b in backgrounds if b not in draw.BACKGROUNDS]
@@ -406,17 +415,19 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
 
 def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: float = 0.1,
              workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS,
-             min_object: float = 0.0) -> Path:
+             min_object: float = 0.0, count_probs: tuple[float, ...] = COUNT_PROBS) -> Path:
     """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `backgrounds`
-    limits the background kinds (e.g. PLAIN_BACKGROUNDS) and `min_object` the smallest object
-    (a fraction of the image side): easier worlds for a small generator."""
-    backgrounds = tuple(backgrounds)
-    check_args(n, size, seed, val_fraction, workers, backgrounds, min_object)
+    limits the background kinds (e.g. PLAIN_BACKGROUNDS), `min_object` the smallest object
+    (a fraction of the image side): easier worlds for a small generator; `count_probs`
+    reweights how many objects a scene has, P(0..4), e.g. more two-object scenes, where the
+    relation captions are."""
+    backgrounds, count_probs = tuple(backgrounds), tuple(float(p) for p in count_probs)
+    check_args(n, size, seed, val_fraction, workers, backgrounds, min_object, count_probs)
     root = Path(out_dir)
     _prepare(root)
     n_train, n_val = split_sizes(n, val_fraction)
     job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
-                  min_object=min_object)
+                  min_object=min_object, count_probs=count_probs)
     bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
     records = []
     if workers == 1:
@@ -429,7 +440,7 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
                 records.append(rec)
                 bar.update()
     bar.close()
-    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object)
+    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object, count_probs)
     return root
 
 
@@ -451,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--min-object", type=float, default=0.0,
                     help="smallest nominal object side as a fraction of the image side, 0-0.6 (default 0: "
                          "the world's own 0.12-0.15; the tight box can be a little smaller)")
+    ap.add_argument("--count-probs", default=",".join(f"{p:g}" for p in COUNT_PROBS),
+                    help="comma-separated P(0..4 objects) per scene, summing to 1 (default "
+                         f"{','.join(f'{p:g}' for p in COUNT_PROBS)})")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     return ap
 
@@ -461,12 +475,18 @@ def main(argv=None) -> int:
     backgrounds = PLAIN_BACKGROUNDS if args.backgrounds == "plain" else \
         tuple(b.strip() for b in args.backgrounds.split(",") if b.strip())
     try:
-        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers, backgrounds, args.min_object)
+        count_probs = tuple(float(p) for p in args.count_probs.split(","))
+    except ValueError:
+        ap.error(f"bad argument: --count-probs must be comma-separated numbers (got {args.count_probs!r})")
+    try:
+        check_args(args.n, args.size, args.seed, args.val_fraction, args.workers, backgrounds, args.min_object,
+                   count_probs)
     except ValueError as e:
         ap.error(f"bad argument: {e}")
     try:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
-                        progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object)
+                        progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object,
+                        count_probs=count_probs)
     except FileExistsError as e:
         ap.error(str(e))
     print(f"wrote {args.n} scenes to {root}")

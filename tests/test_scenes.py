@@ -97,6 +97,7 @@ def test_layout_has_every_file_of_formats_md(root, rows):
     assert (meta["seed"], meta["n"], meta["size"]) == (SEED, N, SIZE)
     assert meta["splits"] == {"train": n_train, "val": n_val}
     assert meta["backgrounds"] == list(BACKGROUNDS) and meta["min_object"] == 0.0
+    assert meta["count_probs"] == list(scenes.COUNT_PROBS)
     counted = Counter(o["label"] for r in rows for o in r["objects"])
     assert meta["objects"] == {c: counted[c] for c in CLASSES}
     assert meta["empty_images"] == sum(not r["objects"] for r in rows)
@@ -158,6 +159,10 @@ def test_help(capsys):
                                                 "checker, clutter (got flat, sky)"),
     (["--n", "5", "--backgrounds", ","], "(got none)"),
     (["--n", "5", "--min-object", "0.7"], "min object must be in [0, 0.6] of the image side (got 0.7)"),
+    (["--n", "5", "--count-probs", "0.5,0.5"], "count probs must be 5 numbers in [0, 1]"),
+    (["--n", "5", "--count-probs", "0.2,0.2,0.2,0.2,0.3"], "that sum to 1 (got 0.2, 0.2, 0.2, 0.2, 0.3)"),
+    (["--n", "5", "--count-probs", "0,0,1,-0.5,0.5"], "count probs must be 5 numbers in [0, 1]"),
+    (["--n", "5", "--count-probs", "a,b"], "--count-probs must be comma-separated numbers (got 'a,b')"),
 ])
 def test_bad_arguments_exit_2_with_message(tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -468,3 +473,27 @@ def test_cli_backgrounds_plain_is_recorded(tmp_path):
     assert json.loads((out / "meta.json").read_text())["backgrounds"] == list(PLAIN_BACKGROUNDS)
     assert json.loads((out / "meta.json").read_text())["min_object"] == 0.3
     assert {r["background"] for r in _jsonl(out / "objects.jsonl")} <= set(PLAIN_BACKGROUNDS)
+
+
+def test_count_probs_set_how_many_objects_and_default_draws_are_unchanged(tmp_path):
+    # the default is the world's own distribution, drawn from the same stream: same scenes
+    for i in range(10):
+        assert render_scene(i, SIZE, 3, min_object=0.375)[1] == \
+            render_scene(i, SIZE, 3, min_object=0.375, count_probs=scenes.COUNT_PROBS)[1]
+    # all mass on one count: every scene plans exactly that many (4 large ones may not all fit)
+    for k in range(scenes.MAX_OBJECTS + 1):
+        probs = tuple(float(j == k) for j in range(scenes.MAX_OBJECTS + 1))
+        found = [len(render_scene(i, 128, 5, min_object=0.2, count_probs=probs)[1]) for i in range(40)]
+        assert max(found) == k and sum(n == k for n in found) >= 0.9 * len(found), (k, Counter(found))
+    # a mixture: the share of two-object scenes follows its probability (600 scenes, 3 SD ~ 0.06)
+    probs = (0.0, 0.3, 0.7, 0.0, 0.0)
+    found = Counter(len(render_scene(i, 128, 6, min_object=0.2, count_probs=probs)[1]) for i in range(600))
+    assert abs(found[2] / 600 - 0.7) < 0.07 and found[0] == found[3] == found[4] == 0
+    out = tmp_path / "pairs"
+    assert main(["--out", str(out), "--n", "8", "--size", "64", "--count-probs", "0,0,1,0,0", "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["count_probs"] == [0.0, 0.0, 1.0, 0.0, 0.0]
+    rows = _jsonl(out / "objects.jsonl")
+    assert sum(len(r["objects"]) == 2 for r in rows) >= 7
+    for r, c in zip(rows, _jsonl(out / "captions.jsonl")):  # and the captions still describe them
+        for caption in c["captions"]:
+            check_caption(caption, r["objects"], r["background"], 64)
