@@ -7,6 +7,11 @@ For each t the images are noised once (seeded) and the three texts see the same 
 differences are the text's alone. A model that reads its prompts has true < wrong, most of
 all at large t, where the layout is still open; true = wrong = null means it ignores them.
 Prints a table and, with --json-out, writes the rows.
+
+With --relations the images are the val images that have a relation caption ("a cat to the left
+of a dog"), "true" is that caption and "wrong" the same caption with its two objects swapped ("a
+dog to the left of a cat"): the same words, now false. true = wrong means the generator does not
+read the relation.
 """
 
 from __future__ import annotations
@@ -25,13 +30,15 @@ DEMO = gendet_env.ROOT / "models" / "demo" / "generator"
 
 @torch.no_grad()
 def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], seed: int = 0,
-               batch: int = 32, on_object: torch.Tensor | None = None) -> list[dict]:
+               batch: int = 32, on_object: torch.Tensor | None = None, wrong: list[str] | None = None) -> list[dict]:
     """Rows {t, masked, true, wrong, null}: mean x0 cross-entropy (nats) over the masked tokens,
-    with each image's prompt, the next image's prompt, and the learned null text. With
+    with each image's prompt, `wrong` (default: the next image's prompt), and the learned null text. With
     `on_object` (bool [B, N], the tokens inside an object's box) each row also has the same
     three means over the masked object tokens ("object") and the others ("background")."""
     D = pipe.diffusion
-    wrong = prompts[1:] + prompts[:1]
+    wrong = prompts[1:] + prompts[:1] if wrong is None else wrong
+    if len(wrong) != len(prompts):
+        raise ValueError(f"{len(wrong)} wrong prompts for {len(prompts)} images")
     rows = []
     for t_ in ts:
         if not 0 <= t_ < D.num_timesteps:
@@ -65,6 +72,17 @@ def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], se
     return rows
 
 
+def swapped_relation(caption: str) -> str | None:
+    """"a cat to the left of a dog" -> "a dog to the left of a cat"; None if no relation."""
+    from datasets.scenes import RELATIONS
+
+    for rel in RELATIONS:
+        a, sep, b = caption.partition(f" {rel} ")
+        if sep:
+            return f"{b} {rel} {a}"
+    return None
+
+
 def object_tokens(rows: list[dict], size: int, grid: tuple[int, int]) -> torch.Tensor:
     """bool [B, h*w]: token cells whose centre lies inside one of the image's object boxes
     (datasets.scenes objects.jsonl rows of square images, resized to `size`)."""
@@ -90,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=128, help="val images (first N)")
     ap.add_argument("--t", type=int, nargs="+", default=[10, 50, 80, 95, 99], help="diffusion steps (0-based)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--relations", action="store_true",
+                    help="only images with a relation caption; wrong = that caption with its objects swapped")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json-out", default=None)
     args = ap.parse_args(argv)
@@ -102,27 +122,38 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    n = min(args.images, len(ds))
-    images = torch.stack([ds[i][0] for i in range(n)])
+    picked, prompts, wrong = list(range(len(ds))), [caps[0] for caps in ds.captions], None
+    if args.relations:  # each image's first relation caption, and that caption swapped
+        first = {i: c for i, caps in enumerate(ds.captions)
+                 for c in [next((c for c in caps if swapped_relation(c)), None)] if c}
+        picked = sorted(first)
+        if not picked:
+            print(f"error: no val caption of {args.data} names a relation", file=sys.stderr)
+            return 2
+        prompts, wrong = [first[i] for i in picked], [swapped_relation(first[i]) for i in picked]
+    n = min(args.images, len(picked))
+    picked, prompts, wrong = picked[:n], prompts[:n], (wrong[:n] if wrong else None)
+    images = torch.stack([ds[i][0] for i in picked])
     with torch.no_grad():
         tokens = torch.cat([pipe.vqvae.encode(images[i:i + 64].to(pipe.device)).cpu() for i in range(0, n, 64)])
-    prompts = [caps[0] for caps in ds.captions[:n]]
     try:
         on_object = None
         objects_path = Path(args.data) / "objects.jsonl"
         if objects_path.is_file():  # datasets.scenes writes the boxes beside the captions
             lines = objects_path.read_text().splitlines()
             by_image = {r["image"]: r for r in (json.loads(x) for x in lines if x.strip())}
-            missing = [r["image"] for r in ds.rows[:n] if r["image"] not in by_image]
+            chosen = [ds.rows[i] for i in picked]
+            missing = [r["image"] for r in chosen if r["image"] not in by_image]
             if missing:
                 raise ValueError(f"{objects_path} has no row for {missing[0]}")
-            boxes = [by_image[r["image"]] for r in ds.rows[:n]]
+            boxes = [by_image[r["image"]] for r in chosen]
             on_object = object_tokens(boxes, pipe.image_size, pipe.vqvae.token_grid(pipe.image_size))
-        rows = text_worth(pipe, tokens, prompts, args.t, args.seed, on_object=on_object)
+        rows = text_worth(pipe, tokens, prompts, args.t, args.seed, on_object=on_object, wrong=wrong)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"x0 cross-entropy on masked tokens (nats): own caption / another image's / null text; "
+    other = "the same caption, objects swapped" if args.relations else "another image's"
+    print(f"x0 cross-entropy on masked tokens (nats): own caption / {other} / null text; "
           f"{n} val images of {args.data}")
     regions = ["all"] + (["object", "background"] if on_object is not None else [])
     print("| t | masked | " + " | ".join(regions) + " |\n" + "|---" * (len(regions) + 2) + "|")
@@ -133,6 +164,7 @@ def main(argv=None) -> int:
     if args.json_out:
         share = None if on_object is None else float(on_object.float().mean())
         Path(args.json_out).write_text(json.dumps({"model": args.model, "data": args.data, "images": n,
+                                                   "wrong": "swapped relation" if args.relations else "next image",
                                                    "object_token_share": share, "rows": rows}, indent=1))
     return 0
 

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.text_conditioning import main, object_tokens, text_worth
+from benchmarks.text_conditioning import main, object_tokens, swapped_relation, text_worth
 from datasets.scenes import generate
 from test_pipeline import tiny_pipeline
 
@@ -83,3 +83,42 @@ def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
     objects.write_text("\n".join(x for x in objects.read_text().splitlines() if '"val"' not in x) + "\n\n")
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "9"]) == 2
     assert "objects.jsonl has no row for images/val/" in capsys.readouterr().err
+
+
+def test_swapped_relation_swaps_the_two_objects_and_keeps_the_words():
+    assert swapped_relation("a black cat to the left of a dog") == "a dog to the left of a black cat"
+    assert swapped_relation("a face above an orange cat") == "an orange cat above a face"
+    assert swapped_relation("a cat below a dog") == "a dog below a cat"
+    assert swapped_relation("two cats and a dog") is None
+
+
+def test_a_given_wrong_text_is_used_and_must_match_the_images():
+    pipe = tiny_pipeline()
+    tokens = torch.randint(0, 16, (4, 16), generator=torch.Generator().manual_seed(4))
+    prompts = ["a cat to the left of a dog", "a dog above a face", "a cat below a face", "a face to the right of a dog"]
+    same = text_worth(pipe, tokens, prompts, [5, 9], wrong=prompts)
+    assert all(r["true"] == r["wrong"] for r in same)
+    swapped = text_worth(pipe, tokens, prompts, [5, 9], wrong=[swapped_relation(p) for p in prompts])
+    assert [r["true"] for r in swapped] == [r["true"] for r in same]
+    assert all(r["wrong"] != r["true"] for r in swapped)
+    with pytest.raises(ValueError, match="3 wrong prompts for 4 images"):
+        text_worth(pipe, tokens, prompts, [5], wrong=prompts[:3])
+
+
+def test_cli_relations_uses_only_images_with_a_relation_caption(tmp_path, capsys):
+    pairs = generate(tmp_path / "pairs", n=16, size=64, seed=5, val_fraction=0.5, progress=False,
+                     count_probs=(0, 0, 1, 0, 0))
+    singles = generate(tmp_path / "singles", n=8, size=32, seed=5, val_fraction=0.5, progress=False,
+                       count_probs=(0, 1, 0, 0, 0))
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    val = [json.loads(x) for x in (pairs / "captions.jsonl").read_text().splitlines()]
+    with_relation = [r for r in val if r["split"] == "val" and any(swapped_relation(c) for c in r["captions"])]
+    assert with_relation  # a two-object world has some
+    out = tmp_path / "rows.json"
+    assert main(["--model", str(tmp_path / "gen"), "--data", str(pairs), "--relations", "--t", "9",
+                 "--json-out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["images"] == len(with_relation) and report["wrong"] == "swapped relation"
+    assert "objects swapped" in capsys.readouterr().out
+    assert main(["--model", str(tmp_path / "gen"), "--data", str(singles), "--relations"]) == 2
+    assert "no val caption" in capsys.readouterr().err
