@@ -392,9 +392,9 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
                count_probs: tuple[float, ...] = COUNT_PROBS) -> None:
     """Raise ValueError with a readable message for arguments generate() cannot use."""
     if (len(count_probs) != MAX_OBJECTS + 1 or any(not 0 <= p <= 1 for p in count_probs)
-            or abs(sum(count_probs) - 1) > 1e-6):
+            or abs(sum(count_probs) - 1) > 1e-8):  # numpy's own tolerance is ~1.5e-8
         raise ValueError(f"count probs must be {MAX_OBJECTS + 1} numbers in [0, 1], P(0..{MAX_OBJECTS} objects), "
-                         f"that sum to 1 (got {', '.join(f'{p:g}' for p in count_probs)})")
+                         f"that sum to 1 (got {', '.join(map(str, count_probs))}: sum {sum(count_probs):.9g})")
     if not 0 <= min_object <= 0.6:  # four objects of 0.6 no longer fit side by side
         raise ValueError(f"min object must be in [0, 0.6] of the image side (got {min_object})")
     unknown = [b for b in backgrounds if b not in draw.BACKGROUNDS]

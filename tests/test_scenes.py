@@ -160,7 +160,7 @@ def test_help(capsys):
     (["--n", "5", "--backgrounds", ","], "(got none)"),
     (["--n", "5", "--min-object", "0.7"], "min object must be in [0, 0.6] of the image side (got 0.7)"),
     (["--n", "5", "--count-probs", "0.5,0.5"], "count probs must be 5 numbers in [0, 1]"),
-    (["--n", "5", "--count-probs", "0.2,0.2,0.2,0.2,0.3"], "that sum to 1 (got 0.2, 0.2, 0.2, 0.2, 0.3)"),
+    (["--n", "5", "--count-probs", "0.2,0.2,0.2,0.2,0.3"], "that sum to 1 (got 0.2, 0.2, 0.2, 0.2, 0.3: sum 1.1)"),
     (["--n", "5", "--count-probs", "0,0,1,-0.5,0.5"], "count probs must be 5 numbers in [0, 1]"),
     (["--n", "5", "--count-probs", "a,b"], "--count-probs must be comma-separated numbers (got 'a,b')"),
 ])
