@@ -124,13 +124,16 @@ def main(argv=None) -> int:
         return 2
     picked, prompts, wrong = list(range(len(ds))), [caps[0] for caps in ds.captions], None
     if args.relations:  # each image's first relation caption, and that caption swapped
-        first = {i: c for i, caps in enumerate(ds.captions)
-                 for c in [next((c for c in caps if swapped_relation(c)), None)] if c}
-        picked = sorted(first)
+        picked, prompts, wrong = [], [], []
+        for i, caps in enumerate(ds.captions):
+            pair = next(((c, w) for c in caps if (w := swapped_relation(c))), None)
+            if pair:
+                picked.append(i)
+                prompts.append(pair[0])
+                wrong.append(pair[1])
         if not picked:
             print(f"error: no val caption of {args.data} names a relation", file=sys.stderr)
             return 2
-        prompts, wrong = [first[i] for i in picked], [swapped_relation(first[i]) for i in picked]
     n = min(args.images, len(picked))
     picked, prompts, wrong = picked[:n], prompts[:n], (wrong[:n] if wrong else None)
     images = torch.stack([ds[i][0] for i in picked])
