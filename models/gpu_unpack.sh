@@ -25,6 +25,9 @@ times.update(json.loads(new.read_text()) if new.is_file() else {})
 old.write_text(json.dumps(times, indent=1))' "$work/times.json" "$tmp/times.json"
         rm -f "$tmp/times.json"
         cp -r "$tmp"/. "$work"/ && rm -rf "$tmp"
+        # the commands that ran there, for the card (models.model_card reads build.log's "$ " lines)
+        log=$from/build.log && if [ "$kind" = detectors ]; then log=$from/build_detectors.log; fi
+        if [ -f "$log" ]; then grep '^\$ ' "$log" >> "$work/build.log" || true; fi
         echo "unpacked $kind into $work"
     fi
 done

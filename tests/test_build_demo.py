@@ -1,23 +1,86 @@
-"""The demo-bundle recipe end to end with the `smoke` profile (tiny everything), then resumption."""
+"""The demo-bundle recipe end to end with the `smoke` profile (tiny everything), built the way a lent
+GPU builds it (models/GPU.md): `GENDET_DRY=1 bash models/gpu_call.sh all` and `... detectors` run the same
+steps here on CPU, each on a machine of its own; what comes back fits the device tool's $OUT limits,
+gpu_unpack.sh puts it where models.build_demo continues, and the build finishes here without training
+those stages again. Then the card, and resumption."""
 
+import contextlib
+import io
 import json
+import os
+import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+import gendet_env
 from models.build_demo import MORE_ROUNDS, STAGES, build
 from models.model_card import ROUND_LABELS
 
+ROOT = gendet_env.ROOT
 
-def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_path, capsys, monkeypatch):
-    # --until: a time-limited machine runs the first stages, a later run continues
-    assert build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle", until="vqvae") == tmp_path / "work"
-    assert (tmp_path / "work" / "vqvae" / "metrics.json").is_file() and not (tmp_path / "work" / "t2i").exists()
-    assert not (tmp_path / "bundle").exists()
-    # --only: the detector stages alone (the generator's inputs need not exist)
-    assert build("smoke", "cpu", tmp_path / "det", tmp_path / "b2", until="face", only={"scenes", "catdog", "face"})
-    assert (tmp_path / "det" / "face" / "best.pt").is_file() and not (tmp_path / "det" / "vqvae").exists()
-    bundle = build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")
+
+def gpu_call(part: str, out, runs) -> None:
+    out.mkdir()
+    env = {**os.environ, "GENDET_DRY": "1", "OUT": str(out), "GENDET_RUNS": str(runs)}
+    call = subprocess.run(["bash", "models/gpu_call.sh", part], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert call.returncode == 0, call.stdout[-2000:] + call.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """One smoke build for the tests below (it takes minutes): two calls, unpacked, finished here."""
+    tmp = tmp_path_factory.mktemp("smoke")
+    runs, work = tmp / "runs", tmp / "runs" / "demo_smoke"
+    there = {}
+    for part in ("all", "detectors"):  # each call on a fresh machine, which keeps its files
+        gpu_call(part, tmp / f"out_{part}", runs)
+        there[part] = tmp / f"there_{part}"
+        work.rename(there[part])
+    for part in ("all", "detectors"):
+        env = {**os.environ, "GENDET_RUNS": str(runs)}
+        unpack = subprocess.run(["bash", "models/gpu_unpack.sh", str(tmp / f"out_{part}"), "smoke"], cwd=ROOT,
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert unpack.returncode == 0, unpack.stderr
+    unpacked = json.loads((work / "times.json").read_text())
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        bundle = build("smoke", "cpu", work, tmp / "bundle")
+    return SimpleNamespace(tmp=tmp, work=work, bundle=bundle, there=there, unpacked=unpacked,
+                           printed=printed.getvalue(), times=json.loads((work / "times.json").read_text()))
+
+
+@pytest.mark.slow
+def test_the_gpu_calls_stop_where_asked_and_bring_back_within_the_out_limits(smoke):
+    out, out_det = smoke.tmp / "out_all", smoke.tmp / "out_detectors"
+    assert sorted(p.name for p in out.iterdir()) == ["build.log", "generator.tar.aa", "gpu.txt"]
+    assert sorted(p.name for p in out_det.iterdir()) == ["build_detectors.log", "detectors.tar.aa", "gpu.txt"]
+    for f in [*out.iterdir(), *out_det.iterdir()]:  # the device tool's limits
+        assert f.stat().st_size < 16 * 2**20, f
+    # `all` is --until generator: the first generator stage, no later round, no detector, no bundle
+    there = smoke.there["all"]
+    assert (there / "t2i" / "pipeline" / "pipeline.json").is_file()
+    assert not any((there / name).exists() for name in ("t2i_more", "catdog", "bundle"))
+    assert "--stop-by" in (out / "build.log").read_text()  # it trains to the call's end, whatever the speed
+    # `detectors` is --only scenes,catdog,face: the generator's inputs need not exist
+    there = smoke.there["detectors"]
+    assert (there / "face" / "best.pt").is_file() and not (there / "vqvae").exists()
+    assert (out_det / "build_detectors.log").read_text().count('"images_per_s"') == 4  # batch 1 and 32, both
+    assert set(smoke.unpacked) == {"scenes", "generator_scenes", "vqvae", "generator", "catdog", "face"}
+    for part in ("t2i/pipeline/pipeline.json", "vqvae/metrics.json", "catdog/best.pt", "face/speed.json"):
+        assert (smoke.work / part).is_file(), part
+    for stage in ("vqvae", "generator", "catdog", "face"):  # trained on the "GPU": not again here
+        assert f"[{stage}] done (" in smoke.printed, stage
+    assert "[scenes] done (" not in smoke.printed  # the scenes did not come back: drawn again here
+    card = (smoke.bundle / "README.md").read_text()
+    assert card.count("inference (`Detector.detect`") == 2 and "Training hardware:" in card
+
+
+@pytest.mark.slow
+def test_smoke_build_assembles_a_bundle_with_a_card(smoke):
+    work, bundle = smoke.work, smoke.bundle
     for name in ("generator/pipeline.json", "catdog.pt", "face.pt", "README.md", "judge_validation.json"):
         assert (bundle / name).exists(), name
     card = (bundle / "README.md").read_text()
@@ -25,69 +88,71 @@ def test_smoke_build_assembles_a_bundle_with_a_card_and_skips_done_stages(tmp_pa
     assert "Tokenizer ceiling" in card and "| single_object |" in card
     # the smoke profile, as the cpu one, gives the generator the scenes on plain backgrounds only
     assert "drawn on flat and gradient backgrounds only" in card and "on the generator's scenes val" in card
-    gen_data = json.loads((tmp_path / "work" / "generator_scenes" / "meta.json").read_text())
+    gen_data = json.loads((work / "generator_scenes" / "meta.json").read_text())
     assert gen_data["backgrounds"] == ["flat", "gradient"] and gen_data["n"] == 40 and gen_data["min_object"] == 0.375
     assert "every object at least 0.375 of the image side (`--min-object`)" in card
-    assert f"--data {tmp_path / 'work' / 'generator_scenes'} " in (tmp_path / "work" / "build.log").read_text()
+    assert f"--data {work / 'generator_scenes'} " in (work / "build.log").read_text()
     assert "Judge agreement" in card and "Sampling speed" in card and "images/s) on CPU" in card
     assert "python -m generation.train --config" in card and "python -m detection.train --task face" in card
     assert card.count("python -m evaluation.validate_judge") == 2 and "--through-vqvae" in card
     assert card.count("python -m datasets.scenes") == 6 and card.count("--backgrounds plain") == 5
     # rounds 4, 5 and 7 learn a larger set of the generator's scenes (another seed), listed on the card
-    more = json.loads((tmp_path / "work" / "more_scenes" / "meta.json").read_text())
+    more = json.loads((work / "more_scenes" / "meta.json").read_text())
     assert (more["n"], more["seed"], more["backgrounds"], more["min_object"]) == (48, 1, ["flat", "gradient"], 0.375)
     for out in ("t2i_more3", "t2i_more4", "t2i_more6"):
-        assert f"data: {tmp_path / 'work' / 'more_scenes'}\n" in (tmp_path / "work" / f"{out}.yaml").read_text()
+        assert f"data: {work / 'more_scenes'}\n" in (work / f"{out}.yaml").read_text()
     assert "the generator's rounds 4, 5 and 7 learn 48 more of those scenes (seed 1: train 43, val 5; `more_scenes`)" \
         in card
-    assert f"data: {tmp_path / 'work' / 'more_scenes2'}\n" in (tmp_path / "work" / "t2i_more7.yaml").read_text()
+    assert f"data: {work / 'more_scenes2'}\n" in (work / "t2i_more7.yaml").read_text()
     assert "the generator's round 8 learns 40 more of those scenes (seed 4: " in card
-    assert f"data: {tmp_path / 'work' / 'more_scenes3'}\n" in (tmp_path / "work" / "t2i_more8.yaml").read_text()
+    assert f"data: {work / 'more_scenes3'}\n" in (work / "t2i_more8.yaml").read_text()
     assert "the generator's round 9 learns 40 more of those scenes (seed 5: " in card
-    assert f"data: {tmp_path / 'work' / 'more_scenes4'}\n" in (tmp_path / "work" / "t2i_more9.yaml").read_text()
+    assert f"data: {work / 'more_scenes4'}\n" in (work / "t2i_more9.yaml").read_text()
     assert "the generator's round 10 learns 40 more of those scenes (seed 6: " in card
     from safetensors.torch import load_file
 
     weights = load_file(str(bundle / "generator" / "transformer" / "model.safetensors"))
     assert {v.dtype for v in weights.values()} <= {torch.float16, torch.int64}  # the profile stores float16
-    summary = json.loads((tmp_path / "work" / "eval" / "summary.json").read_text())
+    summary = json.loads((work / "eval" / "summary.json").read_text())
     assert set(summary["judge_validation"]) >= {"overall", "single_object"}  # printed next to the results
-    times = json.loads((tmp_path / "work" / "times.json").read_text())
+    times = json.loads((work / "times.json").read_text())
     assert set(times) == set(STAGES)
     # the bundle's generator is the last round's, each round trained from the one before (init), in float16
     rounds = ["t2i", *MORE_ROUNDS.values()]
-    stage = {name: load_file(str(tmp_path / "work" / name / "pipeline" / "transformer" / "model.safetensors"))
+    stage = {name: load_file(str(work / name / "pipeline" / "transformer" / "model.safetensors"))
              for name in rounds}
     assert all(torch.equal(weights[k], v.half() if v.is_floating_point() else v) for k, v in stage[rounds[-1]].items())
     for before, after in zip(rounds, rounds[1:]):
         assert any(not torch.equal(stage[after][k], stage[before][k]) for k in stage[before])
-        config = (tmp_path / "work" / f"{after}.yaml").read_text()
-        assert "init: " + str(tmp_path / "work" / before / "pipeline") in config
+        config = (work / f"{after}.yaml").read_text()
+        assert "init: " + str(work / before / "pipeline") in config
     # the sixth round grows the transformer (1 block to 2 in this profile): new blocks, the old ones kept
-    assert "grow:\n  depth: 2\n" in (tmp_path / "work" / "t2i_more5.yaml").read_text()
+    assert "grow:\n  depth: 2\n" in (work / "t2i_more5.yaml").read_text()
     assert set(stage["t2i_more4"]) < set(stage["t2i_more5"]) and any("blocks.1." in k for k in stage["t2i_more5"])
     assert set(stage["t2i_more6"]) == set(stage["t2i_more5"])  # a round after it trains the grown model
     # and the tenth grows it again (2 blocks to 3 here)
-    assert "grow:\n  depth: 3\n" in (tmp_path / "work" / "t2i_more9.yaml").read_text()
+    assert "grow:\n  depth: 3\n" in (work / "t2i_more9.yaml").read_text()
     assert set(stage["t2i_more8"]) < set(stage["t2i_more9"]) and any("blocks.2." in k for k in stage["t2i_more9"])
     for name, out in MORE_ROUNDS.items():
         assert f"{ROUND_LABELS[name]} (`{out}.yaml`" in card
     assert "Then trained further from its EMA weights (`t2i_more.yaml`" in card
     assert card.count("python -m generation.train --config") == len(rounds)  # every generator stage's command
-    out = capsys.readouterr().out
-    assert "[scenes] done (" in out and "[vqvae] done (" in out and "generation.train --config" in out
-    build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")  # everything done: nothing reruns
+    assert "generation.train --config" in smoke.printed  # the later rounds trained here
+
+
+@pytest.mark.slow
+def test_a_finished_build_reruns_nothing_and_a_redone_stage_is_timed_afresh(smoke, capsys, monkeypatch):
+    build("smoke", "cpu", smoke.work, smoke.bundle)  # everything done: nothing reruns
     out = capsys.readouterr().out
     assert out.count("] done (") == len(STAGES) and "$ " not in out
-    # a stage redone after its output was removed is timed afresh, not added to its first time
     import models.build_demo as recipe
 
     real_run = recipe.run
     monkeypatch.setattr(recipe, "run", lambda cmd, log: real_run(cmd, log) * 0 + 1234.0)
-    (tmp_path / "work" / "speed.json").unlink()
-    build("smoke", "cpu", tmp_path / "work", tmp_path / "bundle")
-    again = json.loads((tmp_path / "work" / "times.json").read_text())
-    assert again == {**times, "speed": 1234.0}
+    (smoke.work / "speed.json").unlink()
+    build("smoke", "cpu", smoke.work, smoke.bundle)
+    again = json.loads((smoke.work / "times.json").read_text())
+    assert again == {**smoke.times, "speed": 1234.0}
 
 
 def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
