@@ -76,6 +76,10 @@ def test_the_gpu_calls_stop_where_asked_and_bring_back_within_the_out_limits(smo
     assert "[scenes] done (" not in smoke.printed  # the scenes did not come back: drawn again here
     card = (smoke.bundle / "README.md").read_text()
     assert card.count("inference (`Detector.detect`") == 2 and "Training hardware:" in card
+    # the commands that ran there are on the card, in an order that rebuilds: the scenes before their readers
+    order = [card.index(f"python -m {m}") for m in ("datasets.scenes", "generation.train_vqvae", "generation.train --config",
+                                                    "detection.train --task catdog", "evaluation.run")]
+    assert order == sorted(order), order
 
 
 @pytest.mark.slow
@@ -237,7 +241,8 @@ def test_card_commands_are_each_stages_last_run_in_the_order_of_those_runs(tmp_p
              "generation.train --config {r}/w/t2i.yaml", "evaluation.run --model m --out {r}/w/eval",
              "generation.train --config {r}/w/t2i.yaml --resume",  # resumed: one entry, its final command
              "datasets.scenes --n 80 --backgrounds plain --out {r}/w/more",  # a third scenes folder
-             "generation.train --config {r}/w/t2i_more3.yaml", "evaluation.run --model m --out {r}/w/eval"]
+             "generation.train --config {r}/w/t2i_more3.yaml", "evaluation.run --model m --out {r}/w/eval",
+             "datasets.scenes --n 8 --out {r}/w/scenes"]  # drawn again, the same (a GPU call's scenes stay there)
     (tmp_path / "build.log").write_text("".join(f"$ /venv/python -m {x.format(r=root)}\nsome output\n" for x in lines))
     assert _commands(tmp_path / "build.log", root) == [
         "python -m datasets.scenes --n 8 --out w/scenes", "python -m datasets.scenes --n 8 --backgrounds plain --out w/gen",
