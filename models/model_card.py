@@ -66,7 +66,7 @@ def _commands(log: Path, root: Path) -> list[str]:
                    ("--through-vqvae" in words, words[words.index("--out") + 1] if "--out" in words[:-1] else None))
         key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
         if key[0] == "datasets.scenes" and last.get(key) == " ".join(words):
-            continue  # the same scenes drawn again (another machine; same seed, same files): first place, before their readers
+            continue  # the same scenes drawn again (on another machine: the same files) stay before their readers
         # at its last run's position: a stage rerun after a new one (the evaluation of a bundle
         # with a new generator round) is listed after it, as the bundle was made
         last.pop(key, None)

@@ -77,8 +77,9 @@ def test_the_gpu_calls_stop_where_asked_and_bring_back_within_the_out_limits(smo
     card = (smoke.bundle / "README.md").read_text()
     assert card.count("inference (`Detector.detect`") == 2 and "Training hardware:" in card
     # the commands that ran there are on the card, in an order that rebuilds: the scenes before their readers
-    order = [card.index(f"python -m {m}") for m in ("datasets.scenes", "generation.train_vqvae", "generation.train --config",
-                                                    "detection.train --task catdog", "evaluation.run")]
+    order = [card.index(f"python -m {m}") for m in ("datasets.scenes", "generation.train_vqvae",
+                                                    "generation.train --config", "detection.train --task catdog",
+                                                    "evaluation.run")]
     assert order == sorted(order), order
 
 
