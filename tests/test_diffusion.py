@@ -284,7 +284,8 @@ def test_loss_equals_brute_force_bound_aux_term_and_history(aux_weight, adaptive
         total += (vb + aux_weight * scale * aux) / float(pt[b])
         vbs.append(float(vb.detach()))
     want = total / (len(t) * N)
-    assert math.isclose(float(loss), float(want.detach()), rel_tol=1e-4), (float(loss), float(want.detach()))
+    got, want_value = float(loss.detach()), float(want.detach())
+    assert math.isclose(got, want_value, rel_tol=1e-4), (got, want_value)
     want.backward()
     assert torch.allclose(logits.grad.double(), logits64.grad, rtol=1e-4, atol=1e-6), \
         (logits.grad.double() - logits64.grad).abs().max()
