@@ -20,6 +20,7 @@ OFFLINE_VARS = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_DATASETS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers 5 draws a bar for each (instant) local model load
     "YOLO_OFFLINE": "1",
     "YOLO_AUTOINSTALL": "False",
     "YOLO_VERBOSE": "False",

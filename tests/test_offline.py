@@ -18,6 +18,23 @@ def test_offline_variables_are_set():
         assert Path(os.environ[key]).is_dir()
 
 
+def test_loading_a_local_model_draws_no_progress_bar(tmp_path):
+    """transformers 5 draws a "Loading weights" bar for each load, instant for our small local
+    models; every entry point's first import turns those bars off (ours, e.g. sampling's, stay)."""
+    import subprocess
+    import sys
+
+    code = ("import gendet_env, torch\n"
+            "from transformers import CLIPTextConfig, CLIPTextModel\n"
+            "m = CLIPTextModel(CLIPTextConfig(vocab_size=10, hidden_size=8, intermediate_size=8, num_hidden_layers=1,"
+            " num_attention_heads=2, max_position_embeddings=4))\n"
+            f"m.save_pretrained({str(tmp_path)!r}); CLIPTextModel.from_pretrained({str(tmp_path)!r})\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=gendet_env.ROOT)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "Loading weights" not in run.stderr and "Writing model shards" not in run.stderr, run.stderr[-500:]
+
+
 def test_fonts_are_seeded_from_dejavu():
     fonts = gendet_env.seed_fonts()
     assert fonts and all(f.stat().st_size > 100_000 for f in fonts)
