@@ -11,7 +11,8 @@ A saved pipeline is a folder (safetensors + JSON, no pickle):
     pipeline.json          format, image size, sampling defaults, component folders
     vqvae/                 generation.vqvae.VQVAE.save_pretrained (or a diffusers VQModel folder,
                            for converted VQ-Diffusion weights: generation.diffusers_vq)
-    text_encoder/          generation.text (scratch: tokenizer + model; clip: a local CLIP folder)
+    text_encoder/          generation.text (scratch: tokenizer + model; clip or auto: a local CLIP or
+                           sentence-transformers / transformers folder, frozen)
     transformer/           config.json + model.safetensors (+ the learned null text embedding)
     diffusion.json         MaskReplaceDiffusion config
 

@@ -7,7 +7,11 @@
   as a transformers CLIPTokenizer, plus a small random CLIPTextModel that the generator
   trains jointly. Its saved folder has the layout of a CLIP folder, so both kinds share
   tokenisation and loading code.
-* `load_text_encoder(spec_or_dir)`: a saved folder, or "clip:DIR" / "scratch:DIR".
+* `AutoTextEncoder.from_pretrained(local_dir)`: any other transformers text encoder on disk,
+  frozen (BERT, MiniLM, MPNet...; a sentence-transformers folder is read through its
+  modules.json): embeddings = every token's last hidden state, padding masked in the model.
+* `load_text_encoder(spec_or_dir)`: a saved folder, a plain local CLIP or sentence-transformers /
+  transformers folder, or "clip:DIR" / "scratch:DIR" / "auto:DIR".
 
 Every prompt is padded (or truncated, with a warning) to `max_length`, so L is fixed and the
 pipeline's learned null embedding has one shape. An empty prompt is an error, except as the
@@ -31,6 +35,7 @@ SPECIALS = (PAD, BOS, EOS)
 # CLIP's pre-tokeniser: contractions, letter runs, single digits, punctuation runs
 CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 FORMAT = 2  # encoder.json "format": 2 = tokenizer saved as a transformers CLIPTokenizer
+KINDS = ("scratch", "clip", "auto")
 
 
 def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
@@ -51,8 +56,8 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
 
 
 class TextEncoder(nn.Module):
-    """The shared interface. Subclasses hold `tokenizer` (a transformers CLIPTokenizer) and
-    `model` (a CLIPTextModel) and set `max_length` (L) and `dim` (D)."""
+    """The shared interface. Subclasses hold `tokenizer` and `model` (transformers': a CLIPTokenizer
+    and CLIPTextModel but in AutoTextEncoder) and set `max_length` (L) and `dim` (D)."""
 
     max_length: int
     dim: int
@@ -250,24 +255,113 @@ class ClipTextEncoder(TextEncoder):
                                  "attend_to_padding": self.attend_to_padding})
 
 
+class AutoTextEncoder(TextEncoder):
+    """Any other local transformers text encoder, frozen: BERT, MiniLM, MPNet, RoBERTa..., such as
+    a sentence-transformers folder (its Transformer module; the pooling is not used, as the
+    denoiser attends to every token). These read both ways, so unlike CLIP's causal model the
+    padding must be masked inside the model, or it would change the real tokens' states."""
+
+    def __init__(self, tokenizer, model, source: str, max_length: int):
+        super().__init__()
+        if tokenizer.pad_token_id is None:
+            raise ValueError(f"{source}: the tokenizer has no padding token (every prompt is padded to one length)")
+        if getattr(model.config, "is_encoder_decoder", False):
+            raise ValueError(f"{source}: an encoder-decoder model ({model.config.model_type}); give a text "
+                             "encoder (BERT-like) or a CLIP folder")
+        self.tokenizer, self.model, self.source = tokenizer, model, source
+        self.tokenizer.padding_side = "right"
+        self.max_length = int(max_length)
+        self.tokenizer.model_max_length = self.max_length
+        self.dim = model.config.hidden_size
+        self.model.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device=None, max_length: int | None = None) -> "AutoTextEncoder":
+        """L is `max_length`, else a folder we saved keeps its own, else the shortest of the model's
+        positions, the tokenizer's and sentence-transformers' limits, and CLIP's 77 (prompts here
+        are short; every extra position costs cross-attention at every step)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"text encoder folder {str(path)!r} does not exist; gendet loads text encoders "
+                                    "only from a local folder (download it yourself, then pass its path)")
+        folder = _transformer_folder(path)
+        meta = _read_json(path / "encoder.json") or {}
+        try:
+            tok = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            # float32 whatever the file stores; never trust_remote_code: only transformers' own classes
+            model = AutoModel.from_pretrained(folder, local_files_only=True, dtype=torch.float32)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"{folder}: not a transformers tokenizer + text model folder ({e})") from None
+        limits = [getattr(model.config, "max_position_embeddings", 77), tok.model_max_length, 77,
+                  (_read_json(folder / "sentence_bert_config.json") or {}).get("max_seq_length", 77)]
+        length = max_length or meta.get("max_length") or min(int(x) for x in limits)
+        return cls(tok, model.eval(), meta.get("source", str(path)), length).to(device or "cpu")
+
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Embeddings [B, L, D]; the padding mask is made on the model's device (nothing read back)."""
+        device = next(self.model.parameters()).device
+        ids = ids.to(device, non_blocking=True)
+        with torch.no_grad():
+            mask = (ids != self.tokenizer.pad_token_id).long()
+            return self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+
+    def train(self, mode: bool = True):
+        return super().train(False)  # frozen: always eval (no dropout)
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        return self._save(path, {"kind": "auto", "source": self.source, "max_length": self.max_length})
+
+
+def _read_json(path: Path) -> dict | list | None:
+    """A JSON file's content, None when there is no such file; bad JSON is an error naming the file."""
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not JSON ({e.msg})") from None
+
+
+def _transformer_folder(path: Path) -> Path:
+    """Where the transformers model is: the folder itself, or in a sentence-transformers folder its
+    Transformer module's path from modules.json ("" in recent ones, "0_Transformer" in older ones)."""
+    modules = _read_json(path / "modules.json")
+    if modules is None:
+        return path
+    for module in modules if isinstance(modules, list) else []:
+        if isinstance(module, dict) and str(module.get("type", "")).endswith("models.Transformer"):
+            return path / str(module.get("path", ""))
+    raise ValueError(f"{path / 'modules.json'}: no sentence_transformers.models.Transformer module to read the "
+                     "text model from")
+
+
+def _folder_kind(path: Path) -> str:
+    """A plain folder's kind: a sentence-transformers or other transformers text model is "auto",
+    CLIP (and anything unreadable, for CLIP's own errors) "clip"."""
+    if (path / "modules.json").is_file():
+        return "auto"
+    config = _read_json(path / "config.json") if path.is_dir() else None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    return "auto" if model_type and model_type not in ("clip", "clip_text_model") else "clip"
+
+
 def load_text_encoder(spec: str | Path, device=None) -> TextEncoder:
-    """A saved encoder folder (its encoder.json says which kind), a plain local CLIP folder,
-    or an explicit "clip:DIR" / "scratch:DIR"."""
+    """A saved encoder folder (its encoder.json says which kind), a plain local CLIP or other
+    transformers folder (a sentence-transformers one included), or "clip:DIR" / "scratch:DIR" /
+    "auto:DIR"."""
     spec = str(spec)
     kind, _, rest = spec.partition(":")
-    if kind in ("clip", "scratch") and rest:
+    if kind in KINDS and rest:
         path = Path(rest)
     else:
-        path, kind = Path(spec), None
-        meta = path / "encoder.json"
-        if meta.is_file():
-            try:
-                kind = json.loads(meta.read_text()).get("kind")
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{meta}: not JSON ({e.msg})") from None
-        kind = kind or "clip"
+        path = Path(spec)
+        kind = (_read_json(path / "encoder.json") or {}).get("kind") or _folder_kind(path)
     if kind == "scratch":
         return ScratchTextEncoder.from_pretrained(path, device)
     if kind == "clip":
         return ClipTextEncoder.from_pretrained(path, device)
-    raise ValueError(f"{path / 'encoder.json'}: unknown text encoder kind {kind!r} (expected clip or scratch)")
+    if kind == "auto":
+        return AutoTextEncoder.from_pretrained(path, device)
+    raise ValueError(f"{path / 'encoder.json'}: unknown text encoder kind {kind!r} (expected {', '.join(KINDS)})")

@@ -53,7 +53,7 @@ from generation.pipeline import TextToImage
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.runlog import open_log
 from generation.schedule import cosine_lr
-from generation.text import ClipTextEncoder, ScratchTextEncoder
+from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE
 
@@ -174,10 +174,13 @@ def build_pipeline(cfg: dict, train_captions: list[list[str]], device) -> TextTo
     if kind == "scratch":
         flat = [c for caps in train_captions for c in caps]
         text = ScratchTextEncoder.train_new(flat, **tc)
-    elif kind == "clip":
-        text = ClipTextEncoder.from_pretrained(tc["path"])
+    elif kind in ("clip", "auto"):
+        if "path" not in tc:
+            raise ConfigError(f"text.kind {kind} needs text.path, a local folder")
+        text = (ClipTextEncoder.from_pretrained(tc["path"]) if kind == "clip" else
+                AutoTextEncoder.from_pretrained(tc["path"], max_length=tc.get("max_length")))
     else:
-        raise ConfigError(f"text.kind must be scratch or clip, got {kind!r}")
+        raise ConfigError(f"text.kind must be scratch, clip or auto, got {kind!r}")
     h, w = vq.token_grid(cfg["image_size"])
     tr = dict(cfg["transformer"])
     preset = tr.pop("preset", None)

@@ -1,5 +1,6 @@
-"""Text encoders: BPE round trips, masks, truncation, empty prompts, exact save/load,
-and a local CLIP folder loaded with no network, equal to calling transformers directly."""
+"""Text encoders: BPE round trips, masks, truncation, empty prompts, exact save/load, and a
+local CLIP or sentence-transformers folder loaded with no network, equal to calling
+transformers directly."""
 
 import json
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from datasets.scenes import render_scene
-from generation.text import ClipTextEncoder, ScratchTextEncoder, load_text_encoder
+from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder, load_text_encoder
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,83 @@ def test_local_clip_folder_matches_transformers(tmp_path, captions):
     (tmp_path / "junk").mkdir()
     with pytest.raises(ValueError, match="not a CLIP tokenizer"):
         ClipTextEncoder.from_pretrained(tmp_path / "junk")
+
+
+WORDS = "a an one two three black white brown gray orange cat cats dog dogs face faces to the left right of and".split()
+
+
+def tiny_sentence_transformer(folder, legacy: bool = False, max_seq_length: int = 24):
+    """A tiny random BERT as sentence-transformers saves one: modules.json, sentence_bert_config.json,
+    the model at the top (or, `legacy`, in 0_Transformer/ as older versions do). Returns the model."""
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    model_dir = folder / "0_Transformer" if legacy else folder
+    tok = BertTokenizer(vocab={w: i for i, w in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])})
+    tok.save_pretrained(model_dir)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=64)).eval()
+    model.save_pretrained(model_dir)
+    (model_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer" if legacy else "",
+         "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    return model, tok
+
+
+def test_sentence_transformers_folder_matches_transformers(tmp_path):
+    model, tok = tiny_sentence_transformer(tmp_path / "st")
+    enc = load_text_encoder(tmp_path / "st")  # a plain folder: its modules.json says what it is
+    assert isinstance(enc, AutoTextEncoder) and (enc.max_length, enc.dim) == (24, 32)
+    prompts = ["a black cat", "two dogs to the left of a face"]
+    emb, mask = enc.encode(prompts)
+    for i, prompt in enumerate(prompts):  # each prompt alone, unpadded, as transformers reads it
+        ids = tok(prompt, return_tensors="pt")
+        with torch.no_grad():
+            want = model(**ids).last_hidden_state[0]
+        n = len(want)
+        assert mask[i].sum() == n and mask[i, :n].all()
+        assert torch.allclose(emb[i, :n], want, atol=1e-5), i
+    # the padding is masked inside the model: unmasked, it would change the short prompt's states
+    ids = tok(prompts, padding="max_length", max_length=24, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        unmasked = model(input_ids=ids).last_hidden_state
+    assert (unmasked[0][mask[0]] - emb[0][mask[0]]).abs().max() > 1e-3
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.model.training  # frozen: stays in eval mode
+
+    enc.save_pretrained(tmp_path / "saved")  # as a pipeline's text_encoder/ folder
+    again = load_text_encoder(tmp_path / "saved")
+    assert isinstance(again, AutoTextEncoder) and again.max_length == 24
+    assert torch.equal(again.encode(prompts)[0], emb)
+    # the older layout (the model in 0_Transformer/), a bare transformers folder, "auto:DIR"
+    tiny_sentence_transformer(tmp_path / "legacy", legacy=True)
+    assert torch.equal(load_text_encoder(tmp_path / "legacy").encode(prompts)[0], emb)
+    bare = load_text_encoder(f"auto:{tmp_path / 'legacy' / '0_Transformer'}")
+    assert isinstance(load_text_encoder(tmp_path / "legacy" / "0_Transformer"), AutoTextEncoder)
+    assert torch.equal(bare.encode(prompts)[0], emb)
+
+
+def test_sentence_transformers_length_and_errors(tmp_path):
+    tiny_sentence_transformer(tmp_path / "st", max_seq_length=256)
+    assert AutoTextEncoder.from_pretrained(tmp_path / "st").max_length == 64  # the model's positions
+    short = AutoTextEncoder.from_pretrained(tmp_path / "st", max_length=6)
+    with pytest.warns(UserWarning, match="truncated to the model's 6"):
+        emb, mask = short.encode(["two black cats to the left of a white dog"])
+    assert emb.shape == (1, 6, 32) and mask.all()
+    with pytest.raises(FileNotFoundError, match="only from a local folder"):
+        AutoTextEncoder.from_pretrained("sentence-transformers/all-MiniLM-L6-v2")
+    (tmp_path / "st" / "modules.json").write_text('[{"path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]')
+    with pytest.raises(ValueError, match="modules.json: no sentence_transformers.models.Transformer module"):
+        load_text_encoder(tmp_path / "st")
+    (tmp_path / "st" / "modules.json").write_text("[{")
+    with pytest.raises(ValueError, match="modules.json: not JSON"):
+        load_text_encoder(tmp_path / "st")
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ValueError, match="not a transformers tokenizer"):
+        AutoTextEncoder.from_pretrained(tmp_path / "junk")
 
 
 def test_tokenizer_training_is_reproducible_across_processes(captions):

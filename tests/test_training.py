@@ -222,6 +222,33 @@ def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path, monkeypat
         t2i.load_config(bad)
 
 
+def test_a_sentence_transformers_text_encoder_trains_frozen_and_reloads(scenes, vqvae_dir, tmp_path):
+    """`text: {kind: auto, path: DIR}`: the denoiser learns to read a local sentence-transformers
+    model's token states; the encoder stays as it was, and the saved pipeline reads prompts with it."""
+    from test_text import tiny_sentence_transformer
+
+    model, tok = tiny_sentence_transformer(tmp_path / "st")
+    cfg = config(scenes, vqvae_dir, tmp_path / "t2i", 3)
+    cfg["text"] = {"kind": "auto", "path": str(tmp_path / "st"), "max_length": 22}
+    (tmp_path / "t2i.yaml").write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(tmp_path / "t2i.yaml"), "--device", "cpu", "--quiet"]) == 0
+    pipe = TextToImage.from_pretrained(tmp_path / "t2i" / "pipeline")
+    assert pipe.text_encoder.max_length == 22 and pipe.transformer.config.text_dim == 32
+    saved = load_file(str(tmp_path / "t2i" / "pipeline" / "text_encoder" / "model.safetensors"))
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items() if k in saved)  # frozen
+    emb, mask = pipe.encode_text(["a black cat"])
+    with torch.no_grad():
+        want = model(**tok("a black cat", return_tensors="pt")).last_hidden_state[0]
+    assert torch.allclose(emb[0, :len(want)], want, atol=1e-5) and mask[0].sum() == len(want)
+    images = pipe("a black cat", seeds=[0], steps=3).images
+    assert images.shape == (1, 3, 32, 32) and torch.isfinite(images).all()
+    rows = [json.loads(x) for x in (tmp_path / "t2i" / "log.jsonl").read_text().splitlines()]
+    assert any("val_loss" in r for r in rows)
+    bad = {**cfg, "text": {"kind": "auto"}}
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    assert t2i.main(["--config", str(tmp_path / "bad.yaml"), "--device", "cpu", "--quiet"]) == 2
+
+
 def test_config_errors_are_named(tmp_path):
     bad = tmp_path / "c.yaml"
     bad.write_text("data: x\nvqvae: y\n")
