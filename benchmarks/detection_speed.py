@@ -51,9 +51,10 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="scenes root or YOLO folder whose val images are used "
                                                  "(default: random images of --size)")
     ap.add_argument("--size", type=int, default=64, help="image side for random images")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 32])
-    ap.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes to time (default 1 32)")
+    ap.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu",
+                    help="cpu, 0, ... (default: 0 when a GPU is there)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs per batch size, the best kept (default 3)")
     ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batch) or args.repeats < 1:

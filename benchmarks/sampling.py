@@ -44,18 +44,20 @@ def time_call(fn, device) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10])
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny",
+                    help="random model: tiny (CPU) or ithq (the released model's sizes) (default tiny)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
+    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per run (default 1 8)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="1.0 = guidance off")
-    ap.add_argument("--truncation", type=float, default=0.86)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--truncation", type=float, default=0.86, help="top probability mass kept (default 0.86)")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up, median kept (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="ours: bf16 autocast on CUDA (diffusers runs float32 either way)")
     ap.add_argument("--compile", action="store_true", help="ours: torch.compile the transformer")
-    ap.add_argument("--only", choices=["both", "ours", "diffusers"], default="both")
+    ap.add_argument("--only", choices=["both", "ours", "diffusers"], default="both",
+                    help="which samplers (default both)")
     ap.add_argument("--tf32", action="store_true", help="CUDA: TF32 matrix products for both samplers")
     ap.add_argument("--floor", action="store_true",
                     help="also the FLOP floor per step (benchmarks.flops: the transformer's matrix FLOPs over "

@@ -44,12 +44,14 @@ def random_pipeline(preset: str, device) -> TextToImage:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="saved pipeline folder (default: --preset with random weights)")
-    ap.add_argument("--preset", default="demo", choices=sorted(PRESET_IMAGE))
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10])
-    ap.add_argument("--guidance", type=float, default=3.0)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--preset", default="demo", choices=sorted(PRESET_IMAGE),
+                    help="transformer preset for random weights, without --model (default demo)")
+    ap.add_argument("--batch", type=int, default=4, help="images per run (default 4)")
+    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
+    ap.add_argument("--guidance", type=float, default=3.0, help="guidance scale; 1 = off (default 3)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                    help="cpu, cuda (default: cuda when available)")
+    ap.add_argument("--repeats", type=int, default=2, help="timed runs, the best kept (default 2)")
     ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
     args = ap.parse_args(argv)
     results = []

@@ -107,11 +107,11 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="captions dataset (datasets.scenes folder); its val split is used")
     ap.add_argument("--images", type=int, default=128, help="val images (first N)")
     ap.add_argument("--t", type=int, nargs="+", default=[10, 50, 80, 95, 99], help="diffusion steps (0-based)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of the noised tokens (default 0)")
     ap.add_argument("--relations", action="store_true",
                     help="only images with a relation caption; wrong = that caption with its objects swapped")
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--json-out", default=None)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
     from generation.data import CaptionImageDataset
     from generation.pipeline import TextToImage

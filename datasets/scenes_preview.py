@@ -46,10 +46,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datasets.scenes_preview",
                                  description="Draw a contact sheet of procedural scenes with boxes and captions.")
     ap.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    ap.add_argument("--rows", type=int, default=4)
-    ap.add_argument("--cols", type=int, default=6)
+    ap.add_argument("--rows", type=int, default=4, help="rows of scenes (default 4)")
+    ap.add_argument("--cols", type=int, default=6, help="scenes per row (default 6)")
     ap.add_argument("--size", type=int, default=128, help="scene side in pixels (default 128)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="the world's seed, as datasets.scenes --seed (default 0)")
     ap.add_argument("--start", type=int, default=0, help="first scene index")
     ap.add_argument("--no-boxes", action="store_true", help="images and captions only")
     args = ap.parse_args(argv)

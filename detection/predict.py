@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default 0.7)")
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 when available)")
     args = ap.parse_args(argv)
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if value is not None and not 0 <= value <= 1:

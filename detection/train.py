@@ -443,15 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="which detector")
     p.add_argument("--data", required=True, help="data.yaml, YOLO dataset folder, or scenes root (DATA/<task>/)")
     p.add_argument("--model", default="yolo11n.yaml", help="model YAML (from scratch) or local .pt (fine-tune)")
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--imgsz", type=int, default=128)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
+    p.add_argument("--imgsz", type=int, default=128, help="training image size in pixels (default 128)")
+    p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 (multi-GPU DDP)")
     p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md)")
     p.add_argument("--workers", type=int, default=2, help="dataloader workers")
-    p.add_argument("--augment", default="default", choices=AUGMENT_MODES)
+    p.add_argument("--augment", default="default", choices=AUGMENT_MODES,
+                   help="ultralytics' augmentation (default), a light set without mosaic, or none")
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="train for about this many minutes: ultralytics fits the number of epochs (and the "
                         "learning-rate schedule) to the time, overriding --epochs")

@@ -47,10 +47,10 @@ def start_app() -> tuple[subprocess.Popen, str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompt", default="a black cat to the left of a dog")
+    ap.add_argument("--prompt", default="a black cat to the left of a dog", help="the Generate page's prompt")
     ap.add_argument("--eval-run", default=str(ROOT / "runs" / "demo_cpu" / "eval"),
                     help="an evaluation.run output folder to show on the Evaluate page")
-    ap.add_argument("--out", default=str(ROOT / "docs"))
+    ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNGs (default docs/)")
     args = ap.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:

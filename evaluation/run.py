@@ -92,14 +92,16 @@ def main(argv=None) -> int:
     ap.add_argument("--images-from", type=Path, default=None, metavar="RUN",
                     help="judge the images of a finished run of the same suite instead of generating (e.g. with "
                          "other --detectors); takes its images per prompt, seed and settings")
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--guidance", type=float, default=None)
-    ap.add_argument("--truncation", type=float, default=None)
+    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale (default: the model's)")
+    ap.add_argument("--truncation", type=float, default=None,
+                    help="keep this top probability mass, in (0, 1] (default: the model's)")
     ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
                     help="purity sampling: unmask the surest positions first (default: the model's)")
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.images_per_prompt is not None and args.images_per_prompt < 1:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")

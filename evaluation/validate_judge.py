@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, type=Path, help="a datasets.scenes root")
     ap.add_argument("--detectors", required=True, help="catdog=PATH,face=PATH")
     ap.add_argument("--suite", default="default", help="suite name or YAML file (default: default)")
-    ap.add_argument("--split", default="val", choices=("train", "val"))
+    ap.add_argument("--split", default="val", choices=("train", "val"), help="split to judge (default val)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many images")
     ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 if available)")
     ap.add_argument("--through-vqvae", type=Path, default=None, metavar="DIR",

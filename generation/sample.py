@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--purity", action="store_true", help="purity sampling (unmask surest tokens first)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     # checked before the model loads, so a typo fails at once and without a progress bar
     if not args.prompt.strip():

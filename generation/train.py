@@ -485,7 +485,7 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule-by-time", action="store_true",
                     help="with --time-limit or --stop-by: the lr cosine follows the time used too (whichever of steps and "
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)

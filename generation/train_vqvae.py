@@ -255,16 +255,18 @@ def main(argv=None) -> int:
     ap.add_argument("--data", required=True, help="captions dataset or datasets.scenes root")
     ap.add_argument("--out", required=True, help="output folder (the trained model is written here)")
     ap.add_argument("--size", type=int, default=128, help="image side (default 128)")
-    ap.add_argument("--steps", type=int, default=20000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=2e-4)
+    ap.add_argument("--steps", type=int, default=20000, help="training steps (default 20000)")
+    ap.add_argument("--batch", type=int, default=32, help="images per step (default 32)")
+    ap.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
     ap.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                     help="cosine: from --lr down to --lr/10 at --steps (default)")
-    ap.add_argument("--codebook-size", type=int, default=512)
-    ap.add_argument("--embed-dim", type=int, default=64)
-    ap.add_argument("--channels", type=int, default=64)
-    ap.add_argument("--downsample", type=int, choices=(4, 8), default=8)
-    ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema")
+    ap.add_argument("--codebook-size", type=int, default=512, help="codes K (default 512)")
+    ap.add_argument("--embed-dim", type=int, default=64, help="code vector width (default 64)")
+    ap.add_argument("--channels", type=int, default=64, help="base conv channels (default 64)")
+    ap.add_argument("--downsample", type=int, choices=(4, 8), default=8,
+                    help="image side / token grid side: 128 px at 8 gives 16x16 tokens (default 8)")
+    ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema",
+                    help="EMA codebook with dead-code restarts, or Gumbel-softmax (default ema)")
     ap.add_argument("--loss", choices=("l1+mse", "mse"), default="l1+mse",
                     help="reconstruction loss; mse is what PSNR measures (default l1+mse)")
     ap.add_argument("--init", metavar="DIR", help="start from this saved VQ-VAE (its architecture wins)")
@@ -275,15 +277,15 @@ def main(argv=None) -> int:
                     help="re-seed a code unused for this many steps (0: never)")
     ap.add_argument("--gan-weight", type=float, default=0.0, help="patch-GAN weight (0: off)")
     ap.add_argument("--gan-start", type=int, default=5000, help="step at which the GAN term starts")
-    ap.add_argument("--val-every", type=int, default=500)
-    ap.add_argument("--val-images", type=int, default=256)
-    ap.add_argument("--ckpt-every", type=int, default=1000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--val-every", type=int, default=500, help="steps between val PSNR and code usage (default 500)")
+    ap.add_argument("--val-images", type=int, default=256, help="val images measured (default 256)")
+    ap.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="bf16 autocast or float32; auto: bf16 where the GPU or CPU has native bf16 "
                          "(2.3-3.3x faster at 128 px on an AVX512-BF16 CPU), else fp32")
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint, bit for bit")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for torch (0: torch's default; 1 is much faster on a busy machine)")
     ap.add_argument("--time-limit", type=float, default=None, metavar="MIN",
@@ -291,7 +293,7 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule-by-time", action="store_true",
                     help="with --time-limit: the lr cosine follows the time used too (whichever of steps and "
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     if args.schedule_by_time and not args.time_limit:
         ap.error("--schedule-by-time needs --time-limit")

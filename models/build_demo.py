@@ -363,7 +363,8 @@ def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defa
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.build_demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu")
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
+                    help="cpu: the shipped bundle's recipe; gpu: for a lent GPU; smoke: tiny, for tests (default cpu)")
     ap.add_argument("--device", default=None, help="cpu, 0, cuda:0 ... (default: cuda when available)")
     ap.add_argument("--work", default=None, help="work folder (default runs/demo_<profile>)")
     ap.add_argument("--bundle", default=None, help="bundle folder (default models/demo; for --profile smoke, "
