@@ -1,10 +1,17 @@
 """Generate images from a prompt with a trained pipeline; settings go into each PNG.
 
     python -m generation.sample "a black cat" --model runs/demo_t2i/pipeline --n 4 --steps 25 --guidance 3 --out out/
+    python -m generation.sample "a white dog" --init-image photo.png --filter-ratio 0.5    # edit an image
+    python -m generation.sample "a white dog" --init-image photo.png --mask mask.png       # redraw the mask's white part
 
 Image k uses seed SEED + k and is written as OUT/<prompt>_<seed>.png with the prompt,
 seed and sampling settings as PNG text chunks (read them back with
 `generation.png_info.read_settings`, or "load settings from a PNG" in the app).
+
+Editing and inpainting (VQ-Diffusion's own way): the --init-image is cut to a centre square at
+the model's size and tokenised; --filter-ratio R noises its tokens R of the way (1: fully) and
+denoises them under the prompt; --mask (white = redraw, the same crop) keeps every token outside
+it. Either or both.
 """
 
 from __future__ import annotations
@@ -31,20 +38,33 @@ def slug(prompt: str) -> str:
 
 def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: int = 0, steps: int | None = None,
            guidance: float | None = None, truncation: float | None = None, purity: bool = False,
-           device: str | None = None, progress: bool = True) -> list[Path]:
+           device: str | None = None, progress: bool = True, init_image: str | Path | None = None,
+           filter_ratio: float | None = None, mask: str | Path | None = None) -> list[Path]:
     pipe = TextToImage.from_pretrained(model, device=device)
+    edit, recorded = {}, {}
+    if init_image is not None or mask is not None:
+        from generation.data import load_image  # albumentations: imported only for an edit
+    if init_image is not None:
+        edit["init_image"] = load_image(init_image, pipe.image_size)
+        recorded["init_image"] = str(init_image)
+    if mask is not None:
+        edit["inpaint_mask"] = load_image(mask, pipe.image_size).mean(0) >= 0.5
+        if not edit["inpaint_mask"].any():
+            raise ValueError(f"{mask}: no white pixel (white = redraw): nothing to inpaint")
+        recorded["mask"] = str(mask)
     bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step",
                disable=not progress)
     t0 = time.time()
     result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
-                  truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update())
+                  truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update(),
+                  filter_ratio=filter_ratio, **edit)
     bar.close()
     elapsed = time.time() - t0
     out = Path(out)  # made only now: a failed run leaves no empty folder behind
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for image, s in zip(result.pil(), result.seeds):
-        settings = {"prompt": prompt, "seed": s, **result.settings, "model": str(model)}
+        settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": str(model)}
         paths.append(save_png(image, out / f"{slug(prompt)}_{s}.png", settings))
     if progress:
         print(f"{n} images in {elapsed:.2f} s ({n / elapsed:.2f} images/s)", file=sys.stderr)
@@ -63,6 +83,12 @@ def main(argv=None) -> int:
     ap.add_argument("--purity", action="store_true", help="purity sampling (unmask surest tokens first)")
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
+    ap.add_argument("--init-image", default=None, metavar="PNG",
+                    help="edit or inpaint this image (cut to a centre square at the model's size)")
+    ap.add_argument("--filter-ratio", type=float, default=None, metavar="R",
+                    help="with --init-image: noise its tokens this far, in (0, 1], then redraw them (1: fully)")
+    ap.add_argument("--mask", default=None, metavar="PNG",
+                    help="with --init-image: white = redraw, the rest is kept (the same crop as the image)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     # checked before the model loads, so a typo fails at once and without a progress bar
@@ -74,9 +100,19 @@ def main(argv=None) -> int:
         check_settings(args.steps, args.truncation)
     except ValueError as e:
         ap.error(str(e))
+    if args.init_image is None and (args.filter_ratio is not None or args.mask is not None):
+        ap.error("--filter-ratio and --mask edit an image: give it with --init-image")
+    if args.init_image is not None and args.filter_ratio is None and args.mask is None:
+        ap.error("--init-image needs --filter-ratio (edit), --mask (inpaint) or both")
+    if args.filter_ratio is not None and not 0 < args.filter_ratio <= 1:
+        ap.error(f"--filter-ratio must be in (0, 1], got {args.filter_ratio}")
+    for flag, path in (("--init-image", args.init_image), ("--mask", args.mask)):
+        if path is not None and not Path(path).is_file():
+            ap.error(f"{flag} {path}: no such file")
     try:
         paths = sample(args.prompt, args.model, args.out, args.n, args.seed, args.steps, args.guidance,
-                       args.truncation, args.purity, args.device, not args.quiet)
+                       args.truncation, args.purity, args.device, not args.quiet, args.init_image,
+                       args.filter_ratio, args.mask)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

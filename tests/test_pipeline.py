@@ -102,6 +102,66 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # and a failed run leaves no empty output folder
 
 
+def test_sample_cli_edits_and_inpaints_a_given_image(tmp_path, capsys):
+    """--init-image (cut to a centre square at the model's size), --filter-ratio and --mask (white =
+    redraw) give what the pipeline gives on the same tensors; the PNGs record the edit."""
+    import numpy as np
+    from PIL import Image
+
+    from generation.png_info import read_settings
+    from generation.sample import main
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    pipe = TextToImage.from_pretrained(tmp_path / "gen", device="cpu")
+    rng = np.random.default_rng(0)
+    wide = rng.integers(0, 256, (32, 64, 3), dtype=np.uint8)  # 2:1, twice the model's 16 px
+    Image.fromarray(wide).save(tmp_path / "photo.png")
+    mask = np.zeros((32, 64), np.uint8)
+    mask[:, 40:] = 255  # columns 40-63: in the centre square (columns 16-47) its last quarter
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    # the centre square, halved: what the pipeline is given
+    square = torch.from_numpy(wide[:, 16:48].reshape(16, 2, 16, 2, 3).mean((1, 3))).permute(2, 0, 1) / 255
+    keep = torch.zeros(16, 16, dtype=torch.bool)
+    keep[:, 12:] = True  # the last token column of 4 (squashed, not cut, it would be two)
+    for flags, extra in ((["--filter-ratio", "0.6"], {"filter_ratio": 0.6}),
+                         (["--mask", str(tmp_path / "mask.png")], {"inpaint_mask": keep}),
+                         (["--filter-ratio", "0.6", "--mask", str(tmp_path / "mask.png")],
+                          {"filter_ratio": 0.6, "inpaint_mask": keep})):
+        out = tmp_path / f"out{len(flags)}"
+        assert main(["a cat", "--model", str(tmp_path / "gen"), "--n", "2", "--steps", "3", "--out", str(out),
+                     "--init-image", str(tmp_path / "photo.png"), *flags, "--quiet"]) == 0
+        want = pipe("a cat", seeds=[0, 1], steps=3, init_image=square, **extra)
+        if "inpaint_mask" in extra:  # the three token columns outside the mask are the image's own
+            kept = want.tokens.view(2, 4, 4)[:, :, :3]
+            assert torch.equal(kept, pipe.vqvae.encode(square[None]).view(1, 4, 4)[:, :, :3].expand(2, -1, -1))
+        files = sorted(out.glob("*.png"))
+        for f, image in zip(files, want.pil()):
+            assert np.array_equal(np.asarray(Image.open(f)), np.asarray(image)), (flags, f.name)
+        s = read_settings(files[0])
+        assert s["init_image"] == str(tmp_path / "photo.png") and s.get("filter_ratio") == extra.get("filter_ratio")
+        assert ("mask" in s) == ("inpaint_mask" in extra)
+    capsys.readouterr()
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(black)
+    for argv, message in ((["--filter-ratio", "0.5"], "give it with --init-image"),
+                          (["--init-image", str(tmp_path / "photo.png")], "needs --filter-ratio (edit), --mask"),
+                          (["--init-image", str(tmp_path / "photo.png"), "--filter-ratio", "1.5"],
+                           "--filter-ratio must be in (0, 1], got 1.5"),
+                          (["--init-image", str(tmp_path / "nope.png"), "--filter-ratio", "0.5"],
+                           "nope.png: no such file")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["a cat", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), *argv])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert main(["a cat", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), "--quiet",
+                 "--init-image", str(tmp_path / "photo.png"), "--mask", str(black)]) == 2
+    assert "black.png: no white pixel" in capsys.readouterr().err
+    assert main(["a cat", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o"), "--quiet",
+                 "--init-image", str(tmp_path / "mask.png"),
+                 "--filter-ratio", "0.001"]) == 2  # below 1/T: the pipeline's error, named
+    assert "filter_ratio must be in [1/T, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 def test_inpainting_keeps_the_image_outside_the_mask_and_editing_starts_midway():
     pipe = tiny_pipeline()
     image = torch.rand(3, 16, 16)
