@@ -44,19 +44,43 @@ def read_captions(root: str | Path, split: str | None = None) -> list[dict]:
 
 
 def load_image(path: str | Path, size: int | None = None, transform=None) -> torch.Tensor:
-    """RGB image -> float tensor [3, H, W] in [0, 1]. With `size`: shortest side resized to
-    size and a centre crop (datasets.augment.generation_transforms: never flips, because
-    captions say "left" and "right"); `transform` replaces that pipeline."""
+    """RGB image file -> float tensor [3, H, W] in [0, 1]; `size` and `transform` as in image_tensor."""
     try:
         with Image.open(path) as im:
             arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    return image_tensor(arr, size, transform)
+
+
+def image_tensor(image, size: int | None = None, transform=None) -> torch.Tensor:
+    """A PIL image or an HxWx3 uint8 array -> float tensor [3, H, W] in [0, 1]. With `size`:
+    shortest side resized to size and a centre crop (datasets.augment.generation_transforms: never
+    flips, because captions say "left" and "right"); `transform` replaces that pipeline."""
+    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
     if transform is None and size is not None and arr.shape[:2] != (size, size):
         transform = generation_transforms(size)
     if transform is not None:
         arr = apply(transform, arr)[0]
     return torch.from_numpy(np.array(arr)).permute(2, 0, 1).float().div_(255.0)
+
+
+def edit_inputs(size: int, image=None, mask=None) -> dict:
+    """TextToImage's `init_image` and `inpaint_mask` from an image and a mask (files, PIL images or
+    HxWx3 arrays), each cut to the same centre square of `size` px; the mask's white (over half
+    grey) is redrawn. A mask without white is an error: it would redraw nothing."""
+    def tensor(x):
+        return load_image(x, size) if isinstance(x, (str, Path)) else image_tensor(x, size)
+
+    out = {}
+    if image is not None:
+        out["init_image"] = tensor(image)
+    if mask is not None:
+        out["inpaint_mask"] = tensor(mask).mean(0) >= 0.5
+        if not out["inpaint_mask"].any():
+            name = mask if isinstance(mask, (str, Path)) else "the mask"
+            raise ValueError(f"{name}: no white pixel (white = redraw): nothing to inpaint")
+    return out
 
 
 class CaptionImageDataset(Dataset):

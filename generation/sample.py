@@ -43,15 +43,10 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
     pipe = TextToImage.from_pretrained(model, device=device)
     edit, recorded = {}, {}
     if init_image is not None or mask is not None:
-        from generation.data import load_image  # albumentations: imported only for an edit
-    if init_image is not None:
-        edit["init_image"] = load_image(init_image, pipe.image_size)
-        recorded["init_image"] = str(init_image)
-    if mask is not None:
-        edit["inpaint_mask"] = load_image(mask, pipe.image_size).mean(0) >= 0.5
-        if not edit["inpaint_mask"].any():
-            raise ValueError(f"{mask}: no white pixel (white = redraw): nothing to inpaint")
-        recorded["mask"] = str(mask)
+        from generation.data import edit_inputs  # albumentations: imported only for an edit
+
+        edit = edit_inputs(pipe.image_size, init_image, mask)
+        recorded = {k: str(v) for k, v in (("init_image", init_image), ("mask", mask)) if v is not None}
     bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step",
                disable=not progress)
     t0 = time.time()

@@ -148,3 +148,43 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] >= 64
         assert "a black cat and a dog" in " ".join(str(v) for v in im.info.values())
+
+
+def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
+    """Upload an image (and then a mask over it), click Generate: four judged images made from it,
+    the settings line names the redraw strength and the upload."""
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
+    white = np.zeros((48, 64), np.uint8)
+    white[:, 32:] = 255
+    Image.fromarray(white).save(mask)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        page.goto(app_url + "/generate")
+        box = page.get_by_label("Prompt")
+        box.wait_for(timeout=30_000)
+        box.fill("a cat")
+        page.get_by_text("Start from an image: edit or inpaint").click()
+        def upload(label, path):
+            uploader = page.locator("[data-testid='stFileUploader']").filter(has_text=label)
+            uploader.locator("input[type='file']").set_input_files(str(path))
+
+        upload("Image (cut to a centre square)", photo)
+        chip = "[data-testid='stFileChipName'][title='{}']"
+        page.locator(chip.format("photo.png")).wait_for(state="attached", timeout=30_000)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=120_000)
+        assert page.locator("[data-testid='stAlert']").filter(has_text=VERDICT).count() == 4
+        settings = page.get_by_text("'init_image': 'photo.png'")
+        assert settings.count() == 1 and "'filter_ratio': 0.5" in settings.inner_text()
+        upload("Mask: white = redraw", mask)  # now inpaint too: the history grows by one entry
+        page.locator(chip.format("mask.png")).wait_for(state="attached", timeout=30_000)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("'mask': 'mask.png'").wait_for(timeout=120_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()

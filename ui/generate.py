@@ -1,4 +1,5 @@
-"""Generate: prompt -> images with live previews, boxes and the detectors' verdict on each."""
+"""Generate: prompt -> images with live previews, boxes and the detectors' verdict on each; or
+redraw an uploaded image (editing) or the white part of a mask over it (inpainting)."""
 
 import random
 
@@ -11,6 +12,9 @@ from evaluation.spec import PromptSpec
 from generation.pipeline import DEFAULTS
 from generation.png_info import png_bytes, read_settings
 from ui import resources
+from ui.uploads import open_image
+
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
 
 
 
@@ -54,6 +58,12 @@ with st.form("generate"):
     purity = c4.checkbox("Purity sampling", bool(model_defaults["purity"]), key="purity")
     avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key="avoid",
                            help="Also checked on prompts the judge cannot read otherwise")
+    with st.expander("Start from an image: edit or inpaint (optional)"):
+        c1, c2 = st.columns(2)
+        init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
+        mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
+        strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised; "
+                             "0 = only the mask's part)", 0.0, 1.0, 0.5, 0.05, key="strength")
     c1, c2, c3 = st.columns(3)
     boxes = c1.checkbox("Show boxes", True, key="boxes")
     only_pass = c2.checkbox("Keep only images that pass", key="only_pass")
@@ -75,6 +85,27 @@ if go:
         if spec and any(spec.expect.get(c, {}).get("count", 1) > 0 for c in avoid):
             st.warning("The prompt asks for a class you also excluded; the exclusion wins.")
         spec = PromptSpec.absent(prompt, avoid) if spec is None else spec.excluding(avoid)
+    edit = {}
+    if init_file is not None:
+        from generation.data import edit_inputs
+
+        opened = [open_image(f.getvalue(), f.name) for f in (init_file, mask_file) if f is not None]
+        for image, note in opened:
+            if image is None:
+                st.error(note)
+                st.stop()
+        if strength == 0 and mask_file is None:
+            st.error("Nothing would be redrawn: set a redraw strength above 0, or give a mask.")
+            st.stop()
+        try:
+            edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
+        except ValueError as e:
+            st.error(str(e))
+            st.stop()
+        if strength > 0:
+            edit["filter_ratio"] = strength
+    elif mask_file is not None:
+        st.warning("A mask needs the image it covers: upload one too (the mask was not used).")
     if random_seed:
         seed = random.randrange(2**31 - 1)
     count = int(budget) if only_pass and spec is not None else int(n)
@@ -90,8 +121,12 @@ if go:
             preview.image(frames, width=96, caption=[f"predicted x0 at t={t}"] * len(frames))
 
     with resources.device_lock():
-        out = pipe(prompt, seeds=list(range(int(seed), int(seed) + count)), steps=steps, guidance_scale=guidance,
-                   truncation=truncation, purity=purity, callback=on_step)
+        try:
+            out = pipe(prompt, seeds=list(range(int(seed), int(seed) + count)), steps=steps, guidance_scale=guidance,
+                       truncation=truncation, purity=purity, callback=on_step, **edit)
+        except ValueError as e:  # e.g. a redraw strength below this model's one step (1/T)
+            st.error(str(e))
+            st.stop()
         eyes = resources.judge_eyes()
         found = eyes.detect(out.images) if eyes else [[] for _ in out.seeds]
     preview.empty()
@@ -104,6 +139,8 @@ if go:
         passing = [r for r in rows if r["verdict"].passed]
         st.caption(f"{len(passing)} of {count} candidates pass the check")
         rows = passing[: int(n)]
+    if init_file is not None:  # the PNGs and the history say what was redrawn
+        out.settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": out.settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": eyes is not None})
 
