@@ -53,3 +53,23 @@ def test_bad_rows_and_images_are_named(tmp_path):
         CaptionImageDataset(tmp_path, "train", size=8)[0]
     with pytest.raises(ValueError, match="no rows for split 'val'"):
         CaptionImageDataset(tmp_path, "val")
+
+
+def test_edit_inputs_from_files_and_from_uploaded_images_agree(tmp_path):
+    """The CLI passes files, the app PIL images: the same tensors, the same centre square."""
+    from generation.data import edit_inputs
+
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (40, 20, 3), dtype=np.uint8))  # tall: the middle 20x20
+    mask = np.zeros((40, 20), np.uint8)
+    mask[20:, :] = 255  # the lower half: in the middle square, its lower half
+    photo.save(tmp_path / "photo.png")
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    a = edit_inputs(20, tmp_path / "photo.png", tmp_path / "mask.png")
+    b = edit_inputs(20, photo, Image.fromarray(mask))
+    assert torch.equal(a["init_image"], b["init_image"]) and torch.equal(a["inpaint_mask"], b["inpaint_mask"])
+    assert torch.equal(a["init_image"], torch.from_numpy(np.array(photo)[10:30]).permute(2, 0, 1) / 255)
+    assert a["inpaint_mask"][10:].all() and not a["inpaint_mask"][:10].any()
+    assert edit_inputs(20, photo).keys() == {"init_image"}
+    with pytest.raises(ValueError, match="the mask: no white pixel"):
+        edit_inputs(20, photo, Image.fromarray(np.zeros((40, 20), np.uint8)))
