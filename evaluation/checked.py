@@ -1,18 +1,33 @@
 """Rejection sampling: generate N candidates for a prompt, keep those the judge passes.
 
+    python -m evaluation.checked "two black cats" --candidates 8 --keep 2 --out out/
+    python -m evaluation.checked "a dog" --avoid face --model runs/t2i/pipeline --detectors catdog=A.pt,face=B.pt
+
     from evaluation.checked import generate_checked
     best = generate_checked(pipe, eyes, "two black cats", n_candidates=8, seed=0, steps=25)
     best[0].image, best[0].verdict.reason
 
 `pipe` is a `generation.pipeline.TextToImage` (called with `seeds=` and the
 sampling settings) or any `generate(prompt, seeds) -> images` function.
+
+The command line writes the passing images, best first (the expected objects' mean confidence),
+as OUT/<prompt>_<seed>.png with the settings and verdict in the PNG, and every candidate's
+verdict and detections to OUT/checked.jsonl. It exits 0 when an image passed, 1 when none did
+(for scripts: try more candidates or another seed), 2 on bad input.
 """
 
 from __future__ import annotations
 
+import gendet_env  # noqa: F401
+
+import argparse
+import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import Verdict, judge
@@ -57,3 +72,93 @@ def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_can
         out.append(Candidate(image, s, dets, verdict, _score(spec, dets)))
     out.sort(key=lambda c: (not c.verdict.passed, -c.score, c.seed))
     return out if keep_failed else [c for c in out if c.verdict.passed]
+
+
+def main(argv=None) -> int:
+    from evaluation.prompts import ParseError
+    from evaluation.run import DEFAULT_DETECTORS, DEMO
+
+    ap = argparse.ArgumentParser(prog="python -m evaluation.checked", description=__doc__.split("\n\n")[0],
+                                 epilog="Exit status: 0 when an image passed, 1 when none did, 2 on bad input.")
+    ap.add_argument("prompt", help='what to draw, in words the judge reads, e.g. "two black cats"')
+    ap.add_argument("--candidates", type=int, default=8, help="images drawn, seeds SEED to SEED+N-1 (default 8)")
+    ap.add_argument("--keep", type=int, default=None, help="write at most this many passing images (default: all)")
+    ap.add_argument("--avoid", default=None, metavar="CLASSES",
+                    help="comma-separated classes that must not appear (cat, dog, face); also for prompts the "
+                         "judge cannot otherwise read")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the first candidate (default 0)")
+    ap.add_argument("--model", default=str(DEMO / "generator"), help="a saved pipeline folder (default: the demo's)")
+    ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: the demo's)")
+    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale (default: the model's)")
+    ap.add_argument("--truncation", type=float, default=None,
+                    help="keep this top probability mass, in (0, 1] (default: the model's)")
+    ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
+                    help="purity sampling: unmask the surest positions first (default: the model's)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--out", default="out", help="output folder (default ./out)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    from generation.pipeline import DEFAULTS, TextToImage, check_settings
+    from generation.png_info import save_png
+    from generation.sample import slug
+
+    # everything that can be wrong with the command is found before a model loads
+    if args.candidates < 1:
+        ap.error(f"--candidates must be >= 1, got {args.candidates}")
+    if args.keep is not None and args.keep < 1:
+        ap.error(f"--keep must be >= 1, got {args.keep}")
+    avoid = [c.strip() for c in args.avoid.split(",") if c.strip()] if args.avoid else []
+    unknown = sorted(set(avoid) - {"cat", "dog", "face"})
+    if unknown:
+        ap.error(f"--avoid: {', '.join(unknown)} is not one of cat, dog, face")
+    try:
+        spec = parse_prompt(args.prompt)
+    except ParseError as e:
+        if not avoid:
+            ap.error(f"{e}; prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face' "
+                     "(or give --avoid)")
+        spec = PromptSpec.absent(args.prompt, avoid)
+    else:
+        spec = spec.excluding(avoid) if avoid else spec
+    try:
+        check_settings(args.steps, args.truncation)
+    except ValueError as e:
+        ap.error(str(e))
+    settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
+                                  "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
+    try:
+        pipe = TextToImage.from_pretrained(args.model, device=args.device)
+        eyes = JudgeDetectors.load(args.detectors, device=args.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    effective = {**{k: pipe.defaults[k] for k in DEFAULTS}, **settings}
+    with tqdm(total=effective["steps"], desc=f"{args.candidates} candidates", unit="step", disable=args.quiet) as bar:
+        found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True, **settings,
+                                 callback=lambda i, t, x0: bar.update())
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, kept = [], 0
+    for c in found:
+        path = None
+        if c.verdict.passed and (args.keep is None or kept < args.keep):
+            path = save_png(Image.fromarray(c.image), out / f"{slug(args.prompt)}_{c.seed}.png",
+                            {"prompt": args.prompt, "seed": c.seed, **effective, "model": str(args.model),
+                             "verdict": c.verdict.reason, "passed": True})
+            kept += 1
+        rows.append({"prompt": args.prompt, "seed": c.seed, "passed": c.verdict.passed, "reason": c.verdict.reason,
+                     "score": round(c.score, 4), "detections": c.detections, "image": path and path.name})
+        print(f"seed {c.seed}: {'pass' if c.verdict.passed else 'fail'} ({c.verdict.reason})"
+              + (f" -> {path}" if path else ""))
+    (out / "checked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    passed = sum(r["passed"] for r in rows)
+    print(f"{passed} of {len(rows)} candidates pass; {kept} written to {out}")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,9 @@
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from evaluation.run import main
 from evaluation.runner import read_rows
@@ -134,3 +136,51 @@ def test_torchrun_two_processes_give_the_single_process_result(tmp_path):
     assert (tmp_path / "two" / "results.rank1.jsonl").is_file()  # rank 1 really ran
     s2, s1 = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("two", "one"))
     assert s2["overall"] == s1["overall"] and s2["categories"] == s1["categories"]
+
+
+def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp_path, capsys):
+    """python -m evaluation.checked: the verdicts are generate_checked's on the same draws, the PNGs
+    the passing ones (best first, at most --keep) with their verdict; exit 1 when none passes."""
+    from evaluation.checked import generate_checked
+    from evaluation.checked import main as checked
+    from evaluation.detectors import JudgeDetectors
+    from evaluation.prompts import parse_prompt
+    from generation.pipeline import TextToImage
+    from generation.png_info import read_settings
+    from test_pipeline import tiny_pipeline
+
+    _, det_run = tiny_detector
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    eyes_spec = f"catdog={det_run / 'best.pt'}"
+    common = ["--model", str(tmp_path / "gen"), "--detectors", eyes_spec, "--steps", "3", "--device", "cpu", "--quiet"]
+    pipe, eyes = TextToImage.from_pretrained(tmp_path / "gen"), JudgeDetectors.load(eyes_spec)
+    for prompt, flags in (("a photo of nothing", ["--keep", "2"]), ("a cat", []), ("a cat", ["--avoid", "dog"])):
+        out = tmp_path / f"out_{len(list(tmp_path.glob('out_*')))}"
+        code = checked([prompt, "--candidates", "5", "--seed", "7", *flags, *common, "--out", str(out)])
+        want = generate_checked(pipe, eyes, parse_prompt(prompt).excluding(["dog"] if flags[-1:] == ["dog"] else []),
+                                5, 7, keep_failed=True, steps=3)
+        rows = [json.loads(line) for line in (out / "checked.jsonl").read_text().splitlines()]
+        assert [(r["seed"], r["passed"], r["reason"]) for r in rows] == \
+               [(c.seed, c.verdict.passed, c.verdict.reason) for c in want]
+        passing = [c for c in want if c.verdict.passed][:2 if "--keep" in flags else None]
+        assert sorted(p.name for p in out.glob("*.png")) == sorted(r["image"] for r in rows if r["image"])
+        assert [r["image"] for r in rows if r["image"]] == [f"{prompt.replace(' ', '_')}_{c.seed}.png" for c in passing]
+        for c in passing:
+            png = out / f"{prompt.replace(' ', '_')}_{c.seed}.png"
+            s = read_settings(png)
+            assert s["passed"] is True and s["verdict"] == c.verdict.reason and s["seed"] == c.seed
+            assert np.array_equal(np.asarray(Image.open(png)), c.image)
+        assert code == (0 if passing else 1)
+        assert f"{sum(r['passed'] for r in rows)} of 5 candidates pass" in capsys.readouterr().out
+    # the empty prompts pass on an untrained detector that sees nothing: the keep limit was exercised
+    assert len(list((tmp_path / "out_0").glob("*.png"))) == 2
+    for argv, message in ((["a purple giraffe"], "'giraffe' is not one of cat, dog, face"),
+                          (["a cat", "--candidates", "0"], "--candidates must be >= 1, got 0"),
+                          (["a cat", "--avoid", "horse"], "--avoid: horse is not one of cat, dog, face")):
+        with pytest.raises(SystemExit) as exit_:
+            checked([*argv, *common, "--out", str(tmp_path / "bad")])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert checked(["a purple giraffe", "--avoid", "cat", "--candidates", "2", *common,
+                    "--out", str(tmp_path / "giraffe")]) in (0, 1)  # unreadable, but its exclusion is judged
+    assert len((tmp_path / "giraffe" / "checked.jsonl").read_text().splitlines()) == 2
