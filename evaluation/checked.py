@@ -77,6 +77,7 @@ def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_can
 def main(argv=None) -> int:
     from evaluation.prompts import ParseError
     from evaluation.run import DEFAULT_DETECTORS, DEMO
+    from generation.sampling_options import add_sampling_options, sampling_settings
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.checked", description=__doc__.split("\n\n")[0],
                                  epilog="Exit status: 0 when an image passed, 1 when none did, 2 on bad input.")
@@ -89,18 +90,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the first candidate (default 0)")
     ap.add_argument("--model", default=str(DEMO / "generator"), help="a saved pipeline folder (default: the demo's)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: the demo's)")
-    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's)")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance scale (default: the model's)")
-    ap.add_argument("--truncation", type=float, default=None,
-                    help="keep this top probability mass, in (0, 1] (default: the model's)")
-    ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
-                    help="purity sampling: unmask the surest positions first (default: the model's)")
+    add_sampling_options(ap)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    from generation.pipeline import DEFAULTS, TextToImage, check_settings
+    from generation.pipeline import DEFAULTS, TextToImage
     from generation.png_info import save_png
     from generation.sample import slug
 
@@ -122,12 +117,7 @@ def main(argv=None) -> int:
         spec = PromptSpec.absent(args.prompt, avoid)
     else:
         spec = spec.excluding(avoid) if avoid else spec
-    try:
-        check_settings(args.steps, args.truncation)
-    except ValueError as e:
-        ap.error(str(e))
-    settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
-                                  "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
+    settings = sampling_settings(ap, args)
     try:
         pipe = TextToImage.from_pretrained(args.model, device=args.device)
         eyes = JudgeDetectors.load(args.detectors, device=args.device)

@@ -25,6 +25,7 @@ from evaluation.detectors import JudgeDetectors, file_sha256
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, Shard, run_suite
 from evaluation.suite import load_suite
 from evaluation.summary import markdown_table
+from generation.sampling_options import add_sampling_options, sampling_settings
 
 DEMO = gendet_env.ROOT / "models" / "demo"
 DEFAULT_DETECTORS = f"catdog={DEMO / 'catdog.pt'},face={DEMO / 'face.pt'}"
@@ -92,13 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--images-from", type=Path, default=None, metavar="RUN",
                     help="judge the images of a finished run of the same suite instead of generating (e.g. with "
                          "other --detectors); takes its images per prompt, seed and settings")
-    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's)")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="classifier-free guidance scale (default: the model's)")
-    ap.add_argument("--truncation", type=float, default=None,
-                    help="keep this top probability mass, in (0, 1] (default: the model's)")
-    ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
-                    help="purity sampling: unmask the surest positions first (default: the model's)")
+    add_sampling_options(ap)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -107,12 +102,9 @@ def main(argv=None) -> int:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
     if args.seed is not None and args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
-    from generation.pipeline import DEFAULTS, TextToImage, check_settings
+    from generation.pipeline import DEFAULTS, TextToImage
 
-    try:  # before any model loads
-        check_settings(args.steps, args.truncation)
-    except ValueError as e:
-        ap.error(str(e))
+    settings = sampling_settings(ap, args)  # before any model loads
     shard = Shard.from_env()
     barrier = None
     if shard.world > 1:
@@ -125,8 +117,6 @@ def main(argv=None) -> int:
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
         suite = load_suite(args.suite)
-        settings = {k: v for k, v in {"steps": args.steps, "guidance_scale": args.guidance,
-                                      "truncation": args.truncation, "purity": args.purity}.items() if v is not None}
         if args.images_from is not None:
             if settings:
                 raise ValueError(f"--images-from generates nothing: drop {', '.join(sorted(settings))}")

@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from generation.diffusion import MaskReplaceDiffusion
+from generation.sampling_options import check_settings
 from generation.transformer import DenoisingTransformer, TextContext, TransformerConfig
 
 FORMAT = "gendet-text-to-image-1"
@@ -53,15 +54,6 @@ class GenerationOutput:
 
         arr = self.images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
-
-
-def check_settings(steps: int | None = None, truncation: float | None = None) -> None:
-    """Raise ValueError naming a sampling setting out of range; None (the model's default) passes.
-    The CLIs call it before loading a model, the pipeline on every call."""
-    if steps is not None and steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
-    if truncation is not None and not 0 < truncation <= 1:
-        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
 
 
 def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from generation.pipeline import TextToImage, check_settings
+from generation.pipeline import TextToImage
+from generation.sampling_options import add_sampling_options, sampling_settings
 from generation.png_info import save_png
 
 DEFAULT_MODEL = gendet_env.ROOT / "models" / "demo" / "generator"
@@ -37,7 +38,7 @@ def slug(prompt: str) -> str:
 
 
 def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: int = 0, steps: int | None = None,
-           guidance: float | None = None, truncation: float | None = None, purity: bool = False,
+           guidance: float | None = None, truncation: float | None = None, purity: bool | None = None,
            device: str | None = None, progress: bool = True, init_image: str | Path | None = None,
            filter_ratio: float | None = None, mask: str | Path | None = None) -> list[Path]:
     pipe = TextToImage.from_pretrained(model, device=device)
@@ -51,7 +52,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
                disable=not progress)
     t0 = time.time()
     result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
-                  truncation=truncation, purity=purity or None, callback=lambda i, t, x0: bar.update(),
+                  truncation=truncation, purity=purity, callback=lambda i, t, x0: bar.update(),
                   filter_ratio=filter_ratio, **edit)
     bar.close()
     elapsed = time.time() - t0
@@ -72,10 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="a saved pipeline folder (default: the demo bundle)")
     ap.add_argument("--n", type=int, default=4, help="number of images (default 4)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
-    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's, e.g. 25)")
-    ap.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    ap.add_argument("--truncation", type=float, default=None, help="keep this top probability mass, in (0, 1]")
-    ap.add_argument("--purity", action="store_true", help="purity sampling (unmask surest tokens first)")
+    add_sampling_options(ap)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--init-image", default=None, metavar="PNG",
@@ -91,10 +89,7 @@ def main(argv=None) -> int:
         ap.error("the prompt is empty: describe the image")
     if args.n < 1:
         ap.error(f"--n must be >= 1, got {args.n}")
-    try:
-        check_settings(args.steps, args.truncation)
-    except ValueError as e:
-        ap.error(str(e))
+    sampling_settings(ap, args)
     if args.init_image is None and (args.filter_ratio is not None or args.mask is not None):
         ap.error("--filter-ratio and --mask edit an image: give it with --init-image")
     if args.init_image is not None and args.filter_ratio is None and args.mask is None:

@@ -1,0 +1,38 @@
+"""The sampling options every command that samples takes (generation.sample, evaluation.run,
+evaluation.checked), and their range checks; no torch here, so --help and a typo answer at once."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def check_settings(steps: int | None = None, truncation: float | None = None) -> None:
+    """Raise ValueError naming a sampling setting out of range; None (the model's default) passes.
+    The CLIs call it before loading a model, the pipeline on every call."""
+    if steps is not None and steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if truncation is not None and not 0 < truncation <= 1:
+        raise ValueError(f"truncation must be in (0, 1], got {truncation}")
+
+
+def add_sampling_options(ap: argparse.ArgumentParser) -> None:
+    """--steps, --guidance, --truncation and --purity, for every command that samples; unset, the model's."""
+    ap.add_argument("--steps", type=int, default=None, help="denoiser calls (default: the model's)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="classifier-free guidance scale; 1 = off (default: the model's)")
+    ap.add_argument("--truncation", type=float, default=None,
+                    help="keep this top probability mass, in (0, 1] (default: the model's)")
+    ap.add_argument("--purity", action=argparse.BooleanOptionalAction, default=None,
+                    help="purity sampling: unmask the surest positions first (default: the model's)")
+
+
+def sampling_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> dict:
+    """The pipeline keywords of the options given (checked now, before any model loads: a typo fails
+    at once); the others stay the model's own."""
+    try:
+        check_settings(args.steps, args.truncation)
+    except ValueError as e:
+        ap.error(str(e))
+    given = {"steps": args.steps, "guidance_scale": args.guidance, "truncation": args.truncation,
+             "purity": args.purity}
+    return {k: v for k, v in given.items() if v is not None}
