@@ -59,6 +59,7 @@ class TextEncoder(nn.Module):
     """The shared interface. Subclasses hold `tokenizer` and `model` (transformers': a CLIPTokenizer
     and CLIPTextModel but in AutoTextEncoder) and set `max_length` (L) and `dim` (D)."""
 
+    kind: str  # encoder.json's "kind": scratch, clip or auto
     max_length: int
     dim: int
 
@@ -161,6 +162,8 @@ def _clip_style_bpe(vocab_size: int):
 class ScratchTextEncoder(TextEncoder):
     """BPE tokenizer trained on the captions + a small random CLIPTextModel, trainable."""
 
+    kind = "scratch"
+
     def __init__(self, tokenizer, model):
         super().__init__()
         self.tokenizer = tokenizer  # a transformers CLIPTokenizer
@@ -211,7 +214,7 @@ class ScratchTextEncoder(TextEncoder):
         return cls(tok, CLIPTextModel(config))
 
     def save_pretrained(self, path: str | Path) -> Path:
-        return self._save(path, {"kind": "scratch"})
+        return self._save(path, {"kind": self.kind})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device=None) -> "ScratchTextEncoder":
@@ -226,6 +229,8 @@ class ScratchTextEncoder(TextEncoder):
 
 class ClipTextEncoder(TextEncoder):
     """A pretrained CLIP text tower from a local folder, frozen (as in VQ-Diffusion)."""
+
+    kind = "clip"
 
     def __init__(self, tokenizer, model, source: str, normalize: bool = False, attend_to_padding: bool = False):
         super().__init__()
@@ -251,7 +256,7 @@ class ClipTextEncoder(TextEncoder):
         return super().train(False)  # frozen: always eval (no dropout)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        return self._save(path, {"kind": "clip", "source": self.source, "normalize": self.normalize,
+        return self._save(path, {"kind": self.kind, "source": self.source, "normalize": self.normalize,
                                  "attend_to_padding": self.attend_to_padding})
 
 
@@ -260,6 +265,8 @@ class AutoTextEncoder(TextEncoder):
     a sentence-transformers folder (its Transformer module; the pooling is not used, as the
     denoiser attends to every token). These read both ways, so unlike CLIP's causal model the
     padding must be masked inside the model, or it would change the real tokens' states."""
+
+    kind = "auto"
 
     def __init__(self, tokenizer, model, source: str, max_length: int):
         super().__init__()
@@ -311,7 +318,7 @@ class AutoTextEncoder(TextEncoder):
         return super().train(False)  # frozen: always eval (no dropout)
 
     def save_pretrained(self, path: str | Path) -> Path:
-        return self._save(path, {"kind": "auto", "source": self.source, "max_length": self.max_length})
+        return self._save(path, {"kind": self.kind, "source": self.source, "max_length": self.max_length})
 
 
 def _read_json(path: Path) -> dict | list | None:

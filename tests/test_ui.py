@@ -128,6 +128,7 @@ def test_models_page_lists_what_is_loaded(env):
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)
+    assert "scratch text encoder (12 tokens, width 32)" in text  # the tiny pipeline's
 
 
 def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):

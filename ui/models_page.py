@@ -15,7 +15,8 @@ if pipe is not None:
     n_params = sum(t.numel() for t in pipe.parameters())
     st.write(f"`{p['generator']}` - {n_params / 1e6:.2f} M parameters on {pipe.device}; "
              f"{pipe.image_size}x{pipe.image_size} images, {pipe.vqvae.codebook_size} codes, "
-             f"{pipe.diffusion.num_timesteps} diffusion steps; defaults {pipe.defaults}")
+             f"{pipe.diffusion.num_timesteps} diffusion steps; {pipe.text_encoder.kind} text encoder "
+             f"({pipe.text_encoder.max_length} tokens, width {pipe.text_encoder.dim}); defaults {pipe.defaults}")
     card = Path(p["generator"]).parent / "README.md"
     if card.is_file():
         with st.expander("Bundle model card", expanded=True):
