@@ -84,6 +84,24 @@ def test_predict_draws_and_writes_json(trained, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(UsageError, match=r"bad\.png: not a readable image"):
         det_predict.predict(out / "best.pt", [tmp_path / "bad.png"], tmp_path / "o", progress=False)
+    # a folder stands for its images (sorted, other files skipped), decoded a batch at a time
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    again = det_predict.predict(out / "best.pt", [folder], tmp_path / "f", conf=0.001, progress=False, batch=1)
+    assert [p.name for p in again] == [p.name for p in written]
+    assert all(json.loads((tmp_path / "f" / f"{i.stem}.json").read_text())["detections"] ==
+               json.loads((tmp_path / f"{i.stem}.json").read_text())["detections"] for i in images)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="empty: a folder with no image files"):
+        det_predict.predict(out / "best.pt", [tmp_path / "empty"], tmp_path / "o", progress=False)
+    truncated = tmp_path / "truncated.png"  # a PNG cut short: its header reads, its chunks do not
+    truncated.write_bytes(images[0].read_bytes()[:200])
+    with pytest.raises(UsageError, match=r"truncated\.png: not a readable image"):
+        det_predict.predict(out / "best.pt", [images[0], truncated], tmp_path / "o", progress=False)
+    assert not (tmp_path / "o").exists()  # found before any model time or output
 
 
 def test_hub_names_and_bad_datasets_are_refused(trained, tmp_path, capsys):
