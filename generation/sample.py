@@ -40,7 +40,9 @@ def slug(prompt: str) -> str:
 def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: int = 0, steps: int | None = None,
            guidance: float | None = None, truncation: float | None = None, purity: bool | None = None,
            device: str | None = None, progress: bool = True, init_image: str | Path | None = None,
-           filter_ratio: float | None = None, mask: str | Path | None = None) -> list[Path]:
+           filter_ratio: float | None = None, mask: str | Path | None = None, batch: int = 8) -> list[Path]:
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     pipe = TextToImage.from_pretrained(model, device=device)
     edit, recorded = {}, {}
     if init_image is not None or mask is not None:
@@ -48,20 +50,20 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
 
         edit = edit_inputs(pipe.image_size, init_image, mask)
         recorded = {k: str(v) for k, v in (("init_image", init_image), ("mask", mask)) if v is not None}
-    bar = tqdm(total=pipe.defaults["steps"] if steps is None else steps, desc="sampling", unit="step",
-               disable=not progress)
-    t0 = time.time()
-    result = pipe(prompt, seeds=list(range(seed, seed + n)), steps=steps, guidance_scale=guidance,
-                  truncation=truncation, purity=purity, callback=lambda i, t, x0: bar.update(),
-                  filter_ratio=filter_ratio, **edit)
+    seeds = list(range(seed, seed + n))
+    chunks = [seeds[i:i + batch] for i in range(0, n, batch)]  # image k depends on its seed alone
+    per_chunk = pipe.defaults["steps"] if steps is None else steps
+    bar = tqdm(total=per_chunk * len(chunks), desc="sampling", unit="step", disable=not progress)
+    out, paths, t0 = Path(out), [], time.time()
+    for chunk in chunks:
+        result = pipe(prompt, seeds=chunk, steps=steps, guidance_scale=guidance, truncation=truncation,
+                      purity=purity, callback=lambda i, t, x0: bar.update(), filter_ratio=filter_ratio, **edit)
+        out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
+        for image, s in zip(result.pil(), result.seeds):  # written as each batch ends: an interrupt keeps them
+            settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": str(model)}
+            paths.append(save_png(image, out / f"{slug(prompt)}_{s}.png", settings))
     bar.close()
     elapsed = time.time() - t0
-    out = Path(out)  # made only now: a failed run leaves no empty folder behind
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for image, s in zip(result.pil(), result.seeds):
-        settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": str(model)}
-        paths.append(save_png(image, out / f"{slug(prompt)}_{s}.png", settings))
     if progress:
         print(f"{n} images in {elapsed:.2f} s ({n / elapsed:.2f} images/s)", file=sys.stderr)
     return paths
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(DEFAULT_MODEL), help="a saved pipeline folder (default: the demo bundle)")
     ap.add_argument("--n", type=int, default=4, help="number of images (default 4)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first image (default 0)")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="images sampled at once (default 8); the images are the same whatever the batch")
     add_sampling_options(ap)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
@@ -87,8 +91,9 @@ def main(argv=None) -> int:
     # checked before the model loads, so a typo fails at once and without a progress bar
     if not args.prompt.strip():
         ap.error("the prompt is empty: describe the image")
-    if args.n < 1:
-        ap.error(f"--n must be >= 1, got {args.n}")
+    for flag, value in (("--n", args.n), ("--batch", args.batch)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
     sampling_settings(ap, args)
     if args.init_image is None and (args.filter_ratio is not None or args.mask is not None):
         ap.error("--filter-ratio and --mask edit an image: give it with --init-image")
@@ -102,7 +107,7 @@ def main(argv=None) -> int:
     try:
         paths = sample(args.prompt, args.model, args.out, args.n, args.seed, args.steps, args.guidance,
                        args.truncation, args.purity, args.device, not args.quiet, args.init_image,
-                       args.filter_ratio, args.mask)
+                       args.filter_ratio, args.mask, args.batch)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -90,8 +90,13 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     from PIL import Image
     import numpy as np
     assert np.array_equal(np.asarray(Image.open(files[1])), np.asarray(again))
+    # in batches of one: the same files, to the byte (image k depends on its seed alone)
+    assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "2", "--seed", "5", "--steps", "3",
+                 "--guidance", "1.5", "--out", str(tmp_path / "one_by_one"), "--batch", "1", "--quiet"]) == 0
+    assert all((tmp_path / "one_by_one" / f.name).read_bytes() == f.read_bytes() for f in files)
     capsys.readouterr()
     for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "steps must be >= 1, got 0"),
+                          (["a cat", "--batch", "0"], "--batch must be >= 1, got 0"),
                           (["a cat", "--truncation", "1.5"], "truncation must be in (0, 1], got 1.5")):
         with pytest.raises(SystemExit) as exit_:
             main(argv + ["--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")])
