@@ -52,18 +52,21 @@ def _score(spec: PromptSpec, detections: list[dict]) -> float:
 
 
 def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_candidates: int = 8,
-                     seed: int = 0, keep_failed: bool = False, **settings) -> list[Candidate]:
+                     seed: int = 0, keep_failed: bool = False, batch: int | None = None,
+                     **settings) -> list[Candidate]:
     """Candidates (seeds seed..seed+n-1) that pass, best first; with keep_failed=True all of
-    them, passing ones first. A prompt the judge cannot read raises evaluation.prompts.ParseError."""
+    them, passing ones first. `batch`: at most this many drawn at once (default: all), the same
+    images either way. A prompt the judge cannot read raises evaluation.prompts.ParseError."""
     if n_candidates < 1:
         raise ValueError(f"n_candidates must be >= 1, got {n_candidates}")
+    if batch is not None and batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
     spec = prompt if isinstance(prompt, PromptSpec) else parse_prompt(prompt)
     seeds = list(range(seed, seed + n_candidates))
-    if hasattr(pipe, "generate_for_judge"):
-        batch = pipe.generate_for_judge(spec.prompt, seeds, **settings)
-    else:
-        batch = pipe(spec.prompt, seeds, **settings)
-    images = to_uint8_images(batch)
+    generate = pipe.generate_for_judge if hasattr(pipe, "generate_for_judge") else pipe
+    step = batch or n_candidates
+    images = [image for i in range(0, n_candidates, step)
+              for image in to_uint8_images(generate(spec.prompt, seeds[i:i + step], **settings))]
     found = eyes.detect(images)
     out = []
     for s, image, dets in zip(seeds, images, found):
@@ -88,6 +91,8 @@ def main(argv=None) -> int:
                     help="comma-separated classes that must not appear (cat, dog, face); also for prompts the "
                          "judge cannot otherwise read")
     ap.add_argument("--seed", type=int, default=0, help="seed of the first candidate (default 0)")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="candidates drawn at once (default 8); the images are the same whatever the batch")
     ap.add_argument("--model", default=str(DEMO / "generator"), help="a saved pipeline folder (default: the demo's)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: the demo's)")
     add_sampling_options(ap)
@@ -100,8 +105,9 @@ def main(argv=None) -> int:
     from generation.sample import slug
 
     # everything that can be wrong with the command is found before a model loads
-    if args.candidates < 1:
-        ap.error(f"--candidates must be >= 1, got {args.candidates}")
+    for flag, value in (("--candidates", args.candidates), ("--batch", args.batch)):
+        if value < 1:
+            ap.error(f"{flag} must be >= 1, got {value}")
     if args.keep is not None and args.keep < 1:
         ap.error(f"--keep must be >= 1, got {args.keep}")
     avoid = [c.strip() for c in args.avoid.split(",") if c.strip()] if args.avoid else []
@@ -127,9 +133,11 @@ def main(argv=None) -> int:
     from tqdm import tqdm
 
     effective = {**{k: pipe.defaults[k] for k in DEFAULTS}, **settings}
-    with tqdm(total=effective["steps"], desc=f"{args.candidates} candidates", unit="step", disable=args.quiet) as bar:
-        found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True, **settings,
-                                 callback=lambda i, t, x0: bar.update())
+    batches = -(-args.candidates // args.batch)
+    with tqdm(total=effective["steps"] * batches, desc=f"{args.candidates} candidates", unit="step",
+              disable=args.quiet) as bar:
+        found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True, batch=args.batch,
+                                 **settings, callback=lambda i, t, x0: bar.update())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows, kept = [], 0

@@ -156,7 +156,7 @@ def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp
     pipe, eyes = TextToImage.from_pretrained(tmp_path / "gen"), JudgeDetectors.load(eyes_spec)
     for prompt, flags in (("a photo of nothing", ["--keep", "2"]), ("a cat", []), ("a cat", ["--avoid", "dog"])):
         out = tmp_path / f"out_{len(list(tmp_path.glob('out_*')))}"
-        code = checked([prompt, "--candidates", "5", "--seed", "7", *flags, *common, "--out", str(out)])
+        code = checked([prompt, "--candidates", "5", "--seed", "7", "--batch", "2", *flags, *common, "--out", str(out)])
         want = generate_checked(pipe, eyes, parse_prompt(prompt).excluding(["dog"] if flags[-1:] == ["dog"] else []),
                                 5, 7, keep_failed=True, steps=3)
         rows = [json.loads(line) for line in (out / "checked.jsonl").read_text().splitlines()]
