@@ -5,6 +5,8 @@
     torchrun --nproc_per_node 4 -m evaluation.run ...      # prompts sharded over ranks, rank 0 merges
     python -m evaluation.run --images-from runs/eval --detectors catdog=A.pt,face=B.pt --out runs/rejudged
         # judge a finished run's images again (other detectors), generating nothing
+    python -m evaluation.run --prompt "two black cats" --prompt "a dog to the left of a face" --out runs/mine
+        # a few prompts of your own, no suite file (their suite is written to OUT/suite.yaml)
 
 Writes OUT/results.jsonl (one row per image: prompt, seed, settings, detections,
 verdict, reason), summary.json / summary.csv / summary.md (accuracy with bootstrap
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from evaluation.detectors import JudgeDetectors, file_sha256
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, Shard, run_suite
-from evaluation.suite import load_suite
+from evaluation.suite import dump_suite, load_suite, suite_from_prompts
 from evaluation.summary import markdown_table
 from generation.sampling_options import add_sampling_options, sampling_settings
 
@@ -83,7 +85,10 @@ def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.run", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--suite", default="default", help="suite name (evaluation/suites/) or YAML file")
+    ap.add_argument("--suite", default=None, help="suite name (evaluation/suites/) or YAML file (default: default)")
+    ap.add_argument("--prompt", action="append", default=None, metavar="PROMPT",
+                    help="instead of a suite: a prompt in the judge's language (repeat it for more); the suite "
+                         "they make is written to OUT/suite.yaml")
     ap.add_argument("--model", default=str(DEMO / "generator"), help="saved TextToImage folder (default: demo)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: demo)")
     ap.add_argument("--images-per-prompt", type=int, default=None, help="default 4 (with --images-from: its)")
@@ -98,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    if args.prompt and args.suite:
+        ap.error("give --suite or --prompt, not both")
     if args.images_per_prompt is not None and args.images_per_prompt < 1:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
     if args.seed is not None and args.seed < 0:
@@ -116,7 +123,7 @@ def main(argv=None) -> int:
         if args.device is None and torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        suite = load_suite(args.suite)
+        suite = suite_from_prompts(args.prompt) if args.prompt else load_suite(args.suite or "default")
         if args.images_from is not None:
             if settings:
                 raise ValueError(f"--images-from generates nothing: drop {', '.join(sorted(settings))}")
@@ -144,6 +151,8 @@ def main(argv=None) -> int:
                         shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
                         seed_rule=seed_rule)
     if summary is not None:
+        if args.prompt:  # the suite they made, to rerun or extend: --suite OUT/suite.yaml
+            dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")
         print(markdown_table(summary))
         if "judge_validation" in summary:
             print(f"judge agreement with ground truth (validate_judge): {summary['judge_validation']}")

@@ -2,6 +2,7 @@
 
     suite = load_suite("default")            # evaluation/suites/default.yaml
     suite = load_suite("my_suite.yaml")      # any path
+    suite = suite_from_prompts(["two black cats", "a dog to the left of a face"])
 """
 
 from __future__ import annotations
@@ -60,6 +61,24 @@ def load_suite(name_or_path: str | Path) -> Suite:
             raise SpecError(f"{path}, prompt {i}: {s.prompt!r} repeats prompt {seen[s.prompt]}")
         seen[s.prompt] = i
     return Suite(str(name), specs, path)
+
+
+def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
+    """A suite of prompts in the judge's language, each judged as `parse_prompt` reads it (its
+    category too): for evaluating a few prompts without writing a YAML file."""
+    from evaluation.prompts import ParseError, parse_prompt
+
+    specs = []
+    for i, prompt in enumerate(prompts):
+        try:
+            specs.append(parse_prompt(prompt))
+        except ParseError as e:
+            raise SpecError(f"prompt {i}: {e}") from None
+        if specs[-1].prompt in [s.prompt for s in specs[:-1]]:
+            raise SpecError(f"prompt {i}: {prompt!r} is given twice")
+    if not specs:
+        raise SpecError("no prompts given")
+    return Suite(name, tuple(specs), Path(f"<{len(specs)} prompts>"))
 
 
 def dump_suite(name: str, specs, path: str | Path) -> None:

@@ -184,3 +184,34 @@ def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp
     assert checked(["a purple giraffe", "--avoid", "cat", "--candidates", "2", *common,
                     "--out", str(tmp_path / "giraffe")]) in (0, 1)  # unreadable, but its exclusion is judged
     assert len((tmp_path / "giraffe" / "checked.jsonl").read_text().splitlines()) == 2
+
+
+def test_run_evaluates_prompts_given_on_the_command_line(tiny_detector, tmp_path, capsys):
+    """--prompt (repeated) makes the suite from parse_prompt: its categories, its expectations; the
+    suite is written beside the results and a run from that file gives the same rows."""
+    from evaluation.suite import load_suite
+    from test_pipeline import tiny_pipeline
+
+    _, det_run = tiny_detector
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    common = ["--model", str(tmp_path / "gen"), "--detectors", f"catdog={det_run / 'best.pt'}", "--steps", "2",
+              "--images-per-prompt", "2", "--device", "cpu", "--quiet"]
+    prompts = ["two black cats", "a photo of nothing"]
+    assert main([*[a for p in prompts for a in ("--prompt", p)], *common, "--out", str(tmp_path / "mine")]) == 0
+    rows = read_rows(tmp_path / "mine" / "results.jsonl")
+    assert [(r["prompt"], r["category"]) for r in rows] == [("two black cats", "colors")] * 2 + \
+           [("a photo of nothing", "negatives")] * 2
+    assert rows[0]["expect"] and "cat" in rows[0]["expect"]
+    suite = load_suite(tmp_path / "mine" / "suite.yaml")
+    assert [p.prompt for p in suite.prompts] == prompts
+    assert main(["--suite", str(tmp_path / "mine" / "suite.yaml"), *common, "--out", str(tmp_path / "again")]) == 0
+    again = read_rows(tmp_path / "again" / "results.jsonl")
+    assert [(r["seed"], r["passed"], r["reason"]) for r in again] == [(r["seed"], r["passed"], r["reason"]) for r in rows]
+    capsys.readouterr()
+    assert main(["--prompt", "a purple giraffe", *common, "--out", str(tmp_path / "bad")]) == 2
+    assert "prompt 0: cannot judge 'a purple giraffe'" in capsys.readouterr().err
+    assert main(["--prompt", "a cat", "--prompt", "a cat", *common, "--out", str(tmp_path / "bad")]) == 2
+    assert "prompt 1: 'a cat' is given twice" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--prompt", "a cat", "--suite", "smoke", *common, "--out", str(tmp_path / "bad")])
+    assert "give --suite or --prompt, not both" in capsys.readouterr().err
