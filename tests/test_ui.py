@@ -118,6 +118,20 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     assert at.subheader[0].value.startswith("Suite smoke:")
     assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
     assert len(at.get("vega_lite_chart")) == 1  # accuracy bars with their intervals
+    # prompts of one's own replace the suite; one the judge cannot read is named
+    own = page("evaluate.py").run()
+    own.number_input(key="ev_n").set_value(1)
+    own.slider(key="ev_steps").set_value(2)
+    own.text_input(key="ev_out").set_value(str(tmp_path / "own"))
+    own.text_area(key="ev_prompts").set_value("two black cats\n\na photo of nothing\n")
+    own.button(key="ev_run").click().run()
+    assert not own.exception and own.subheader[0].value.startswith("Suite prompts:")
+    rows = [json.loads(line) for line in (tmp_path / "own" / "results.jsonl").read_text().splitlines()]
+    assert [r["prompt"] for r in rows] == ["two black cats", "a photo of nothing"]
+    own.text_area(key="ev_prompts").set_value("a cat\na purple giraffe")
+    own.text_input(key="ev_out").set_value(str(tmp_path / "own2"))
+    own.button(key="ev_run").click().run()
+    assert "prompt 1: cannot judge 'a purple giraffe'" in own.error[0].value
     bad = page("evaluate.py").run()
     bad.text_input(key="ev_open").set_value(str(tmp_path)).run()
     assert "holds no summary.json" in bad.warning[0].value

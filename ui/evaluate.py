@@ -7,7 +7,7 @@ import streamlit as st
 
 import gendet_env
 from evaluation.runner import read_rows, run_suite
-from evaluation.suite import builtin_suites, load_suite
+from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from generation.pipeline import DEFAULTS
 from ui import resources
 
@@ -23,17 +23,20 @@ with run_tab:
     suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
     per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
     steps = c3.slider("Steps", 1, 100, int(model_defaults["steps"]), key="ev_steps")
+    own = st.text_area("Or your own prompts, one a line (they replace the suite)", key="ev_prompts",
+                       placeholder="two black cats\na dog to the left of a face")
     out_dir = st.text_input("Output folder", str(gendet_env.ROOT / "runs" / "app_eval"), key="ev_out")
     if st.button("Run", type="primary", key="ev_run"):
         eyes = resources.judge_eyes()
         if pipe is None or eyes is None:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         else:
-            suite = load_suite(suite_name)
             settings = {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}  # recorded in run.json
             bar = st.progress(0.0, text="starting")
             with resources.device_lock():
                 try:
+                    lines = [line.strip() for line in own.splitlines() if line.strip()]
+                    suite = suite_from_prompts(lines) if lines else load_suite(suite_name)
                     run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings), eyes, out_dir,
                               images_per_prompt=int(per_prompt), settings=settings, progress=False,
                               on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
