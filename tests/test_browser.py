@@ -170,9 +170,8 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
         box.wait_for(timeout=30_000)
         box.fill("a cat")
         page.get_by_text("Start from an image: edit or inpaint").click()
-        def upload(label, path):
-            uploader = page.locator("[data-testid='stFileUploader']").filter(has_text=label)
-            uploader.locator("input[type='file']").set_input_files(str(path))
+        def upload(label, path):  # the uploader labelled so
+            page.get_by_role("region", name=label, exact=True).locator("input[type='file']").set_input_files(str(path))
 
         upload("Image (cut to a centre square)", photo)
         chip = "[data-testid='stFileChipName'][title='{}']"
@@ -182,9 +181,19 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
         assert page.locator("[data-testid='stAlert']").filter(has_text=VERDICT).count() == 4
         settings = page.get_by_text("'init_image': 'photo.png'")
         assert settings.count() == 1 and "'filter_ratio': 0.5" in settings.inner_text()
-        upload("Mask: white = redraw", mask)  # now inpaint too: the history grows by one entry
+        upload("Mask: white = redraw (optional)", mask)  # now inpaint too: the history grows by one entry
         page.locator(chip.format("mask.png")).wait_for(state="attached", timeout=30_000)
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("'mask': 'mask.png'").wait_for(timeout=120_000)
+        assert page.locator("[data-testid='stException']").count() == 0
+        # a downloaded edit, restored: its strength comes back, and the page asks for its image again
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download PNG").first.click()
+        info.value.save_as(tmp_path / "edit.png")
+        page.get_by_text("Load settings from a PNG made by gendet").click()
+        upload("PNG", tmp_path / "edit.png")
+        page.locator(chip.format("edit.png")).wait_for(state="attached", timeout=30_000)
+        page.get_by_role("button", name="Restore these settings").click()
+        page.get_by_text("was drawn from photo.png under the mask mask.png").wait_for(timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()

@@ -43,7 +43,14 @@ with st.expander("Load settings from a PNG made by gendet"):
                                            "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
                                            "truncation": float(s.get("truncation", model_defaults["truncation"])),
                                            "purity": bool(s.get("purity", model_defaults["purity"]))}
+            if "init_image" in s:  # an edit: its strength comes back; the image itself must be uploaded again
+                st.session_state["restore"]["strength"] = float(s.get("filter_ratio", 0.0))
+                st.session_state["restored_edit"] = s["init_image"] + (f" under the mask {s['mask']}"
+                                                                       if "mask" in s else "")
             st.rerun()
+if "restored_edit" in st.session_state:
+    st.info(f"The restored image was drawn from {st.session_state.pop('restored_edit')}: upload it again below "
+            "(Start from an image) to draw it again.")
 
 with st.form("generate"):
     prompt = st.text_input("Prompt", key="prompt", placeholder="a black cat to the left of a dog")
