@@ -52,6 +52,29 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     assert len(at.get("download_button")) == 2
 
 
+def test_generate_keeps_the_passing_candidates_of_a_budget_drawn_in_batches(env):
+    """"Keep only images that pass" over a budget of 10, drawn as batches of 8 and 2: the same
+    verdicts as generate_checked on one batch of the same seeds; at most the asked-for images shown."""
+    from evaluation.checked import generate_checked
+    from evaluation.detectors import JudgeDetectors
+    from generation.pipeline import TextToImage
+
+    gen, det = env
+    want = generate_checked(TextToImage.from_pretrained(gen), JudgeDetectors.load(f"catdog={det}"),
+                            "a photo of nothing", n_candidates=10, seed=0, keep_failed=True, steps=2)
+    passing = [c for c in want if c.verdict.passed]
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a photo of nothing")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(3)
+    at.checkbox(key="only_pass").check()
+    at.number_input(key="budget").set_value(10)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception
+    assert f"{len(passing)} of 10 candidates pass the check" in [c.value for c in at.caption]
+    assert len(at.get("download_button")) == min(3, len(passing))
+
+
 def test_generate_form_starts_at_the_models_sampling_defaults(tiny_models, monkeypatch, tmp_path):
     import json
     import shutil

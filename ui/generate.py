@@ -4,6 +4,7 @@ redraw an uploaded image (editing) or the white part of a mask over it (inpainti
 import random
 
 import streamlit as st
+import torch
 
 from detection.draw import draw_detections
 from evaluation.judge import judge
@@ -15,6 +16,7 @@ from ui import resources
 from ui.uploads import open_image
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
+BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
 
 
 
@@ -119,9 +121,14 @@ if go:
     bar = st.progress(0.0, text="sampling")
     preview = st.empty()
     every = max(1, steps // 5)
+    seeds = list(range(int(seed), int(seed) + count))
+    batches = [seeds[i:i + BATCH] for i in range(0, count, BATCH)]  # image k depends on its seed alone
+    done = []  # the steps taken, over all batches
 
     def on_step(i, t, x0):
-        bar.progress((i + 1) / steps, text=f"step {i + 1} of {steps} (t={t})")
+        done.append(i)
+        which = f", batch {-(-len(done) // steps)} of {len(batches)}" if len(batches) > 1 else ""
+        bar.progress(min(1.0, len(done) / (steps * len(batches))), text=f"step {i + 1} of {steps} (t={t}){which}")
         if (i + 1) % every == 0 or i + 1 == steps:
             grid = pipe.decode_tokens(x0[: min(4, len(x0))])
             frames = list(grid.permute(0, 2, 3, 1).cpu().numpy())
@@ -129,17 +136,18 @@ if go:
 
     with resources.device_lock():
         try:
-            out = pipe(prompt, seeds=list(range(int(seed), int(seed) + count)), steps=steps, guidance_scale=guidance,
-                       truncation=truncation, purity=purity, callback=on_step, **edit)
+            outs = [pipe(prompt, seeds=b, steps=steps, guidance_scale=guidance, truncation=truncation, purity=purity,
+                         callback=on_step, **edit) for b in batches]
         except ValueError as e:  # e.g. a redraw strength below this model's one step (1/T)
             st.error(str(e))
             st.stop()
         eyes = resources.judge_eyes()
-        found = eyes.detect(out.images) if eyes else [[] for _ in out.seeds]
+        found = eyes.detect(torch.cat([o.images for o in outs])) if eyes else [[] for _ in seeds]
     preview.empty()
     bar.empty()
+    settings = outs[0].settings
     rows = []
-    for image, s, dets in zip(out.pil(), out.seeds, found):
+    for image, s, dets in zip([im for o in outs for im in o.pil()], seeds, found):
         verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
         rows.append({"image": image, "seed": s, "detections": dets, "verdict": verdict})
     if only_pass and spec is not None and eyes:
@@ -147,8 +155,8 @@ if go:
         st.caption(f"{len(passing)} of {count} candidates pass the check")
         rows = passing[: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
-        out.settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
-    st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": out.settings, "rows": rows,
+        settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
+    st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": eyes is not None})
 
 for k, entry in enumerate(st.session_state.get("history", [])[:10]):
