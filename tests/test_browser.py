@@ -77,6 +77,14 @@ def _serve(env):
         proc.wait(10)
 
 
+def open_generate(page, url, prompt, timeout=30_000):
+    """The Generate page, loaded, with the prompt typed in."""
+    page.goto(url + "/generate")
+    box = page.get_by_label("Prompt")
+    box.wait_for(timeout=timeout)
+    box.fill(prompt)
+
+
 def test_app_renders_in_chromium(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -98,10 +106,7 @@ def test_generate_in_chromium_shows_images_and_verdicts(app_url, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
-        page.goto(app_url + "/generate")
-        box = page.get_by_label("Prompt")
-        box.wait_for(timeout=30_000)
-        box.fill("a cat")
+        open_generate(page, app_url, "a cat")
         page.get_by_role("button", name="Generate").click()
         verdicts = page.locator("[data-testid='stAlert']").filter(has_text=VERDICT)
         verdicts.first.wait_for(timeout=120_000)
@@ -128,10 +133,7 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
         pages = [browser.new_context(accept_downloads=True, viewport={"width": 1280, "height": 1400}).new_page()
                  for _ in prompts]
         for page, prompt in zip(pages, prompts):
-            page.goto(bundle_url + "/generate")
-            box = page.get_by_label("Prompt")
-            box.wait_for(timeout=60_000)
-            box.fill(prompt)
+            open_generate(page, bundle_url, prompt, timeout=60_000)
         for page in pages:
             page.get_by_role("button", name="Generate").click()  # both before either finishes
         for page, prompt in zip(pages, prompts):
@@ -165,10 +167,7 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1400})
-        page.goto(app_url + "/generate")
-        box = page.get_by_label("Prompt")
-        box.wait_for(timeout=30_000)
-        box.fill("a cat")
+        open_generate(page, app_url, "a cat")
         page.get_by_text("Start from an image: edit or inpaint").click()
         def upload(label, path):  # the uploader labelled so
             page.get_by_role("region", name=label, exact=True).locator("input[type='file']").set_input_files(str(path))
