@@ -54,6 +54,28 @@ class JudgeRules:
         return asdict(self)
 
 
+# how each rule reads in a report; a rule without a phrase here is shown as name=value
+_RULE_PHRASES = {
+    "presence_conf": "presence at confidence >= {}",
+    "count_conf": "exact counts at >= {} (N+1 fails)",
+    "position_margin": "positions by box centres with a {:.0%} margin",
+    "dedup_iou": "boxes of two classes at IoU >= {} are one object",
+    "color_distance": "colours: the main fill within RGB distance {:g} of the name",
+}
+
+
+def describe_rules(rules: Mapping[str, Any]) -> str:
+    """JudgeRules.to_dict() (as a run's summary.json holds it) in words, for reports and the app."""
+    parts = []
+    for name, value in rules.items():
+        if name == "version":
+            continue
+        phrase = _RULE_PHRASES.get(name)
+        parts.append(phrase.format(value) if phrase and isinstance(value, (int, float)) else f"{name}={value}")
+    version = rules.get("version")
+    return (f"{version}: " if version else "") + "; ".join(parts)
+
+
 DEFAULT_RULES = JudgeRules()
 
 
@@ -83,7 +105,7 @@ class Check:
 @dataclass
 class Verdict:
     passed: bool
-    reason: str                     # the first failing check's reason, or "ok"
+    reason: str                     # the first failing check's reason, or "ok: " and what was found
     checks: list[Check] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # at presence_conf, after merging
     rules: dict = field(default_factory=dict)
@@ -159,15 +181,18 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     by_label = {c: [f for f in found if f.label == c] for c in {f.label for f in found} | set(expect)}
     counts = {c: len(v) for c, v in sorted(by_label.items())}
     checks: list[Check] = []
+    seen_ok: list[str] = []  # what a passing image showed, in words, for its reason
 
     for label, rule in expect.items():
         present = by_label[label]
         if "min" in rule:
             n = int(rule["min"])
             checks.append(Check("min", len(present) >= n, f"expected {label}>={n}, found {len(present)}"))
+            seen_ok.append(f"{len(present)} {_plural(label, len(present))}")
         elif int(rule["count"]) == 0:
             best = f" (conf {present[0].confidence:.2f})" if present else ""
             checks.append(Check("absent", not present, f"expected no {label}, found {len(present)}{best}"))
+            seen_ok.append(f"no {label}")
         else:
             n = int(rule["count"])
             strict = sum(f.confidence >= rules.count_conf for f in present)
@@ -178,6 +203,7 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
                 reason = (f"expected {label}=={n}, found {strict} at conf>={rules.count_conf} "
                           f"and {len(present)} at conf>={rules.presence_conf}")
             checks.append(Check("count", ok, reason))
+            seen_ok.append(f"{n} {_plural(label, n)}")
 
     margin_px = rules.position_margin * max(width, height)
     for a_label, relation, b_label in relations:
@@ -192,6 +218,7 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         ok = _relation_holds(a, b, relation, margin_px)
         where = _where(a, b, margin_px)
         checks.append(Check("relation", ok, f"{a_label} is {where} {b_label}, expected {text}"))
+        seen_ok.append(f"{a_label} {text} {b_label}")
 
     for label, color in colors.items():
         present = by_label.get(label, [])
@@ -208,7 +235,13 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         reason = (f"expected {color} {_plural(label, len(present))}, found "
                   + ", ".join(s or "unclear" for s in seen))
         checks.append(Check("color", ok, reason))
+        seen_ok.append(f"{color} {_plural(label, len(present))}")
 
     failed = [c for c in checks if c.passed is False]
-    return Verdict(passed=not failed, reason=failed[0].reason if failed else "ok",
+    unjudged = [c.reason for c in checks if c.passed is None]
+    if failed:
+        reason = failed[0].reason
+    else:
+        reason = "ok: " + ", ".join(seen_ok + unjudged) if seen_ok or unjudged else "ok"
+    return Verdict(passed=not failed, reason=reason,
                    checks=checks, counts=counts, rules=rules.to_dict())

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from evaluation.summary import markdown_table
+from evaluation.judge import describe_rules
+from evaluation.summary import describe_agreement, markdown_table
 
 BOX_COLORS = {"cat": "#ff4040", "dog": "#4080ff", "face": "#ffd200"}
 
@@ -74,10 +75,10 @@ def _summary_html(summary: dict) -> str:
 def render_report(rows: list[dict], summary: dict, title: str = "gendet evaluation") -> str:
     cats = sorted({r["category"] for r in rows})
     options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in cats)
-    judge = summary.get("judge", {})
-    rules = ", ".join(f"{k}={v}" for k, v in judge.items())
+    rules = describe_rules(summary.get("judge", {}))
     validation = summary.get("judge_validation")
-    val_line = (f"<p>Judge agreement with ground truth: {html.escape(str(validation))}</p>" if validation else "")
+    val_line = (f"<p>Judge agreement with ground truth: {html.escape(describe_agreement(validation))}</p>"
+                if validation else "")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             f"<h1>{html.escape(title)}: {html.escape(str(summary.get('suite', '')))}</h1>"

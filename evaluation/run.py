@@ -26,7 +26,7 @@ from pathlib import Path
 from evaluation.detectors import JudgeDetectors, file_sha256
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, Shard, run_suite
 from evaluation.suite import dump_suite, load_suite, suite_from_prompts
-from evaluation.summary import markdown_table
+from evaluation.summary import describe_agreement, markdown_table
 from generation.sampling_options import add_sampling_options, sampling_settings
 
 DEMO = gendet_env.ROOT / "models" / "demo"
@@ -155,7 +155,8 @@ def main(argv=None) -> int:
             dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")
         print(markdown_table(summary))
         if "judge_validation" in summary:
-            print(f"judge agreement with ground truth (validate_judge): {summary['judge_validation']}")
+            agreement = describe_agreement(summary["judge_validation"])
+            print(f"judge agreement with ground truth (validate_judge): {agreement}")
         else:
             print("judge not validated for these detectors (run python -m evaluation.validate_judge)")
         print(f"report: {Path(args.out) / 'report.html'}")

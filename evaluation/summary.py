@@ -82,6 +82,13 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def describe_agreement(agreement: dict) -> str:
+    """A summary's judge_validation ({"overall": 0.987, category: accuracy, ...}) in words."""
+    rest = ", ".join(f"{c} {a:.1%}" for c, a in agreement.items() if c != "overall")
+    overall = f"{agreement['overall']:.1%} overall" if "overall" in agreement else ""
+    return f"{overall} ({rest})" if overall and rest else overall or rest
+
+
 def write_json(obj, path: str | Path) -> None:
     """Atomic JSON write: a reader never sees half a file."""
     path = Path(path)

@@ -36,3 +36,26 @@ def sampling_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     given = {"steps": args.steps, "guidance_scale": args.guidance, "truncation": args.truncation,
              "purity": args.purity}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def describe_settings(settings: dict) -> str:
+    """A GenerationOutput's settings in words: '50 steps, guidance 3, truncation 0.86, purity'
+    (and what an edit started from), for captions and history."""
+    parts = []
+    if "steps" in settings:
+        steps = int(settings["steps"])
+        parts.append(f"{steps} step" + ("s" if steps != 1 else ""))
+    if "guidance_scale" in settings:
+        g = float(settings["guidance_scale"])
+        parts.append("no guidance" if g == 1.0 else f"guidance {g:g}")
+    if "truncation" in settings:
+        r = float(settings["truncation"])
+        parts.append("no truncation" if r == 1.0 else f"truncation {r:g}")
+    if settings.get("purity"):
+        parts.append("purity")
+    if "init_image" in settings:
+        how = (f"redrawn at strength {float(settings['filter_ratio']):g}" if "filter_ratio" in settings
+               else "inpainted")
+        where = f" inside {settings['mask']}" if "mask" in settings else ""
+        parts.append(f"{settings['init_image']} {how}{where}")
+    return ", ".join(parts)

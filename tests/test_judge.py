@@ -20,7 +20,7 @@ def det(label, conf, box):
 def test_presence_and_min_counts():
     spec = parse_prompt("a dog")  # dog>=1, cat==0, face==0
     v = judge(spec, [det("dog", 0.31, (0, 0, 20, 20))], SIZE)
-    assert v.passed and v.reason == "ok" and v.counts["dog"] == 1
+    assert v.passed and v.reason == "ok: 1 dog, no cat, no face" and v.counts["dog"] == 1
     v = judge(spec, [det("dog", 0.29, (0, 0, 20, 20))], SIZE)  # below presence_conf
     assert not v.passed and v.reason == "expected dog>=1, found 0"
     v = judge({"expect": {"dog": {"min": 2}}}, [det("dog", 0.9, (0, 0, 20, 20))], SIZE)
@@ -30,7 +30,7 @@ def test_presence_and_min_counts():
 def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
     spec = {"expect": {"cat": {"count": 2}}}
     two = [det("cat", 0.9, (0, 0, 20, 20)), det("cat", 0.5, (60, 60, 90, 90))]
-    assert judge(spec, two, SIZE).passed
+    assert judge(spec, two, SIZE).reason == "ok: 2 cats"
     three = two + [det("cat", 0.46, (100, 0, 120, 20))]
     v = judge(spec, three, SIZE)
     assert not v.passed and v.reason == "expected cat==2, found 3"
@@ -46,7 +46,8 @@ def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
 
 def test_absence_fails_on_any_presence_level_detection():
     spec = parse_prompt("nothing")
-    assert judge(spec, [], SIZE).passed
+    assert judge(spec, [], SIZE).reason == "ok: no cat, no dog, no face"
+    assert judge({"expect": {}}, [], SIZE).reason == "ok"  # nothing asked, nothing to say
     assert judge(spec, [det("face", 0.29, (0, 0, 9, 9))], SIZE).passed
     v = judge(spec, [det("face", 0.3, (0, 0, 9, 9))], SIZE)
     assert not v.passed and v.reason == "expected no face, found 1 (conf 0.30)"
@@ -78,7 +79,8 @@ def test_relations_by_centres_with_margin():
     face_far = det("face", 0.9, (7, 70, 27, 90))  # centre x 17: 7 px right of the dog
     face_near = det("face", 0.9, (6, 70, 26, 90))  # centre x 16: 6 px, inside the margin
     assert 17 - 10 > margin > 16 - 10
-    assert judge(spec, [dog, face_far], SIZE).passed
+    v = judge(spec, [dog, face_far], SIZE)
+    assert v.passed and v.reason == "ok: 1 dog, 1 face, no cat, dog left of face"
     v = judge(spec, [dog, face_near], SIZE)
     assert not v.passed and v.reason == "dog is above face, expected left of"
     v = judge(spec, [det("dog", 0.9, (100, 0, 120, 20)), face_far], SIZE)
@@ -105,7 +107,8 @@ def test_colors_need_the_image_and_are_measured():
     d = [det("cat", 0.9, (10, 10, 30, 30))]
     v = judge(spec, d, (64, 64))  # no image: colour not judged, does not fail
     assert v.passed and [c.passed for c in v.checks if c.kind == "color"] == [None]
-    assert judge(spec, d, (64, 64), image=img).passed
+    assert v.reason == "ok: 1 cat, no dog, no face, black cat: colour not judged (no image given)"
+    assert judge(spec, d, (64, 64), image=img).reason == "ok: 1 cat, no dog, no face, black cat"
     img[10:30, 10:30] = (226, 128, 42)
     v = judge(spec, d, (64, 64), image=img)
     assert not v.passed and v.reason == "expected black cat, found orange"
@@ -198,3 +201,16 @@ def test_excluding_and_absent_specs():
     a = PromptSpec.absent("a purple giraffe", ["face"])
     assert a.expect == {"face": {"count": 0}} and a.category == "negatives"
     assert not judge(a, [det("face", 0.9, (0, 0, 9, 9))], SIZE).passed
+
+
+def test_rules_read_in_words_for_reports_and_the_app():
+    from evaluation.judge import describe_rules
+
+    text = describe_rules(JudgeRules().to_dict())
+    assert text == ("judge-1: presence at confidence >= 0.3; exact counts at >= 0.45 (N+1 fails); positions by "
+                    "box centres with a 5% margin; boxes of two classes at IoU >= 0.6 are one object; colours: "
+                    "the main fill within RGB distance 70 of the name")
+    # other values are shown as they are; a rule this version does not know keeps its name
+    text = describe_rules({"version": "judge-x", "presence_conf": 0.25, "position_margin": 0.1, "new_rule": "on"})
+    assert text == "judge-x: presence at confidence >= 0.25; positions by box centres with a 10% margin; new_rule=on"
+    assert describe_rules({}) == ""

@@ -35,6 +35,24 @@ def test_loading_a_local_model_draws_no_progress_bar(tmp_path):
     assert "Loading weights" not in run.stderr and "Writing model shards" not in run.stderr, run.stderr[-500:]
 
 
+def test_plain_streamlit_run_from_the_root_is_offline_and_local():
+    """`streamlit run ui` without make's flags: the repository's .streamlit/config.toml turns off the
+    browser's usage statistics (a request to Streamlit's servers) and binds loopback only. Checked
+    in a fresh process without our STREAMLIT_ variable, which the server would not see in time."""
+    import subprocess
+    import sys
+
+    code = ("import streamlit.config as c\n"
+            "c.get_config_options(force_reparse=True)\n"
+            "print(c.get_option('browser.gatherUsageStats'), c.get_option('server.address'),"
+            " c.get_option('client.toolbarMode'))\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMLIT_")}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=gendet_env.ROOT, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["False", "127.0.0.1", "viewer"]
+
+
 def test_fonts_are_seeded_from_dejavu():
     fonts = gendet_env.seed_fonts()
     assert fonts and all(f.stat().st_size > 100_000 for f in fonts)

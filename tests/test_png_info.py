@@ -41,3 +41,16 @@ def test_unreadable_bytes_after_ultralytics_patched_pil():
     gendet_env.ultralytics()
     with pytest.raises(ValueError, match="not a readable image"):
         read_settings(b"this is not a png")
+
+
+def test_settings_read_in_words():
+    from generation.sampling_options import describe_settings
+
+    assert describe_settings({"steps": 50, "guidance_scale": 3.0, "truncation": 0.86, "purity": False}) == \
+        "50 steps, guidance 3, truncation 0.86"
+    assert describe_settings({"steps": 1, "guidance_scale": 1.0, "truncation": 1.0, "purity": True}) == \
+        "1 step, no guidance, no truncation, purity"
+    edit = {"steps": 25, "filter_ratio": 0.6, "init_image": "scene.png"}
+    assert describe_settings(edit) == "25 steps, scene.png redrawn at strength 0.6"
+    assert describe_settings({**edit, "mask": "m.png"}) == "25 steps, scene.png redrawn at strength 0.6 inside m.png"
+    assert describe_settings({"init_image": "scene.png", "mask": "m.png"}) == "scene.png inpainted inside m.png"

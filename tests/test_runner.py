@@ -89,6 +89,15 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     assert all(f'src="{r["image"]}"' in report for r in rows)
     assert report.count('class="card pass"') == sum(passed)
     assert 0 < sum(passed) < len(rows)  # both branches are exercised
+    assert "Judge rules: judge-1: presence at confidence &gt;= 0.3; exact counts at &gt;= 0.45" in report
+    agreement = {"overall": 0.9869, "counting": 0.9891, "faces": 0.9794}
+    validation = {"overall": {"accuracy": 0.98687},  # a validate_judge report, as the bundle ships one
+                  "categories": {"counting": {"accuracy": 0.98912}, "faces": {"accuracy": 0.97941}}}
+    run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, seed=5,  # resumes: no work
+              settings={"steps": 0}, progress=False, judge_validation=validation)
+    assert json.loads((tmp_path / "summary.json").read_text())["judge_validation"] == agreement
+    assert ("Judge agreement with ground truth: 98.7% overall (counting 98.9%, faces 97.9%)"
+            in (tmp_path / "report.html").read_text())
 
 
 def test_runs_at_different_seeds_share_no_image():

@@ -48,7 +48,7 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     assert len(at.get("imgs")) >= 1 or len(at.get("image")) >= 1
     verdicts = [e.value for e in at.success] + [e.value for e in at.error]
     assert len(verdicts) == 2 and all(v.startswith(("✓", "✗")) for v in verdicts)
-    assert any("expected" in v or v.endswith("ok") for v in verdicts)
+    assert any("expected" in v or v.startswith("✓ ok: 1 cat") for v in verdicts)
     assert len(at.get("download_button")) == 2
 
 
@@ -177,4 +177,4 @@ def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):
     at.button(key="FormSubmitter:generate-Generate").click().run()
     assert not at.exception and not at.info  # judged: no "Not judged" message
     verdicts = [e.value for e in at.success] + [e.value for e in at.error]
-    assert len(verdicts) == 1 and ("expected no cat" in verdicts[0] or verdicts[0] == "✓ ok")
+    assert len(verdicts) == 1 and ("expected no cat" in verdicts[0] or verdicts[0] == "✓ ok: no cat")

@@ -6,6 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 import gendet_env
+from evaluation.judge import describe_rules
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from generation.pipeline import DEFAULTS
@@ -65,14 +66,15 @@ if folder:
         import altair as alt  # ships with streamlit
 
         base = alt.Chart(alt.Data(values=table)).encode(y=alt.Y("category:N", sort=None, title=None))
-        bars = base.mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1])))
+        bars = base.mark_bar().encode(x=alt.X("accuracy:Q", scale=alt.Scale(domain=[0, 1]),
+                                              title="accuracy (the line: its 95% interval)"))
         ci = base.mark_rule(color="black").encode(x="95% CI low:Q", x2="95% CI high:Q")
         st.altair_chart(bars + ci, width="stretch")  # accuracy with its bootstrap 95% interval
         validation = path / "judge_validation.json"
         if validation.is_file():
             jv = json.loads(validation.read_text())
             st.caption(f"Judge agreement with ground truth: {jv['overall']['accuracy']:.1%}")
-        st.caption(f"Judge rules: {summary.get('judge')}")
+        st.caption(f"Judge rules: {describe_rules(summary.get('judge', {}))}")
         rows = read_rows(path / "results.jsonl")
         cats = sorted({r["category"] for r in rows})
         pick = st.multiselect("Categories", cats, default=cats, key="ev_cats")

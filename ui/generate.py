@@ -12,6 +12,7 @@ from evaluation.prompts import ParseError, parse_prompt
 from evaluation.spec import PromptSpec
 from generation.pipeline import DEFAULTS
 from generation.png_info import png_bytes, read_settings
+from generation.sampling_options import describe_settings
 from ui import resources
 from ui.uploads import open_image
 
@@ -162,7 +163,7 @@ if go:
 for k, entry in enumerate(st.session_state.get("history", [])[:10]):
     if k == 1:
         st.subheader("Earlier in this session")
-    st.markdown(f"**{entry['prompt']}** - {entry['settings']}")
+    st.markdown(f"**{entry['prompt']}** - {describe_settings(entry['settings'])}")
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
     cols = st.columns(4)
