@@ -1,5 +1,6 @@
 """Every page of the app in-process (AppTest) with tiny models built by the tests."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +77,6 @@ def test_generate_keeps_the_passing_candidates_of_a_budget_drawn_in_batches(env)
 
 
 def test_generate_form_starts_at_the_models_sampling_defaults(tiny_models, monkeypatch, tmp_path):
-    import json
     import shutil
 
     gen = tmp_path / "generator"
@@ -124,7 +124,6 @@ def test_detect_page_and_upload_handling(env):
 
 
 def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
-    import json
 
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     at = page("evaluate.py").run()
@@ -166,6 +165,8 @@ def test_models_page_lists_what_is_loaded(env):
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)
     assert "scratch text encoder (12 tokens, width 32)" in text  # the tiny pipeline's
+    defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
+    assert f"samples at {defaults['steps']} steps, guidance {defaults['guidance_scale']:g}" in text
 
 
 def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from generation.sampling_options import describe_settings
 from ui import resources
 
 resources.sidebar()
@@ -16,7 +17,8 @@ if pipe is not None:
     st.write(f"`{p['generator']}` - {n_params / 1e6:.2f} M parameters on {pipe.device}; "
              f"{pipe.image_size}x{pipe.image_size} images, {pipe.vqvae.codebook_size} codes, "
              f"{pipe.diffusion.num_timesteps} diffusion steps; {pipe.text_encoder.kind} text encoder "
-             f"({pipe.text_encoder.max_length} tokens, width {pipe.text_encoder.dim}); defaults {pipe.defaults}")
+             f"({pipe.text_encoder.max_length} tokens, width {pipe.text_encoder.dim}); "
+             f"samples at {describe_settings(pipe.defaults)} by default")
     card = Path(p["generator"]).parent / "README.md"
     if card.is_file():
         with st.expander("Bundle model card", expanded=True):
