@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -57,6 +58,19 @@ def seed_fonts() -> list[Path]:
     return written
 
 
+_format_warning = warnings.formatwarning
+
+
+def _user_warning_line(message, category, filename, lineno, line=None):
+    """A UserWarning (ours: a long prompt cut to the model's tokens) is a message for the person at the
+    terminal: one line, not the source line that raised it. Other warnings keep Python's format."""
+    if category is UserWarning:
+        return f"warning: {message}\n"
+    return _format_warning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _user_warning_line
+
 for _var in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "HF_HOME"):
     Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
 seed_fonts()
@@ -76,3 +90,30 @@ def ultralytics():
             SETTINGS.update({"sync": False})
         _ULTRALYTICS_READY = True
     return ul
+
+
+def device_arg(value: str) -> str:
+    """argparse `type=` for every --device: cpu, cuda, cuda:N, N (the Nth GPU, as cuda:N) or mps,
+    checked against this machine, so a typo or a missing GPU is one clear line, not a traceback."""
+    import argparse
+
+    v = str(value).strip().lower()
+    if v == "cpu":
+        return v
+    if v.isdigit():
+        v = f"cuda:{v}"
+    if v != "mps" and v != "cuda" and not (v.startswith("cuda:") and v[5:].isdigit()):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda, cuda:N or a GPU number")
+    import torch  # only now: a plain cpu run and --help stay quick
+
+    if v == "mps":
+        if not torch.backends.mps.is_available():
+            raise argparse.ArgumentTypeError(f"{value!r}: this machine has no Apple GPU (MPS); use cpu")
+        return v
+    if not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{value!r}: CUDA is not available on this machine "
+                                         f"(torch {torch.__version__}); use cpu")
+    count = torch.cuda.device_count()
+    if v.startswith("cuda:") and int(v[5:]) >= count:
+        raise argparse.ArgumentTypeError(f"{value!r}: this machine has {count} GPU(s), numbered 0 to {count - 1}")
+    return v

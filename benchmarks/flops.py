@@ -13,7 +13,7 @@ product ran at that rate and nothing else took time.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from generation.transformer import TransformerConfig
+from generation.transformer import PRESETS, TransformerConfig
 
 
 def step_flops(cfg: TransformerConfig, rows: int, text_len: int) -> int:
@@ -68,11 +68,12 @@ def floor(cfg: TransformerConfig, batch: int, guidance: bool, text_len: int, rat
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.flops", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--preset", default="ithq", help="transformer preset (generation.transformer.PRESETS)")
+    ap.add_argument("--preset", default="ithq", choices=sorted(PRESETS),
+                    help="transformer preset (generation.transformer.PRESETS; default ithq)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per step (default 1 8)")
     ap.add_argument("--text-len", type=int, default=77, help="text tokens attended to (default 77, CLIP's)")
     ap.add_argument("--no-guidance", action="store_true", help="one pass a step, not the guided two")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    ap.add_argument("--device", type=gendet_env.device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                     help="where the matrix rate is measured (default: cuda when available)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                     help="matrix products' type (default float32)")

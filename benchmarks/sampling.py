@@ -12,7 +12,7 @@ line per setting, then a Markdown table for benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny",
                     help="random model: tiny (CPU) or ithq (the released model's sizes) (default tiny)")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per run (default 1 8)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="1.0 = guidance off")

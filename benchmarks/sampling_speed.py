@@ -10,7 +10,7 @@ machine and this command.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=4, help="images per run (default 4)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
     ap.add_argument("--guidance", type=float, default=3.0, help="guidance scale; 1 = off (default 3)")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    ap.add_argument("--device", type=gendet_env.device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda (default: cuda when available)")
     ap.add_argument("--repeats", type=int, default=2, help="timed runs, the best kept (default 2)")
     ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")

@@ -16,7 +16,7 @@ read the relation.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -105,14 +105,16 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(DEMO), help="saved TextToImage folder (default: the demo generator)")
     ap.add_argument("--data", required=True, help="captions dataset (datasets.scenes folder); its val split is used")
-    ap.add_argument("--images", type=int, default=128, help="val images (first N)")
-    ap.add_argument("--t", type=int, nargs="+", default=[10, 50, 80, 95, 99], help="diffusion steps (0-based)")
+    ap.add_argument("--images", type=int, default=128, help="val images (the first N; default 128)")
+    ap.add_argument("--t", type=int, nargs="+", default=[10, 50, 80, 95, 99], help="diffusion steps (0-based; default 10 50 80 95 99)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the noised tokens (default 0)")
     ap.add_argument("--relations", action="store_true",
                     help="only images with a relation caption; wrong = that caption with its objects swapped")
-    ap.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
+    if args.images < 1:
+        ap.error(f"--images must be >= 1, got {args.images}")
     from generation.data import CaptionImageDataset
     from generation.pipeline import TextToImage
 

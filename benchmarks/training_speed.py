@@ -12,7 +12,7 @@ benchmarks/RESULTS.md with the machine and this command.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import itertools
@@ -101,7 +101,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[16], help="batch sizes (default 16)")
     ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
                     help="precisions to compare (default fp32 bf16)")
-    ap.add_argument("--device", default=None, help="cpu, cuda (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda (default: cuda when available)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed steps, the median kept (default 5)")

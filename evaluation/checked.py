@@ -18,7 +18,7 @@ verdict and detections to OUT/checked.jsonl. It exits 0 when an image passed, 1 
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=str(DEMO / "generator"), help="a saved pipeline folder (default: the demo's)")
     ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: the demo's)")
     add_sampling_options(ap)
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
@@ -110,6 +111,10 @@ def main(argv=None) -> int:
             ap.error(f"{flag} must be >= 1, got {value}")
     if args.keep is not None and args.keep < 1:
         ap.error(f"--keep must be >= 1, got {args.keep}")
+    if args.seed < 0:
+        ap.error(f"--seed must be >= 0, got {args.seed}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: exists and is not a folder")
     avoid = [c.strip() for c in args.avoid.split(",") if c.strip()] if args.avoid else []
     unknown = sorted(set(avoid) - {"cat", "dog", "face"})
     if unknown:
@@ -122,6 +127,10 @@ def main(argv=None) -> int:
                      "(or give --avoid)")
         spec = PromptSpec.absent(args.prompt, avoid)
     else:
+        asked = [c for c in avoid if spec.expect.get(c, {}).get("count", 1) > 0]
+        if asked:
+            ap.error(f"--avoid {','.join(asked)} contradicts the prompt {args.prompt!r}, which asks for "
+                     f"{' and '.join(asked)}")
         spec = spec.excluding(avoid) if avoid else spec
     settings = sampling_settings(ap, args)
     try:

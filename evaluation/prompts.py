@@ -50,8 +50,10 @@ def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
     color = None
     if middle:
         if len(middle) != 1 or middle[0] not in COLORS or label not in COLOR_CLASSES:
+            known = f"({', '.join(COLORS)})" if label in COLOR_CLASSES else "(none: faces have no colour here)"
             raise ParseError(f"cannot judge {prompt!r}: {' '.join(middle)!r} is not a colour the judge knows "
-                             f"for {label} ({', '.join(COLORS) if label in COLOR_CLASSES else 'none'})")
+                             f"for {label} {known}; an object reads "
+                             + (f"'a [colour] {label}'" if label in COLOR_CLASSES else f"'a {label}'"))
         color = middle[0]
     return label, count, exact, color
 
@@ -73,7 +75,13 @@ def parse_prompt(prompt: str) -> PromptSpec:
             sides = [left, right]
             relations.append(rel)
             break
-    phrases = [_noun_phrase(p.strip(), prompt) for side in sides for p in side.split(" and ")]
+    try:
+        phrases = [_noun_phrase(p.strip(), prompt) for side in sides for p in side.split(" and ")]
+    except ParseError:
+        if not relations and re.search(r"\b(left|right|next to|beside|near|on top|under|behind|in front)\b", text):
+            raise ParseError(f"cannot judge {prompt!r}: the relations the judge reads are "
+                             f"{', '.join(RELATION_WORDS)}, e.g. 'a cat to the left of a dog'") from None
+        raise
     if relations and len(phrases) != 2:
         raise ParseError(f"cannot judge {prompt!r}: a relation must join exactly two objects")
 

@@ -16,7 +16,7 @@ report.html and the images. Rerunning with the same settings resumes.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import os
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from evaluation.detectors import JudgeDetectors, file_sha256
-from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, Shard, run_suite
+from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, RunConfigError, Shard, run_suite
 from evaluation.suite import dump_suite, load_suite, suite_from_prompts
 from evaluation.summary import describe_agreement, markdown_table
 from generation.sampling_options import add_sampling_options, sampling_settings
@@ -99,7 +99,8 @@ def main(argv=None) -> int:
                     help="judge the images of a finished run of the same suite instead of generating (e.g. with "
                          "other --detectors); takes its images per prompt, seed and settings")
     add_sampling_options(ap)
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -109,6 +110,8 @@ def main(argv=None) -> int:
         ap.error(f"--images-per-prompt must be >= 1, got {args.images_per_prompt}")
     if args.seed is not None and args.seed < 0:
         ap.error(f"--seed must be >= 0, got {args.seed}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: exists and is not a folder")
     from generation.pipeline import DEFAULTS, TextToImage
 
     settings = sampling_settings(ap, args)  # before any model loads
@@ -146,10 +149,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     validation = find_judge_validation(eyes)
-    summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed, settings=effective,
-                        models={"generator": generator, "detectors": eyes.info()},
-                        shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
-                        seed_rule=seed_rule)
+    try:
+        summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed,
+                            settings=effective, models={"generator": generator, "detectors": eyes.info()},
+                            shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
+                            seed_rule=seed_rule)
+    except RunConfigError as e:  # --out holds another run
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if summary is not None:
         if args.prompt:  # the suite they made, to rerun or extend: --suite OUT/suite.yaml
             dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")

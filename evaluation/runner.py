@@ -87,15 +87,33 @@ def image_seeds(seed: int, images_per_prompt: int, rule: str = IMAGE_SEEDS) -> l
     return [first + k for k in range(images_per_prompt)]
 
 
+class RunConfigError(ValueError):
+    """--out holds a run with other settings: it cannot be resumed by this one."""
+
+
+def _differences(old, new, name: str = "") -> list[str]:
+    """'settings.steps: 10 there, 3 now' for each leaf where two run configs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{name}.{k}" if name else str(k))]
+    if old == new:
+        return []
+    if isinstance(old, list) and isinstance(new, list):  # the prompts: too long to print
+        return [f"{name}: {len(old)} there, {len(new)} now" if len(old) != len(new) else f"{name}: other values"]
+    shown = ["unset" if v is None else repr(v) for v in (old, new)]
+    return [f"{name}: {shown[0]} there, {shown[1]} now"]
+
+
 def _check_run_config(out: Path, config: dict) -> None:
     """A resumed run must have the settings of the run it continues."""
     path = out / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
         if old != config:
-            diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-            raise ValueError(f"{out} holds a run with different settings ({', '.join(diff)}); "
-                             "use a new --out directory or --overwrite")
+            diff = _differences(old, config)
+            more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            raise RunConfigError(f"{out} holds a run with other settings ({'; '.join(diff[:3])}{more}): rerun with "
+                             "its settings to resume it, or give a new --out folder")
     else:
         write_json(config, path)
 

@@ -28,7 +28,7 @@ generator from its own first caption: where along the noise the generator loses 
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from datasets.scenes import iou
 from evaluation.detectors import JudgeDetectors
-from evaluation.judge import DEFAULT_RULES, judge
+from evaluation.judge import CLASSES, DEFAULT_RULES, judge
 from evaluation.prompts import parse_prompt
 from evaluation.suite import load_suite
 from evaluation.summary import accuracy_block, write_json
@@ -211,24 +211,35 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", default="default", help="suite name or YAML file (default: default)")
     ap.add_argument("--split", default="val", choices=("train", "val"), help="split to judge (default val)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many images")
-    ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 if available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, 0, ... (default: cuda:0 if available)")
     ap.add_argument("--through-vqvae", type=Path, default=None, metavar="DIR",
                     help="a VQ-VAE (or generator) folder: judge its reconstructions instead, the tokenizer "
                          "ceiling (writes tokenizer_ceiling.json)")
     ap.add_argument("--through-generator", type=Path, default=None, metavar="DIR",
                     help="a generator folder: judge its completions of the images from their tokens noised to "
                          "--filter-ratio, each from its own caption (writes completion_rR.json)")
-    ap.add_argument("--filter-ratio", type=float, default=0.5,
+    ap.add_argument("--filter-ratio", type=float, default=None,
                     help="with --through-generator: noise depth, 1/T..1 (1: from all-[MASK]; default 0.5)")
     ap.add_argument("--steps", type=int, default=None,
                     help="with --through-generator: sampling steps (default: the model's)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON report (default: --data)")
     args = ap.parse_args(argv)
     if args.through_vqvae and args.through_generator:
-        print("error: give --through-vqvae or --through-generator, not both", file=sys.stderr)
-        return 2
+        ap.error("give --through-vqvae or --through-generator, not both")
+    if args.limit is not None and args.limit < 1:
+        ap.error(f"--limit must be >= 1, got {args.limit}")
+    for flag, value in (("--filter-ratio", args.filter_ratio), ("--steps", args.steps)):
+        if value is not None and args.through_generator is None:
+            ap.error(f"{flag} only applies with --through-generator")
+    if args.filter_ratio is None:
+        args.filter_ratio = 0.5
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
+        unseen = sorted(set(CLASSES) - eyes.classes)
+        if unseen:  # prompts that expect such an object cannot pass: say so before the numbers mislead
+            print(f"warning: no detector finds {', '.join(unseen)}: true captions naming "
+                  f"{'it' if len(unseen) == 1 else 'them'} fail, and those categories read low", file=sys.stderr)
         trip = (VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else
                 GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device, steps=args.steps)
                 if args.through_generator else None)
@@ -249,10 +260,13 @@ def main(argv=None) -> int:
     write_json(report, out / name)
     if args.through_vqvae:
         print(f"images through the VQ-VAE {trip.path}: mean PSNR {report['through_vqvae']['psnr']:.2f} dB")
+        print("tokenizer ceiling (true captions still passed after the round trip): "
+              + ", ".join(f"{c} {1 - v:.3f}" for c, v in report["true_captions_failed"].items()))
     elif args.through_generator:
         print(f"images completed by {trip.path} from {args.filter_ratio:g} of the noise; own captions passed: "
               + ", ".join(f"{c} {1 - v:.3f}" for c, v in report["true_captions_failed"].items()))
     print(format_table(report))
+    print("true caps failed: the share of the images' own (true) captions the judge did not pass")
     print("objects found (IoU 0.5) by longer side / image side: " + ", ".join(
         f"{k} {v['recall']:.2f} of {v['objects']}" for k, v in report["recall_by_size"].items()))
     print(f"wrote {out / name}")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from generation.sampling_options import check_settings
 from generation.transformer import DenoisingTransformer, TransformerConfig
 
 ACTIVATIONS = {"geglu-approximate": "gelu2", "gelu": "gelu"}
@@ -265,6 +266,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="classifier-free null condition: the learned embedding when the checkpoint has one "
                           "(auto), or the encoded empty prompt")
     args = ap.parse_args(argv)
+    try:
+        check_settings(args.steps, args.truncation)
+    except ValueError as e:
+        ap.error(str(e))
     defaults = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance),
                                   ("truncation", args.truncation)) if v is not None}
     official_flags = [f"--{k.replace('_', '-')}" for k in ("config", "vqvae", "vqvae_config", "bpe", "tokenizer")
@@ -297,4 +302,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the importable module's main: under `python -m` this file is __main__, and its
+    # ConversionError would be another class than the one generation.convert_official raises
+    from generation.convert import main as module_main
+
+    raise SystemExit(module_main())

@@ -18,7 +18,8 @@ A saved pipeline is a folder (safetensors + JSON, no pickle):
 
 Every image draws its randomness from its own torch.Generator seeded with its own
 seed, so image i is the same whether it is generated alone or in a batch (on the
-same device).
+same device; the batch changes only the denoiser's float rounding, ~1e-6, which
+changed no token where measured, and images are decoded one by one).
 """
 
 from __future__ import annotations
@@ -143,11 +144,14 @@ class TextToImage(nn.Module):
             seeds = list(range(base, base + len(prompts) * num_images))
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        settings = {"steps": self.defaults["steps"] if steps is None else int(steps),
+        T = self.diffusion.num_timesteps  # a default above T (a tiny test model's 25) means every t
+        settings = {"steps": min(self.defaults["steps"], T) if steps is None else int(steps),
                     "guidance_scale": float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale),
                     "truncation": float(self.defaults["truncation"] if truncation is None else truncation),
                     "purity": bool(self.defaults["purity"] if purity is None else purity)}
         check_settings(settings["steps"], settings["truncation"])
+        if settings["steps"] > T:  # asked for more t values than there are: say so, do not clamp silently
+            raise ValueError(f"steps must be at most this model's {T} diffusion steps, got {settings['steps']}")
         expanded = [p for p in prompts for _ in range(num_images)]
         B = len(expanded)
         emb, mask = self.encode_text(prompts)
@@ -198,7 +202,9 @@ class TextToImage(nn.Module):
 
     @torch.no_grad()
     def decode_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.vqvae.decode(tokens.to(self.device)).clamp(0, 1)
+        # one image at a time: a batched convolution sums in another order (~1e-6), enough to move a
+        # few pixels by 1/255, and an image must not depend on its batch (no slower on CPU, measured)
+        return torch.cat([self.vqvae.decode(t[None].to(self.device)) for t in tokens]).clamp(0, 1)
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, path: str | Path) -> Path:
@@ -223,7 +229,11 @@ class TextToImage(nn.Module):
         path = Path(path)
         meta_path = path / "pipeline.json"
         if not meta_path.is_file():
-            raise FileNotFoundError(f"{path} is not a gendet text-to-image folder (no pipeline.json)")
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: no such folder (a generator folder holds pipeline.json)")
+            inner = path / "pipeline" / "pipeline.json"  # a training run's folder: its model is in pipeline/
+            hint = f"; did you mean {path / 'pipeline'}?" if inner.is_file() else ""
+            raise FileNotFoundError(f"{path} is not a gendet text-to-image folder (no pipeline.json){hint}")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")

@@ -16,7 +16,7 @@ it. Either or both.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import re
@@ -52,7 +52,9 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
         recorded = {k: str(v) for k, v in (("init_image", init_image), ("mask", mask)) if v is not None}
     seeds = list(range(seed, seed + n))
     chunks = [seeds[i:i + batch] for i in range(0, n, batch)]  # image k depends on its seed alone
-    per_chunk = pipe.defaults["steps"] if steps is None else steps
+    # the denoiser calls per batch: an edit that starts part-way makes at most that many
+    start_t = None if filter_ratio is None else pipe.diffusion.start_t_for_filter_ratio(filter_ratio)
+    per_chunk = len(pipe.diffusion.timesteps(pipe.defaults["steps"] if steps is None else steps, start_t))
     bar = tqdm(total=per_chunk * len(chunks), desc="sampling", unit="step", disable=not progress)
     out, paths, t0 = Path(out), [], time.time()
     for chunk in chunks:
@@ -78,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8,
                     help="images sampled at once (default 8); the images are the same whatever the batch")
     add_sampling_options(ap)
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--init-image", default=None, metavar="PNG",
                     help="edit or inpaint this image (cut to a centre square at the model's size)")
@@ -94,6 +97,10 @@ def main(argv=None) -> int:
     for flag, value in (("--n", args.n), ("--batch", args.batch)):
         if value < 1:
             ap.error(f"{flag} must be >= 1, got {value}")
+    if args.seed < 0:
+        ap.error(f"--seed must be >= 0, got {args.seed}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        ap.error(f"--out {args.out}: exists and is not a folder")
     sampling_settings(ap, args)
     if args.init_image is None and (args.filter_ratio is not None or args.mask is not None):
         ap.error("--filter-ratio and --mask edit an image: give it with --init-image")
@@ -103,7 +110,7 @@ def main(argv=None) -> int:
         ap.error(f"--filter-ratio must be in (0, 1], got {args.filter_ratio}")
     for flag, path in (("--init-image", args.init_image), ("--mask", args.mask)):
         if path is not None and not Path(path).is_file():
-            ap.error(f"{flag} {path}: no such file")
+            ap.error(f"{flag} {path}: " + ("a folder, not an image file" if Path(path).is_dir() else "no such file"))
     try:
         paths = sample(args.prompt, args.model, args.out, args.n, args.seed, args.steps, args.guidance,
                        args.truncation, args.purity, args.device, not args.quiet, args.init_image,

@@ -32,7 +32,9 @@ def sampling_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     try:
         check_settings(args.steps, args.truncation)
     except ValueError as e:
-        ap.error(str(e))
+        ap.error(f"--{e}")  # the message starts with the setting's name: here it is the option's
+    if args.guidance is not None and args.guidance < 0:
+        ap.error(f"--guidance must be >= 0 (1 = off), got {args.guidance}")
     given = {"steps": args.steps, "guidance_scale": args.guidance, "truncation": args.truncation,
              "purity": args.purity}
     return {k: v for k, v in given.items() if v is not None}

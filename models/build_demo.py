@@ -11,7 +11,7 @@ Work goes to runs/demo_<profile>/; the bundle is assembled in models/demo/.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
@@ -365,7 +365,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.build_demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", choices=sorted(PROFILES), default="cpu",
                     help="cpu: the shipped bundle's recipe; gpu: for a lent GPU; smoke: tiny, for tests (default cpu)")
-    ap.add_argument("--device", default=None, help="cpu, 0, cuda:0 ... (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, 0, cuda:0 ... (default: cuda when available)")
     ap.add_argument("--work", default=None, help="work folder (default runs/demo_<profile>)")
     ap.add_argument("--bundle", default=None, help="bundle folder (default models/demo; for --profile smoke, "
                                                    "the work folder's bundle/)")

@@ -30,6 +30,11 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     assert "| **overall** |" in capsys.readouterr().out
     assert main(args) == 0  # resume: nothing to redo, no duplicate rows
     assert len(read_rows(out / "results.jsonl")) == 16
+    # the same folder with other settings: one line naming what differs, and the run is untouched
+    assert main([*args[:-5], "--steps", "2", *args[-3:]]) == 2
+    err = capsys.readouterr().err
+    assert "(settings.steps: 3 there, 2 now)" in err and "Traceback" not in err and err.count("\n") == 1
+    assert len(read_rows(out / "results.jsonl")) == 16
     # --purity reaches the sampler: recorded, and the images differ from the random-order ones
     assert main([*args[:-3], "--out", str(tmp_path / "pure"), "--quiet", "--purity"]) == 0
     pure = read_rows(tmp_path / "pure" / "results.jsonl")
@@ -39,8 +44,10 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     bad = ["--suite", "nope", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "y"), "--quiet"]
     assert main(bad) == 2 and "no suite 'nope'" in capsys.readouterr().err
     for flags, message in ((["--images-per-prompt", "0"], "--images-per-prompt must be >= 1, got 0"),
-                           (["--steps", "0"], "steps must be >= 1, got 0"),
-                           (["--truncation", "0"], "truncation must be in (0, 1], got 0.0")):
+                           (["--steps", "0"], "--steps must be >= 1, got 0"),
+                           (["--truncation", "0"], "--truncation must be in (0, 1], got 0.0"),
+                           (["--device", "gpu"], "argument --device: 'gpu' is not a device"),
+                           (["--out", str(out / "summary.json")], "summary.json: exists and is not a folder")):
         with pytest.raises(SystemExit) as exit_:
             main([*bad[2:], *flags])
         assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -176,7 +183,11 @@ def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp
     assert len(list((tmp_path / "out_0").glob("*.png"))) == 2
     for argv, message in ((["a purple giraffe"], "'giraffe' is not one of cat, dog, face"),
                           (["a cat", "--candidates", "0"], "--candidates must be >= 1, got 0"),
-                          (["a cat", "--avoid", "horse"], "--avoid: horse is not one of cat, dog, face")):
+                          (["a cat", "--avoid", "horse"], "--avoid: horse is not one of cat, dog, face"),
+                          (["two cats and a dog", "--avoid", "dog,face"],
+                           "--avoid dog contradicts the prompt 'two cats and a dog', which asks for dog"),
+                          (["a cat on the left of a dog"], "the relations the judge reads are"),
+                          (["a cat", "--device", "cuda:x"], "argument --device: 'cuda:x' is not a device")):
         with pytest.raises(SystemExit) as exit_:
             checked([*argv, *common, "--out", str(tmp_path / "bad")])
         assert exit_.value.code == 2 and message in capsys.readouterr().err

@@ -177,3 +177,19 @@ def test_refusals_name_the_file_and_field(sources, tmp_path):
         convert_official(tmp_path, tmp_path / "m", tokenizer=src / "tokenizer")
     with pytest.raises(ConversionError, match="no config: pass --config"):
         convert_official(cut, tmp_path / "m", tokenizer=src / "tokenizer")
+
+
+def test_the_command_line_prints_refusals_as_one_line(tmp_path):
+    """`python -m generation.convert` runs the file as __main__: its errors must still be the
+    one-line `error:` of the importable module, not a traceback."""
+    import subprocess
+    import sys
+
+    import gendet_env
+
+    missing = tmp_path / "VQ-Diffusion"
+    run = subprocess.run([sys.executable, "-m", "generation.convert", "--from", "official", str(missing),
+                          "--out", str(tmp_path / "m")], capture_output=True, text=True, timeout=300,
+                         cwd=gendet_env.ROOT)
+    assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-1500:]
+    assert run.stderr.strip().splitlines()[-1] == f"error: source {str(missing)!r} does not exist"

@@ -143,7 +143,15 @@ def test_parse_prompt_grammar():
     assert parse_prompt("an empty room").expect == {c: {"count": 0} for c in ("cat", "dog", "face")}
     assert parse_prompt("three faces").category == "faces"
     for bad, words in [("a horse", "'horse'"), ("a purple cat", "'purple'"), ("two cat", "singular and plural"),
-                       ("many dogs", "number word"), ("a black face", "colour"), ("", "empty")]:
+                       ("many dogs", "number word"), ("a black face", "colour"), ("", "empty"),
+                       ("a small cat", r"'small' is not a colour the judge knows for cat \(black, white, gray, "
+                                       r"orange, brown\); an object reads 'a \[colour\] cat'"),
+                       ("a big face", r"\(none: faces have no colour here\); an object reads 'a face'"),
+                       # natural wordings of a relation point at the four the judge reads
+                       ("a cat on the left of a dog", "the relations the judge reads are to the left of, to the "
+                                                      "right of, above, below, e.g. 'a cat to the left of a dog'"),
+                       ("a cat next to a dog", "the relations the judge reads"),
+                       ("a dog left of a cat", "the relations the judge reads")]:
         with pytest.raises(ParseError, match=words):
             parse_prompt(bad)
 

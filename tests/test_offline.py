@@ -119,3 +119,18 @@ def test_network_use_at_import_time_fails_the_session(tmp_path):
     assert run.returncode == 1, run.stdout + run.stderr
     assert "1 passed" in run.stdout
     assert "NETWORK USE OUTSIDE TESTS (blocked): socket.getaddrinfo to '203.0.113.9'" in run.stderr
+
+
+def test_user_warnings_print_as_one_line_for_the_terminal():
+    """Ours (a prompt cut to the model's tokens) read 'warning: ...'; other kinds keep Python's format."""
+    import subprocess
+    import sys
+
+    code = ("import gendet_env, warnings\n"
+            "warnings.warn('prompt is long; truncated')\n"
+            "warnings.warn('old api', FutureWarning)\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=gendet_env.ROOT)
+    lines = run.stderr.splitlines()
+    assert lines[0] == "warning: prompt is long; truncated"
+    assert "FutureWarning: old api" in lines[1]

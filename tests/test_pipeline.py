@@ -38,6 +38,7 @@ def test_each_image_depends_only_on_its_seed():
     batch = pipe("a face", seeds=[10, 11, 12], steps=4, guidance_scale=2.0)
     alone = pipe("a face", seeds=[11], steps=4, guidance_scale=2.0)
     assert torch.equal(batch.tokens[1:2], alone.tokens)
+    assert torch.equal(batch.images[1:2], alone.images)  # to the bit: decoded one by one
     other = pipe("a face", seeds=[99], steps=4, guidance_scale=2.0)
     assert not torch.equal(other.tokens, alone.tokens)
 
@@ -68,6 +69,9 @@ def test_bad_inputs_are_named(tmp_path):
         pipe("  ")
     with pytest.raises(ValueError, match="truncation must be in"):
         pipe("a cat", truncation=0)
+    T = pipe.diffusion.num_timesteps
+    with pytest.raises(ValueError, match=f"steps must be at most this model's {T} diffusion steps, got {T + 1}"):
+        pipe("a cat", steps=T + 1)
     with pytest.raises(FileNotFoundError, match="no pipeline.json"):
         TextToImage.from_pretrained(tmp_path)
 
@@ -95,13 +99,26 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
                  "--guidance", "1.5", "--out", str(tmp_path / "one_by_one"), "--batch", "1", "--quiet"]) == 0
     assert all((tmp_path / "one_by_one" / f.name).read_bytes() == f.read_bytes() for f in files)
     capsys.readouterr()
-    for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "steps must be >= 1, got 0"),
+    for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "--steps must be >= 1, got 0"),
                           (["a cat", "--batch", "0"], "--batch must be >= 1, got 0"),
-                          (["a cat", "--truncation", "1.5"], "truncation must be in (0, 1], got 1.5")):
+                          (["a cat", "--truncation", "1.5"], "--truncation must be in (0, 1], got 1.5"),
+                          (["a cat", "--guidance", "-2"], "--guidance must be >= 0 (1 = off), got -2.0"),
+                          (["a cat", "--seed", "-1"], "--seed must be >= 0, got -1"),
+                          (["a cat", "--init-image", str(tmp_path), "--mask", str(tmp_path)],
+                           f"--init-image {tmp_path}: a folder, not an image file"),
+                          (["a cat", "--device", "gpu"], "argument --device: 'gpu' is not a device")):
         with pytest.raises(SystemExit) as exit_:
             main(argv + ["--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")])
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and message in err and "sampling" not in err  # no bar before the error
+    assert main(["a cat", "--steps", "500", "--model", str(tmp_path / "gen"), "--out", str(tmp_path / "o")]) == 2
+    assert "error: steps must be at most this model's 10 diffusion steps, got 500" in capsys.readouterr().err
+    (tmp_path / "run").mkdir()  # a training run's folder: the model is its pipeline/
+    tiny_pipeline().save_pretrained(tmp_path / "run" / "pipeline")
+    for model, message in ((tmp_path / "run", f"no pipeline.json); did you mean {tmp_path / 'run' / 'pipeline'}?"),
+                           (tmp_path / "nowhere", f"{tmp_path / 'nowhere'}: no such folder")):
+        assert main(["a cat", "--model", str(model), "--out", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
     with pytest.raises(ValueError, match="prompt 0 is empty"):  # the Python API checks inside the pipeline
         sample("  ", tmp_path / "gen", tmp_path / "o", progress=False)
     assert not (tmp_path / "o").exists()  # and a failed run leaves no empty output folder

@@ -162,8 +162,12 @@ def test_runner_resumes_without_repeating_work(tmp_path):
         fh.write('{"prompt": "a ca')
     assert len(read_rows(tmp_path / "results.jsonl")) == len(rows)
     # other settings in the same folder are refused
-    with pytest.raises(ValueError, match="different settings.*images_per_prompt"):
+    with pytest.raises(ValueError, match=r"other settings \(images_per_prompt: 2 there, 3 now\): rerun with its "
+                                         "settings to resume it, or give a new --out folder"):
         run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, progress=False)
+    with pytest.raises(ValueError, match=r"settings.steps: unset there, 3 now; settings.truncation: unset there, 0.9 now\)"):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False,
+                  settings={"steps": 3, "truncation": 0.9})
 
 
 def test_sharded_run_merges_to_the_single_process_result(tmp_path):
@@ -309,7 +313,11 @@ def test_vq_round_trip_is_encode_decode_and_measures_psnr(tmp_path, tiny_detecto
     report = json.loads((tmp_path / "o" / "tokenizer_ceiling.json").read_text())
     assert report["images"] == 4 and report["through_vqvae"]["images"] == 4
     assert not (tmp_path / "o" / "judge_validation.json").exists()
-    assert "mean PSNR" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "mean PSNR" in printed.out
+    ceiling = ", ".join(f"{c} {1 - v:.3f}" for c, v in report["true_captions_failed"].items())
+    assert f"tokenizer ceiling (true captions still passed after the round trip): {ceiling}" in printed.out
+    assert "warning: no detector finds face: true captions naming it fail" in printed.err  # catdog only
     assert main(args[:-4] + ["--out", str(tmp_path / "p")]) == 0  # the plain run: its originals are the ceiling's
     plain = json.loads((tmp_path / "p" / "judge_validation.json").read_text())
     assert report["through_vqvae"]["originals_true_captions_failed"] == plain["true_captions_failed"]
@@ -365,8 +373,15 @@ def test_generator_completion_is_the_generators_edit_from_the_own_caption(tmp_pa
     assert "own captions passed" in capsys.readouterr().out
     assert main(args[:-6] + ["--filter-ratio", "2", "--out", str(tmp_path / "o")]) == 2
     assert "filter_ratio must be in" in capsys.readouterr().err
-    assert main(args + ["--through-vqvae", str(tmp_path / "gen")]) == 2
-    assert "not both" in capsys.readouterr().err
+    for extra, message in ((["--through-vqvae", str(tmp_path / "gen")], "not both"),
+                           (["--limit", "0"], "--limit must be >= 1, got 0")):
+        with pytest.raises(SystemExit) as exit_:
+            main(args + extra)
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+    plain = [a for a in args if a not in ("--through-generator", str(tmp_path / "gen"))]
+    with pytest.raises(SystemExit):  # a completion's options without a completion: refused, not ignored
+        main(plain)
+    assert "--filter-ratio only applies with --through-generator" in capsys.readouterr().err
 
 
 def test_size_buckets_known_answers():

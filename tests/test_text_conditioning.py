@@ -79,6 +79,9 @@ def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "12"]) == 2
     assert "t must be in 0..9" in capsys.readouterr().err
     assert main(["--model", str(tmp_path / "nope"), "--data", str(scenes)]) == 2
+    with pytest.raises(SystemExit):
+        main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--images", "0"])
+    assert "--images must be >= 1, got 0" in capsys.readouterr().err
     objects = scenes / "objects.jsonl"
     objects.write_text("\n".join(x for x in objects.read_text().splitlines() if '"val"' not in x) + "\n\n")
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "9"]) == 2
