@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from detection._common import UsageError, run_cli
 from detection.detector import Detector
 
 
@@ -36,13 +37,13 @@ def load_images(data: str | None, n: int, size: int, seed: int = 0) -> list[np.n
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
                    and "val" in p.parts)
     if not files:
-        raise SystemExit(f"no val images (.png/.jpg under a 'val' folder) in {root}")
+        raise UsageError(f"{root}: no val images (.png/.jpg under a 'val' folder) for --data")
     return [np.asarray(Image.open(files[i % len(files)]).convert("RGB")) for i in range(n)]
 
 
 def sync(device: str) -> None:
-    if device != "cpu" and torch.cuda.is_available():
-        torch.cuda.synchronize()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None) -> int:
@@ -50,22 +51,22 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="models/demo/catdog.pt", help="detector .pt (default: the demo cat/dog one)")
     ap.add_argument("--data", default=None, help="scenes root or YOLO folder whose val images are used "
                                                  "(default: random images of --size)")
-    ap.add_argument("--size", type=int, default=64, help="image side for random images")
+    ap.add_argument("--size", type=int, default=64, help="image side for random images (default 64)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes to time (default 1 32)")
-    ap.add_argument("--device", default="0" if torch.cuda.is_available() else "cpu",
-                    help="cpu, 0, ... (default: 0 when a GPU is there)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default="0" if torch.cuda.is_available() else "cpu",
+                    help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when a GPU is there)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs per batch size, the best kept (default 3)")
     ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batch) or args.repeats < 1:
-        raise SystemExit("--batch sizes and --repeats must be >= 1")
+        ap.error("--batch sizes and --repeats must be >= 1")
+    if args.size < 1:
+        ap.error(f"--size must be >= 1 (got {args.size})")
     model = Path(args.model)
-    if not model.is_file():
-        raise SystemExit(f"no detector at {model}")
-    det = Detector.load(model, device=args.device)
     images = load_images(args.data, max(args.batch), args.size)
+    det = Detector.load(model, device=args.device)  # a missing or bad .pt: a UsageError naming it
     det.detect(images[:max(args.batch)], batch=max(args.batch))  # warm-up: lazy init, allocator, kernel choice
-    gpu = torch.cuda.get_device_name(0) if args.device != "cpu" and torch.cuda.is_available() else None
+    gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
     results = []
     for batch in args.batch:
         times = []
@@ -87,4 +88,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_cli(main)

@@ -312,15 +312,21 @@ def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
 MANAGED = ("images", "annotations", "catdog", "face", "captions.jsonl", "objects.jsonl", "meta.json")
 
 
+def previous_meta(root: Path) -> dict | None:
+    """meta.json of an earlier scenes dataset at root, or None."""
+    try:
+        meta = json.loads((root / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and str(meta.get("generator", "")).startswith("scenes") else None
+
+
 def _prepare(root: Path) -> None:
     """Empty dir or an earlier scenes dataset (its files are replaced); refuse anything else."""
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root}: --out exists and is not a folder")
     if root.exists() and any(root.iterdir()):
-        meta = root / "meta.json"
-        try:
-            ours = json.loads(meta.read_text()).get("generator", "").startswith("scenes")
-        except (OSError, ValueError, AttributeError):
-            ours = False
-        if not ours:
+        if previous_meta(root) is None:
             raise FileExistsError(f"{root} is not empty and holds no scenes dataset (meta.json); "
                                   "choose an empty or new --out directory")
         for name in MANAGED:
@@ -387,6 +393,14 @@ def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed:
     })
 
 
+def expand_backgrounds(kinds) -> tuple[str, ...]:
+    """Background kinds with 'plain' standing for PLAIN_BACKGROUNDS; repeats dropped, order kept."""
+    out = []
+    for kind in kinds:
+        out += PLAIN_BACKGROUNDS if kind == "plain" else [kind]
+    return tuple(dict.fromkeys(out))
+
+
 def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
                backgrounds: tuple[str, ...] = draw.BACKGROUNDS, min_object: float = 0.0,
                count_probs: tuple[float, ...] = COUNT_PROBS) -> None:
@@ -397,9 +411,9 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
                          f"that sum to 1 (got {', '.join(map(str, count_probs))}: sum {sum(count_probs):.9g})")
     if not 0 <= min_object <= 0.6:  # four objects of 0.6 no longer fit side by side
         raise ValueError(f"min object must be in [0, 0.6] of the image side (got {min_object})")
-    unknown = [b for b in backgrounds if b not in draw.BACKGROUNDS]
+    unknown = [b for b in expand_backgrounds(backgrounds) if b not in draw.BACKGROUNDS]
     if unknown or not backgrounds:
-        raise ValueError(f"backgrounds must be some of {', '.join(draw.BACKGROUNDS)} "
+        raise ValueError(f"backgrounds must be some of {', '.join(draw.BACKGROUNDS + ('plain',))} "
                          f"(got {', '.join(backgrounds) or 'none'})")
     if n < 1:
         raise ValueError(f"n must be at least 1 (got {n})")
@@ -417,11 +431,11 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
              workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS,
              min_object: float = 0.0, count_probs: tuple[float, ...] = COUNT_PROBS) -> Path:
     """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `backgrounds`
-    limits the background kinds (e.g. PLAIN_BACKGROUNDS), `min_object` the smallest object
+    limits the background kinds (e.g. PLAIN_BACKGROUNDS; "plain" stands for those), `min_object` the smallest object
     (a fraction of the image side): easier worlds for a small generator; `count_probs`
     reweights how many objects a scene has, P(0..4), e.g. more two-object scenes, where the
     relation captions are."""
-    backgrounds, count_probs = tuple(backgrounds), tuple(float(p) for p in count_probs)
+    backgrounds, count_probs = expand_backgrounds(backgrounds), tuple(float(p) for p in count_probs)
     check_args(n, size, seed, val_fraction, workers, backgrounds, min_object, count_probs)
     root = Path(out_dir)
     _prepare(root)
@@ -450,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m datasets.scenes",
         description="Generate seeded procedural scenes of cats, dogs and human faces with captions, "
                     "COCO annotations and YOLO datasets (layout: datasets/FORMATS.md).")
-    ap.add_argument("--out", required=True, type=Path, help="dataset root to write (empty, new, or an earlier scenes root)")
+    ap.add_argument("--out", required=True, type=Path,
+                    help="dataset root to write (empty, new, or an earlier scenes root, which is replaced)")
     ap.add_argument("--n", required=True, type=int, help="number of images (>= 1)")
     ap.add_argument("--size", type=int, default=128, help=f"image side in pixels (>= {MIN_SIZE}, default 128)")
     ap.add_argument("--seed", type=int, default=0, help="random seed (>= 0, default 0)")
@@ -458,7 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, default=1, help="processes; output does not depend on it (default 1)")
     ap.add_argument("--backgrounds", default=",".join(draw.BACKGROUNDS),
                     help="comma-separated background kinds to draw from (default: all, "
-                         f"{','.join(draw.BACKGROUNDS)}; 'plain' means {','.join(PLAIN_BACKGROUNDS)})")
+                         f"{','.join(draw.BACKGROUNDS)}; 'plain' stands for {','.join(PLAIN_BACKGROUNDS)}, "
+                         "alone or in the list)")
     ap.add_argument("--min-object", type=float, default=0.0,
                     help="smallest nominal object side as a fraction of the image side, 0-0.6 (default 0: "
                          "the world's own 0.12-0.15; the tight box can be a little smaller)")
@@ -472,8 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
-    backgrounds = PLAIN_BACKGROUNDS if args.backgrounds == "plain" else \
-        tuple(b.strip() for b in args.backgrounds.split(",") if b.strip())
+    backgrounds = tuple(b.strip() for b in args.backgrounds.split(",") if b.strip())
     try:
         count_probs = tuple(float(p) for p in args.count_probs.split(","))
     except ValueError:
@@ -483,12 +498,16 @@ def main(argv=None) -> int:
                    count_probs)
     except ValueError as e:
         ap.error(f"bad argument: {e}")
+    previous = previous_meta(args.out)
     try:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
                         progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object,
                         count_probs=count_probs)
     except FileExistsError as e:
         ap.error(str(e))
+    if previous is not None:  # the same --out twice is allowed (scripts resume), but never silently
+        print(f"note: replaced the existing scenes dataset at {root} ({previous.get('n', '?')} images, "
+              f"seed {previous.get('seed', '?')})", file=sys.stderr)
     print(f"wrote {args.n} scenes to {root}")
     return 0
 

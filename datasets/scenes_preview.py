@@ -16,10 +16,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from datasets.scenes import render_scene
+from datasets.scenes import MIN_SIZE, render_scene
 
 BOX_RGB = {"cat": (255, 64, 64), "dog": (64, 128, 255), "face": (255, 210, 0)}
 CAPTION_H = 30
+SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
 def contact_sheet(rows: int, cols: int, size: int = 128, seed: int = 0, start: int = 0,
@@ -45,16 +46,23 @@ def contact_sheet(rows: int, cols: int, size: int = 128, seed: int = 0, start: i
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m datasets.scenes_preview",
                                  description="Draw a contact sheet of procedural scenes with boxes and captions.")
-    ap.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    ap.add_argument("--out", type=Path, required=True, help="image file to write (.png or .jpg)")
     ap.add_argument("--rows", type=int, default=4, help="rows of scenes (default 4)")
     ap.add_argument("--cols", type=int, default=6, help="scenes per row (default 6)")
-    ap.add_argument("--size", type=int, default=128, help="scene side in pixels (default 128)")
+    ap.add_argument("--size", type=int, default=128, help=f"scene side in pixels (>= {MIN_SIZE}, default 128)")
     ap.add_argument("--seed", type=int, default=0, help="the world's seed, as datasets.scenes --seed (default 0)")
-    ap.add_argument("--start", type=int, default=0, help="first scene index")
+    ap.add_argument("--start", type=int, default=0, help="first scene index (>= 0, default 0)")
     ap.add_argument("--no-boxes", action="store_true", help="images and captions only")
     args = ap.parse_args(argv)
     if args.rows < 1 or args.cols < 1:
         ap.error(f"--rows and --cols must be >= 1 (got {args.rows}, {args.cols})")
+    if args.size < MIN_SIZE:  # as datasets.scenes --size
+        ap.error(f"--size must be at least {MIN_SIZE} pixels (got {args.size})")
+    for flag, value in (("--seed", args.seed), ("--start", args.start)):
+        if value < 0:  # numpy's seed sequence takes no negative numbers
+            ap.error(f"{flag} must be >= 0 (got {value})")
+    if args.out.suffix.lower() not in SUFFIXES or args.out.is_dir():
+        ap.error(f"--out must be an image file name ending in .png or .jpg (got {args.out})")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     contact_sheet(args.rows, args.cols, args.size, args.seed, args.start, not args.no_boxes).save(args.out)
     print(f"wrote {args.out}")

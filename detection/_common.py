@@ -15,6 +15,10 @@ TASKS: dict[str, list[str]] = {"catdog": ["cat", "dog"], "face": ["face"]}
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
+#: --model shortcuts for the demo bundle's detectors (models/demo/<name>.pt).
+DEMO = gendet_env.ROOT / "models" / "demo"
+BUNDLED = ("catdog", "face")
+
 
 class UsageError(ValueError):
     """A problem with what the user passed (a file, a field, an argument).
@@ -60,6 +64,28 @@ def check_local_weights(path: str | Path) -> Path:
         )
         raise ModelFileError(f"{path}: no such file{hint}; pass a local file (a .pt written by detection.train)")
     return p
+
+
+def resolve_model(model: str | Path) -> Path:
+    """A detector .pt, or the name of a bundled demo detector (catdog, face)."""
+    if str(model) in BUNDLED:
+        path = DEMO / f"{model}.pt"
+        if not path.is_file():
+            raise UsageError(f"the demo {model} detector {path} is not built yet: run `make demo-models`, "
+                             "or pass --model PATH.pt")
+        return path
+    if Path(model).suffix != ".pt":
+        raise ModelFileError(f"{model}: expected a local .pt weights file, or {' / '.join(BUNDLED)} "
+                             "for the demo bundle's detectors")
+    return Path(model)
+
+
+def out_folder(out: str | Path) -> Path:
+    """--out as a folder path; refused up front when it names an existing file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out}: --out exists and is not a folder")
+    return out
 
 
 def command_line() -> str:

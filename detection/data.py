@@ -99,7 +99,7 @@ def find_data_yaml(path: str | Path, task: str | None = None) -> Path:
         return p / "data.yaml"
     if task and (p / task / "data.yaml").is_file():
         return p / task / "data.yaml"
-    where = f"{p}/data.yaml" + (f" nor {p}/{task}/data.yaml" if task else "")
+    where = f"{p}/data.yaml" + (f" and {p}/{task}/data.yaml" if task else "")
     raise DataError(f"{path}: missing data.yaml (looked for {where})")
 
 

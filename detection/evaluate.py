@@ -26,7 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from detection._common import run_cli, task_for_names, write_json
+from detection._common import BUNDLED, UsageError, out_folder, resolve_model, run_cli, task_for_names, write_json
 from detection.coco_metrics import coco_map, ground_truth_coco, predictions_coco, predictions_from_ultralytics
 from detection.data import load_dataset
 from detection.detector import Detector
@@ -65,13 +65,24 @@ def plot_pr(coco: dict, path: Path, title: str) -> Path:
     return path
 
 
+def default_out(model: str | Path) -> Path:
+    """eval/ next to the weights; for a demo shortcut runs/eval-NAME/, so the shipped bundle stays as it is."""
+    if str(model) in BUNDLED:
+        return Path("runs") / f"eval-{model}"
+    return Path(model).parent / "eval"
+
+
 def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str | Path | None = None,
              imgsz: int | None = None, device: str | None = None, tolerance: float = 0.02) -> dict:
-    """Both implementations on one split; writes eval.json and pr_curve.png into `out`, returns the report."""
+    """Both implementations on one split; writes eval.json and pr_curve.png into `out`, returns the report.
+    `model` is a detector .pt or a demo bundle shortcut (catdog, face)."""
+    if imgsz is not None and int(imgsz) < 32:  # as detection.train: smaller sizes silently score 0
+        raise UsageError(f"--imgsz {imgsz}: must be >= 32")
+    out = out_folder(out or default_out(model))
+    model = resolve_model(model)
     det = Detector.load(model, device=device)
     task = task_for_names(det.names)
     dataset = load_dataset(data, task, splits=(split,))
-    out = Path(out or Path(model).parent / "eval")
     out.mkdir(parents=True, exist_ok=True)
     imgsz = int(imgsz or det.imgsz)
     gt = ground_truth_coco(dataset, split)
@@ -95,16 +106,20 @@ def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str |
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", required=True, help="a detector .pt (from detection.train)")
+    ap.add_argument("--model", required=True,
+                    help="a detector .pt (from detection.train), or catdog / face for the demo bundle's")
     ap.add_argument("--data", required=True, help="data.yaml, YOLO dataset folder or scenes root")
     ap.add_argument("--split", default="val", choices=("train", "val"), help="split to measure (default val)")
     ap.add_argument("--imgsz", type=int, default=None, help="default: the model's training size")
-    ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when available)")
     ap.add_argument("--tolerance", type=float, default=0.02, help="allowed mAP gap between the two (default 0.02)")
-    ap.add_argument("--out", default=None, help="output folder (default: next to the model, eval/)")
+    ap.add_argument("--out", default=None,
+                    help="output folder (default: eval/ next to the model; runs/eval-NAME for catdog / face)")
     ap.add_argument("--strict", action="store_true", help="exit code 1 when the two disagree beyond --tolerance")
     args = ap.parse_args(argv)
-    r = evaluate(args.model, args.data, args.split, args.out, args.imgsz, args.device, args.tolerance)
+    out = Path(args.out or default_out(args.model))
+    r = evaluate(args.model, args.data, args.split, out, args.imgsz, args.device, args.tolerance)
     print(f"{'':14}{'pycocotools':>12}{'ultralytics':>12}{'detector':>12}")
     for key in ("mAP50", "mAP50-95"):
         print(f"{key:14}{r['pycocotools'][key]:>12.4f}{r['ultralytics'][key]:>12.4f}{r['detector'][key]:>12.4f}")
@@ -115,7 +130,7 @@ def main(argv=None) -> int:
             print(f"{name + ' ' + key:14}{v[key]:>12.4f}{u.get(key, float('nan')):>12.4f}"
                   f"{d.get(key, float('nan')):>12.4f}")
     print(f"largest gap {r['max_gap']:.4f} (tolerance {r['tolerance']}); {r['images']} images, "
-          f"{r['objects']} objects -> {Path(args.out or Path(args.model).parent / 'eval') / 'eval.json'}")
+          f"{r['objects']} objects -> {out / 'eval.json'}")
     if not r["agree"]:
         print(f"warning: pycocotools and ultralytics disagree by {r['max_gap']:.4f} > {r['tolerance']}",
               file=sys.stderr)

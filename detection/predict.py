@@ -12,32 +12,42 @@ import gendet_env  # noqa: F401
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from PIL import Image
 from tqdm import tqdm
 
-from detection._common import UsageError, run_cli
+from detection._common import UsageError, out_folder, resolve_model, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
 
-DEMO = gendet_env.ROOT / "models" / "demo"
-BUNDLED = ("catdog", "face")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
-def expand(images: list[str | Path]) -> list[Path]:
-    """Files as given; a folder stands for the image files directly in it (by suffix, sorted)."""
+def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
+    """(file, found in a folder) pairs: files as given; a folder stands for the image files directly
+    in it (by suffix, sorted)."""
     paths = []
     for item in map(Path, images):
         if item.is_dir():
             found = sorted(f for f in item.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise UsageError(f"{item}: a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            paths += found
+            paths += [(f, True) for f in found]
         else:
-            paths.append(item)
+            paths.append((item, False))
     return paths
+
+
+def unreadable(path: Path) -> str | None:
+    """Why PIL cannot read the file (header and, for PNG, the chunks' checksums; no decoding), or None."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types
+        return f"{path}: not a readable image ({type(e).__name__}: {e})"
+    return None
 
 
 def open_rgb(path: Path) -> Image.Image:
@@ -48,53 +58,59 @@ def open_rgb(path: Path) -> Image.Image:
         raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-def resolve_model(model: str | Path) -> Path:
-    """A detector .pt, or the name of a bundled demo detector (catdog, face)."""
-    if str(model) in BUNDLED:
-        path = DEMO / f"{model}.pt"
-        if not path.is_file():
-            raise UsageError(f"the demo {model} detector {path} is not built yet: run `make demo-models`, "
-                             "or pass --model PATH.pt")
-        return path
-    return Path(model)
-
-
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
             device: str | None = None, progress: bool = True, batch: int = 16) -> list[Path]:
     """Detect in each image file (a folder: the images in it); write OUT/<stem>.png (boxes drawn) and
     OUT/<stem>.json beside it.
 
-    Every file is checked first (its header read), so an unreadable one fails before any model time is
-    spent; the pixels are decoded a batch at a time, so a large folder does not fill the memory.
+    Every file is checked first (its header read), so an unreadable one named on the command line fails
+    before any model time is spent; one found in a folder is skipped with a warning on stderr. The pixels
+    are decoded a batch at a time, so a large folder does not fill the memory.
     """
-    paths = expand(images)
+    out = out_folder(out)
+    model = resolve_model(model)
+    paths, skipped = [], 0
+    for path, in_folder in expand(images):
+        problem = unreadable(path)
+        if problem and not in_folder:
+            raise UsageError(problem)
+        if problem:
+            print(f"warning: {problem}; skipped", file=sys.stderr)
+            skipped += 1
+        else:
+            paths.append((path, in_folder))
     if not paths:
-        raise UsageError("no images given")
-    stems = [p.stem for p in paths]
+        raise UsageError("no readable images" if skipped else "no images given")
+    stems = [p.stem for p, _ in paths]
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
         raise UsageError(f"several images share the name stem {dup[0]!r}; their outputs would overwrite each other")
-    for path in paths:
-        try:
-            with Image.open(path) as im:
-                im.verify()  # the header and, for PNG, the chunks' checksums; no decoding
-        except Exception as e:  # noqa: BLE001 - PIL raises many types
-            raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    model = resolve_model(model)
     det = Detector.load(model, device=device)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     with tqdm(total=len(paths), desc="predict", unit="img", disable=not progress) as bar:
         for start in range(0, len(paths), batch):
-            chunk = [(path, open_rgb(path)) for path in paths[start:start + batch]]
-            for (path, pil), dets in zip(chunk, det.detect([p for _, p in chunk], conf=conf, iou=iou)):
+            chunk = []
+            for path, in_folder in paths[start:start + batch]:
+                try:
+                    chunk.append((path, open_rgb(path)))
+                except UsageError as e:  # verify() passed, decoding did not (a JPEG cut short)
+                    if not in_folder:
+                        raise
+                    tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
+                    skipped += 1
+            results = det.detect([p for _, p in chunk], conf=conf, iou=iou) if chunk else []
+            for (path, pil), dets in zip(chunk, results):
                 stem = out / path.stem
                 draw_detections(pil, dets).save(stem.with_suffix(".png"))
                 record = {"image": str(path), "model": str(model), "names": det.names} | dets.to_dict()
                 stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
                 written.append(stem.with_suffix(".png"))
-            bar.update(len(chunk))
+            bar.update(len(paths[start:start + batch]))
+    if skipped:
+        print(f"skipped {skipped} unreadable file(s) found in folders; see the warnings above", file=sys.stderr)
+    if not written:
+        raise UsageError("no readable images")
     return written
 
 
@@ -106,7 +122,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default 0.7)")
-    ap.add_argument("--device", default=None, help="cpu, 0, ... (default: cuda:0 when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when available)")
     args = ap.parse_args(argv)
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if value is not None and not 0 <= value <= 1:

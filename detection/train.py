@@ -109,6 +109,24 @@ def parse_device(value: str):
     raise UsageError(f"--device {value!r}: expected cpu, 0, 0,1, ...")
 
 
+def check_device(dev, value: str) -> None:
+    """The parsed --device exists on this machine (the messages of gendet_env.device_arg)."""
+    if dev == "cpu":
+        return
+    import torch
+
+    if dev == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"--device {value!r}: this machine has no Apple GPU (MPS); use cpu")
+        return
+    if not torch.cuda.is_available():
+        raise UsageError(f"--device {value!r}: CUDA is not available on this machine "
+                         f"(torch {torch.__version__}); use cpu")
+    count = torch.cuda.device_count()
+    if max(dev if isinstance(dev, list) else [dev]) >= count:
+        raise UsageError(f"--device {value!r}: this machine has {count} GPU(s), numbered 0 to {count - 1}")
+
+
 def resolve_model(value: str) -> tuple[str, str]:
     """(source, kind) with kind 'yaml' (build from scratch) or 'pt' (fine-tune a local checkpoint)."""
     p = Path(value).expanduser()
@@ -193,6 +211,7 @@ def train(
     if time_limit is not None and not time_limit > 0:
         raise UsageError(f"--time-limit {time_limit}: must be > 0 minutes")
     dev = parse_device(device)
+    check_device(dev, device)
     ds = load_dataset(data, task)
     overrides, augment_note = augment_settings(augment)
     source, kind = resolve_model(model)
@@ -442,16 +461,17 @@ def build_parser() -> argparse.ArgumentParser:
                                        "help(t)') for augmentation and multi-GPU notes.")
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="which detector")
     p.add_argument("--data", required=True, help="data.yaml, YOLO dataset folder, or scenes root (DATA/<task>/)")
-    p.add_argument("--model", default="yolo11n.yaml", help="model YAML (from scratch) or local .pt (fine-tune)")
+    p.add_argument("--model", default="yolo11n.yaml",
+                   help="model YAML to train from scratch, or a local .pt to fine-tune (default yolo11n.yaml)")
     p.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
     p.add_argument("--imgsz", type=int, default=128, help="training image size in pixels (default 128)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
-    p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 (multi-GPU DDP)")
+    p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 for multi-GPU DDP (default cpu)")
     p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md)")
-    p.add_argument("--workers", type=int, default=2, help="dataloader workers")
+    p.add_argument("--workers", type=int, default=2, help="dataloader workers (default 2)")
     p.add_argument("--augment", default="default", choices=AUGMENT_MODES,
                    help="ultralytics' augmentation (default), a light set without mosaic, or none")
-    p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs (default 50)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN",
                    help="train for about this many minutes: ultralytics fits the number of epochs (and the "

@@ -456,10 +456,63 @@ def test_cli_summary_errors_and_overwrite(tmp_path, capsys):
     capsys.readouterr()
     for argv, words in [(["pets", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")], "nothing"),
                         (["wider", str(src), "--out", str(tmp_path / "o"), "--keep-negatives", "3"], "keep-negatives"),
-                        (["wider", str(src), "--out", str(tmp_path / "o"), "--val-fraction", "1.5"], "val_fraction")]:
+                        (["wider", str(src), "--out", str(tmp_path / "o"), "--val-fraction", "1.5"],
+                         "--val-fraction must be in [0, 1), got 1.5"),
+                        (["coco", str(src), "--out", str(tmp_path / "o"), "--keep-negatives", "-1"],
+                         "--keep-negatives must be >= 0, got -1")]:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and words in err and err.count("\n") == 1, err
+
+
+def test_cli_overwrite_message_names_only_the_option(tmp_path, capsys):
+    src = wider_fixture(tmp_path / "WIDER")
+    out = tmp_path / "out"
+    assert main(["wider", str(src), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["wider", str(src), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {out}: --out already holds images, labels, data.yaml, convert_report.json; "
+                   "pass --overwrite to replace them\n")
+    with pytest.raises(ConvertError, match=r"pass overwrite=True to replace them") as e:  # Python: the keyword
+        convert("wider", src, out)
+    assert "--overwrite" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["pets", "wider", "cub", "folder", "coco", "coco-captions"])
+def test_cli_missing_source_says_so(tmp_path, capsys, fmt):
+    missing = tmp_path / "no_such_dataset"
+    assert main([fmt, str(missing), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err in (f"error: {missing}: no such folder\n", f"error: {missing}: no such file or folder\n"), err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unreadable_and_missing_images_are_skipped_and_named(tmp_path, capsys):
+    """A text file named .png is not an image: skipped and counted at conversion (training would fail
+    on it later), and convert_report.json names it, as it names a missing one."""
+    root = tmp_path / "mine"
+    image(root / "x.png", 8, 8)
+    (root / "bad.png").write_text("not a picture\n")
+    (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "a cat"}\n'
+                                         '{"image": "bad.png", "caption": "a dog"}\n'
+                                         '{"image": "gone.png", "caption": "a face"}\n')
+    out = tmp_path / "out"
+    assert main(["folder", str(root), "--out", str(out), "--val-fraction", "0", "--quiet"]) == 0
+    assert f"unreadable image file: 1 (first: {root / 'bad.png'})" in capsys.readouterr().out
+    assert set(read_captions(out)) == {"x.png"}
+    saved = saved_report(out)
+    assert saved["skipped"] == {C.SKIP_UNREADABLE_IMAGE: 1, C.SKIP_MISSING_IMAGE: 1}
+    assert saved["skipped_files"] == {C.SKIP_UNREADABLE_IMAGE: [str(root / "bad.png")],
+                                      C.SKIP_MISSING_IMAGE: [str(root / "gone.png")]}
+    # the detection converters go through the same check, even where the source gives the size
+    src = coco_fixture(tmp_path / "coco")
+    (src / "val2017" / "a.jpg").write_text("not a picture either\n")
+    report = convert("coco", src, tmp_path / "coco_out", val_fraction=0.0)
+    assert report.skipped[C.SKIP_UNREADABLE_IMAGE] == 1
+    assert report.skipped_files[C.SKIP_UNREADABLE_IMAGE] == [str(src / "val2017" / "a.jpg")]
+    assert report.skipped_files[C.SKIP_MISSING_IMAGE] == [str(src / "val2017" / "gone.jpg")]
+    assert not (tmp_path / "coco_out" / "labels" / "train" / "a.txt").exists()
 
 
 def test_cli_malformed_input_and_bad_out(tmp_path, capsys):
@@ -473,7 +526,7 @@ def test_cli_malformed_input_and_bad_out(tmp_path, capsys):
     (tmp_path / "a_file").write_text("x")  # --out names a file: a clean error, not a traceback
     assert main(["wider", str(src), "--out", str(tmp_path / "a_file"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "a_file" in err and err.count("\n") == 1
+    assert err == f"error: {tmp_path / 'a_file'}: --out exists and is not a folder\n"
 
 
 def test_cli_help(capsys):

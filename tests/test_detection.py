@@ -3,6 +3,7 @@ outputs and metrics files, Detector input types and pixel coordinates, evaluate,
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,7 +276,8 @@ def test_missing_data_yaml_and_wrong_names(tmp_path):
     from detection.data import load_dataset
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match=r"empty: missing data\.yaml"):
+    with pytest.raises(DataError, match=r"empty: missing data\.yaml \(looked for .*empty/data\.yaml and "
+                                         r".*empty/catdog/data\.yaml\)"):
         load_dataset(tmp_path / "empty", "catdog")
     data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
     with pytest.raises(DataError, match=r"data\.yaml: names \['cat', 'dog'\] do not match task 'face'"):
@@ -388,15 +390,146 @@ def test_ultralytics_predictions_are_mapped_by_file_name(tmp_path):
 
 
 def test_predict_defaults_to_the_demo_bundle_and_names_it_when_missing(tmp_path, monkeypatch):
-    from detection._common import UsageError
+    from detection import _common
 
-    monkeypatch.setattr(det_predict, "DEMO", tmp_path / "demo")
+    monkeypatch.setattr(_common, "DEMO", tmp_path / "demo")
     with pytest.raises(UsageError, match=r"demo face detector .*face.pt is not built yet: run `make demo-models`"):
         det_predict.resolve_model("face")
     (tmp_path / "demo").mkdir()
     (tmp_path / "demo" / "catdog.pt").write_bytes(b"x")
     assert det_predict.resolve_model("catdog") == tmp_path / "demo" / "catdog.pt"
     assert str(det_predict.resolve_model("runs/x/best.pt")) == "runs/x/best.pt"
+    # a name that is neither: the message offers the shortcuts too
+    with pytest.raises(UsageError, match=r"^dog: expected a local \.pt weights file, or catdog / face for the demo"):
+        det_predict.resolve_model("dog")
+
+
+def test_evaluate_takes_the_demo_shortcuts_as_predict_does(trained, tmp_path, monkeypatch):
+    from detection import _common
+
+    scenes, out = trained
+    monkeypatch.setattr(_common, "DEMO", tmp_path / "demo")
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "catdog.pt").write_bytes((out / "best.pt").read_bytes())
+    r = det_eval.evaluate("catdog", scenes, out=tmp_path / "ev", device="cpu")
+    assert r["model"] == str(tmp_path / "demo" / "catdog.pt") and (tmp_path / "ev" / "eval.json").is_file()
+    assert det_eval.default_out("catdog") == Path("runs/eval-catdog")  # the shipped bundle stays untouched
+    assert det_eval.default_out(out / "best.pt") == out / "eval"
+
+
+@pytest.mark.parametrize("imgsz", ["-64", "0", "16"])
+def test_evaluate_refuses_imgsz_below_32_as_train_does(tmp_path, capsys, imgsz):
+    from detection._common import run_cli
+
+    with pytest.raises(SystemExit) as e:  # refused before the model or the data is read
+        run_cli(det_eval.main, ["--model", str(tmp_path / "none.pt"), "--data", str(tmp_path), "--imgsz", imgsz])
+    assert e.value.code == 2 and capsys.readouterr().err == f"error: --imgsz {imgsz}: must be >= 32\n"
+
+
+def test_out_naming_a_file_is_refused_up_front(tmp_path, capsys):
+    from detection._common import run_cli
+
+    taken = tmp_path / "README.md"
+    taken.write_text("keep me")
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(image)
+    for main, argv in [(det_predict.main, [str(image), "--out", str(taken)]),
+                       (det_eval.main, ["--model", "x.pt", "--data", str(tmp_path), "--out", str(taken)])]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, argv)
+        assert e.value.code == 2 and capsys.readouterr().err == f"error: {taken}: --out exists and is not a folder\n"
+    assert taken.read_text() == "keep me"
+
+
+def _png_with_broken_pixels(src, dst):
+    """A PNG whose chunk checksums hold but whose compressed pixels do not: verify() passes, decoding fails."""
+    import struct
+    import zlib
+
+    data = bytearray(src.read_bytes())
+    i = data.index(b"IDAT")
+    n = struct.unpack(">I", data[i - 4:i])[0]
+    data[i + 4:i + 4 + n] = bytes(n)
+    data[i + 4 + n:i + 8 + n] = struct.pack(">I", zlib.crc32(data[i:i + 4 + n]))
+    dst.write_bytes(data)
+
+
+def test_predict_skips_unreadable_files_found_in_a_folder(trained, tmp_path, capsys):
+    """One bad file in a folder costs a warning, not the run; a bad file named on the command line
+    is still an error before any work."""
+    from detection._common import run_cli
+
+    scenes, out = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    good = sorted((scenes / "images" / "val").iterdir())[:2]
+    for image in good:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "bad.png").write_text("not a picture")  # found by the check up front
+    _png_with_broken_pixels(good[0], folder / "broken.png")  # found only when decoded, mid-run
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_predict.main, ["--model", str(out / "best.pt"), str(folder), "--out", str(tmp_path / "p")])
+    captured = capsys.readouterr()
+    assert e.value.code == 0
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.json")) == sorted(f"{i.stem}.json" for i in good)
+    warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warnings) == 2 and any(str(folder / "bad.png") in w for w in warnings)
+    assert any(str(folder / "broken.png") in w for w in warnings)
+    assert "skipped 2 unreadable file(s)" in captured.err
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_predict.main, ["--model", str(out / "best.pt"), str(good[0]), str(folder / "bad.png"),
+                                   "--out", str(tmp_path / "q")])
+    assert e.value.code == 2 and f"error: {folder / 'bad.png'}: not a readable image" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+
+
+def test_detector_is_exported_by_the_package():
+    import subprocess
+    import sys
+
+    import detection
+    from detection import Detector as Exported
+
+    assert Exported is Detector
+    with pytest.raises(AttributeError):
+        detection.Nothing  # noqa: B018
+    # lazily: importing the package alone loads neither the detector module nor ultralytics
+    code = "import sys, detection; print('detection.detector' in sys.modules, 'ultralytics' in sys.modules)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["False", "False"], res.stderr
+
+
+def test_train_help_shows_the_defaults():
+    text = det_train.build_parser().format_help()
+    for default in ("default yolo11n.yaml", "default cpu", "default 2", "default 50"):
+        assert default in " ".join(text.split()), default
+
+
+def test_device_values_are_checked_against_the_machine(tmp_path, capsys, monkeypatch):
+    """train keeps its own --device syntax (0,1 for DDP) with device_arg's words; evaluate and predict
+    use gendet_env.device_arg. Both without a GPU here (CUDA is patched off), one line, exit 2."""
+    from detection._common import run_cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = ["--task", "catdog", "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_train.main, [*base, "--device", "0"])
+    assert e.value.code == 2 and "error: --device '0': CUDA is not available on this machine" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_train.main, [*base, "--device", "0,3"])
+    assert e.value.code == 2 and "--device '0,3': this machine has 1 GPU(s), numbered 0 to 0" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for main, argv in [(det_eval.main, ["--model", "x.pt", "--data", str(tmp_path)]),
+                       (det_predict.main, ["photo.png", "--out", str(tmp_path / "p")])]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(main, [*argv, "--device", "1"])
+        assert e.value.code == 2 and "argument --device: '1': CUDA is not available" in capsys.readouterr().err
+    import gendet_env
+
+    assert gendet_env.device_arg("cpu") == "cpu"
 
 
 def test_time_limit_fits_the_epochs_to_the_time(tiny_detector, tmp_path):
@@ -473,10 +606,18 @@ def test_detection_speed_benchmark_times_the_public_path(trained, tmp_path, caps
     for r in rows:
         assert r["seconds"] > 0 and abs(r["images_per_s"] - r["batch"] / r["seconds"]) <= 0.05 + 0.01 * r["images_per_s"]
     assert len(capsys.readouterr().out.strip().splitlines()) == 2  # one JSON line per batch size
-    with pytest.raises(SystemExit, match="no val images"):
-        detection_speed.main(["--model", str(out / "best.pt"), "--data", str(tmp_path), "--device", "cpu"])
-    with pytest.raises(SystemExit, match="no detector at"):
-        detection_speed.main(["--model", str(tmp_path / "none.pt"), "--device", "cpu"])
+    from detection._common import run_cli
+
+    for argv, message in [
+        (["--model", str(out / "best.pt"), "--data", str(tmp_path), "--device", "cpu"],
+         f"error: {tmp_path}: no val images"),
+        (["--model", str(tmp_path / "none.pt"), "--device", "cpu"], f"error: {tmp_path / 'none.pt'}: no such file"),
+        (["--model", str(out / "best.pt"), "--repeats", "0"], "error: --batch sizes and --repeats must be >= 1"),
+        (["--model", str(out / "best.pt"), "--device", "gpu"], "argument --device: 'gpu' is not a device"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            run_cli(detection_speed.main, argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def test_detect_leaves_torch_threads_as_they_were(trained):

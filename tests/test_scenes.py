@@ -156,7 +156,7 @@ def test_help(capsys):
     (["--n", "5", "--size", "64", "--workers", "0"], "workers must be at least 1 (got 0)"),
     (["--n", "five"], "invalid int value: 'five'"),
     (["--n", "5", "--backgrounds", "flat,sky"], "backgrounds must be some of flat, gradient, noise, stripes, "
-                                                "checker, clutter (got flat, sky)"),
+                                                "checker, clutter, plain (got flat, sky)"),
     (["--n", "5", "--backgrounds", ","], "(got none)"),
     (["--n", "5", "--min-object", "0.7"], "min object must be in [0, 0.6] of the image side (got 0.7)"),
     (["--n", "5", "--count-probs", "0.5,0.5"], "count probs must be 5 numbers in [0, 1]"),
@@ -185,6 +185,25 @@ def test_refuses_foreign_non_empty_dir(tmp_path, capsys):
     assert str(out) in err and "not empty" in err
     assert (out / "thesis.txt").read_text() == "do not delete"
     assert sorted(p.name for p in out.iterdir()) == ["images", "thesis.txt"]
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    out = tmp_path / "README.md"
+    out.write_text("keep me")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", str(out), "--n", "3", "--size", "32"])
+    assert e.value.code == 2
+    assert f"error: {out}: --out exists and is not a folder" in capsys.readouterr().err
+    assert out.read_text() == "keep me"
+
+
+def test_rewriting_an_earlier_root_says_so(tmp_path, capsys):
+    out = tmp_path / "ds"
+    assert main(["--out", str(out), "--n", "6", "--size", "32", "--quiet"]) == 0
+    assert "replaced" not in capsys.readouterr().err  # a new root: nothing to say
+    assert main(["--out", str(out), "--n", "2", "--size", "32", "--quiet"]) == 0
+    assert f"note: replaced the existing scenes dataset at {out} (6 images, seed 0)" in capsys.readouterr().err
+    assert json.loads((out / "meta.json").read_text())["n"] == 2
 
 
 def test_missing_out_is_a_usage_error(capsys):
@@ -473,6 +492,39 @@ def test_cli_backgrounds_plain_is_recorded(tmp_path):
     assert json.loads((out / "meta.json").read_text())["backgrounds"] == list(PLAIN_BACKGROUNDS)
     assert json.loads((out / "meta.json").read_text())["min_object"] == 0.3
     assert {r["background"] for r in _jsonl(out / "objects.jsonl")} <= set(PLAIN_BACKGROUNDS)
+
+
+def test_cli_backgrounds_plain_mixes_with_other_kinds(tmp_path):
+    out = tmp_path / "mixed"
+    assert main(["--out", str(out), "--n", "4", "--size", "32", "--backgrounds", "plain,flat,noise", "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["backgrounds"] == ["flat", "gradient", "noise"]
+    assert scenes.expand_backgrounds(("noise", "plain")) == ("noise", "flat", "gradient")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "sheet"], "--out must be an image file name ending in .png or .jpg (got sheet)"),
+    (["--out", "sheet.txt"], "--out must be an image file name ending in .png or .jpg (got sheet.txt)"),
+    (["--out", "sheet.png", "--start", "-3"], "--start must be >= 0 (got -3)"),
+    (["--out", "sheet.png", "--seed", "-1"], "--seed must be >= 0 (got -1)"),
+    (["--out", "sheet.png", "--size", "8"], "--size must be at least 32 pixels (got 8)"),
+])
+def test_preview_bad_arguments_exit_2_with_message(tmp_path, monkeypatch, capsys, argv, message):
+    from datasets import scenes_preview
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        scenes_preview.main([*argv, "--rows", "1", "--cols", "1"])
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_preview_writes_png_and_jpg(tmp_path):
+    from datasets import scenes_preview
+
+    for name in ("sheet.png", "sheet.jpg"):
+        assert scenes_preview.main(["--out", str(tmp_path / name), "--rows", "1", "--cols", "2", "--size", "32"]) == 0
+        with Image.open(tmp_path / name) as im:
+            assert im.size == (64, 32 + scenes_preview.CAPTION_H)
 
 
 def test_count_probs_set_how_many_objects_and_default_draws_are_unchanged(tmp_path):

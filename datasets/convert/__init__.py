@@ -33,10 +33,11 @@ Rules every converter follows:
 * Boxes are clipped to the image and written as YOLO ``cls cx cy w h`` normalised,
   6 decimals. A box that is empty after clipping is skipped and counted.
 * Malformed input raises :class:`ConvertError` naming the file and the line (text
-  formats) or the record (JSON / XML). Legitimately skippable records (a missing image,
-  an invalid box, a crowd box, ...) are skipped and COUNTED in the report
-  (``report.skipped``: reason -> count), which is also written to
-  ``DIR/convert_report.json``.
+  formats) or the record (JSON / XML). Legitimately skippable records (a missing or
+  unreadable image, an invalid box, a crowd box, ...) are skipped and COUNTED in the report
+  (``report.skipped``: reason -> count; ``report.skipped_files``: reason -> the first few
+  files), which is also written to ``DIR/convert_report.json``. Every image is checked
+  with PIL's ``verify()`` before it is placed, in every converter.
 * Splits: an existing train/val split in the source is kept; otherwise the records are
   split by ``val_fraction`` with a seeded shuffle of the sorted record keys
   (deterministic: same input + seed -> same split).
@@ -60,6 +61,7 @@ from datasets.convert.common import (  # noqa: F401  (the skip reasons: the keys
     SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, ConvertError, ConvertReport, split_keys)
 from datasets.convert.pets import convert_pets
 from datasets.convert.wider import convert_wider
+from datasets.convert.writers import OutputExists
 
 __all__ = [
     "ConvertError",
@@ -137,6 +139,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+
+    def error(message: str) -> int:
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
     options = {"val_fraction": args.val_fraction, "seed": args.seed, "copy": args.copy,
                "overwrite": args.overwrite, "progress": not args.quiet}
     if args.images is not None:
@@ -146,13 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     accepted = inspect.signature(FORMATS[args.format]).parameters
     for name in ("images", "keep_negatives"):
         if name in options and name not in accepted:
-            print(f"error: --{name.replace('_', '-')} does not apply to {args.format}", file=sys.stderr)
-            return 2
+            return error(f"--{name.replace('_', '-')} does not apply to {args.format}")
+    # the options' own checks, worded for the command line (convert() names the Python keywords)
+    if not 0.0 <= args.val_fraction < 1.0:
+        return error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if (args.keep_negatives or 0) < 0:
+        return error(f"--keep-negatives must be >= 0, got {args.keep_negatives}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        return error(f"{args.out}: --out exists and is not a folder")
     try:
         report = convert(args.format, args.src, args.out, **options)
+    except OutputExists as e:
+        return error(f"{e.path}: --out already holds {', '.join(e.existing)}; pass --overwrite to replace them")
     except (ConvertError, ValueError, OSError) as e:  # OSError: unreadable source, unwritable --out
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return error(str(e))
     print(report.summary())
     print(f"  report: {Path(args.out) / 'convert_report.json'}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from datasets.convert.coco import coco_sources, load_coco
 from datasets.convert.common import (
     IMAGE_EXTS, SKIP_MISSING_IMAGE, SKIP_NO_CAPTION_FILE, SKIP_UNKNOWN_IMAGE_ID, SKIP_UNSPLIT_FILE, SPLITS,
-    ConvertError, ConvertReport, progress_iter, read_lines, split_keys)
+    ConvertError, ConvertReport, progress_iter, read_lines, source_folder, split_keys)
 from datasets.convert.writers import CaptionsWriter
 
 
@@ -43,7 +43,7 @@ def convert_cub(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: boo
                 overwrite: bool = False, progress: bool = False) -> ConvertReport:
     """CUB-200 / Oxford-102 (Reed et al. layout) -> captions dataset: images/<class>/<name>.jpg
     with text/<class>/<name>.txt (or text_c10/), one caption a line."""
-    src = Path(src)
+    src = source_folder(src)
     img_dir = src / "images"
     text_dir = next((src / n for n in ("text", "text_c10") if (src / n).is_dir()), None)
     if not img_dir.is_dir():
@@ -59,10 +59,10 @@ def convert_cub(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: boo
     writer = CaptionsWriter(out, report, copy=copy, overwrite=overwrite)
     for key in progress_iter(keys, progress, "cub", len(keys)):
         if key not in texts:
-            report.skip(SKIP_NO_CAPTION_FILE)
+            report.skip(SKIP_NO_CAPTION_FILE, file=images[key])
             continue
         if key not in images:
-            report.skip(SKIP_MISSING_IMAGE)
+            report.skip(SKIP_MISSING_IMAGE, file=img_dir / f"{key}.jpg")  # the layout's name for it
             continue
         writer.add(assign[key], images[key], read_lines(texts[key]))
     return writer.finish()
@@ -75,6 +75,8 @@ def convert_folder(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: 
     an optional "split" (train|val) is kept when any row has one (rows without it: train),
     otherwise the split comes from ``val_fraction``. Rows naming the same image are merged."""
     src = Path(src)
+    if not src.exists():
+        raise ConvertError("no such file or folder", src)
     path = src / "captions.jsonl" if src.is_dir() else src
     root = path.parent
     if not path.is_file():

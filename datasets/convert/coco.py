@@ -149,7 +149,7 @@ def convert_coco(src, out, *, images=None, keep_negatives: int = 0, val_fraction
         info = coco.imgs[image_id]
         image = img_dir / info["file_name"]
         if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE)
+            report.skip(SKIP_MISSING_IMAGE, file=image)
             continue
         boxes = []
         for ann in anns:

@@ -34,6 +34,8 @@ SKIP_NO_CAPTIONS = "no captions"
 SKIP_NO_CAPTION_FILE = "no caption file"
 SKIP_UNSPLIT_FILE = "annotation file outside train/val ignored"
 
+EXAMPLES = 5  # skipped files named per reason in the report
+
 
 class ConvertError(ValueError):
     """Malformed input. The message names the file and the line or record."""
@@ -73,6 +75,7 @@ class ConvertReport:
     boxes_per_class: Counter = field(default_factory=Counter)
     boxes_clipped: int = 0
     skipped: Counter = field(default_factory=Counter)
+    skipped_files: dict = field(default_factory=dict)  # reason -> the first EXAMPLES files
     warnings: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)
 
@@ -88,9 +91,14 @@ class ConvertReport:
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
 
-    def skip(self, reason: str, n: int = 1) -> None:
+    def skip(self, reason: str, n: int = 1, file: str | os.PathLike | None = None) -> None:
+        """Count n skipped records; `file` names the one skipped, so the user can find it."""
         if n:
             self.skipped[reason] += n
+        if file is not None:
+            examples = self.skipped_files.setdefault(reason, [])
+            if len(examples) < EXAMPLES:
+                examples.append(str(file))
 
     def to_dict(self) -> dict:
         names = TASK_NAMES.get(self.task, {})
@@ -109,6 +117,7 @@ class ConvertReport:
             "captions": dict(self.captions),
             "skipped": dict(sorted(self.skipped.items())),
             "skipped_total": self.skipped_total,
+            "skipped_files": dict(sorted(self.skipped_files.items())),
             "warnings": dict(sorted(self.warnings.items())),
             "notes": list(self.notes),
         }
@@ -135,7 +144,9 @@ class ConvertReport:
                 lines.append(f"  boxes clipped to the image: {self.boxes_clipped}")
         if self.skipped:
             lines.append(f"  skipped: {self.skipped_total}")
-            lines += [f"    {reason}: {n}" for reason, n in sorted(self.skipped.items())]
+            for reason, n in sorted(self.skipped.items()):
+                files = self.skipped_files.get(reason)
+                lines.append(f"    {reason}: {n}" + (f" (first: {files[0]})" if files else ""))
         else:
             lines.append("  skipped: 0")
         for reason, n in sorted(self.warnings.items()):
@@ -173,14 +184,27 @@ def split_keys(keys: Iterable, val_fraction: float, seed: int = 0) -> dict:
     return {k: ("val" if i < n_val else "train") for i, k in enumerate(ordered)}
 
 
+def source_folder(src) -> Path:
+    """SRC as a folder, or a ConvertError that says it is missing (before any file inside is looked for)."""
+    src = Path(src)
+    if not src.exists():
+        raise ConvertError("no such folder", src)
+    if not src.is_dir():
+        raise ConvertError("not a folder", src)
+    return src
+
+
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header only; None when PIL cannot read it."""
+    """(width, height) of an image PIL can read, None otherwise. Reads the header and PIL's verify()
+    (structure and checksums, no decoding): a text file named .png is caught here, not in training."""
     from PIL import Image
 
     try:
-        with Image.open(path) as im:  # lazy: reads the header, not the pixels
-            return im.size
-    except (OSError, SyntaxError, ValueError):
+        with Image.open(path) as im:
+            size = im.size
+            im.verify()
+        return size
+    except Exception:  # noqa: BLE001 - PIL's verify raises many types
         return None
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets.convert.common import (
     CATDOG_NAMES, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_MISSING_IMAGE, SKIP_NO_XML, SKIP_XML_NO_OBJECTS,
-    ConvertError, ConvertReport, progress_iter, read_lines, split_keys)
+    ConvertError, ConvertReport, progress_iter, read_lines, source_folder, split_keys)
 from datasets.convert.writers import YoloWriter
 
 
@@ -61,7 +61,7 @@ def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bo
     """Oxford-IIIT Pet head boxes -> YOLO ``catdog``. The class comes from the species column
     of the list files (1 = cat, 2 = dog). VOC boxes are 1-based inclusive: pixel box
     [xmin - 1, ymin - 1, xmax, ymax]."""
-    src = Path(src)
+    src = source_folder(src)
     ann_dir = src / "annotations"
     lists = [ann_dir / n for n in ("trainval.txt", "test.txt") if (ann_dir / n).is_file()]
     if not lists and (ann_dir / "list.txt").is_file():
@@ -82,11 +82,11 @@ def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bo
     for name, species in progress_iter(entries, progress, "pets", len(entries)):
         xml = ann_dir / "xmls" / f"{name}.xml"
         if not xml.is_file():
-            report.skip(SKIP_NO_XML)
+            report.skip(SKIP_NO_XML, file=xml)
             continue
         image = src / "images" / f"{name}.jpg"
         if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE)
+            report.skip(SKIP_MISSING_IMAGE, file=image)
             continue
         width, height, objects = _parse_voc_xml(xml)
         cls = species - 1
@@ -100,7 +100,7 @@ def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bo
                 continue
             boxes.append((cls, x1, y1, x2, y2))
         if not objects:
-            report.skip(SKIP_XML_NO_OBJECTS)
+            report.skip(SKIP_XML_NO_OBJECTS, file=xml)
             continue
         writer.add(assign[name], image, width, height, boxes)
     return writer.finish()

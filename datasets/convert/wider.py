@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets.convert.common import (
     SKIP_DEGENERATE, SKIP_INVALID_FACE, SKIP_MISSING_IMAGE, SPLITS, ConvertError, ConvertReport, progress_iter,
-    read_lines, split_keys)
+    read_lines, source_folder, split_keys)
 from datasets.convert.writers import YoloWriter
 
 WIDER_FIELDS = "x1 y1 w h blur expression illumination invalid occlusion pose"
@@ -70,7 +70,7 @@ def convert_wider(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: b
     """WIDER FACE -> YOLO ``face``. Boxes with invalid=1 or w/h <= 0 are skipped (counted);
     images with 0 faces are kept as negatives; an image whose faces were all skipped is
     skipped. Uses the train/val gt files as the split when both exist."""
-    src = Path(src)
+    src = source_folder(src)
     split_dir = src / "wider_face_split" if (src / "wider_face_split").is_dir() else src
     files = {s: split_dir / f"wider_face_{s}_bbx_gt.txt" for s in SPLITS}
     files = {s: p for s, p in files.items() if p.is_file()}
@@ -89,7 +89,7 @@ def convert_wider(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: b
     for key, split, image, raw_boxes, count in progress_iter(entries, progress, "wider", len(entries)):
         split = split if has_split else assign[key]
         if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE)
+            report.skip(SKIP_MISSING_IMAGE, file=image)
             continue
         boxes = []
         for _, (x, y, w, h, _blur, _expr, _illum, invalid, _occ, _pose) in raw_boxes:

@@ -13,6 +13,15 @@ from datasets.convert.common import (
     TASK_NAMES, ConvertError, ConvertReport, image_size)
 
 
+class OutputExists(ConvertError):
+    """The output folder holds an earlier conversion and overwrite is off."""
+
+    def __init__(self, out: Path, existing: list[str]):
+        self.existing = existing
+        super().__init__(f"output folder already holds {', '.join(existing)}; pass overwrite=True to replace them",
+                         out)
+
+
 class Output:
     """Common output handling: the folder, unique image names, linking/copying."""
 
@@ -28,9 +37,7 @@ class Output:
         existing = [name for name in self.OWNED if (self.out / name).exists()]
         if existing:
             if not overwrite:
-                raise ConvertError(
-                    f"output folder already holds {', '.join(existing)}; pass --overwrite (overwrite=True) "
-                    "to replace them", self.out)
+                raise OutputExists(self.out, existing)
             for name in existing:
                 p = self.out / name
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
@@ -72,6 +79,16 @@ class Output:
                 shutil.copy2(src, dst)
         return f"images/{split}/{name}"
 
+    def readable_size(self, image: Path) -> tuple[int, int] | None:
+        """The image's (width, height), or None after counting it as skipped (missing or unreadable)."""
+        if not image.is_file():
+            self.report.skip(SKIP_MISSING_IMAGE, file=image)
+            return None
+        size = image_size(image)
+        if size is None:
+            self.report.skip(SKIP_UNREADABLE_IMAGE, file=image)
+        return size
+
     def _finish_report(self) -> ConvertReport:
         self.report.write(self.out / "convert_report.json")
         return self.report
@@ -107,14 +124,10 @@ class YoloWriter(Output):
             *, negative: bool = False) -> bool:
         """Write one image + its label file. ``negative`` marks an image that has no objects
         at all; an image that had objects but whose boxes were all dropped is skipped."""
-        if not image.is_file():
-            self.report.skip(SKIP_MISSING_IMAGE)
+        size = self.readable_size(image)
+        if size is None:
             return False
         if not width or not height:
-            size = image_size(image)
-            if size is None:
-                self.report.skip(SKIP_UNREADABLE_IMAGE)
-                return False
             width, height = size
         lines = [] if negative else self.label_lines(boxes, width, height)
         if not negative and not lines:
@@ -155,8 +168,7 @@ class CaptionsWriter(Output):
         if not captions:
             self.report.skip(SKIP_NO_CAPTIONS)
             return False
-        if not image.is_file():
-            self.report.skip(SKIP_MISSING_IMAGE)
+        if self.readable_size(image) is None:
             return False
         rel = self.place_image(split, image)
         self.rows.append({"image": rel, "split": split, "captions": captions})
