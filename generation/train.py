@@ -19,20 +19,23 @@ of the weights. bf16 autocast where the GPU or CPU does bf16 natively (`train.pr
 auto, the default; fp32 turns it off; the diffusion's log-space loss stays float32).
 Rank 0 logs (OUT/log.jsonl, tqdm; each validation row has `val_loss` and
 `val_loss_wrong_text`, the same batches with another image's caption: their gap is what
-the text is worth to the model), writes sample grids (OUT/samples/) and atomic
-checkpoints (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to
-OUT/pipeline/ (load it with TextToImage.from_pretrained).
+the text is worth to the model), writes sample grids (OUT/samples/: every
+`train.sample_every` steps and at the last, the `sample` prompts x `per_prompt` at its
+`steps`; `sample_every: 0` or --no-samples draws none) and atomic checkpoints
+(OUT/checkpoint/); the final pipeline, with the EMA weights, goes to OUT/pipeline/ (load
+it with TextToImage.from_pretrained).
 A resumed run on CPU continues bit-identically (tested).
 """
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -54,12 +57,19 @@ from generation.precision import PRECISIONS, resolve_precision, training_autocas
 from generation.runlog import open_log
 from generation.schedule import cosine_lr
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
+from generation.train_vqvae import out_folder_problem
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE
 
 TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, lr=4.5e-4, weight_decay=0.01, warmup=100, grad_clip=1.0,
                       ema_decay=0.999, drop_text=0.1, seed=0, log_every=10, sample_every=500, val_every=250,
                       ckpt_every=250, val_batches=4, precision="auto")
+# the train fields that count or space things out: whole numbers, at least this (sample_every 0: no grids)
+TRAIN_AT_LEAST = dict(steps=1, batch_size=1, warmup=0, log_every=1, sample_every=0, val_every=1, ckpt_every=1,
+                      val_batches=1)
+# the numeric train fields: (lowest, highest) allowed
+TRAIN_RANGE = dict(lr=(0, math.inf), weight_decay=(0, math.inf), grad_clip=(0, math.inf), ema_decay=(0, 1),
+                   drop_text=(0, 1))
 
 
 class ConfigError(ValueError):
@@ -70,9 +80,15 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
     if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping of fields, got {type(cfg).__name__}")
+        raise ConfigError(f"{path}: a config is a mapping of fields (data: ..., vqvae: ..., out: ...), "
+                          f"got {type(cfg).__name__}")
     unknown = set(cfg) - {"data", "vqvae", "init", "grow", "out", "image_size", "text", "transformer", "diffusion",
                           "train", "sample"}
     if unknown:
@@ -99,6 +115,7 @@ def load_config(path: str | Path) -> dict:
     unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
     if unknown:
         raise ConfigError(f"{path}: unknown train field(s) {', '.join(sorted(unknown))}")
+    check_train_numbers(path, cfg["train"])
     if cfg["train"]["precision"] not in PRECISIONS:
         raise ConfigError(f"{path}: train.precision must be one of {', '.join(PRECISIONS)}, "
                           f"got {cfg['train']['precision']!r}")
@@ -109,6 +126,26 @@ def load_config(path: str | Path) -> dict:
     cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"]}
                    | ({} if "init" in cfg else {"steps": 25, "guidance_scale": 3.0}))  # init keeps its own
     return cfg
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: its problem and where (its own text spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
+
+
+def check_train_numbers(path: Path, tc: dict) -> None:
+    """Each numeric train field in range, before any work: a negative step count ran nothing and
+    claimed to have written a checkpoint; a value PyYAML read as text ("1e-3") failed mid-run."""
+    for key, low in TRAIN_AT_LEAST.items():
+        if type(tc[key]) is not int or tc[key] < low:
+            raise ConfigError(f"{path}: train.{key} must be a whole number >= {low}, got {tc[key]!r}")
+    for key, (low, high) in TRAIN_RANGE.items():
+        if type(tc[key]) not in (int, float) or not low <= tc[key] <= high:
+            limit = f">= {low}" if high == math.inf else f"from {low} to {high}"
+            hint = " (YAML reads 1e-3 as text: write 0.001)" if isinstance(tc[key], str) else ""
+            raise ConfigError(f"{path}: train.{key} must be a number {limit}, got {tc[key]!r}{hint}")
 
 
 # ---------------------------------------------------------------------- tokens cache
@@ -280,7 +317,17 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
     if not (ck / "optimizer.pt").is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {ck}")
     saved = TextToImage.from_pretrained(ck / "pipeline", device=device)
-    pipe.load_state_dict(saved.state_dict())
+    # a changed model config would otherwise fail in load_state_dict with a page of key names
+    other = f"{out} holds a checkpoint of another model"
+    differences = model_differences(saved, pipe)
+    if differences:
+        raise ConfigError(f"{other} (its config differs from this config: {', '.join(differences)}); "
+                          "use a new out: folder")
+    try:
+        pipe.load_state_dict(saved.state_dict())
+    except RuntimeError:  # a difference the comparison does not look at
+        raise ConfigError(f"{other} (its weights do not fit the model this config builds); "
+                          "use a new out: folder") from None
     pipe.text_encoder.tokenizer = saved.text_encoder.tokenizer
     state = load_file(str(ck / "train_state.safetensors"))
     for k in ema:
@@ -296,16 +343,34 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
     return int(extra["step"])
 
 
+def model_differences(saved: TextToImage, pipe: TextToImage) -> list[str]:
+    """'transformer depth 2 vs 3' (saved vs config) for each setting that shapes the weights and
+    differs between the checkpoint's model and the one the config builds."""
+    def text(encoder) -> dict:
+        config = getattr(getattr(encoder, "model", None), "config", None)
+        sizes = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+        return {"kind": type(encoder).__name__, "max_length": encoder.max_length, "dim": encoder.dim,
+                **{k: getattr(config, k, None) for k in sizes}}
+
+    parts = {"image": ({"size": saved.image_size}, {"size": pipe.image_size}),
+             "text encoder": (text(saved.text_encoder), text(pipe.text_encoder)),
+             "transformer": (saved.transformer.config.to_dict(), pipe.transformer.config.to_dict()),
+             "diffusion": (saved.diffusion.config(), pipe.diffusion.config())}
+    return [f"{part} {key} {a.get(key)} vs {b.get(key)}" for part, (a, b) in parts.items()
+            for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+
+
 # ---------------------------------------------------------------------- loop
 def train(cfg: dict, resume: bool = False, device: str | None = None, progress: bool = True,
           stop_at: int | None = None, time_limit: float | None = None, schedule_by_time: bool = False,
-          stop_by: float | None = None) -> Path:
+          stop_by: float | None = None) -> Path | None:
     """Train (or resume) to cfg.train.steps; stop_at pauses after that step with a checkpoint
     (the schedule still counts toward train.steps), for time-limited machines. time_limit
     (minutes) ends training early: checkpoint and export the EMA pipeline at that step; stop_by
     (a time.time() value) likewise, at a wall-clock time (a lent machine's call ends then);
     schedule_by_time: the cosine also follows the share of the time used, so a run the clock
-    ends still ends on its low learning rate (a machine lent for minutes, whatever its speed)."""
+    ends still ends on its low learning rate (a machine lent for minutes, whatever its speed).
+    Returns what rank 0 wrote last: OUT/pipeline or OUT/checkpoint (None on the other ranks)."""
     if schedule_by_time and not (time_limit or stop_by):
         raise ConfigError("--schedule-by-time needs --time-limit or --stop-by")
     distributed = int(os.environ.get("WORLD_SIZE", 1)) > 1
@@ -338,6 +403,11 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     # generator's own device, and drawing on the CPU and copying would stall a GPU every step
     noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(tc["seed"] * 1000 + rank)
     step = load_checkpoint(out, pipe, ema, opt, gen, noise_gen, device) if resume else 0
+    if step > tc["steps"]:
+        raise ConfigError(f"train.steps (or --steps) is {tc['steps']}, but the checkpoint in {out} is already "
+                          f"at step {step}")
+    if stop_at is not None and stop_at <= step < tc["steps"]:
+        raise ConfigError(f"--stop-at {stop_at}: the checkpoint in {out} is already at step {step}")
     if resume:
         params = trainable(pipe)
     captions = CaptionTable(pipe.text_encoder, train_caps)
@@ -356,6 +426,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]
     deadline = min(ends) if ends else None
     timed_out = False
+    wrote = None  # what this run has written, for the caller's "wrote" line
     while step < end:
         idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
         # non_blocking: a plain copy to a GPU waits for every queued kernel first
@@ -392,8 +463,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
             if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
                 log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
                 log.flush()
-            if step % tc["sample_every"] == 0 or step == tc["steps"]:
-                sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png")
+            if tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"]):
+                sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png", progress)
                 pipe.train()
                 pipe.vqvae.eval()
         if deadline is not None:
@@ -404,19 +475,23 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 timed_out = bool(flag.item())
         if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out):
             save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
+            wrote = out / "checkpoint"
         if timed_out:
             break
     bar.close()
     if rank == 0:
         if timed_out and log is not None:
-            log.write(json.dumps({"step": step, "stopped": f"time limit of {(deadline - start) / 60:.4g} min"}) + "\n")
+            minutes = (deadline - start) / 60  # below 0: a --stop-by that had just passed at the start
+            stopped = (f"time limit of {minutes:.4g} min" if minutes > 0 else
+                       "time limit: --stop-by passed before the start")
+            log.write(json.dumps({"step": step, "stopped": stopped}) + "\n")
         if step == tc["steps"] or timed_out:
-            export_ema(pipe, ema, out / "pipeline")
+            wrote = export_ema(pipe, ema, out / "pipeline")
         log.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
-    return out / "pipeline" if step == tc["steps"] or timed_out else out / "checkpoint"
+    return wrote
 
 
 @torch.no_grad()
@@ -444,15 +519,21 @@ def validate(model, val, tc, device) -> dict:
     return result
 
 
-def sample_grid(pipe: TextToImage, cfg: dict, path: Path) -> None:
+def sample_grid(pipe: TextToImage, cfg: dict, path: Path, progress: bool = False) -> None:
+    """The `sample` prompts (rows) x `per_prompt` (columns), with a bar: at a real model's sampling
+    steps the grid takes minutes on a CPU, too long to draw in silence."""
     from torchvision.utils import save_image
 
     sc = cfg.get("sample") or {}
+    prompts, per_prompt = sc.get("prompts", ["a cat"]), sc.get("per_prompt", 4)
+    steps = sc.get("steps") or min(pipe.defaults["steps"], pipe.diffusion.num_timesteps)  # as the pipeline's default
     pipe.eval()
-    out = pipe(sc.get("prompts", ["a cat"]), num_images=sc.get("per_prompt", 4), seed=0,
-               steps=sc.get("steps"), guidance_scale=sc.get("guidance_scale"))
+    with tqdm(total=steps, desc=f"drawing a {len(prompts)}x{per_prompt} sample grid", unit="step",
+              disable=not progress, leave=False) as bar:
+        out = pipe(prompts, num_images=per_prompt, seed=0, steps=steps, guidance_scale=sc.get("guidance_scale"),
+                   callback=(lambda *_: bar.update()) if progress else None)  # the callback costs an argmax
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(out.images, path, nrow=sc.get("per_prompt", 4))
+    save_image(out.images, path, nrow=per_prompt)
 
 
 def export_ema(pipe: TextToImage, ema: dict, path: Path) -> Path:
@@ -471,7 +552,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m generation.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML config (see generation/configs/)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--steps", type=int, default=None, help="override train.steps")
     ap.add_argument("--data", default=None, help="override the config's data folder (a scenes dataset)")
     ap.add_argument("--out", default=None, help="override the config's out folder")
@@ -485,8 +567,24 @@ def main(argv=None) -> int:
     ap.add_argument("--schedule-by-time", action="store_true",
                     help="with --time-limit or --stop-by: the lr cosine follows the time used too (whichever of steps and "
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
+    ap.add_argument("--no-samples", action="store_true",
+                    help="draw no sample grids, not even the final one (as train.sample_every: 0)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    for flag, value in (("--steps", args.steps), ("--stop-at", args.stop_at)):
+        if value is not None and value < 1:
+            ap.error(f"{flag} must be at least 1, got {value}")
+    if args.time_limit is not None and not 0 < args.time_limit < math.inf:  # NaN fails too
+        ap.error(f"--time-limit must be a positive number of minutes, got {args.time_limit:g}")
+    if args.stop_by is not None:
+        # A deadline that passed moments ago is a lent machine whose start-up took its time: the run
+        # takes one step and exports. One more than a day old is a mistake (minutes typed for a
+        # Unix time, say), which would otherwise train a single step.
+        if not math.isfinite(args.stop_by):
+            ap.error(f"--stop-by {args.stop_by} is not a time; it is a Unix time, e.g. $(( $(date +%s) + 480 ))")
+        if args.stop_by < time.time() - 86400:
+            ap.error(f"--stop-by {args.stop_by:.10g} is in the past ({utc(args.stop_by)}); it is a Unix time, "
+                     "e.g. $(( $(date +%s) + 480 ))")
     try:
         cfg = load_config(args.config)
         if args.steps is not None:
@@ -495,13 +593,28 @@ def main(argv=None) -> int:
             cfg["data"] = args.data
         if args.out is not None:
             cfg["out"] = args.out
+        if args.no_samples:
+            cfg["train"]["sample_every"] = 0
+        option = "--out" if args.out is not None else f"the out: folder of {args.config}"
+        problem = out_folder_problem(Path(cfg["out"]), option)
+        if problem:
+            raise ConfigError(problem)
         path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
                      args.schedule_by_time, args.stop_by)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    if path is not None:  # rank 0: what it wrote
+        print(f"wrote {path}")
     return 0
+
+
+def utc(t: float) -> str:
+    """A Unix time as a date, for messages."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+    except (OverflowError, OSError, ValueError):
+        return "out of the calendar's range"
 
 
 if __name__ == "__main__":

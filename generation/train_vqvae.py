@@ -19,10 +19,11 @@ Convolutions run channels-last under bf16 autocast where the hardware has native
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
@@ -39,6 +40,10 @@ from generation.precision import PRECISIONS, resolve_precision, training_autocas
 from generation.runlog import open_log
 from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
+
+# The architecture options and their defaults. The options default to None, so that a saved model's
+# architecture (--resume, --init) stands unless an option given on the command line contradicts it.
+ARCHITECTURE = dict(channels=64, codebook_size=512, embed_dim=64, downsample=8, quantizer="ema", restart_after=200)
 
 
 def image_paths(root: Path, split: str) -> list[Path]:
@@ -109,32 +114,54 @@ def save_checkpoint(out: Path, vq, disc, opt, opt_d, step, gen, decoder_only=Fal
     shutil.rmtree(old, ignore_errors=True)
 
 
+def model_config(args, saved: VQVAEConfig | None, source: str = "") -> VQVAEConfig:
+    """The architecture to train: a saved model's (`source`: --resume or --init), which an option
+    given on the command line may repeat but not change (the weights fix it), or else a new one
+    from the options and their defaults."""
+    if saved is None:
+        a = {k: v if getattr(args, k) is None else getattr(args, k) for k, v in ARCHITECTURE.items()}
+        return VQVAEConfig(channels=a["channels"], channel_mult=(1, 2, 2, 4) if a["downsample"] == 8 else (1, 2, 2),
+                           codebook_size=a["codebook_size"], embed_dim=a["embed_dim"], quantizer=a["quantizer"],
+                           restart_after=a["restart_after"])
+    have = dict(channels=saved.channels, codebook_size=saved.codebook_size, embed_dim=saved.embed_dim,
+                downsample=saved.factor, quantizer=saved.quantizer, restart_after=saved.restart_after)
+    for key, value in have.items():
+        given = getattr(args, key)
+        if given is not None and given != value:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(f"{flag} {given} disagrees with {source} ({flag[2:]} {value}): a saved model keeps "
+                             f"its architecture; leave {flag} out")
+    return saved
+
+
 def train(args) -> dict:
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     root = Path(args.data)
+    ck = out / "checkpoint"
+    torch.manual_seed(args.seed)  # first: loading a saved model draws from it too, as it always has
+    if args.resume:
+        if not (ck / "state.pt").is_file():
+            raise FileNotFoundError(f"--resume: no checkpoint in {ck} (state.pt missing)")
+        cfg = model_config(args, VQVAE.from_pretrained(ck / "model").config, f"the checkpoint in {ck}")
+    elif args.init:
+        cfg = model_config(args, VQVAE.from_pretrained(args.init).config, f"--init {args.init}")
+    else:
+        cfg = model_config(args, None)
+    if args.size % cfg.factor:  # the encoder halves the image len(channel_mult) - 1 times
+        raise ValueError(f"--size {args.size} must be a multiple of the downsampling factor {cfg.factor}"
+                         + (f" of {ck}" if args.resume else f" of --init {args.init}" if args.init else ""))
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(args.precision, device)
+    try:  # channels_last: the layout oneDNN and cuDNN convolve fastest (1.3-1.5x at 128 px on the CPU in float32)
+        vq = VQVAE(cfg).to(device, memory_format=torch.channels_last)
+    except ValueError as e:  # group norms need channel counts their group count divides
+        raise ValueError(f"--channels {cfg.channels} does not make a model ({e}); try a multiple of 8") from None
     if args.threads:
         torch.set_num_threads(args.threads)
     train_imgs = load_images(image_paths(root, "train"), args.size, "load train", args.quiet)
     val_imgs = load_images(image_paths(root, "val")[:args.val_images], args.size, "load val", args.quiet)
     if len(train_imgs) == 0:
         raise ValueError(f"{root}: no training images (captions.jsonl train rows or images/train/)")
-    torch.manual_seed(args.seed)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    ck = out / "checkpoint"
-    if args.resume:  # the checkpoint's architecture wins over the command line's
-        if not (ck / "state.pt").is_file():
-            raise FileNotFoundError(f"--resume: no checkpoint in {ck} (state.pt missing)")
-        cfg = VQVAE.from_pretrained(ck / "model").config
-    elif args.init:
-        cfg = VQVAE.from_pretrained(args.init).config
-    else:
-        cfg = VQVAEConfig(channels=args.channels, channel_mult=(1, 2, 2, 4) if args.downsample == 8 else (1, 2, 2),
-                          codebook_size=args.codebook_size, embed_dim=args.embed_dim, quantizer=args.quantizer,
-                          restart_after=args.restart_after)
-    precision = resolve_precision(args.precision, device)
-    # channels_last: the layout oneDNN and cuDNN convolve fastest (1.3-1.5x at 128 px on the CPU in float32)
-    vq = VQVAE(cfg).to(device, memory_format=torch.channels_last)
     disc = PatchDiscriminator().to(device) if args.gan_weight > 0 else None
     if args.init and not args.resume:
         vq.load_state_dict(VQVAE.from_pretrained(args.init).state_dict())
@@ -160,10 +187,12 @@ def train(args) -> dict:
         gen.set_state(state["rng"])
         torch.set_rng_state(state["torch_rng"])
     train_ids = encode_all(vq, train_imgs, device, args.quiet) if args.decoder_only else None
+    out.mkdir(parents=True, exist_ok=True)
     log = open_log(out / "metrics.jsonl", step if args.resume else None)
     bar = tqdm(total=args.steps, initial=step, desc="vqvae", disable=args.quiet)
     metrics: dict = {}
-    t0 = start = time.time()
+    start = time.time()
+    rate = Throughput(step, args.batch)
     deadline = start + 60 * args.time_limit if args.time_limit else None
     while step < args.steps:
         vq.train()
@@ -197,11 +226,11 @@ def train(args) -> dict:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(rec.detach(), x):.2f}",
                             codes=vq.last_stats.get("codes_used"))
         if step % args.val_every == 0 or step == args.steps:
+            images_s = rate(step)
             metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
+            rate.restart()
             metrics["val_split"] = "val" if len(val_imgs) else "train[:64] (no val images)"
-            metrics |= {"step": step, "train_loss": loss.item(), "precision": precision,
-                        "images_s": args.batch * args.val_every / max(1e-9, time.time() - t0)}
-            t0 = time.time()
+            metrics |= {"step": step, "train_loss": loss.item(), "precision": precision, "images_s": images_s}
             log.write(json.dumps(metrics) + "\n")
             log.flush()
         if step % args.ckpt_every == 0 or step == args.steps:
@@ -222,6 +251,25 @@ def train(args) -> dict:
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     os.replace(tmp, out / "metrics.json")
     return metrics
+
+
+class Throughput:
+    """rate(step) -> images per second since the previous call: it counts the steps taken, as the
+    last row of a run may come fewer than --val-every steps after the one before. The clock stops
+    during validation, so the rate is the training's alone."""
+
+    def __init__(self, step: int, batch: int, clock=None):
+        self.step, self.batch, self.clock = step, batch, clock or time.time
+        self.t = self.clock()
+
+    def __call__(self, step: int) -> float:
+        now = self.clock()
+        images_s = self.batch * (step - self.step) / max(1e-9, now - self.t)
+        self.step, self.t = step, now
+        return images_s
+
+    def restart(self) -> None:
+        self.t = self.clock()
 
 
 def lr_at(step: int, args, elapsed: float = 0.0) -> float:
@@ -250,6 +298,38 @@ def evaluate(vq: VQVAE, images: torch.Tensor, device) -> dict:
     return {"val_psnr": psnr(rec, x), "val_psnr_per_image": psnr_per_image(rec, x)} | vq.code_usage(ids)
 
 
+# the smallest value of each whole-number option (None: not given); --lr and --time-limit must be > 0
+AT_LEAST = dict(size=1, steps=1, batch=1, codebook_size=2, embed_dim=1, channels=1, restart_after=0, gan_start=0,
+                val_every=1, val_images=0, ckpt_every=1, threads=0)
+
+
+def number_problems(args) -> str | None:
+    """What is wrong with the numeric options, checked up front: a bad value is one line that names
+    the option, not a traceback from deep in the first step (or, for --steps -5, an untrained model)."""
+    for key, low in AT_LEAST.items():
+        value = getattr(args, key)
+        if value is not None and value < low:
+            return f"--{key.replace('_', '-')} must be at least {low}, got {value}"
+    for key in ("lr", "time_limit"):
+        value = getattr(args, key)
+        if value is not None and not 0 < value < math.inf:  # not `value <= 0`: NaN must fail too
+            return f"--{key.replace('_', '-')} must be a positive number, got {value:g}"
+    if not 0 <= args.gan_weight < math.inf:
+        return f"--gan-weight must be 0 (off) or more, got {args.gan_weight:g}"
+    return None
+
+
+def out_folder_problem(out: Path, option: str) -> str | None:
+    """Why `out` cannot become the output folder (it, or a folder above it, is a file), or None."""
+    for folder in (out, *out.parents):
+        if folder.exists():
+            if folder.is_dir():
+                return None
+            return f"{out}: {option} exists and is not a folder" if folder == out else \
+                f"{out}: {option} is inside {folder}, which is a file"
+    return None
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m generation.train_vqvae", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="captions dataset or datasets.scenes root")
@@ -260,12 +340,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=2e-4, help="peak learning rate (default 2e-4)")
     ap.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
                     help="cosine: from --lr down to --lr/10 at --steps (default)")
-    ap.add_argument("--codebook-size", type=int, default=512, help="codes K (default 512)")
-    ap.add_argument("--embed-dim", type=int, default=64, help="code vector width (default 64)")
-    ap.add_argument("--channels", type=int, default=64, help="base conv channels (default 64)")
-    ap.add_argument("--downsample", type=int, choices=(4, 8), default=8,
+    # architecture options default to None: see ARCHITECTURE
+    ap.add_argument("--codebook-size", type=int, default=None, help="codes K (default 512)")
+    ap.add_argument("--embed-dim", type=int, default=None, help="code vector width (default 64)")
+    ap.add_argument("--channels", type=int, default=None, help="base conv channels (default 64)")
+    ap.add_argument("--downsample", type=int, choices=(4, 8), default=None,
                     help="image side / token grid side: 128 px at 8 gives 16x16 tokens (default 8)")
-    ap.add_argument("--quantizer", choices=("ema", "gumbel"), default="ema",
+    ap.add_argument("--quantizer", choices=("ema", "gumbel"), default=None,
                     help="EMA codebook with dead-code restarts, or Gumbel-softmax (default ema)")
     ap.add_argument("--loss", choices=("l1+mse", "mse"), default="l1+mse",
                     help="reconstruction loss; mse is what PSNR measures (default l1+mse)")
@@ -273,7 +354,7 @@ def main(argv=None) -> int:
     ap.add_argument("--decoder-only", action="store_true",
                     help="with --init: train the decoder alone on the frozen encoder and codebook, "
                          "so every image keeps its tokens")
-    ap.add_argument("--restart-after", type=int, default=200,
+    ap.add_argument("--restart-after", type=int, default=None,
                     help="re-seed a code unused for this many steps (0: never)")
     ap.add_argument("--gan-weight", type=float, default=0.0, help="patch-GAN weight (0: off)")
     ap.add_argument("--gan-start", type=int, default=5000, help="step at which the GAN term starts")
@@ -281,7 +362,8 @@ def main(argv=None) -> int:
     ap.add_argument("--val-images", type=int, default=256, help="val images measured (default 256)")
     ap.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints (default 1000)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the weights and batches (default 0)")
-    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--device", type=gendet_env.device_arg, default=None,
+                    help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--precision", choices=PRECISIONS, default="auto",
                     help="bf16 autocast or float32; auto: bf16 where the GPU or CPU has native bf16 "
                          "(2.3-3.3x faster at 128 px on an AVX512-BF16 CPU), else fp32")
@@ -295,6 +377,9 @@ def main(argv=None) -> int:
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    for problem in (number_problems(args), out_folder_problem(Path(args.out), "--out")):
+        if problem:
+            ap.error(problem)
     if args.schedule_by_time and not args.time_limit:
         ap.error("--schedule-by-time needs --time-limit")
     if args.decoder_only and not (args.init or args.resume):

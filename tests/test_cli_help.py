@@ -35,3 +35,41 @@ def test_help_prints_usage(module, capsys):
         importlib.import_module(module).main(["--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage:")
+
+
+def test_every_device_option_is_checked_against_the_machine():
+    """A mistyped or missing device is one argparse line, not a torch traceback: every --device
+    goes through gendet_env.device_arg (detection.train parses its own, for 0,1 multi-GPU lists)."""
+    unchecked = []
+    for path in cli_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "add_argument"
+                    and any(isinstance(a, ast.Constant) and a.value == "--device" for a in node.args)
+                    and "device_arg" not in ast.unparse(node)):
+                unchecked.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert unchecked == ["detection/train.py:" + str(_line_of(ROOT / "detection/train.py", '"--device"'))]
+
+
+def _line_of(path, text):
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_device_values_known_answers(monkeypatch):
+    import argparse
+
+    import torch
+
+    check = gendet_env.device_arg
+    assert check("cpu") == "cpu" and check(" CPU ") == "cpu"
+    for bad, message in (("gpu", "'gpu' is not a device: use cpu, cuda, cuda:N or a GPU number"),
+                         ("cuda:x", "is not a device"), ("0,1", "is not a device")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            check(bad)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(argparse.ArgumentTypeError, match="'cuda': CUDA is not available on this machine"):
+        check("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert check("cuda") == "cuda" and check("1") == "cuda:1" and check("cuda:0") == "cuda:0"
+    with pytest.raises(argparse.ArgumentTypeError, match="'cuda:2': this machine has 2 GPU"):
+        check("cuda:2")

@@ -47,7 +47,7 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
     assert train_vqvae.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), *VQ_ARGS]) == 2
 
 
-def test_decoder_only_keeps_every_token_and_lowers_the_reconstruction_error(scenes, vqvae_dir, tmp_path):
+def test_decoder_only_keeps_every_token_and_lowers_the_reconstruction_error(scenes, vqvae_dir, tmp_path, capsys):
     out = tmp_path / "ft"
     args = ["--data", str(scenes), "--out", str(out), "--init", str(vqvae_dir), "--decoder-only", "--loss", "mse",
             "--lr", "1e-3", *VQ_ARGS]
@@ -66,10 +66,13 @@ def test_decoder_only_keeps_every_token_and_lowers_the_reconstruction_error(scen
     assert torch.equal(ids, after.encode(images))
     error = [torch.nn.functional.mse_loss(m.decode(ids), images).item() for m in (before, after)]
     assert error[1] < 0.9 * error[0], error
-    # a plain --init run trains everything, on the init's architecture whatever the flags say
+    # a plain --init run trains everything, on the init's architecture: options may repeat it, not change it
     whole = tmp_path / "whole"
     assert train_vqvae.main(["--data", str(scenes), "--out", str(whole), "--init", str(vqvae_dir), "--steps", "2",
-                             *VQ_ARGS, "--channels", "8"]) == 0
+                             *VQ_ARGS, "--channels", "8"]) == 2
+    assert f"--channels 8 disagrees with --init {vqvae_dir} (channels 16)" in capsys.readouterr().err
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(whole), "--init", str(vqvae_dir), "--steps", "2",
+                             *VQ_ARGS]) == 0
     moved = VQVAE.from_pretrained(whole)
     assert moved.config == before.config
     assert not torch.equal(moved.state_dict()["encoder.net.0.weight"], a["encoder.net.0.weight"])
@@ -155,7 +158,7 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     cfg.write_text(yaml.safe_dump(timed))
     assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--stop-by", str(time.time() - 1)]) == 0
     log = [json.loads(x) for x in (tmp_path / "stop_by" / "log.jsonl").read_text().splitlines()]
-    assert log[-1]["step"] == 1 and "time limit" in log[-1]["stopped"]
+    assert log[-1] == {"step": 1, "stopped": "time limit: --stop-by passed before the start"}  # no negative minutes
     assert (tmp_path / "stop_by" / "pipeline" / "pipeline.json").is_file()
 
 
@@ -249,7 +252,17 @@ def test_a_sentence_transformers_text_encoder_trains_frozen_and_reloads(scenes, 
     assert t2i.main(["--config", str(tmp_path / "bad.yaml"), "--device", "cpu", "--quiet"]) == 2
 
 
-def test_config_errors_are_named(tmp_path):
+def usage_error(main, argv, capsys) -> str:
+    """The one-line argparse error that main(argv) exits with (status 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_config_errors_are_named(tmp_path, capsys):
     bad = tmp_path / "c.yaml"
     bad.write_text("data: x\nvqvae: y\n")
     assert t2i.main(["--config", str(bad)]) == 2
@@ -261,6 +274,102 @@ def test_config_errors_are_named(tmp_path):
     bad.write_text("data: x\nvqvae: y\nout: z\ntrain: {precision: fp16}\n")
     with pytest.raises(t2i.ConfigError, match="train.precision must be one of auto, fp32, bf16, got 'fp16'"):
         t2i.load_config(bad)
+    capsys.readouterr()
+    # not YAML, or not a mapping: one line naming the file, not PyYAML's traceback
+    for text, want in [("data: [unclosed\n", "c.yaml: not valid YAML: expected ',' or ']', but got '<stream end>' "
+                                               "(line 2, column 1)"),
+                       ("# A README\n\nIt trains: then it samples: fast\n",
+                        "c.yaml: not valid YAML: mapping values are not allowed here (line 3, column 27)"),
+                       ("- data\n- out\n", "c.yaml: a config is a mapping of fields (data: ..., vqvae: ..., out: ...), "
+                                            "got list"),
+                       ("data: x\nvqvae: y\nout: z\ntrain: {steps: -3}\n",
+                        "c.yaml: train.steps must be a whole number >= 1, got -3"),
+                       ("data: x\nvqvae: y\nout: z\ntrain: {lr: 1e-3}\n",
+                        "c.yaml: train.lr must be a number >= 0, got '1e-3' (YAML reads 1e-3 as text: write 0.001)"),
+                       ("data: x\nvqvae: y\nout: z\ntrain: {drop_text: 1.5}\n",
+                        "c.yaml: train.drop_text must be a number from 0 to 1, got 1.5")]:
+        bad.write_text(text)
+        assert t2i.main(["--config", str(bad)]) == 2, text
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and want in err and "Traceback" not in err, err
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff")
+    assert t2i.main(["--config", str(bad)]) == 2
+    assert "c.yaml: not a YAML config (not UTF-8 text)" in capsys.readouterr().err
+    # an out folder that is a file (or inside one)
+    taken = tmp_path / "notes.txt"
+    taken.write_text("a file")
+    bad.write_text(f"data: x\nvqvae: y\nout: {taken}\n")
+    assert t2i.main(["--config", str(bad)]) == 2
+    assert f"error: {taken}: the out: folder of {bad} exists and is not a folder" in capsys.readouterr().err
+    bad.write_text("data: x\nvqvae: y\nout: z\n")
+    assert t2i.main(["--config", str(bad), "--out", str(taken)]) == 2
+    assert f"error: {taken}: --out exists and is not a folder" in capsys.readouterr().err
+    assert t2i.main(["--config", str(bad), "--out", str(taken / "run")]) == 2
+    assert f"error: {taken / 'run'}: --out is inside {taken}, which is a file" in capsys.readouterr().err
+
+
+def test_impossible_limits_are_refused_before_training(tmp_path, capsys):
+    """A negative step count ran nothing and claimed to write a checkpoint; --stop-by in minutes
+    (a Unix time in 1970) and a negative --time-limit each trained one step."""
+    cfg = ["--config", str(tmp_path / "any.yaml")]  # the flags are checked before the config is read
+    assert usage_error(t2i.main, [*cfg, "--steps", "-3"], capsys).endswith("error: --steps must be at least 1, got -3")
+    assert usage_error(t2i.main, [*cfg, "--stop-at", "0"], capsys).endswith("error: --stop-at must be at least 1, got 0")
+    for limit in ("-1", "0", "nan"):
+        assert usage_error(t2i.main, [*cfg, "--time-limit", limit], capsys).endswith(
+            f"error: --time-limit must be a positive number of minutes, got {limit}")
+    assert usage_error(t2i.main, [*cfg, "--stop-by", "100"], capsys).endswith(
+        "error: --stop-by 100 is in the past (1970-01-01 00:01:40 UTC); it is a Unix time, e.g. $(( $(date +%s) + 480 ))")
+    yesterday = time.time() - 2 * 86400
+    assert "is in the past" in usage_error(t2i.main, [*cfg, "--stop-by", str(yesterday)], capsys)
+    assert "--stop-by inf is not a time" in usage_error(t2i.main, [*cfg, "--stop-by", "inf"], capsys)
+    assert "argument --device: 'gpu' is not a device" in usage_error(t2i.main, [*cfg, "--device", "gpu"], capsys)
+
+
+def test_resume_refuses_another_models_checkpoint_by_name(scenes, vqvae_dir, tmp_path, capsys, monkeypatch):
+    """--resume after the model config changed: one line naming what differs (not load_state_dict's
+    page of missing keys); the "wrote" line names only what the run wrote."""
+    cfg = config(scenes, vqvae_dir, tmp_path / "run", 3)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--stop-at", "1"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'run' / 'checkpoint'}"
+    cfg["transformer"]["depth"] = 2
+    path.write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'run'} holds a checkpoint of another model (its config differs from this "
+                   "config: transformer depth 1 vs 2); use a new out: folder\n")
+    # a difference the comparison does not see still ends in one line, not a traceback
+    monkeypatch.setattr(t2i, "model_differences", lambda saved, pipe: [])
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--resume"]) == 2
+    assert "its weights do not fit the model this config builds" in capsys.readouterr().err
+    monkeypatch.undo()
+    # steps the checkpoint has already passed
+    cfg["transformer"]["depth"] = 1
+    path.write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--resume", "--stop-at", "1"]) == 2
+    assert "--stop-at 1: the checkpoint in" in capsys.readouterr().err
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--resume"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'run' / 'pipeline'}"
+
+
+def test_sample_grids_show_progress_and_can_be_skipped(scenes, vqvae_dir, tmp_path, capsys):
+    """The grid at the end of a run draws at the model's sampling steps (minutes on a CPU for a real
+    model): it shows a bar, and --no-samples (or train.sample_every: 0) skips it."""
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "drawn", 1)))
+    assert t2i.main(["--config", str(path), "--device", "cpu"]) == 0
+    assert "drawing a 1x2 sample grid" in capsys.readouterr().err
+    assert (tmp_path / "drawn" / "samples" / "step_0000001.png").is_file()
+    path.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "skipped", 1)))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--no-samples"]) == 0
+    assert "sample grid" not in capsys.readouterr().err
+    assert not (tmp_path / "skipped" / "samples").exists() and (tmp_path / "skipped" / "pipeline").is_dir()
+    cfg = config(scenes, vqvae_dir, tmp_path / "zero", 1)
+    cfg["train"]["sample_every"] = 0
+    path.write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert not (tmp_path / "zero" / "samples").exists()
 
 
 def test_precision_reaches_the_training_step(scenes, vqvae_dir, tmp_path):

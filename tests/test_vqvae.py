@@ -3,6 +3,7 @@ exact save/load, and a tiny model that learns to reconstruct scenes."""
 
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -273,3 +274,88 @@ def test_lr_schedule_known_values_and_the_cli_follows_it(tmp_path):
     assert state["step"] == 1 and state["opt"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     with pytest.raises(SystemExit):
         train_vqvae.main(["--data", str(data), "--out", str(timed), "--schedule-by-time", *ARGS])
+
+
+def usage_error(argv, capsys) -> str:
+    """The one-line argparse error that train_vqvae.main(argv) exits with (status 2)."""
+    with pytest.raises(SystemExit) as exit_:
+        train_vqvae.main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+def test_cli_numbers_and_out_are_checked_before_any_work(tmp_path, capsys):
+    """Each numeric option out of range is one line naming it and its value (they were tracebacks
+    from the first step, or for --steps -5 an untrained model saved); so is an --out that is a file."""
+    base = ["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), *ARGS]
+    for option, value, message in [("--batch", "0", "--batch must be at least 1, got 0"),
+                                   ("--steps", "-5", "--steps must be at least 1, got -5"),
+                                   ("--size", "0", "--size must be at least 1, got 0"),
+                                   ("--val-every", "0", "--val-every must be at least 1, got 0"),
+                                   ("--ckpt-every", "0", "--ckpt-every must be at least 1, got 0"),
+                                   ("--codebook-size", "1", "--codebook-size must be at least 2, got 1"),
+                                   ("--val-images", "-1", "--val-images must be at least 0, got -1"),
+                                   ("--lr", "-1", "--lr must be a positive number, got -1"),
+                                   ("--lr", "nan", "--lr must be a positive number, got nan"),
+                                   ("--time-limit", "0", "--time-limit must be a positive number, got 0"),
+                                   ("--gan-weight", "-0.5", "--gan-weight must be 0 (off) or more, got -0.5")]:
+        assert usage_error([*base, option, value], capsys).endswith(f"error: {message}"), option
+    taken = tmp_path / "README.md"
+    taken.write_text("a file")
+    out = ["--data", str(tmp_path / "nope"), *ARGS]
+    assert usage_error([*out, "--out", str(taken)], capsys).endswith(f"error: {taken}: --out exists and is not a folder")
+    assert usage_error([*out, "--out", str(taken / "x")], capsys).endswith(
+        f"error: {taken / 'x'}: --out is inside {taken}, which is a file")
+    assert "argument --device: 'gpu' is not a device" in usage_error([*base, "--device", "gpu"], capsys)
+    # the image side must split into whole tokens: checked before any image is loaded
+    assert train_vqvae.main([*base, "--size", "30"]) == 2  # ARGS: --downsample 4
+    assert capsys.readouterr().err == "error: --size 30 must be a multiple of the downsampling factor 4\n"
+    assert train_vqvae.main([*base, "--size", "36", "--downsample", "8"]) == 2
+    assert "--size 36 must be a multiple of the downsampling factor 8" in capsys.readouterr().err
+    assert train_vqvae.main([*base, "--channels", "9"]) == 2
+    assert "--channels 9 does not make a model" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_cli_architecture_options_must_agree_with_a_saved_model(tmp_path, capsys):
+    """--resume and --init train the saved architecture: an option given that contradicts it is an
+    error naming the option and both values (it was silently ignored); one that repeats it is fine."""
+    data = write_scenes_root(tmp_path / "scenes")
+    run = tmp_path / "run"
+    assert train_vqvae.main(["--data", str(data), "--out", str(run), "--steps", "2", "--time-limit", "1e-9",
+                             *ARGS]) == 0
+    assert train_vqvae.main(["--data", str(data), "--out", str(run), "--steps", "2", "--resume", *ARGS,
+                             "--channels", "16"]) == 2
+    assert capsys.readouterr().err == (f"error: --channels 16 disagrees with the checkpoint in {run / 'checkpoint'} "
+                                       "(channels 8): a saved model keeps its architecture; leave --channels out\n")
+    ft = ["--data", str(data), "--out", str(tmp_path / "ft"), "--steps", "1", "--init", str(run), "--quiet"]
+    assert train_vqvae.main([*ft, "--codebook-size", "64"]) == 2
+    assert f"--codebook-size 64 disagrees with --init {run} (codebook-size 16)" in capsys.readouterr().err
+    assert train_vqvae.main([*ft, "--downsample", "8"]) == 2
+    assert "--downsample 8 disagrees" in capsys.readouterr().err
+    assert train_vqvae.main([*ft, "--size", "32", "--channels", "8"]) == 0  # repeats the saved value: fine
+    assert VQVAE.from_pretrained(tmp_path / "ft").config == VQVAE.from_pretrained(run).config
+    # the options left out resume the saved model (the defaults, 64 channels, do not apply)
+    assert train_vqvae.main(["--data", str(data), "--out", str(run), "--steps", "2", "--resume", "--size", "32",
+                             "--batch", "4", "--quiet"]) == 0
+
+
+def test_images_per_second_counts_the_steps_since_the_last_row(tmp_path, monkeypatch):
+    """The last row of a run can come fewer than --val-every steps after the one before: its rate
+    counted --val-every steps (15581 images/s logged for ~12)."""
+    clock = iter([0.0, 10.0, 10.5, 11.0]).__next__
+    rate = train_vqvae.Throughput(0, 8, clock)  # t = 0
+    assert rate(5) == 8 * 5 / 10                 # 5 steps of 8 images in 10 s
+    rate.restart()                               # validation ran until 10.5 s: not training time
+    assert rate(6) == 8 * 1 / 0.5                # one step since the last row, not --val-every
+    # the CLI: 4 steps, rows at 3 and 4; on a clock that ticks a second per reading, the last
+    # row's 1 step of 4 images cannot read more than 4 images/s (the old formula gave 12)
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(train_vqvae, "time", SimpleNamespace(time=lambda: float(next(ticks))))
+    data = write_scenes_root(tmp_path / "scenes")
+    assert train_vqvae.main(["--data", str(data), "--out", str(tmp_path / "o"), "--steps", "4", *ARGS]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [3, 4]
+    assert 0 < rows[1]["images_s"] <= 4 and 0 < rows[0]["images_s"] <= 12
