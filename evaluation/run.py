@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                             shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
                             seed_rule=seed_rule)
     except RunConfigError as e:  # --out holds another run
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e} (--out)", file=sys.stderr)
         return 2
     if summary is not None:
         if args.prompt:  # the suite they made, to rerun or extend: --suite OUT/suite.yaml

@@ -113,7 +113,7 @@ def _check_run_config(out: Path, config: dict) -> None:
             diff = _differences(old, config)
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             raise RunConfigError(f"{out} holds a run with other settings ({'; '.join(diff[:3])}{more}): rerun with "
-                             "its settings to resume it, or give a new --out folder")
+                             "its settings to resume it, or start a new run in another folder")
     else:
         write_json(config, path)
 

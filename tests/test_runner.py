@@ -163,7 +163,7 @@ def test_runner_resumes_without_repeating_work(tmp_path):
     assert len(read_rows(tmp_path / "results.jsonl")) == len(rows)
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match=r"other settings \(images_per_prompt: 2 there, 3 now\): rerun with its "
-                                         "settings to resume it, or give a new --out folder"):
+                                         "settings to resume it, or start a new run in another folder"):
         run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, progress=False)
     with pytest.raises(ValueError, match=r"settings.steps: unset there, 3 now; settings.truncation: unset there, 0.9 now\)"):
         run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False,

@@ -154,6 +154,13 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     own.text_input(key="ev_out").set_value(str(tmp_path / "own2"))
     own.button(key="ev_run").click().run()
     assert "prompt 1: cannot judge 'a purple giraffe'" in own.error[0].value
+    # the first run's folder again, at other steps: the page says what differs, the run stays as it was
+    own.text_area(key="ev_prompts").set_value("")
+    own.slider(key="ev_steps").set_value(3)
+    own.text_input(key="ev_out").set_value(str(tmp_path / "run"))
+    own.button(key="ev_run").click().run()
+    assert not own.exception and "holds a run with other settings (settings.steps: 2 there, 3 now" in \
+        own.error[0].value and "start a new run in another folder" in own.error[0].value
     bad = page("evaluate.py").run()
     bad.text_input(key="ev_open").set_value(str(tmp_path)).run()
     assert "holds no summary.json" in bad.warning[0].value
