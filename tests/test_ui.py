@@ -42,6 +42,8 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     at = page("generate.py").run()
     assert not at.exception
     at.text_input(key="prompt").set_value("a cat")
+    # the tiny model has 10 diffusion steps (and defaults to 25): the slider offers what it can take
+    assert at.slider(key="steps").max == at.slider(key="steps").value == 10
     at.slider(key="steps").set_value(3)
     at.number_input(key="n").set_value(2)
     at.button(key="FormSubmitter:generate-Generate").click().run()
@@ -128,7 +130,10 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     at = page("evaluate.py").run()
     assert not at.exception
-    assert at.slider(key="ev_steps").value == defaults["steps"]  # the model's own default, as the CLI's
+    T = json.loads((env[0] / "diffusion.json").read_text())["num_timesteps"]
+    # the model's own default, as the CLI's; at most its T (the tiny model defaults to 25 of its 10)
+    assert at.slider(key="ev_steps").value == min(defaults["steps"], T) == 10
+    assert at.slider(key="ev_steps").max == T
     at.number_input(key="ev_n").set_value(1)
     at.slider(key="ev_steps").set_value(2)
     at.text_input(key="ev_out").set_value(str(tmp_path / "run"))

@@ -23,7 +23,7 @@ with run_tab:
     c1, c2, c3 = st.columns(3)
     suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
     per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
-    steps = c3.slider("Steps", 1, 100, int(model_defaults["steps"]), key="ev_steps")
+    steps = c3.slider("Steps", 1, *resources.steps_range(pipe), key="ev_steps")
     own = st.text_area("Or your own prompts, one a line (they replace the suite)", key="ev_prompts",
                        placeholder="two black cats\na dog to the left of a face")
     out_dir = st.text_input("Output folder", str(gendet_env.ROOT / "runs" / "app_eval"), key="ev_out")

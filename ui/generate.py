@@ -32,6 +32,7 @@ if "restore" in st.session_state:
 pipe = resources.generator()
 # the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
 model_defaults = pipe.defaults if pipe is not None else DEFAULTS
+most_steps, default_steps = resources.steps_range(pipe)
 with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
@@ -42,7 +43,7 @@ with st.expander("Load settings from a PNG made by gendet"):
         else:
             st.session_state["restore"] = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)),
                                            "random_seed": False,
-                                           "steps": int(s.get("steps", model_defaults["steps"])),
+                                           "steps": min(int(s.get("steps", default_steps)), most_steps),
                                            "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
                                            "truncation": float(s.get("truncation", model_defaults["truncation"])),
                                            "purity": bool(s.get("purity", model_defaults["purity"]))}
@@ -62,7 +63,7 @@ with st.form("generate"):
     seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
     random_seed = c3.checkbox("Random seed", key="random_seed")
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, 100, int(model_defaults["steps"]), key="steps")
+    steps = c1.slider("Steps", 1, most_steps, default_steps, key="steps")
     guidance = c2.slider("Guidance scale", 1.0, 10.0, float(model_defaults["guidance_scale"]), 0.5, key="guidance")
     truncation = c3.slider("Truncation", 0.5, 1.0, float(model_defaults["truncation"]), 0.01, key="truncation")
     purity = c4.checkbox("Purity sampling", bool(model_defaults["purity"]), key="purity")

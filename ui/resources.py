@@ -65,6 +65,15 @@ def generator():
         return None
 
 
+def steps_range(pipe) -> tuple[int, int]:
+    """(most, default) for a Steps slider: a model has num_timesteps t values to visit (a tiny one
+    may default to more: it then visits every t, as the pipeline does)."""
+    if pipe is None:
+        return 100, 25
+    most = pipe.diffusion.num_timesteps
+    return most, min(int(pipe.defaults["steps"]), most)
+
+
 def detectors(which=("catdog", "face")) -> dict:
     """{task: Detector} for the configured detectors that exist and load."""
     out = {}
