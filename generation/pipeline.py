@@ -86,6 +86,8 @@ class TextToImage(nn.Module):
         self.diffusion = diffusion
         self.image_size = int(image_size)
         self.defaults = {**DEFAULTS, **(defaults or {})}
+        # a model has T t values to visit: DEFAULTS' 25 on a tiny 10-step model means all 10
+        self.defaults["steps"] = min(int(self.defaults["steps"]), diffusion.num_timesteps)
         # classifier-free guidance: a learned stand-in for "no text" (Improved VQ-Diffusion)
         self.null_text = nn.Parameter(torch.zeros(text_encoder.max_length, cfg.text_dim))
         nn.init.normal_(self.null_text, std=0.02)
