@@ -99,6 +99,36 @@ def test_app_renders_in_chromium(app_url, tmp_path):
     assert (tmp_path / "home.png").stat().st_size > 5_000
 
 
+def test_the_sidebar_paths_outlive_page_changes(app_url, tmp_path):
+    """Streamlit drops a widget's state when another page runs: the model paths must not (they did,
+    on every other page change, and Generate then found no model)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url)
+        field = page.get_by_label("Generator folder")
+        field.wait_for(timeout=30_000)
+        shipped = field.input_value()
+        assert shipped.endswith("generator")
+
+        def visit(name):
+            page.get_by_role("link", name=name).click()
+            page.get_by_role("heading", name="gendet" if name == "Home" else name).wait_for(timeout=30_000)
+            page.wait_for_timeout(500)
+            return field.input_value()
+
+        assert [visit(n) for n in ("Generate", "Detect", "Evaluate", "Models", "Generate")] == [shipped] * 5
+        assert page.get_by_role("button", name="Generate").is_enabled()
+        field.fill(str(tmp_path / "nowhere"))  # a path typed in stays too, on every page
+        field.press("Enter")
+        page.get_by_text("No generator at").first.wait_for(timeout=30_000)
+        assert [visit(n) for n in ("Home", "Evaluate", "Detect")] == [str(tmp_path / "nowhere")] * 3
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
+
+
 def test_generate_in_chromium_shows_images_and_verdicts(app_url, tmp_path):
     """Type a prompt, click Generate, wait for the verdicts under the images."""
     from playwright.sync_api import sync_playwright

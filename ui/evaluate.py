@@ -44,13 +44,13 @@ with run_tab:
                 except ValueError as e:
                     st.error(str(e))
                 else:
-                    st.session_state["ev_open"] = out_dir
+                    resources.keep("ev_open", out_dir)
             bar.empty()
 
 with open_tab:
-    st.text_input("Run folder (holds summary.json)", key="ev_open")
+    resources.kept_text_input("Run folder (holds summary.json)", "ev_open")
 
-folder = st.session_state.get("ev_open")
+folder = resources.kept("ev_open")
 if folder:
     path = Path(folder)
     if not (path / "summary.json").is_file():

@@ -46,10 +46,24 @@ def load_detector(path: str):
     return Detector.load(path)
 
 
+def kept(key: str, default: str = "") -> str:
+    """The value of a text field that outlives a page change (see kept_text_input)."""
+    return st.session_state.setdefault("kept", {}).setdefault(key, default)
+
+
+def keep(key: str, value: str) -> None:
+    st.session_state.setdefault("kept", {})[key] = value
+
+
+def kept_text_input(label: str, key: str, default: str = "", **kwargs) -> str:
+    """st.text_input whose value survives moving to another page: Streamlit drops a widget's state
+    when a page without it runs, so the value lives under "kept" and is handed back each run."""
+    st.session_state[key] = kept(key, default)
+    return st.text_input(label, key=key, on_change=lambda: keep(key, st.session_state[key]), **kwargs)
+
+
 def paths() -> dict[str, str]:
-    for key, value in defaults().items():
-        st.session_state.setdefault(f"path_{key}", value)
-    return {k: st.session_state[f"path_{k}"] for k in defaults()}
+    return {k: kept(f"path_{k}", value) for k, value in defaults().items()}
 
 
 def generator():
@@ -102,6 +116,6 @@ def sidebar() -> None:
         p = paths()
         for key, label in (("generator", "Generator folder"), ("catdog", "Cat/dog detector (.pt)"),
                            ("face", "Face detector (.pt)")):
-            st.text_input(label, key=f"path_{key}")
+            kept_text_input(label, f"path_{key}", p[key])
             ok = (Path(p[key]) / "pipeline.json").is_file() if key == "generator" else Path(p[key]).is_file()
             st.caption(("loaded from" if ok else "missing:") + f" `{p[key]}`")
