@@ -45,6 +45,15 @@ class PromptSpec:
         relations = tuple(r for r in self.relations if r[0] not in classes and r[2] not in classes)
         return PromptSpec(self.prompt, self.category, expect, colors, relations)
 
+    def seen_by(self, classes) -> "PromptSpec":
+        """Only what detectors of `classes` can check: without a cat detector, "a cat" cannot fail
+        for want of a cat (nor "no cat" pass for want of one)."""
+        classes = set(classes)
+        expect = {c: r for c, r in self.expect.items() if c in classes}
+        colors = {c: v for c, v in self.colors.items() if c in classes}
+        relations = tuple(r for r in self.relations if r[0] in classes and r[2] in classes)
+        return PromptSpec(self.prompt, self.category, expect, colors, relations)
+
     @classmethod
     def absent(cls, prompt: str, classes) -> "PromptSpec":
         """Only negative expectations: for prompts the parser cannot read."""

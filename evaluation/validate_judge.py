@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from datasets.scenes import iou
 from evaluation.detectors import JudgeDetectors
-from evaluation.judge import CLASSES, DEFAULT_RULES, judge
+from evaluation.judge import DEFAULT_RULES, judge
 from evaluation.prompts import parse_prompt
 from evaluation.suite import load_suite
 from evaluation.summary import accuracy_block, write_json
@@ -236,10 +236,8 @@ def main(argv=None) -> int:
         args.filter_ratio = 0.5
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        unseen = sorted(set(CLASSES) - eyes.classes)
-        if unseen:  # prompts that expect such an object cannot pass: say so before the numbers mislead
-            print(f"warning: no detector finds {', '.join(unseen)}: true captions naming "
-                  f"{'it' if len(unseen) == 1 else 'them'} fail, and those categories read low", file=sys.stderr)
+        if eyes.unseen_warning():  # prompts that expect such an object cannot pass: say so before the numbers
+            print(eyes.unseen_warning(), file=sys.stderr)
         trip = (VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else
                 GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device, steps=args.steps)
                 if args.through_generator else None)

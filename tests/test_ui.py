@@ -52,6 +52,9 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     verdicts = [e.value for e in at.success] + [e.value for e in at.error]
     assert len(verdicts) == 2 and all(v.startswith(("✓", "✗")) for v in verdicts)
     assert any("expected" in v or v.startswith("✓ ok: 1 cat") for v in verdicts)
+    # this env has no face detector: "no face" is not checked, and the page says so
+    assert all("face" not in v for v in verdicts)
+    assert [w.value for w in at.warning] == ["Not checked: face (no detector for it is loaded; see the sidebar)."]
     assert len(at.get("download_button")) == 2
 
 
@@ -179,6 +182,25 @@ def test_models_page_lists_what_is_loaded(env):
     assert "scratch text encoder (12 tokens, width 32)" in text  # the tiny pipeline's
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     assert f"samples at {defaults['steps']} steps, guidance {defaults['guidance_scale']:g}" in text
+
+
+def test_generate_does_not_judge_what_no_loaded_detector_sees(env):
+    """This env loads the cat/dog detector only: "two faces" is judged on "no cat, no dog" alone, and
+    a prompt that asks only about faces is not judged at all."""
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("two faces")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    verdicts = [e.value for e in at.success] + [e.value for e in at.error]
+    assert not at.exception and len(verdicts) == 1 and "face" not in verdicts[0]
+    assert verdicts[0] == "✓ ok: no cat, no dog" or "expected no" in verdicts[0]
+    assert at.warning[0].value == "Not checked: face (no detector for it is loaded; see the sidebar)."
+    at.text_input(key="prompt").set_value("a purple giraffe")
+    at.multiselect(key="avoid").set_value(["face"])
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and len(at.success) + len(at.error) == 1  # the new entry has no verdict
+    assert "not judged" in [c.value for c in at.caption]
 
 
 def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):

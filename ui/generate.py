@@ -147,6 +147,14 @@ if go:
         found = eyes.detect(torch.cat([o.images for o in outs])) if eyes else [[] for _ in seeds]
     preview.empty()
     bar.empty()
+    note = ("Not judged: no detector is loaded (see the sidebar)." if eyes is None else
+            "Not judged: the judge cannot read this prompt." if spec is None else None)
+    unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
+    if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
+        spec = spec.seen_by(eyes.classes)
+        note = (f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'} "
+                "is loaded; see the sidebar).")
+        spec = spec if spec.expect else None
     settings = outs[0].settings
     rows = []
     for image, s, dets in zip([im for o in outs for im in o.pil()], seeds, found):
@@ -159,12 +167,15 @@ if go:
     if init_file is not None:  # the PNGs and the history say what was redrawn
         settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
-                                                          "show_boxes": boxes, "judged": eyes is not None})
+                                                          "show_boxes": boxes, "judged": spec is not None and
+                                                          eyes is not None, "note": note})
 
 for k, entry in enumerate(st.session_state.get("history", [])[:10]):
     if k == 1:
         st.subheader("Earlier in this session")
     st.markdown(f"**{entry['prompt']}** - {describe_settings(entry['settings'])}")
+    if entry.get("note"):
+        st.warning(entry["note"])
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
     cols = st.columns(4)
@@ -176,7 +187,7 @@ for k, entry in enumerate(st.session_state.get("history", [])[:10]):
             if v is not None:
                 (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)
             elif not entry["judged"]:
-                st.caption("no detectors loaded: not judged")
+                st.caption("not judged")
             settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
             st.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
                                "image/png", key=f"dl_{k}_{j}")
