@@ -43,13 +43,13 @@ def read_settings(source) -> dict:
     """Settings from a PNG path, bytes or file object; ValueError if it holds none."""
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    name = getattr(source, "name", source)
+    name = getattr(source, "name", None) or (source if isinstance(source, (str, Path)) else "the image")
     try:
         with Image.open(source) as im:
             im.load()
             text = dict(getattr(im, "text", {}) or {})
-    except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
-        raise ValueError(f"{name}: not a readable image ({type(e).__name__}: {e})") from None
+    except Exception:  # noqa: BLE001 - PIL raises many types; ultralytics' patched open even ModuleNotFoundError
+        raise ValueError(f"{name}: not a readable PNG") from None
     if KEY not in text:
         raise ValueError(f"{name}: no gendet settings in this image (it was not saved by gendet)")
     try:

@@ -27,8 +27,12 @@ def test_missing_or_broken_settings(tmp_path):
     Image.new("RGB", (4, 4)).save(plain)
     with pytest.raises(ValueError, match="plain.png: no gendet settings"):
         read_settings(plain)
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match="^the image: not a readable PNG$"):
         read_settings(b"this is not a png")
+    upload = io.BytesIO(b"this is not a png")  # the app hands over its UploadedFile: file-like, named
+    upload.name = "photo.png"
+    with pytest.raises(ValueError, match="^photo.png: not a readable PNG$"):
+        read_settings(upload)
     data = png_bytes(Image.new("RGB", (2, 2)), {"seed": 1})
     assert read_settings(io.BytesIO(data)) == {"seed": 1}
 
@@ -39,7 +43,7 @@ def test_unreadable_bytes_after_ultralytics_patched_pil():
     import gendet_env
 
     gendet_env.ultralytics()
-    with pytest.raises(ValueError, match="not a readable image"):
+    with pytest.raises(ValueError, match="^the image: not a readable PNG$"):  # no ModuleNotFoundError in it
         read_settings(b"this is not a png")
 
 

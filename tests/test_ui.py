@@ -121,7 +121,7 @@ def test_detect_page_and_upload_handling(env):
     from ui.uploads import open_image
 
     image, note = open_image(b"not an image", "junk.png")
-    assert image is None and "junk.png: not a readable image" in note
+    assert image is None and note == "junk.png: not a readable image (PNG, JPEG or WebP)"
     buf = io.BytesIO()
     Image.fromarray(np.zeros((3000, 1000, 3), np.uint8)).save(buf, format="PNG")
     image, note = open_image(buf.getvalue(), "tall.png")

@@ -37,7 +37,7 @@ with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
         try:
-            s = read_settings(upload.getvalue())
+            s = read_settings(upload)  # an UploadedFile: file-like, with the upload's name for messages
         except ValueError as e:
             st.error(str(e))
         else:

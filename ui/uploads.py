@@ -17,8 +17,9 @@ def open_image(data: bytes, name: str):
             if w * h > MAX_PIXELS:
                 return None, f"{name}: {w}x{h} is too large to open ({MAX_PIXELS // 1_000_000} MP at most)"
             image = probe.convert("RGB")
-    except Exception as e:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback
-        return None, f"{name}: not a readable image ({type(e).__name__})"
+    except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
+        # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
+        return None, f"{name}: not a readable image (PNG, JPEG or WebP)"
     note = None
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
