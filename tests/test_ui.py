@@ -105,6 +105,12 @@ def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
     at.number_input(key="n").set_value(1)
     at.button(key="FormSubmitter:generate-Generate").click().run()
     assert not at.exception and "Not judged" in at.info[0].value
+    # a bad input afterwards: its message, and the image drawn before stays on the page
+    at.text_input(key="prompt").set_value("   ")
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and "Write a prompt first" in at.error[0].value
+    assert [m.value for m in at.markdown if m.value.startswith("**a purple giraffe**")]
+    assert len(at.get("download_button")) == 1
 
 
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):

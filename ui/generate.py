@@ -81,10 +81,12 @@ with st.form("generate"):
     budget = c3.number_input("Candidate budget", 1, 64, 8, key="budget")
     go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
 
-if go:
+def draw_and_judge() -> None:
+    """Sample, detect, judge, and put the result on top of the history. A bad input returns with a
+    message: the history below is still drawn (st.stop would hide it)."""
     if not prompt.strip():
         st.error("Write a prompt first: describe the image you want.")
-        st.stop()
+        return
     try:
         spec = parse_prompt(prompt)
     except ParseError as e:
@@ -104,26 +106,25 @@ if go:
         for image, note in opened:
             if image is None:
                 st.error(note)
-                st.stop()
+                return
         if strength == 0 and mask_file is None:
             st.error("Nothing would be redrawn: set a redraw strength above 0, or give a mask.")
-            st.stop()
+            return
         try:
             edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
         except ValueError as e:
             st.error(str(e))
-            st.stop()
+            return
         if strength > 0:
             edit["filter_ratio"] = strength
     elif mask_file is not None:
         st.warning("A mask needs the image it covers: upload one too (the mask was not used).")
-    if random_seed:
-        seed = random.randrange(2**31 - 1)
+    first = random.randrange(2**31 - 1) if random_seed else int(seed)
     count = int(budget) if only_pass and spec is not None else int(n)
     bar = st.progress(0.0, text="sampling")
     preview = st.empty()
     every = max(1, steps // 5)
-    seeds = list(range(int(seed), int(seed) + count))
+    seeds = list(range(first, first + count))
     batches = [seeds[i:i + BATCH] for i in range(0, count, BATCH)]  # image k depends on its seed alone
     done = []  # the steps taken, over all batches
 
@@ -141,8 +142,10 @@ if go:
             outs = [pipe(prompt, seeds=b, steps=steps, guidance_scale=guidance, truncation=truncation, purity=purity,
                          callback=on_step, **edit) for b in batches]
         except ValueError as e:  # e.g. a redraw strength below this model's one step (1/T)
+            bar.empty()
+            preview.empty()
             st.error(str(e))
-            st.stop()
+            return
         eyes = resources.judge_eyes()
         found = eyes.detect(torch.cat([o.images for o in outs])) if eyes else [[] for _ in seeds]
     preview.empty()
@@ -169,6 +172,9 @@ if go:
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": spec is not None and
                                                           eyes is not None, "note": note})
+
+if go:
+    draw_and_judge()
 
 for k, entry in enumerate(st.session_state.get("history", [])[:10]):
     if k == 1:
