@@ -69,7 +69,7 @@ def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
     from evaluation.prompts import ParseError, parse_prompt
 
     specs = []
-    for i, prompt in enumerate(prompts):
+    for i, prompt in enumerate(prompts, 1):  # counted as a person counts them: the first is prompt 1
         try:
             specs.append(parse_prompt(prompt))
         except ParseError as e:

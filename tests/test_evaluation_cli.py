@@ -222,9 +222,9 @@ def test_run_evaluates_prompts_given_on_the_command_line(tiny_detector, tmp_path
     assert [(r["seed"], r["passed"], r["reason"]) for r in again] == [(r["seed"], r["passed"], r["reason"]) for r in rows]
     capsys.readouterr()
     assert main(["--prompt", "a purple giraffe", *common, "--out", str(tmp_path / "bad")]) == 2
-    assert "prompt 0: cannot judge 'a purple giraffe'" in capsys.readouterr().err
+    assert "prompt 1: cannot judge 'a purple giraffe'" in capsys.readouterr().err
     assert main(["--prompt", "a cat", "--prompt", "a cat", *common, "--out", str(tmp_path / "bad")]) == 2
-    assert "prompt 1: 'a cat' is given twice" in capsys.readouterr().err
+    assert "prompt 2: 'a cat' is given twice" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--prompt", "a cat", "--suite", "smoke", *common, "--out", str(tmp_path / "bad")])
     assert "give --suite or --prompt, not both" in capsys.readouterr().err

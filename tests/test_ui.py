@@ -152,6 +152,7 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     # the run records every setting it sampled with: the model's defaults and the chosen steps
     assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"] == {**defaults, "steps": 2}
     assert at.subheader[0].value.startswith("Suite smoke:")
+    assert f"The run in `{tmp_path / 'run'}`, sampled at 2 steps, guidance" in [c.value for c in at.caption][0]
     assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
     assert len(at.get("vega_lite_chart")) == 1  # accuracy bars with their intervals
     # prompts of one's own replace the suite; one the judge cannot read is named
@@ -167,7 +168,7 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     own.text_area(key="ev_prompts").set_value("a cat\na purple giraffe")
     own.text_input(key="ev_out").set_value(str(tmp_path / "own2"))
     own.button(key="ev_run").click().run()
-    assert "prompt 1: cannot judge 'a purple giraffe'" in own.error[0].value
+    assert "prompt 2: cannot judge 'a purple giraffe'" in own.error[0].value
     # the first run's folder again, at other steps: the page says what differs, the run stays as it was
     own.text_area(key="ev_prompts").set_value("")
     own.slider(key="ev_steps").set_value(3)

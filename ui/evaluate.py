@@ -10,6 +10,7 @@ from evaluation.judge import describe_rules
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from generation.pipeline import DEFAULTS
+from generation.sampling_options import describe_settings
 from ui import resources
 
 resources.sidebar()
@@ -59,6 +60,7 @@ if folder:
         summary = json.loads((path / "summary.json").read_text())
         st.subheader(f"Suite {summary.get('suite')}: {summary['overall']['accuracy']:.1%} pass "
                      f"({summary['overall']['n']} images)")
+        st.caption(f"The run in `{path}`, sampled at {describe_settings(summary.get('settings') or {})}")
         table = [{"category": c, "accuracy": round(b["accuracy"], 3), "95% CI low": round(b["ci95"][0], 3),
                   "95% CI high": round(b["ci95"][1], 3), "images": b["n"]}
                  for c, b in [*summary["categories"].items(), ("overall", summary["overall"])]]
