@@ -122,6 +122,8 @@ def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
 def test_detect_page_and_upload_handling(env):
     at = page("detect.py").run()
     assert not at.exception and at.multiselect(key="det_chosen").value == ["catdog"]
+    at.multiselect(key="det_chosen").set_value([]).run()
+    assert not at.exception and at.info[0].value == "Choose at least one detector above."
     import io
 
     from ui.uploads import open_image
@@ -187,6 +189,7 @@ def test_models_page_lists_what_is_loaded(env):
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)
     assert "scratch text encoder (12 tokens, width 32)" in text  # the tiny pipeline's
+    assert "classes cat, dog," in text  # words, not a Python list
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     assert f"samples at {defaults['steps']} steps, guidance {defaults['guidance_scale']:g}" in text
 

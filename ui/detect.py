@@ -17,6 +17,9 @@ c1, c2 = st.columns(2)
 conf = c1.slider("Confidence threshold", 0.05, 0.95, 0.3, 0.05, key="det_conf")
 iou = c2.slider("NMS IoU", 0.1, 0.95, 0.7, 0.05, key="det_iou")
 files = st.file_uploader("Images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key="det_files")
+if not chosen:
+    st.info("Choose at least one detector above.")
+    files = []
 
 
 for f in files or []:
@@ -32,8 +35,9 @@ for f in files or []:
             found += list(available[task].detect([image], conf=conf, iou=iou)[0])
     left, right = st.columns([2, 1])
     left.image(draw_detections(image, found), caption=f.name, width="stretch")
-    right.dataframe([{"label": d.label, "confidence": round(d.confidence, 3),
-                      "box (x1, y1, x2, y2)": ", ".join(f"{v:.0f}" for v in d.box)} for d in found],
-                    hide_index=True)
-    if not found:
-        right.caption("nothing found above the threshold")
+    if found:
+        right.dataframe([{"label": d.label, "confidence": round(d.confidence, 3),
+                          "box (x1, y1, x2, y2)": ", ".join(f"{v:.0f}" for v in d.box)} for d in found],
+                        hide_index=True)
+    else:
+        right.caption(f"nothing found at confidence {conf:.2f} or above")

@@ -21,16 +21,17 @@ if pipe is not None:
              f"samples at {describe_settings(pipe.defaults)} by default")
     card = Path(p["generator"]).parent / "README.md"
     if card.is_file():
-        with st.expander("Bundle model card", expanded=True):
+        with st.expander("Bundle model card (data, commands, measured metrics)"):
             st.markdown(card.read_text())
 for task, det in resources.detectors().items():
     st.subheader(f"{task} detector")
     n_params = sum(t.numel() for t in det.model.model.parameters())
-    st.write(f"`{p[task]}` - classes {det.names}, {n_params / 1e6:.2f} M parameters, imgsz {det.imgsz}, "
-             f"device {det.device}")
-    metrics = {k: det.card[k] for k in ("mAP50", "mAP50-95", "precision", "recall") if k in det.card}
+    st.write(f"`{p[task]}` - classes {', '.join(det.names)}, {n_params / 1e6:.2f} M parameters, "
+             f"image size {det.imgsz}, device {det.device}")
+    metrics = {k: det.card[k] for k in ("mAP50", "mAP50-95", "precision", "recall")
+               if isinstance(det.card.get(k), (int, float))}
     if metrics:
-        st.json(metrics)
+        st.dataframe([{k: round(float(v), 3) for k, v in metrics.items()}], hide_index=True)
     if det.card.get("readme"):
         with st.expander("Training card"):
             st.markdown(det.card["readme"])
