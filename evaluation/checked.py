@@ -136,8 +136,7 @@ def main(argv=None) -> int:
     try:
         pipe = TextToImage.from_pretrained(args.model, device=args.device)
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        if eyes.unseen_warning():
-            print(eyes.unseen_warning(), file=sys.stderr)
+        eyes.warn_unseen()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -63,16 +63,17 @@ class JudgeDetectors:
     def classes(self) -> set[str]:
         return {n for d in self.detectors.values() for n in d.names}
 
-    def unseen_warning(self) -> str | None:
-        """A line for the terminal when no detector finds some class: prompts naming it are judged
-        as if none were there ("found 0 faces"), so their verdicts on it are not measurements."""
+    def warn_unseen(self) -> None:
+        """A line on stderr when no detector finds some class: prompts naming it are judged as if
+        none were there ("found 0 faces"), so their verdicts on it are not measurements."""
+        import sys
+
         from evaluation.judge import CLASSES
 
         unseen = sorted(set(CLASSES) - self.classes)
-        if not unseen:
-            return None
-        return (f"warning: no detector finds {', '.join(unseen)}: verdicts on "
-                f"{'it' if len(unseen) == 1 else 'them'} read 'found 0' (give {unseen[0]}=PATH in --detectors)")
+        if unseen:
+            print(f"warning: no detector finds {', '.join(unseen)}: verdicts on {'it' if len(unseen) == 1 else 'them'}"
+                  f" read 'found 0' (give {unseen[0]}=PATH in --detectors)", file=sys.stderr)
 
     def info(self) -> dict:
         """Paths and content hashes, recorded in every summary."""

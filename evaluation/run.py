@@ -145,8 +145,7 @@ def main(argv=None) -> int:
                 return pipe.generate_for_judge(prompt, seeds, **settings)
             generator = model_info(Path(args.model))
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        if eyes.unseen_warning():
-            print(eyes.unseen_warning(), file=sys.stderr)
+        eyes.warn_unseen()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -236,8 +236,7 @@ def main(argv=None) -> int:
         args.filter_ratio = 0.5
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device)
-        if eyes.unseen_warning():  # prompts that expect such an object cannot pass: say so before the numbers
-            print(eyes.unseen_warning(), file=sys.stderr)
+        eyes.warn_unseen()  # prompts that expect such an object cannot pass: say so before the numbers
         trip = (VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else
                 GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device, steps=args.steps)
                 if args.through_generator else None)
