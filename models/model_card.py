@@ -9,6 +9,7 @@ from statistics import stdev
 import yaml
 
 from evaluation.summary import accuracy_by_block, markdown_table
+from generation.sampling_options import describe_settings
 from models.build_demo import MORE_ROUNDS, PROFILES, STAGES
 
 # how the card introduces each further training round's config (build_demo.MORE_ROUNDS); which
@@ -168,13 +169,14 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
                       for k, v in by_size.items()]
     ev = _load(work / "eval" / "summary.json")
     if ev:
-        lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}, "
-                  f"settings {ev['settings']} (`evaluation.run`):", "", markdown_table(ev)]
+        sampled = f", sampled at {describe_settings(ev['settings'])}" if ev["settings"] else ""
+        lines += ["", f"Default suite, {ev['images_per_prompt']} images per prompt, seed {ev['seed']}{sampled} "
+                  "(`evaluation.run`):", "", markdown_table(ev)]
         lines += _blocks_line(work / "eval" / "results.jsonl", ev["images_per_prompt"])
         chosen = PROFILES.get(profile, {}).get("sampling")
         if chosen:  # set at assembly, not in training: say where the settings came from
-            lines += ["", f"The bundle's sampling defaults include {chosen}: the profile's `sampling`, chosen by a "
-                      "sweep on the trained generator (benchmarks/RESULTS.md) and written into "
+            lines += ["", f"The bundle samples at {describe_settings(chosen)} by default: the profile's `sampling`, "
+                      "chosen by a sweep on the trained generator (benchmarks/RESULTS.md) and written into "
                       "generator/pipeline.json when the bundle is assembled."]
     speed = _load(work / "speed.json")
     if speed:
