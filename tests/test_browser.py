@@ -115,7 +115,8 @@ def test_the_sidebar_paths_outlive_page_changes(app_url, tmp_path):
 
         def visit(name):
             page.get_by_role("link", name=name).click()
-            page.get_by_role("heading", name="gendet" if name == "Home" else name).wait_for(timeout=30_000)
+            # the page's title (h1): the sidebar has an h2 "Models" too
+            page.get_by_role("heading", name="gendet" if name == "Home" else name, level=1).wait_for(timeout=30_000)
             page.wait_for_timeout(500)
             return field.input_value()
 
