@@ -4,10 +4,16 @@ for generation.convert's parity tests and for benchmarks.sampling.
 Shapes: ``tiny`` (CPU benchmark), ``ithq`` (the released microsoft/vq-diffusion-ithq:
 36 blocks of 16 x 88, 4096 codes on 32 x 32 tokens, CLIP ViT-B/32 text, a VQGAN with f=8),
 and ``test`` (the parity tests: seconds to build and run).
+
+To try ``generation.convert`` without a download, write one (random weights: the images are noise)::
+
+    python -m benchmarks.diffusers_reference --shape official --out runs/ref/diffusers --official runs/ref/official
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -86,3 +92,46 @@ def save(pipe, folder: str | Path) -> Path:
                  "learned_classifier_free_sampling_embeddings"):
         getattr(pipe, name).save_pretrained(folder / name)
     return folder
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.diffusers_reference",
+                                 description="Write a diffusers VQ-Diffusion pipeline with random weights "
+                                             "(and, with --official, the same weights in the official release's "
+                                             "layout): inputs for generation.convert, built offline.")
+    ap.add_argument("--shape", choices=sorted(SHAPES), default="tiny", help="model shape (default tiny)")
+    ap.add_argument("--out", required=True, help="folder for the diffusers layout")
+    ap.add_argument("--official", default=None, help="also write the official microsoft/VQ-Diffusion layout here")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    args = ap.parse_args(argv)
+    if args.official and args.shape not in ("official", "ithq"):
+        # taming's VQGAN normalises with GroupNorm(32); the other shapes' widths are not multiples of 32
+        print(f"error: --official needs a shape whose VQGAN has GroupNorm(32): official or ithq, not {args.shape}",
+              file=sys.stderr)
+        return 2
+    for folder in filter(None, (args.out, args.official)):
+        if Path(folder).exists() and any(Path(folder).iterdir()):
+            print(f"error: {folder} is not empty; choose a new folder", file=sys.stderr)
+            return 2
+    try:
+        pipe = build(args.shape, seed=args.seed)
+    except ImportError as e:
+        print(f"error: {e.name or e} is missing: pip install -e '.[interop]'", file=sys.stderr)
+        return 2
+    if args.official:
+        pipe.tokenizer.pad_token = "!"  # the official tokenizer pads with id 0 ("!"); the same on both sides
+    save(pipe, args.out)
+    print(f"wrote a random diffusers VQ-Diffusion pipeline ({args.shape}) to {args.out}\n"
+          f"  python -m generation.convert --from diffusers {args.out} --out runs/converted_diffusers")
+    if args.official:
+        from benchmarks import official_reference
+
+        official_reference.save(pipe, args.official)
+        print(f"wrote the same weights in the official layout to {args.official}\n"
+              f"  python -m generation.convert --from official {args.official} --tokenizer {args.out}/tokenizer "
+              "--out runs/converted_official")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

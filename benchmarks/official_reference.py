@@ -7,6 +7,8 @@ read backwards: ``transformer.transformer.blocks.{i}.attn1.query``, taming's
 ``in_proj_weight``, the learned null as ``transformer.empty_text_embed`` (float64), the EMA
 copy of the diffusion transformer under ``ema``. Written here independently of the converter,
 so a naming mistake on either side shows up as a mismatch.
+
+From the command line: ``python -m benchmarks.diffusers_reference --out D --official O``.
 """
 
 from __future__ import annotations
@@ -242,3 +244,7 @@ def save(pipe, root: str | Path, ema_noise: float = 0.1, with_vqvae_file: bool =
                  "loss.discriminator.main.0.weight": torch.zeros(4, 3, 4, 4)}  # the release keeps training leftovers
         torch.save({"model": {**vq, **extra}}, root / PATHS["vqvae"])
     return root
+
+
+if __name__ == "__main__":
+    raise SystemExit("write the official layout with: python -m benchmarks.diffusers_reference --out DIR --official DIR")

@@ -1,7 +1,7 @@
 """How consistent a VQ-VAE's codes are: the share of token ids that change when val images get
 faint pixel noise, and when the reconstruction itself is encoded again.
 
-    python -m benchmarks.token_stability --vqvae models/tokenizer128 --data runs/demo_gpu/generator_scenes --size 128
+    python -m benchmarks.token_stability --vqvae models/tokenizer128 --data runs/demo_gpu/generator_scenes
 
 A generator has to predict the encoder's exact ids. Where the codebook holds near-duplicates,
 the encoder's choice among them turns on details no neighbour can tell, so the ids carry noise
@@ -50,12 +50,30 @@ def token_stability(vq, images: torch.Tensor, on_object: torch.Tensor, noise: fl
     return out
 
 
+def image_side(vqvae: Path, data: Path) -> int:
+    """The side --size leaves to the files: a pipeline's image_size, else the first val image's."""
+    meta = vqvae.parent / "pipeline.json"
+    if meta.is_file():
+        return int(json.loads(meta.read_text())["image_size"])
+    from PIL import Image
+
+    from generation.data import read_captions
+
+    rows = read_captions(data, "val")
+    if not rows:
+        raise ValueError(f"{data}/captions.jsonl has no rows for split 'val'")
+    with Image.open(data / rows[0]["image"]) as im:
+        return min(im.size)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.token_stability", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vqvae", required=True, help="a saved VQ-VAE folder (a pipeline's vqvae/ too)")
     ap.add_argument("--data", required=True, help="datasets.scenes folder; its val split and boxes are used")
-    ap.add_argument("--size", type=int, required=True, help="image side the VQ-VAE was trained at")
+    ap.add_argument("--size", type=int, default=None,
+                    help="image side to measure at (default: the pipeline's image size when --vqvae is a "
+                         "pipeline's vqvae/, else the side of the data's first val image)")
     ap.add_argument("--images", type=int, default=200, help="val images (first N)")
     ap.add_argument("--noise", type=float, default=2 / 255, help="pixel noise std (images in [0, 1])")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pixel noise (default 0)")
@@ -66,7 +84,10 @@ def main(argv=None) -> int:
 
     try:
         vq = VQVAE.from_pretrained(args.vqvae).eval()
-        ds = CaptionImageDataset(args.data, "val", args.size)
+        size = args.size or image_side(Path(args.vqvae), Path(args.data))
+        if size < 1:
+            raise ValueError(f"--size must be >= 1, got {size}")
+        ds = CaptionImageDataset(args.data, "val", size)
         objects_path = Path(args.data) / "objects.jsonl"
         if not objects_path.is_file():
             raise FileNotFoundError(f"{objects_path} is missing: the measure needs the object boxes "
@@ -76,13 +97,13 @@ def main(argv=None) -> int:
         missing = [r["image"] for r in ds.rows[:n] if r["image"] not in by_image]
         if missing:
             raise ValueError(f"{objects_path} has no row for {missing[0]}")
-        on_object = object_tokens([by_image[r["image"]] for r in ds.rows[:n]], args.size, vq.token_grid(args.size))
+        on_object = object_tokens([by_image[r["image"]] for r in ds.rows[:n]], size, vq.token_grid(size))
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     images = torch.stack([ds[i][0] for i in range(n)])
     result = token_stability(vq, images, on_object, args.noise, args.seed)
-    print(f"token ids changed, {n} val images of {args.data} at {args.size} px "
+    print(f"token ids changed, {n} val images of {args.data} at {size} px "
           f"({float(on_object.float().mean()):.2f} of the tokens on objects)")
     print("| measure | object | background | all |\n|---|---|---|---|")
     for name, r in result.items():

@@ -187,7 +187,7 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         present = by_label[label]
         if "min" in rule:
             n = int(rule["min"])
-            checks.append(Check("min", len(present) >= n, f"expected {label}>={n}, found {len(present)}"))
+            checks.append(Check("min", len(present) >= n, f"expected at least {n} {_plural(label, n)}, found {len(present)}"))
             seen_ok.append(f"{len(present)} {_plural(label, len(present))}")
         elif int(rule["count"]) == 0:
             best = f" (conf {present[0].confidence:.2f})" if present else ""
@@ -198,10 +198,10 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
             strict = sum(f.confidence >= rules.count_conf for f in present)
             ok = strict == n
             if strict == len(present):
-                reason = f"expected {label}=={n}, found {strict}"
+                reason = f"expected exactly {n} {_plural(label, n)}, found {strict}"
             else:  # some only at presence level: say both numbers
-                reason = (f"expected {label}=={n}, found {strict} at conf>={rules.count_conf} "
-                          f"and {len(present)} at conf>={rules.presence_conf}")
+                reason = (f"expected exactly {n} {_plural(label, n)}, found {strict} at confidence "
+                          f"{rules.count_conf:g}+ and {len(present)} at {rules.presence_conf:g}+")
             checks.append(Check("count", ok, reason))
             seen_ok.append(f"{n} {_plural(label, n)}")
 

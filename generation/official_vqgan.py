@@ -116,7 +116,10 @@ def build_vqmodel(config: dict, sd: dict[str, torch.Tensor], where: str):
     """(diffusers VQModel with the official weights, unused source names)."""
     from generation.diffusers_vq import _vqmodel_class
 
-    model = _vqmodel_class()(**vqmodel_kwargs(config, where))
+    try:
+        model = _vqmodel_class()(**vqmodel_kwargs(config, where))
+    except ValueError as e:  # e.g. taming's GroupNorm(32) over a width that 32 does not divide
+        raise VQGANError(f"{where}: the config gives no buildable VQGAN ({e})") from None
     weights, unused = map_weights(sd, model.state_dict(), where)
     model.load_state_dict(weights)
     return model.eval(), unused

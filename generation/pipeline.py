@@ -85,12 +85,20 @@ class TextToImage(nn.Module):
         self.transformer = transformer
         self.diffusion = diffusion
         self.image_size = int(image_size)
-        self.defaults = {**DEFAULTS, **(defaults or {})}
-        # a model has T t values to visit: DEFAULTS' 25 on a tiny 10-step model means all 10
-        self.defaults["steps"] = min(int(self.defaults["steps"]), diffusion.num_timesteps)
+        self.defaults = dict(DEFAULTS)
+        self.set_defaults(defaults or {})
         # classifier-free guidance: a learned stand-in for "no text" (Improved VQ-Diffusion)
         self.null_text = nn.Parameter(torch.zeros(text_encoder.max_length, cfg.text_dim))
         nn.init.normal_(self.null_text, std=0.02)
+
+    def set_defaults(self, defaults: dict) -> None:
+        """Replace some sampling defaults. A model has T t values to visit, so a default above T
+        (DEFAULTS' 25 on a tiny 10-step model) means all T: capped here, the one place it is set."""
+        unknown = set(defaults) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown sampling defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+        self.defaults.update(defaults)
+        self.defaults["steps"] = min(int(self.defaults["steps"]), self.diffusion.num_timesteps)
 
     @property
     def device(self) -> torch.device:
@@ -146,8 +154,8 @@ class TextToImage(nn.Module):
             seeds = list(range(base, base + len(prompts) * num_images))
         if num_images < 1:
             raise ValueError(f"num_images must be >= 1, got {num_images}")
-        T = self.diffusion.num_timesteps  # a default above T (a tiny test model's 25) means every t
-        settings = {"steps": min(self.defaults["steps"], T) if steps is None else int(steps),
+        T = self.diffusion.num_timesteps
+        settings = {"steps": self.defaults["steps"] if steps is None else int(steps),
                     "guidance_scale": float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale),
                     "truncation": float(self.defaults["truncation"] if truncation is None else truncation),
                     "purity": bool(self.defaults["purity"] if purity is None else purity)}
@@ -254,6 +262,9 @@ class TextToImage(nn.Module):
             raise ValueError(f"{weights}: no 'null_text' tensor")
         transformer.load_state_dict(state)
         diffusion = MaskReplaceDiffusion(**json.loads((path / "diffusion.json").read_text()))
-        pipe = cls(vqvae, text, transformer, diffusion, meta["image_size"], meta.get("defaults"))
+        try:
+            pipe = cls(vqvae, text, transformer, diffusion, meta["image_size"], meta.get("defaults"))
+        except ValueError as e:  # parts that disagree, or a defaults typo in pipeline.json
+            raise ValueError(f"{path}: {e}") from None
         pipe.null_text.data.copy_(null)
         return pipe.to(device).eval()

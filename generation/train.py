@@ -248,7 +248,7 @@ def init_pipeline(cfg: dict, device) -> TextToImage:
         except ValueError as e:
             raise ConfigError(f"{cfg['init']}: {e}") from None
     pipe.vqvae.requires_grad_(False)
-    pipe.defaults.update(sampling_defaults(cfg))
+    pipe.set_defaults(sampling_defaults(cfg))
     return pipe
 
 
@@ -526,7 +526,7 @@ def sample_grid(pipe: TextToImage, cfg: dict, path: Path, progress: bool = False
 
     sc = cfg.get("sample") or {}
     prompts, per_prompt = sc.get("prompts", ["a cat"]), sc.get("per_prompt", 4)
-    steps = sc.get("steps") or min(pipe.defaults["steps"], pipe.diffusion.num_timesteps)  # as the pipeline's default
+    steps = sc.get("steps") or pipe.defaults["steps"]  # as the pipeline's default
     pipe.eval()
     with tqdm(total=steps, desc=f"drawing a {len(prompts)}x{per_prompt} sample grid", unit="step",
               disable=not progress, leave=False) as bar:

@@ -36,30 +36,38 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_detector, tmp_path_factory):
+def app_server(tiny_detector, tmp_path_factory):
+    """(url, log): the app on the tiny test models, and the file its server prints to."""
     from test_pipeline import tiny_pipeline
 
-    gen = tmp_path_factory.mktemp("browser") / "generator"
-    tiny_pipeline().save_pretrained(gen)
-    env = os.environ.copy() | {"GENDET_GENERATOR": str(gen), "GENDET_CATDOG": str(tiny_detector[1] / "best.pt")}
-    yield from _serve(env)
+    folder = tmp_path_factory.mktemp("browser")
+    tiny_pipeline().save_pretrained(folder / "generator")
+    env = os.environ.copy() | {"GENDET_GENERATOR": str(folder / "generator"),
+                               "GENDET_CATDOG": str(tiny_detector[1] / "best.pt")}
+    for url in _serve(env, folder / "streamlit.log"):
+        yield url, folder / "streamlit.log"
 
 
 @pytest.fixture(scope="module")
-def bundle_url():
+def app_url(app_server):
+    return app_server[0]
+
+
+@pytest.fixture(scope="module")
+def bundle_url(tmp_path_factory):
     """The app as the README starts it: no overrides, the bundled models in models/demo/."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GENDET_")}
-    yield from _serve(env)
+    yield from _serve(env, tmp_path_factory.mktemp("bundle") / "streamlit.log")
 
 
-def _serve(env):
+def _serve(env, log: Path):
     port = _free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", "ui", "--server.headless", "true",
         "--server.address", "127.0.0.1", "--server.port", str(port),
         "--browser.gatherUsageStats", "false",
     ]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
@@ -183,9 +191,11 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
         assert "a black cat and a dog" in " ".join(str(v) for v in im.info.values())
 
 
-def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
+def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
     """Upload an image (and then a mask over it), click Generate: four judged images made from it,
-    the settings line names the redraw strength and the upload."""
+    the settings line names the redraw strength and the upload. Restoring its PNG sets the form's
+    values without Streamlit's warning about a widget given a value twice."""
+    app_url, log = app_server
     import numpy as np
     from PIL import Image
     from playwright.sync_api import sync_playwright
@@ -226,3 +236,4 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_url, tmp_path):
         page.get_by_text("was drawn from photo.png under the mask mask.png").wait_for(timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+    assert "set via the Session State API" not in log.read_text()

@@ -193,3 +193,22 @@ def test_the_command_line_prints_refusals_as_one_line(tmp_path):
                          cwd=gendet_env.ROOT)
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr[-1500:]
     assert run.stderr.strip().splitlines()[-1] == f"error: source {str(missing)!r} does not exist"
+
+
+def test_the_reference_cli_writes_both_layouts_that_convert_to_one_model(tmp_path, capsys):
+    """`python -m benchmarks.diffusers_reference --official`: inputs to try the converter on
+    offline. Both folders convert, and to the same weights; a shape taming cannot build is refused."""
+    d, o = tmp_path / "d", tmp_path / "o"
+    assert diffusers_reference.main(["--shape", "official", "--out", str(d), "--official", str(o)]) == 0
+    assert f"--from official {o} --tokenizer {d}/tokenizer" in capsys.readouterr().out
+    assert main(["--from", "diffusers", str(d), "--out", str(tmp_path / "cd")]) == 0
+    assert main(["--from", "official", str(o), "--tokenizer", str(d / "tokenizer"), "--out", str(tmp_path / "co")]) == 0
+    a = TextToImage.from_pretrained(tmp_path / "cd", device="cpu").transformer.state_dict()
+    b = TextToImage.from_pretrained(tmp_path / "co", device="cpu").transformer.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    capsys.readouterr()
+    assert diffusers_reference.main(["--shape", "tiny", "--out", str(tmp_path / "t"), "--official", str(o)]) == 2
+    assert capsys.readouterr().err == ("error: --official needs a shape whose VQGAN has GroupNorm(32): "
+                                       "official or ithq, not tiny\n")
+    assert diffusers_reference.main(["--out", str(d)]) == 2
+    assert f"{d} is not empty" in capsys.readouterr().err

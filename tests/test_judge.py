@@ -22,9 +22,9 @@ def test_presence_and_min_counts():
     v = judge(spec, [det("dog", 0.31, (0, 0, 20, 20))], SIZE)
     assert v.passed and v.reason == "ok: 1 dog, no cat, no face" and v.counts["dog"] == 1
     v = judge(spec, [det("dog", 0.29, (0, 0, 20, 20))], SIZE)  # below presence_conf
-    assert not v.passed and v.reason == "expected dog>=1, found 0"
+    assert not v.passed and v.reason == "expected at least 1 dog, found 0"
     v = judge({"expect": {"dog": {"min": 2}}}, [det("dog", 0.9, (0, 0, 20, 20))], SIZE)
-    assert v.reason == "expected dog>=2, found 1"
+    assert v.reason == "expected at least 2 dogs, found 1"
 
 
 def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
@@ -33,12 +33,12 @@ def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
     assert judge(spec, two, SIZE).reason == "ok: 2 cats"
     three = two + [det("cat", 0.46, (100, 0, 120, 20))]
     v = judge(spec, three, SIZE)
-    assert not v.passed and v.reason == "expected cat==2, found 3"
+    assert not v.passed and v.reason == "expected exactly 2 cats, found 3"
     # the second cat only reaches presence level: counting does not see it
     weak = [det("cat", 0.9, (0, 0, 20, 20)), det("cat", 0.4, (60, 60, 90, 90))]
     v = judge(spec, weak, SIZE)
     assert not v.passed
-    assert v.reason == "expected cat==2, found 1 at conf>=0.45 and 2 at conf>=0.3"
+    assert v.reason == "expected exactly 2 cats, found 1 at confidence 0.45+ and 2 at 0.3+"
     # exactly at the thresholds counts (>=)
     edge = [det("cat", 0.45, (0, 0, 20, 20)), det("cat", 0.45, (60, 60, 90, 90))]
     assert judge(spec, edge, SIZE).passed
@@ -86,7 +86,7 @@ def test_relations_by_centres_with_margin():
     v = judge(spec, [det("dog", 0.9, (100, 0, 120, 20)), face_far], SIZE)
     assert v.reason == "dog is right of and above face, expected left of"
     v = judge(spec, [dog], SIZE)
-    assert not v.passed and v.reason == "expected face>=1, found 0"
+    assert not v.passed and v.reason == "expected at least 1 face, found 0"
     assert any(c.reason == "dog left of face: no face found" for c in v.checks)
 
 

@@ -1,5 +1,7 @@
 """TextToImage end to end with tiny random components: save/load, seeds, callbacks, errors."""
 
+import json
+
 import pytest
 import torch
 
@@ -74,6 +76,26 @@ def test_bad_inputs_are_named(tmp_path):
         pipe("a cat", steps=T + 1)
     with pytest.raises(FileNotFoundError, match="no pipeline.json"):
         TextToImage.from_pretrained(tmp_path)
+
+
+def test_a_default_above_T_is_capped_where_it_is_set(tmp_path):
+    """DEFAULTS' 25 steps on the 10-step model, at construction or set later (as a fine-tune's
+    config does), reads 10 everywhere; a typo in a default is named, with the folder it came from."""
+    pipe = tiny_pipeline()
+    assert pipe.defaults["steps"] == 10
+    pipe.set_defaults({"steps": 40, "guidance_scale": 4.0})
+    assert pipe.defaults == {"steps": 10, "guidance_scale": 4.0, "truncation": 0.86, "purity": False}
+    assert pipe("a cat", seed=1).settings["steps"] == 10
+    pipe.set_defaults({"steps": 6})
+    assert pipe("a cat", seed=1).settings["steps"] == 6
+    with pytest.raises(ValueError, match=r"unknown sampling defaults \['guidance'\]"):
+        pipe.set_defaults({"guidance": 2})
+    pipe.save_pretrained(tmp_path / "gen")
+    meta = json.loads((tmp_path / "gen" / "pipeline.json").read_text())
+    meta["defaults"]["stpes"] = 5
+    (tmp_path / "gen" / "pipeline.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"gen: unknown sampling defaults \['stpes'\]"):
+        TextToImage.from_pretrained(tmp_path / "gen", device="cpu")
 
 
 def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):

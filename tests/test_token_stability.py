@@ -65,6 +65,11 @@ def test_cli_measures_a_saved_vqvae_on_scenes(tmp_path, capsys):
     assert report["images"] == 3 and set(report) >= {"noise", "re-encode"}
     assert all(0 <= report[m][k] <= 1 for m in ("noise", "re-encode") for k in ("object", "background", "all"))
     assert "| measure | object | background | all |" in capsys.readouterr().out
+    # without --size: the data's image side (32), so the same figures
+    again = tmp_path / "again.json"
+    assert main(["--vqvae", str(tmp_path / "vq"), "--data", str(scenes), "--images", "3",
+                 "--json-out", str(again)]) == 0
+    assert "at 32 px" in capsys.readouterr().out and json.loads(again.read_text()) == report
     (scenes / "objects.jsonl").unlink()
     assert main(["--vqvae", str(tmp_path / "vq"), "--data", str(scenes), "--size", "32"]) == 2
     assert "objects.jsonl is missing" in capsys.readouterr().err

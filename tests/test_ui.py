@@ -81,6 +81,24 @@ def test_generate_keeps_the_passing_candidates_of_a_budget_drawn_in_batches(env)
     assert len(at.get("download_button")) == min(3, len(passing))
 
 
+def test_a_random_seed_is_shown_in_the_seed_field_to_draw_again(env):
+    """Random seed: the images' seeds start at the drawn one, the Seed field then holds it, and with
+    Random seed off the same seeds are drawn again."""
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a cat")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(2)
+    at.checkbox(key="random_seed").check()
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception
+    first = at.number_input(key="seed").value
+    assert first != 0 and [c for i in at.get("image") for c in i.captions] == [f"seed {first}", f"seed {first + 1}"]
+    at.checkbox(key="random_seed").uncheck()
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception and at.number_input(key="seed").value == first
+    assert [c for i in at.get("image") for c in i.captions][:2] == [f"seed {first}", f"seed {first + 1}"]
+
+
 def test_generate_form_starts_at_the_models_sampling_defaults(tiny_models, monkeypatch, tmp_path):
     import shutil
 

@@ -24,10 +24,19 @@ BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with t
 resources.sidebar()
 st.title("Generate")
 
-# settings restored from a PNG are applied before the widgets exist (Streamlit's rule)
+# settings restored from a PNG (or the seed a random draw used) are applied before the widgets exist
+# (Streamlit's rule)
 if "restore" in st.session_state:
     for key, value in st.session_state.pop("restore").items():
         st.session_state[key] = value
+
+
+def start(key: str, value):
+    """A widget's starting value, given through Session State rather than as its default: a widget
+    given both logs Streamlit's "created with a default value but also set via Session State"."""
+    st.session_state.setdefault(key, value)
+    return key
+
 
 pipe = resources.generator()
 # the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
@@ -60,13 +69,14 @@ with st.form("generate"):
     prompt = st.text_input("Prompt", key="prompt", placeholder="a black cat to the left of a dog")
     c1, c2, c3 = st.columns(3)
     n = c1.number_input("Images", 1, 16, 4, key="n")
-    seed = c2.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+    seed = c2.number_input("Seed", 0, 2**31 - 1, key=start("seed", 0))
     random_seed = c3.checkbox("Random seed", key="random_seed")
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, most_steps, default_steps, key="steps")
-    guidance = c2.slider("Guidance scale", 1.0, 10.0, float(model_defaults["guidance_scale"]), 0.5, key="guidance")
-    truncation = c3.slider("Truncation", 0.5, 1.0, float(model_defaults["truncation"]), 0.01, key="truncation")
-    purity = c4.checkbox("Purity sampling", bool(model_defaults["purity"]), key="purity")
+    steps = c1.slider("Steps", 1, most_steps, step=1, key=start("steps", default_steps))
+    guidance = c2.slider("Guidance scale", 1.0, 10.0, step=0.5,
+                         key=start("guidance", float(model_defaults["guidance_scale"])))
+    truncation = c3.slider("Truncation", 0.5, 1.0, step=0.01, key=start("truncation", float(model_defaults["truncation"])))
+    purity = c4.checkbox("Purity sampling", key=start("purity", bool(model_defaults["purity"])))
     avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key="avoid",
                            help="Also checked on prompts the judge cannot read otherwise")
     with st.expander("Start from an image: edit or inpaint (optional)"):
@@ -74,7 +84,7 @@ with st.form("generate"):
         init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
         strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised; "
-                             "0 = only the mask's part)", 0.0, 1.0, 0.5, 0.05, key="strength")
+                             "0 = only the mask's part)", 0.0, 1.0, step=0.05, key=start("strength", 0.5))
     c1, c2, c3 = st.columns(3)
     boxes = c1.checkbox("Show boxes", True, key="boxes")
     only_pass = c2.checkbox("Keep only images that pass", key="only_pass")
@@ -172,6 +182,9 @@ def draw_and_judge() -> None:
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": spec is not None and
                                                           eyes is not None, "note": note})
+    if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
+        st.session_state["restore"] = {"seed": first}
+        st.rerun()
 
 if go:
     draw_and_judge()

@@ -80,12 +80,12 @@ def generator():
 
 
 def steps_range(pipe) -> tuple[int, int]:
-    """(most, default) for a Steps slider: a model has num_timesteps t values to visit (a tiny one
-    may default to more: it then visits every t, as the pipeline does)."""
+    """(most, default) for a Steps slider: a model has num_timesteps t values to visit, and its
+    default is at most that (`TextToImage.set_defaults`)."""
     if pipe is None:
         return 100, 25
     most = pipe.diffusion.num_timesteps
-    return most, min(int(pipe.defaults["steps"]), most)
+    return most, int(pipe.defaults["steps"])
 
 
 def detectors(which=("catdog", "face")) -> dict:
