@@ -97,10 +97,13 @@ _NONE = dict(mosaic=0.0, mixup=0.0, cutmix=0.0, copy_paste=0.0, close_mosaic=0, 
 
 # --------------------------------------------------------------------------------------------- arguments
 def parse_device(value: str):
-    """'cpu' -> 'cpu', '0' -> 0, '0,1' -> [0, 1] (ultralytics' DDP launcher), 'mps' -> 'mps'."""
+    """'cpu' -> 'cpu', '0' -> 0, 'cuda' -> 0, '0,1' -> [0, 1] (ultralytics' DDP launcher), 'mps' -> 'mps'.
+    'cuda' and 'cuda:N' as gendet_env.device_arg takes them: build_demo passes its --device on."""
     v = str(value).strip().lower()
     if v in ("cpu", "mps"):
         return v
+    if v == "cuda":
+        return 0
     if v.startswith("cuda:"):
         v = v[5:]
     if re.fullmatch(r"\d+(,\d+)*", v):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datasets.scenes_draw import FUR_RGB
-from evaluation.judge import CLASSES, RELATIONS
+from evaluation.judge import CLASSES, RELATIONS, _plural
 
 CATEGORIES = ("single_object", "two_objects", "counting", "position", "faces", "negatives", "colors")
 COLOR_CLASSES = ("cat", "dog")
@@ -61,11 +61,15 @@ class PromptSpec:
 
     @property
     def expectation_text(self) -> str:
-        """"cat==2, dog==0, face>=1; cat left_of face; cat black" — for tables and the UI."""
-        parts = [", ".join(f"{c}{'==' if 'count' in r else '>='}{r.get('count', r.get('min'))}"
-                           for c, r in self.expect.items())]
-        parts += [" ".join(r) for r in self.relations]
-        parts += [f"{c} {col}" for c, col in self.colors.items()]
+        """"exactly 2 cats, no dog, at least 1 face; cat left of face; black cat" — for tables,
+        the report and the UI, in the words of the judge's reasons."""
+        def count(c, r):
+            n = r.get("count", r.get("min"))
+            return f"no {c}" if n == 0 else f"{'exactly' if 'count' in r else 'at least'} {n} {_plural(c, n)}"
+
+        parts = [", ".join(count(c, r) for c, r in self.expect.items())]
+        parts += [f"{a} {rel.replace('_', ' ')} {b}" for a, rel, b in self.relations]
+        parts += [f"{col} {c}" for c, col in self.colors.items()]
         return "; ".join(p for p in parts if p)
 
 

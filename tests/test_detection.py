@@ -366,7 +366,7 @@ def test_model_and_device_arguments():
                          ("yolov8n.pt", r"bare hub name.*pass a local file")):
         with pytest.raises(UsageError, match=message):
             det_train.resolve_model(bad)
-    assert [det_train.parse_device(d) for d in ("cpu", "0", "cuda:1", "0,1", " 2,3 ")] == ["cpu", 0, 1, [0, 1], [2, 3]]
+    assert [det_train.parse_device(d) for d in ("cpu", "0", "cuda", "cuda:1", "0,1", " 2,3 ")] == ["cpu", 0, 0, 1, [0, 1], [2, 3]]
     with pytest.raises(UsageError, match="--device 'gpu'"):
         det_train.parse_device("gpu")
 

@@ -222,3 +222,9 @@ def test_rules_read_in_words_for_reports_and_the_app():
     text = describe_rules({"version": "judge-x", "presence_conf": 0.25, "position_margin": 0.1, "new_rule": "on"})
     assert text == "judge-x: presence at confidence >= 0.25; positions by box centres with a 10% margin; new_rule=on"
     assert describe_rules({}) == ""
+
+
+def test_a_specs_expectation_in_words():
+    spec = parse_prompt("two black cats to the left of a face")
+    assert spec.expectation_text == "exactly 2 cats, at least 1 face, no dog; cat left of face; black cat"
+    assert parse_prompt("a dog").expectation_text == "at least 1 dog, no cat, no face"
