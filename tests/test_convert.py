@@ -151,6 +151,26 @@ def test_coco_keeps_the_source_train_val_split(tmp_path):
     assert report.images == {"train": 1, "val": 1} and not report.skipped
 
 
+def test_coco_reads_one_year_and_says_where_it_looked_for_images(tmp_path):
+    """COCO 2014 and 2017 hold the same photos, split otherwise: beside 2017, 2014 is left out
+    (else a photo lands in train and val). A split without its image folder is looked for at the root."""
+    root = tmp_path / "coco"
+    (root / "annotations").mkdir(parents=True)
+    for tag, name in (("train2017", "x.jpg"), ("val2017", "y.jpg"), ("val2014", "COCO_val2014_x.jpg")):
+        data = {"images": [{"id": 9, "file_name": name, "width": 32, "height": 24}],
+                "annotations": [{"id": 1, "image_id": 9, "category_id": 17, "bbox": [1, 2, 3, 4], "iscrowd": 0}],
+                "categories": COCO_CATS}
+        (root / "annotations" / f"instances_{tag}.json").write_text(json.dumps(data))
+        if tag != "train2017":
+            image(root / tag / name, 32, 24, "JPEG")
+    image(root / "x.jpg", 32, 24, "JPEG")  # train2017/ missing: the image sits at the root
+    report = convert("coco", root, tmp_path / "out")
+    assert report.images == {"train": 1, "val": 1} and report.skipped == {C.SKIP_OTHER_YEAR: 1}
+    assert report.skipped_files[C.SKIP_OTHER_YEAR] == [str(root / "annotations" / "instances_val2014.json")]
+    assert "ignored instances_val2014.json: COCO 2014 beside 2017" in report.notes[0]
+    assert report.notes[1] == f"instances_train2017.json: no train2017/ folder; its images are looked for in {root}"
+
+
 def test_coco_malformed_records_are_named(tmp_path):
     bad = tmp_path / "instances_val.json"
     bad.write_text(json.dumps({"images": [], "categories": []}))
@@ -412,6 +432,58 @@ def test_cub_caption_folders(tmp_path):
     assert report.skipped == {C.SKIP_NO_CAPTION_FILE: 1, C.SKIP_MISSING_IMAGE: 1, C.SKIP_NO_CAPTIONS: 1}
 
 
+def test_cub_real_layouts_oxford102_flat_images_and_the_class_split(tmp_path):
+    """Oxford-102 as downloaded: flat jpg/image_NNNNN.jpg beside Reed et al.'s
+    cvpr2016_flowers/text_c10/class_K/image_NNNNN.txt and its class lists: matched by name,
+    split by class. CUB's cvpr2016_cub beside CUB_200_2011/images: found without help."""
+    root = tmp_path / "flowers"
+    reed = root / "cvpr2016_flowers"
+    for k, (cls, caps) in enumerate((("class_00001", "a red flower\n"), ("class_00002", "a yellow flower\n"))):
+        image(root / "jpg" / f"image_0000{k + 1}.jpg", 16, 16, "JPEG", seed=k)
+        (reed / "text_c10" / cls).mkdir(parents=True)
+        (reed / "text_c10" / cls / f"image_0000{k + 1}.txt").write_text(caps)
+    (reed / "trainvalclasses.txt").write_text("class_00001\n")
+    (reed / "testclasses.txt").write_text("class_00002\n")
+    report = convert("cub", root, tmp_path / "out")
+    rows = read_captions(tmp_path / "out")
+    assert {k: (r["split"], r["captions"]) for k, r in rows.items()} == {
+        "image_00001.jpg": ("train", ["a red flower"]), "image_00002.jpg": ("val", ["a yellow flower"])}
+    assert report.notes == [f"split by class: {reed.resolve() / 'trainvalclasses.txt'} -> train, testclasses.txt -> val"]
+    (reed / "testclasses.txt").write_text("\n")
+    with pytest.raises(ConvertError, match="classes in neither trainvalclasses.txt nor testclasses.txt: class_00002"):
+        convert("cub", root, tmp_path / "out2")
+
+    birds = tmp_path / "data"
+    name = "001.Black_footed_Albatross/Black_Footed_Albatross_0001"
+    image(birds / "CUB_200_2011" / "images" / f"{name}.jpg", 16, 16, "JPEG")
+    (birds / "cvpr2016_cub" / "text_c10" / name).parent.mkdir(parents=True)
+    (birds / "cvpr2016_cub" / "text_c10" / f"{name}.txt").write_text("a black bird\n")
+    (birds / "cvpr2016_cub" / "images").mkdir()  # Reed et al.'s image features (.t7), not images
+    (birds / "cvpr2016_cub" / "images" / "features.t7").write_bytes(b"t7")
+    report = convert("cub", birds / "cvpr2016_cub", tmp_path / "out3", val_fraction=0.0)
+    assert report.images == {"train": 1, "val": 0} and not report.skipped
+    lonely = tmp_path / "lonely"
+    (lonely / "text_c10" / "a").mkdir(parents=True)
+    (lonely / "text_c10" / "a" / "x.txt").write_text("a bird\n")
+    with pytest.raises(ConvertError, match=r"lonely: no image folder: looked for images/, jpg/, .*pass --images DIR"):
+        convert("cub", lonely, tmp_path / "out4")
+    assert convert("cub", birds / "cvpr2016_cub", tmp_path / "out5", val_fraction=0.0,
+                   images=birds / "CUB_200_2011" / "images").images["train"] == 1
+
+
+def test_an_output_folder_that_is_or_holds_the_source_is_refused(tmp_path, capsys):
+    """--out SRC --overwrite would delete SRC/images before reading it: refused, the source intact."""
+    root = tmp_path / "cub"
+    image(root / "images" / "a" / "x.jpg", 16, 16, "JPEG")
+    (root / "text" / "a").mkdir(parents=True)
+    (root / "text" / "a" / "x.txt").write_text("a bird\n")
+    for out in (root, tmp_path):
+        assert main(["cub", str(root), "--out", str(out), "--overwrite", "--quiet"]) == 2
+        assert "or holds it; choose an output folder outside the source" in capsys.readouterr().err
+    assert (root / "images" / "a" / "x.jpg").is_file()
+    assert main(["cub", str(root), "--out", str(root / "converted"), "--quiet"]) == 0  # inside it: fine
+
+
 def test_folder_with_captions_jsonl(tmp_path):
     root = tmp_path / "mine"
     image(root / "x.png", 8, 8)
@@ -489,8 +561,8 @@ def test_cli_missing_source_says_so(tmp_path, capsys, fmt):
 
 
 def test_unreadable_and_missing_images_are_skipped_and_named(tmp_path, capsys):
-    """A text file named .png is not an image: skipped and counted at conversion (training would fail
-    on it later), and convert_report.json names it, as it names a missing one."""
+    """A text file named .png, or a truncated JPEG, is not an image: skipped and counted at conversion
+    (training would drop it later), and convert_report.json names it, as it names a missing one."""
     root = tmp_path / "mine"
     image(root / "x.png", 8, 8)
     (root / "bad.png").write_text("not a picture\n")
@@ -513,6 +585,11 @@ def test_unreadable_and_missing_images_are_skipped_and_named(tmp_path, capsys):
     assert report.skipped_files[C.SKIP_UNREADABLE_IMAGE] == [str(src / "val2017" / "a.jpg")]
     assert report.skipped_files[C.SKIP_MISSING_IMAGE] == [str(src / "val2017" / "gone.jpg")]
     assert not (tmp_path / "coco_out" / "labels" / "train" / "a.txt").exists()
+    # a download cut short: the header reads, the pixels do not (verify() alone passes a JPEG like it)
+    data = (src / "val2017" / "c.jpg").read_bytes()
+    (src / "val2017" / "c.jpg").write_bytes(data[: len(data) // 2])
+    report = convert("coco", src, tmp_path / "cut_out", val_fraction=0.0, keep_negatives=1)
+    assert report.skipped_files[C.SKIP_UNREADABLE_IMAGE] == [str(src / "val2017" / "a.jpg"), str(src / "val2017" / "c.jpg")]
 
 
 def test_cli_malformed_input_and_bad_out(tmp_path, capsys):

@@ -9,7 +9,8 @@ Detection (YOLO dataset, one task):
 Captions (captions dataset: ``DIR/captions.jsonl`` + ``DIR/images/{train,val}/``):
 
 * ``coco-captions`` COCO captions_*.json
-* ``cub``           CUB-200 / Oxford-102 text layout: images/<class>/<name>.jpg + text[_c10]/<class>/<name>.txt
+* ``cub``           CUB-200 / Oxford-102 captions (Reed et al.'s text_c10/<class>/<name>.txt) with their
+  images (images/<class>/<name>.jpg, Oxford-102's flat jpg/, or CUB_200_2011/images)
 * ``folder``        a folder of images + captions.jsonl ({"image", "captions"|"caption"[, "split"]})
 
 Command line::
@@ -37,7 +38,8 @@ Rules every converter follows:
   unreadable image, an invalid box, a crowd box, ...) are skipped and COUNTED in the report
   (``report.skipped``: reason -> count; ``report.skipped_files``: reason -> the first few
   files), which is also written to ``DIR/convert_report.json``. Every image is checked
-  with PIL's ``verify()`` before it is placed, in every converter.
+  before it is placed, in every converter: PIL's ``verify()``, and a decode at 1/8 scale
+  for JPEGs (verify reads none of their pixels; a truncated download is caught here).
 * Splits: an existing train/val split in the source is kept; otherwise the records are
   split by ``val_fraction`` with a seeded shuffle of the sorted record keys
   (deterministic: same input + seed -> same split).
@@ -57,8 +59,8 @@ from datasets.convert.captions import convert_coco_captions, convert_cub, conver
 from datasets.convert.coco import convert_coco
 from datasets.convert.common import (  # noqa: F401  (the skip reasons: the keys of report.skipped)
     SKIP_CROWD, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_INVALID_FACE, SKIP_MISSING_IMAGE, SKIP_NEGATIVE,
-    SKIP_NO_CAPTION_FILE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_NO_XML, SKIP_OUTSIDE, SKIP_UNKNOWN_IMAGE_ID,
-    SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, ConvertError, ConvertReport, split_keys)
+    SKIP_NO_CAPTION_FILE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_NO_XML, SKIP_OTHER_YEAR, SKIP_OUTSIDE,
+    SKIP_UNKNOWN_IMAGE_ID, SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, ConvertError, ConvertReport, split_keys)
 from datasets.convert.pets import convert_pets
 from datasets.convert.wider import convert_wider
 from datasets.convert.writers import OutputExists
@@ -113,7 +115,18 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m datasets.convert",
         description="Convert a real dataset into gendet's formats (datasets/FORMATS.md): "
                     "coco/pets -> YOLO catdog, wider -> YOLO face, coco-captions/cub/folder -> captions dataset.",
-        epilog="examples:\n"
+        epilog="what each format reads under SRC:\n"
+               "  coco           annotations/instances_{train,val}2017.json + train2017/, val2017/ (the newest year\n"
+               "                 when several are there); or one json with --images\n"
+               "  pets           images/*.jpg, annotations/xmls/*.xml (head boxes), annotations/trainval.txt + test.txt\n"
+               "  wider          WIDER_{train,val}/images/<event>/*.jpg + wider_face_split/wider_face_{train,val}_bbx_gt.txt\n"
+               "  coco-captions  annotations/captions_{train,val}2017.json + train2017/, val2017/\n"
+               "  cub            text_c10/<class>/<name>.txt (Reed et al.; or text/) with images/<class>/<name>.jpg,\n"
+               "                 Oxford-102's flat jpg/, or CUB_200_2011/images, in or beside SRC (or --images);\n"
+               "                 trainvalclasses.txt + testclasses.txt, where present, split by class\n"
+               "  folder         captions.jsonl rows {\"image\": path, \"captions\": [...] or \"caption\": \"...\"[, \"split\"]}\n"
+               "--out may not be SRC or a folder holding it (it replaces the images/, labels/ and captions.jsonl there).\n\n"
+               "examples:\n"
                "  python -m datasets.convert coco /data/coco --out data/coco_catdog --keep-negatives 500\n"
                "  python -m datasets.convert coco instances_val2017.json --images /data/coco/val2017 --out d\n"
                "  python -m datasets.convert pets /data/oxford-iiit-pet --out data/pets_catdog\n"
@@ -128,7 +141,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="val share when the source has no train/val split of its own (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the deterministic split (default 0)")
-    p.add_argument("--images", default=None, help="coco/coco-captions: image folder for a json given as SRC")
+    p.add_argument("--images", default=None,
+                   help="coco/coco-captions: image folder for a json given as SRC; cub: the image folder")
     p.add_argument("--keep-negatives", type=int, default=None, metavar="N",
                    help="coco: keep N images without cats/dogs as negatives (default 0)")
     p.add_argument("--copy", action="store_true", help="copy images instead of hard-linking them")

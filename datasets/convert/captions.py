@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets.convert.coco import coco_sources, load_coco
 from datasets.convert.common import (
-    IMAGE_EXTS, SKIP_MISSING_IMAGE, SKIP_NO_CAPTION_FILE, SKIP_UNKNOWN_IMAGE_ID, SKIP_UNSPLIT_FILE, SPLITS,
+    IMAGE_EXTS, SKIP_MISSING_IMAGE, SKIP_NO_CAPTION_FILE, SKIP_UNKNOWN_IMAGE_ID, SPLITS,
     ConvertError, ConvertReport, progress_iter, read_lines, source_folder, split_keys)
 from datasets.convert.writers import CaptionsWriter
 
@@ -15,14 +15,10 @@ from datasets.convert.writers import CaptionsWriter
 def convert_coco_captions(src, out, *, images=None, val_fraction: float = 0.1, seed: int = 0,
                           copy: bool = False, overwrite: bool = False, progress: bool = False) -> ConvertReport:
     """COCO captions_*.json -> captions dataset."""
-    sources, has_split = coco_sources(src, images, "captions")
     report = ConvertReport("coco-captions", str(src), str(out), "captions")
+    sources, has_split = coco_sources(src, images, "captions", report)
     entries = []
     for path, split, img_dir in sources:
-        if has_split and split is None:
-            report.skip(SKIP_UNSPLIT_FILE)
-            report.notes.append(f"ignored {path.name}: not a train/val file")
-            continue
         coco = load_coco(path, captions=True)
         for ann in coco.dataset["annotations"]:
             if ann["image_id"] not in coco.imgs:
@@ -39,32 +35,74 @@ def convert_coco_captions(src, out, *, images=None, val_fraction: float = 0.1, s
     return writer.finish()
 
 
-def convert_cub(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bool = False,
+IMAGE_FOLDERS = ("images", "jpg", "CUB_200_2011/images", "../CUB_200_2011/images", "../jpg")  # CUB, Oxford-102
+TEXT_FOLDERS = ("text_c10", "text", "cvpr2016_cub/text_c10", "cvpr2016_flowers/text_c10")  # Reed et al., AttnGAN
+
+
+def _first_folder_with(src: Path, names, suffixes) -> Path | None:
+    for name in names:
+        folder = src / name
+        if folder.is_dir() and any(p.suffix.lower() in suffixes for p in folder.rglob("*")):
+            return folder.resolve()
+    return None
+
+
+def _class_split(text_dir: Path, src: Path) -> tuple[dict[str, str], Path] | tuple[None, None]:
+    """{class folder: split} from Reed et al.'s trainvalclasses.txt / testclasses.txt, where given."""
+    for root in (text_dir.parent, src):
+        trainval, test = root / "trainvalclasses.txt", root / "testclasses.txt"
+        if trainval.is_file() and test.is_file():
+            split = {c.strip(): "train" for c in read_lines(trainval) if c.strip()}
+            split.update({c.strip(): "val" for c in read_lines(test) if c.strip()})
+            return split, root
+    return None, None
+
+
+def convert_cub(src, out, *, images=None, val_fraction: float = 0.1, seed: int = 0, copy: bool = False,
                 overwrite: bool = False, progress: bool = False) -> ConvertReport:
-    """CUB-200 / Oxford-102 (Reed et al. layout) -> captions dataset: images/<class>/<name>.jpg
-    with text/<class>/<name>.txt (or text_c10/), one caption a line."""
+    """CUB-200 / Oxford-102 captions (Reed et al.'s text_c10/<class>/<name>.txt, or AttnGAN's
+    text/, one caption a line) with their images -> captions dataset. The images are found in
+    images/ (CUB: images/<class>/<name>.jpg), jpg/ (Oxford-102: flat jpg/<name>.jpg) or
+    CUB_200_2011/images in or beside SRC, or given as ``images``; a caption file matches the image
+    at the same path, else the one of the same name. With trainvalclasses.txt and testclasses.txt
+    (Reed et al.) the split is by class, as the benchmark's; otherwise by ``val_fraction``."""
     src = source_folder(src)
-    img_dir = src / "images"
-    text_dir = next((src / n for n in ("text", "text_c10") if (src / n).is_dir()), None)
-    if not img_dir.is_dir():
-        raise ConvertError("no images/ folder", src)
+    text_dir = _first_folder_with(src, TEXT_FOLDERS, (".txt",))
     if text_dir is None:
-        raise ConvertError("no text/ or text_c10/ folder", src)
+        raise ConvertError(f"no caption folder: looked for {', '.join(n + '/' for n in TEXT_FOLDERS)} "
+                           "holding <class>/<name>.txt", src)
+    img_dir = Path(images).resolve() if images is not None else _first_folder_with(src, IMAGE_FOLDERS, IMAGE_EXTS)
+    if img_dir is None or not img_dir.is_dir():
+        raise ConvertError("no image folder: looked for " + ", ".join(n + "/" for n in IMAGE_FOLDERS)
+                           + "; pass --images DIR (e.g. CUB_200_2011/images or Oxford-102's jpg/)",
+                           images if images is not None else src)
     report = ConvertReport("cub", str(src), str(out), "captions")
-    images = {p.relative_to(img_dir).with_suffix("").as_posix(): p
-              for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
+    found = {p.relative_to(img_dir).with_suffix("").as_posix(): p
+             for p in img_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()}
+    stems: dict[str, Path | None] = {}
+    for p in found.values():  # a flat folder (Oxford-102's jpg/): matched by name; a name twice: ambiguous
+        stems[p.stem] = None if p.stem in stems else p
     texts = {p.relative_to(text_dir).with_suffix("").as_posix(): p for p in text_dir.rglob("*.txt")}
-    keys = sorted(set(images) | set(texts))
-    assign = split_keys(keys, val_fraction, seed)
+    matched = {key: found.get(key) or stems.get(Path(key).name) for key in texts}
+    used = {p for p in matched.values() if p is not None}
+    for p in sorted(set(found.values()) - used):
+        report.skip(SKIP_NO_CAPTION_FILE, file=p)
+    by_class, split_root = _class_split(text_dir, src)
+    if by_class is not None:
+        report.notes.append(f"split by class: {split_root / 'trainvalclasses.txt'} -> train, testclasses.txt -> val")
+        unlisted = sorted({k.split("/")[0] for k in texts} - set(by_class))
+        if unlisted:
+            raise ConvertError(f"classes in neither trainvalclasses.txt nor testclasses.txt: {', '.join(unlisted[:3])}"
+                               + (" ..." if len(unlisted) > 3 else ""), split_root)
+        assign = {k: by_class[k.split("/")[0]] for k in texts}
+    else:
+        assign = split_keys(texts, val_fraction, seed)
     writer = CaptionsWriter(out, report, copy=copy, overwrite=overwrite)
-    for key in progress_iter(keys, progress, "cub", len(keys)):
-        if key not in texts:
-            report.skip(SKIP_NO_CAPTION_FILE, file=images[key])
-            continue
-        if key not in images:
+    for key in progress_iter(sorted(texts), progress, "cub", len(texts)):
+        if matched[key] is None:
             report.skip(SKIP_MISSING_IMAGE, file=img_dir / f"{key}.jpg")  # the layout's name for it
             continue
-        writer.add(assign[key], images[key], read_lines(texts[key]))
+        writer.add(assign[key], matched[key], read_lines(texts[key]))
     return writer.finish()
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import random
+import re
 from collections import defaultdict
 from pathlib import Path
 
 from datasets.convert.common import (
     CATDOG_NAMES, SKIP_CROWD, SKIP_DEGENERATE, SKIP_MISSING_IMAGE, SKIP_NEGATIVE, SKIP_UNKNOWN_IMAGE_ID,
-    SKIP_UNSPLIT_FILE, ConvertError, ConvertReport, load_json, number, progress_iter, split_keys)
+    SKIP_OTHER_YEAR, SKIP_UNSPLIT_FILE, ConvertError, ConvertReport, load_json, number, progress_iter, split_keys)
 from datasets.convert.writers import YoloWriter
 
 
@@ -23,8 +24,10 @@ def _coco_split_of(tag: str) -> str | None:
     return None
 
 
-def coco_sources(src, images, kind: str) -> tuple[list[tuple[Path, str | None, Path]], bool]:
-    """[(json, split-from-name, image folder)], and whether the source has its own train/val split."""
+def coco_sources(src, images, kind: str, report: ConvertReport) -> tuple[list[tuple[Path, str | None, Path]], bool]:
+    """[(json, split-from-name, image folder)] to read, and whether the source has its own
+    train/val split. Files left out (not train/val beside train/val ones; an older COCO year
+    beside a newer) are counted and noted in `report`."""
     src = Path(src)
     if src.is_file():
         files = [src]
@@ -36,9 +39,18 @@ def coco_sources(src, images, kind: str) -> tuple[list[tuple[Path, str | None, P
             raise ConvertError(f"no {kind}_*.json in this folder or its annotations/ folder", src)
     else:
         raise ConvertError("no such file or folder", src)
+    tags = {f: f.stem[len(kind) + 1:] if f.stem.startswith(kind + "_") else f.stem for f in files}
+    years = {f: m.group(1) for f, t in tags.items() if (m := re.search(r"((?:19|20)\d\d)$", t))}
+    if len(set(years.values())) > 1:  # 2014 and 2017 hold the same photos, split otherwise: one year only
+        newest = max(years.values())
+        for f in [f for f in files if years.get(f, newest) != newest]:
+            files.remove(f)
+            report.skip(SKIP_OTHER_YEAR, file=f)
+            report.notes.append(f"ignored {f.name}: COCO {years[f]} beside {newest}, whose photos it shares "
+                                f"(mixing years would put one photo in both train and val)")
     out = []
     for f in files:
-        tag = f.stem[len(kind) + 1:] if f.stem.startswith(kind + "_") else f.stem
+        tag = tags[f]
         split = _coco_split_of(tag)
         if images is not None:
             img_dir = Path(images)
@@ -52,9 +64,16 @@ def coco_sources(src, images, kind: str) -> tuple[list[tuple[Path, str | None, P
             img_dir = next((c for c in candidates if c.is_dir()), None)
             if img_dir is None:
                 raise ConvertError("cannot find the image folder; pass --images DIR", f)
+            if img_dir in (root / "images", root) and len(files) > 1:
+                report.notes.append(f"{f.name}: no {tag}/ folder; its images are looked for in {img_dir}")
         out.append((f, split, img_dir))
-    splits = {s for _, s, _ in out}
-    return out, {"train", "val"} <= splits
+    has_split = {"train", "val"} <= {s for _, s, _ in out}
+    if has_split:
+        for f in [f for f, s, _ in out if s is None]:
+            report.skip(SKIP_UNSPLIT_FILE, file=f)
+            report.notes.append(f"ignored {f.name}: not a train/val file")
+        out = [o for o in out if o[1] is not None]
+    return out, has_split
 
 
 def load_coco(path: Path, *, captions: bool = False):
@@ -107,16 +126,12 @@ def convert_coco(src, out, *, images=None, keep_negatives: int = 0, val_fraction
                  progress: bool = False) -> ConvertReport:
     """COCO instances -> YOLO ``catdog``. ``src``: a COCO root (annotations/instances_*.json)
     or one instances json (then ``images`` names the image folder unless it can be found)."""
-    sources, has_split = coco_sources(src, images, "instances")
-    report = ConvertReport("coco", str(src), str(out), "catdog")
     if keep_negatives < 0:
         raise ValueError("keep_negatives must be >= 0")
+    report = ConvertReport("coco", str(src), str(out), "catdog")
+    sources, has_split = coco_sources(src, images, "instances", report)
     positives, negatives = [], []  # (key, split-or-None, coco, img_dir, image_id, boxes)
     for path, split, img_dir in sources:
-        if has_split and split is None:
-            report.skip(SKIP_UNSPLIT_FILE)
-            report.notes.append(f"ignored {path.name}: not a train/val file")
-            continue
         coco = load_coco(path)
         want = {}
         for cat in coco.dataset["categories"]:

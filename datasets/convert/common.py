@@ -33,6 +33,7 @@ SKIP_INVALID_FACE = "invalid face (invalid=1)"
 SKIP_NO_CAPTIONS = "no captions"
 SKIP_NO_CAPTION_FILE = "no caption file"
 SKIP_UNSPLIT_FILE = "annotation file outside train/val ignored"
+SKIP_OTHER_YEAR = "annotation file of an older COCO year ignored"
 
 EXAMPLES = 5  # skipped files named per reason in the report
 
@@ -195,16 +196,21 @@ def source_folder(src) -> Path:
 
 
 def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of an image PIL can read, None otherwise. Reads the header and PIL's verify()
-    (structure and checksums, no decoding): a text file named .png is caught here, not in training."""
+    """(width, height) of an image PIL can read whole, None otherwise: a text file named .png or a
+    truncated download is caught here, not in training. PNGs: verify() checks every chunk's CRC.
+    Others (JPEG: verify() reads no pixel data): decoded, at 1/8 scale where the format allows."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            size = im.size
+            size, fmt = im.size, im.format
             im.verify()
+        if fmt != "PNG":
+            with Image.open(path) as im:
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                im.load()
         return size
-    except Exception:  # noqa: BLE001 - PIL's verify raises many types
+    except Exception:  # noqa: BLE001 - PIL raises many types
         return None
 
 

@@ -34,6 +34,11 @@ class Output:
         self._used: dict[str, set[str]] = {s: set() for s in SPLITS}
         if self.out.exists() and not self.out.is_dir():
             raise ConvertError("the output path exists and is not a folder", self.out)
+        src = Path(report.src).resolve()
+        root, out_abs = (src if src.is_dir() else src.parent), self.out.resolve()
+        if out_abs == root or root.is_relative_to(out_abs):  # replacing its images/ would delete the source's
+            raise ConvertError(f"the output folder is the source {report.src} or holds it; choose an output "
+                               "folder outside the source", self.out)
         existing = [name for name in self.OWNED if (self.out / name).exists()]
         if existing:
             if not overwrite:
