@@ -105,7 +105,7 @@ class Check:
 @dataclass
 class Verdict:
     passed: bool
-    reason: str                     # the first failing check's reason, or "ok: " and what was found
+    reason: str                     # every failing check's reason ("; "), or "ok: " and what was found
     checks: list[Check] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # at presence_conf, after merging
     rules: dict = field(default_factory=dict)
@@ -182,12 +182,16 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     counts = {c: len(v) for c, v in sorted(by_label.items())}
     checks: list[Check] = []
     seen_ok: list[str] = []  # what a passing image showed, in words, for its reason
+    too_few: set[str] = set()  # expected classes not found at all: a relation on them needs no second word
+    said: list[Check] = []  # failed checks that the reason leaves out, as said already
 
     for label, rule in expect.items():
         present = by_label[label]
         if "min" in rule:
             n = int(rule["min"])
             checks.append(Check("min", len(present) >= n, f"expected at least {n} {_plural(label, n)}, found {len(present)}"))
+            if not present:
+                too_few.add(label)
             seen_ok.append(f"{len(present)} {_plural(label, len(present))}")
         elif int(rule["count"]) == 0:
             best = f" (conf {present[0].confidence:.2f})" if present else ""
@@ -203,6 +207,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
                 reason = (f"expected exactly {n} {_plural(label, n)}, found {strict} at confidence "
                           f"{rules.count_conf:g}+ and {len(present)} at {rules.presence_conf:g}+")
             checks.append(Check("count", ok, reason))
+            if not present:
+                too_few.add(label)
             seen_ok.append(f"{n} {_plural(label, n)}")
 
     margin_px = rules.position_margin * max(width, height)
@@ -214,6 +220,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         if a is None or b is None:
             missing = a_label if a is None else b_label
             checks.append(Check("relation", False, f"{a_label} {text} {b_label}: no {missing} found"))
+            if missing in too_few:
+                said.append(checks[-1])
             continue
         ok = _relation_holds(a, b, relation, margin_px)
         where = _where(a, b, margin_px)
@@ -239,8 +247,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
 
     failed = [c for c in checks if c.passed is False]
     unjudged = [c.reason for c in checks if c.passed is None]
-    if failed:
-        reason = failed[0].reason
+    if failed:  # every failure, so a wrong count is not hidden behind a stray box
+        reason = "; ".join(c.reason for c in failed if all(c is not d for d in said))
     else:
         reason = "ok: " + ", ".join(seen_ok + unjudged) if seen_ok or unjudged else "ok"
     return Verdict(passed=not failed, reason=reason,

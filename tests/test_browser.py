@@ -109,7 +109,7 @@ def test_app_renders_in_chromium(app_url, tmp_path):
 
 def test_the_sidebar_paths_outlive_page_changes(app_url, tmp_path):
     """Streamlit drops a widget's state when another page runs: the model paths must not (they did,
-    on every other page change, and Generate then found no model)."""
+    on every other page change, and Generate then found no model), nor the forms' values."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -130,6 +130,20 @@ def test_the_sidebar_paths_outlive_page_changes(app_url, tmp_path):
 
         assert [visit(n) for n in ("Generate", "Detect", "Evaluate", "Models", "Generate")] == [shipped] * 5
         assert page.get_by_role("button", name="Generate").is_enabled()
+        # the forms' values too, once sent: a prompt generated from, and the Evaluate page's folder
+        page.get_by_label("Prompt").fill("two dogs")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("button", name="Download PNG").first.wait_for(timeout=120_000)
+        visit("Evaluate")
+        out = page.get_by_label("Output folder (relative: in the repository)")
+        out.fill(str(tmp_path / "my_eval"))
+        out.press("Enter")
+        page.wait_for_timeout(500)
+        visit("Detect")
+        visit("Generate")
+        assert page.get_by_label("Prompt").input_value() == "two dogs"
+        visit("Evaluate")
+        assert out.input_value() == str(tmp_path / "my_eval")
         field.fill(str(tmp_path / "nowhere"))  # a path typed in stays too, on every page
         field.press("Enter")
         page.get_by_text("No generator at").first.wait_for(timeout=30_000)

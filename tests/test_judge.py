@@ -27,6 +27,19 @@ def test_presence_and_min_counts():
     assert v.reason == "expected at least 2 dogs, found 1"
 
 
+def test_the_reason_names_every_failure_once():
+    """The app walk's case: two dogs drawn right, a stray cat box; the reason said only "expected no
+    cat", hiding that the count was right. A relation on an object not found is not said twice."""
+    spec = parse_prompt("two dogs")
+    v = judge(spec, [det("dog", 0.9, (0, 0, 30, 30)), det("dog", 0.8, (80, 80, 120, 120)),
+                     det("cat", 0.7, (200, 0, 230, 30))], SIZE)
+    assert v.reason == "expected no cat, found 1 (conf 0.70)"
+    v = judge(spec, [det("dog", 0.9, (0, 0, 30, 30)), det("cat", 0.7, (200, 0, 230, 30))], SIZE)
+    assert v.reason == "expected exactly 2 dogs, found 1; expected no cat, found 1 (conf 0.70)"
+    v = judge(parse_prompt("a dog to the left of a face"), [det("cat", 0.7, (200, 0, 230, 30))], SIZE)
+    assert v.reason == "expected at least 1 dog, found 0; expected at least 1 face, found 0; expected no cat, found 1 (conf 0.70)"
+
+
 def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
     spec = {"expect": {"cat": {"count": 2}}}
     two = [det("cat", 0.9, (0, 0, 20, 20)), det("cat", 0.5, (60, 60, 90, 90))]

@@ -122,13 +122,45 @@ def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
     at.slider(key="steps").set_value(2)
     at.number_input(key="n").set_value(1)
     at.button(key="FormSubmitter:generate-Generate").click().run()
-    assert not at.exception and "Not judged" in at.info[0].value
+    # one message, with the reason and what the judge reads; and the text encoder's cut, said on the page
+    assert not at.exception and not at.info and [w.value for w in at.warning] == [
+        "prompt 'a purple giraffe' has 16 tokens; truncated to the model's 12",
+        "Not judged: cannot judge 'a purple giraffe': 'giraffe' is not one of cat, dog, face. Prompts the judge reads: "
+        "'a cat', 'two black dogs', 'a dog to the left of a face'."]
     # a bad input afterwards: its message, and the image drawn before stays on the page
     at.text_input(key="prompt").set_value("   ")
     at.button(key="FormSubmitter:generate-Generate").click().run()
     assert not at.exception and "Write a prompt first" in at.error[0].value
     assert [m.value for m in at.markdown if m.value.startswith("**a purple giraffe**")]
     assert len(at.get("download_button")) == 1
+
+
+def test_generate_shows_the_prompt_as_typed_and_points_no_x_to_must_not_contain(env):
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("no *black* dogs $x$ ")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(1)
+    at.multiselect(key="avoid").set_value(["dog"])
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert not at.exception
+    assert [m.value for m in at.markdown if m.value.startswith("**")][0].startswith(r"**no \*black\* dogs \$x\$** - ")
+    said = [w.value for w in at.warning if "Must not contain" in w.value]
+    assert len(said) == 1 and said[0].startswith("Only Must not contain is checked: cannot judge")
+    assert said[0].endswith("To keep a class out, choose it under Must not contain.")
+
+
+def test_the_sidebar_says_what_is_wrong_with_a_model_path(tiny_models, tmp_path):
+    from ui.resources import path_status
+
+    gen, det = tiny_models
+    assert path_status("generator", str(gen)) == f"found at `{gen}`"
+    assert path_status("generator", str(gen.parent)) == (f"not a generator folder (no pipeline.json); "
+                                                         f"did you mean `{gen}`?")
+    assert path_status("generator", str(tmp_path / "x")) == f"missing: `{tmp_path / 'x'}`"
+    assert path_status("catdog", "") == "no path given"
+    assert path_status("catdog", str(det)) == f"found at `{det}`"
+    (tmp_path / "README.md").write_text("# a card")
+    assert path_status("catdog", str(tmp_path / "README.md")) == f"not a detector: `{tmp_path / 'README.md'}` is not a .pt file"
 
 
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
@@ -152,6 +184,23 @@ def test_detect_page_and_upload_handling(env):
     Image.fromarray(np.zeros((3000, 1000, 3), np.uint8)).save(buf, format="PNG")
     image, note = open_image(buf.getvalue(), "tall.png")
     assert image.size == (683, 2048) and "downscaled from 1000x3000" in note
+    assert image.info["original_size"] == (1000, 3000)
+    from types import SimpleNamespace
+
+    from ui.uploads import box_table
+
+    seen = SimpleNamespace(label="dog", confidence=0.8766, box=(10.0, 20.0, 100.4, 683.0))
+    assert box_table([seen], image) == [{"label": "dog", "confidence": 0.877,
+                                         "box (x1, y1, x2, y2) in the 1000x3000 file": "15, 29, 147, 1000"}]
+    # transparency on white, not on whatever colour the transparent pixels hold
+    rgba = np.zeros((4, 4, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, opaque only in the top row
+    rgba[0, :, 3] = 255
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    image, note = open_image(buf.getvalue(), "rgba.png")
+    assert note == "rgba.png: transparent parts shown on white"
+    assert np.asarray(image)[0].tolist() == [[255, 0, 0]] * 4 and np.asarray(image)[1:].min() == 255
 
 
 def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
@@ -197,8 +246,16 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     assert not own.exception and "holds a run with other settings (settings.steps: 2 there, 3 now" in \
         own.error[0].value and "start a new run in another folder" in own.error[0].value
     bad = page("evaluate.py").run()
-    bad.text_input(key="ev_open").set_value(str(tmp_path)).run()
-    assert "holds no summary.json" in bad.warning[0].value
+    bad.text_input(key="ev_open").set_value(f"  {tmp_path}  ").run()  # spaces around a pasted path: ignored
+    assert bad.warning[0].value == f"`{tmp_path}` holds no summary.json: not a finished evaluation run."
+    # output folders that cannot hold a run: said in a line, nothing written (an empty field wrote to the cwd)
+    (tmp_path / "a_file").write_text("x")
+    for out, said in (("", "Choose an output folder for the run."),
+                      (str(tmp_path / "a_file"), f"`{tmp_path / 'a_file'}` is a file, not a folder"),
+                      (str(tmp_path / "a_file" / "run"), f"Cannot write the run to `{tmp_path / 'a_file' / 'run'}`")):
+        bad.text_input(key="ev_out").set_value(out)
+        bad.button(key="ev_run").click().run()
+        assert not bad.exception and bad.error[0].value.startswith(said), bad.error[0].value
 
 
 def test_models_page_lists_what_is_loaded(env):

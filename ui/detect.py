@@ -4,7 +4,7 @@ import streamlit as st
 
 from detection.draw import draw_detections
 from ui import resources
-from ui.uploads import open_image
+from ui.uploads import box_table, open_image
 
 resources.sidebar()
 st.title("Detect")
@@ -36,8 +36,6 @@ for f in files or []:
     left, right = st.columns([2, 1])
     left.image(draw_detections(image, found), caption=f.name, width="stretch")
     if found:
-        right.dataframe([{"label": d.label, "confidence": round(d.confidence, 3),
-                          "box (x1, y1, x2, y2)": ", ".join(f"{v:.0f}" for v in d.box)} for d in found],
-                        hide_index=True)
+        right.dataframe(box_table(found, image), hide_index=True)
     else:
         right.caption(f"nothing found at confidence {conf:.2f} or above")

@@ -22,16 +22,25 @@ with run_tab:
     # the model's own sampling defaults (pipeline.json, over DEFAULTS), as `evaluation.run` uses them
     model_defaults = pipe.defaults if pipe is not None else DEFAULTS
     c1, c2, c3 = st.columns(3)
-    suite_name = c1.selectbox("Suite", builtin_suites(), index=builtin_suites().index("smoke"), key="ev_suite")
-    per_prompt = c2.number_input("Images per prompt", 1, 16, 2, key="ev_n")
-    steps = c3.slider("Steps", 1, *resources.steps_range(pipe), key="ev_steps")
-    own = st.text_area("Or your own prompts, one a line (they replace the suite)", key="ev_prompts",
+    suite_name = c1.selectbox("Suite", builtin_suites(), key=resources.start("ev_suite", "smoke"))
+    per_prompt = c2.number_input("Images per prompt", 1, 16, key=resources.start("ev_n", 2))
+    most_steps, default_steps = resources.steps_range(pipe)
+    resources.start("ev_steps", default_steps)
+    st.session_state["ev_steps"] = min(st.session_state["ev_steps"], most_steps)  # kept from a model with more
+    steps = c3.slider("Steps", 1, most_steps, key="ev_steps")
+    own = st.text_area("Or your own prompts, one a line (they replace the suite)", key=resources.start("ev_prompts", ""),
                        placeholder="two black cats\na dog to the left of a face")
-    out_dir = st.text_input("Output folder", str(gendet_env.ROOT / "runs" / "app_eval"), key="ev_out")
+    out_text = st.text_input("Output folder (relative: in the repository)",
+                             key=resources.start("ev_out", str(gendet_env.ROOT / "runs" / "app_eval")))
+    out_dir = gendet_env.ROOT / out_text.strip() if out_text.strip() else None  # an absolute path stays as it is
     if st.button("Run", type="primary", key="ev_run"):
         eyes = resources.judge_eyes()
         if pipe is None or eyes is None:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
+        elif out_dir is None:
+            st.error("Choose an output folder for the run.")
+        elif out_dir.exists() and not out_dir.is_dir():
+            st.error(f"`{out_dir}` is a file, not a folder: choose a folder for the run.")
         else:
             settings = {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}  # recorded in run.json
             bar = st.progress(0.0, text="starting")
@@ -44,14 +53,16 @@ with run_tab:
                               on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
                 except ValueError as e:
                     st.error(str(e))
+                except OSError as e:  # a folder that cannot be made or written
+                    st.error(f"Cannot write the run to `{out_dir}`: {e.strerror or e}.")
                 else:
-                    resources.keep("ev_open", out_dir)
+                    resources.keep("ev_open", str(out_dir))
             bar.empty()
 
 with open_tab:
     resources.kept_text_input("Run folder (holds summary.json)", "ev_open")
 
-folder = resources.kept("ev_open")
+folder = resources.kept("ev_open").strip()
 if folder:
     path = Path(folder)
     if not (path / "summary.json").is_file():
@@ -88,3 +99,4 @@ if folder:
                 st.image(str(path / r["image"]), caption=f"{r['prompt']} #{r['seed']}", width="stretch")
                 st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
         st.caption(f"Full report: {path / 'report.html'}")
+resources.remember_widgets()

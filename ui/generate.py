@@ -2,12 +2,14 @@
 redraw an uploaded image (editing) or the white part of a mask over it (inpainting)."""
 
 import random
+import re
+import warnings
 
 import streamlit as st
 import torch
 
 from detection.draw import draw_detections
-from evaluation.judge import judge
+from evaluation.judge import judge, merge_detections
 from evaluation.prompts import ParseError, parse_prompt
 from evaluation.spec import PromptSpec
 from generation.pipeline import DEFAULTS
@@ -18,6 +20,13 @@ from ui.uploads import open_image
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
 BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
+
+
+def as_text(prompt: str, limit: int = 200) -> str:
+    """A prompt for st.markdown, shown as typed: markdown and LaTeX characters escaped, long ones cut."""
+    prompt = " ".join(prompt.split())
+    prompt = prompt if len(prompt) <= limit else prompt[:limit] + "…"
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|$<>~])", r"\\\1", prompt)
 
 
 
@@ -31,17 +40,12 @@ if "restore" in st.session_state:
         st.session_state[key] = value
 
 
-def start(key: str, value):
-    """A widget's starting value, given through Session State rather than as its default: a widget
-    given both logs Streamlit's "created with a default value but also set via Session State"."""
-    st.session_state.setdefault(key, value)
-    return key
-
-
 pipe = resources.generator()
 # the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
 model_defaults = pipe.defaults if pipe is not None else DEFAULTS
 most_steps, default_steps = resources.steps_range(pipe)
+resources.start("steps", default_steps)
+st.session_state["steps"] = min(st.session_state["steps"], most_steps)  # a kept value, from a model with more
 with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
@@ -66,29 +70,42 @@ if "restored_edit" in st.session_state:
             "(Start from an image) to draw it again.")
 
 with st.form("generate"):
-    prompt = st.text_input("Prompt", key="prompt", placeholder="a black cat to the left of a dog")
+    prompt = st.text_input("Prompt", key=resources.start("prompt", ""),
+                           placeholder="e.g. a black cat to the left of a dog")
     c1, c2, c3 = st.columns(3)
-    n = c1.number_input("Images", 1, 16, 4, key="n")
-    seed = c2.number_input("Seed", 0, 2**31 - 1, key=start("seed", 0))
-    random_seed = c3.checkbox("Random seed", key="random_seed")
+    n = c1.number_input("Images", 1, 16, key=resources.start("n", 4))
+    seed = c2.number_input("Seed", 0, 2**31 - 1, key=resources.start("seed", 0))
+    random_seed = c3.checkbox("Random seed", key=resources.start("random_seed", False))
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, most_steps, step=1, key=start("steps", default_steps))
+    steps = c1.slider("Steps", 1, most_steps, step=1, key=resources.start("steps", default_steps),
+                      help="Denoiser calls: more is slower and usually better, up to the model's diffusion steps")
     guidance = c2.slider("Guidance scale", 1.0, 10.0, step=0.5,
-                         key=start("guidance", float(model_defaults["guidance_scale"])))
-    truncation = c3.slider("Truncation", 0.5, 1.0, step=0.01, key=start("truncation", float(model_defaults["truncation"])))
-    purity = c4.checkbox("Purity sampling", key=start("purity", bool(model_defaults["purity"])))
-    avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key="avoid",
+                         key=resources.start("guidance", float(model_defaults["guidance_scale"])),
+                         help="How strongly the image follows the prompt (classifier-free guidance); 1 = off")
+    truncation = c3.slider("Truncation", 0.5, 1.0, step=0.01,
+                           key=resources.start("truncation", float(model_defaults["truncation"])),
+                           help="Each token is drawn from the most likely codes holding this share of the "
+                                "probability: lower is safer and plainer; 1 = off")
+    purity = c4.checkbox("Purity sampling", key=resources.start("purity", bool(model_defaults["purity"])),
+                         help="Reveal first the tokens the model is surest of (Improved VQ-Diffusion)")
+    avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key=resources.start("avoid", []),
                            help="Also checked on prompts the judge cannot read otherwise")
     with st.expander("Start from an image: edit or inpaint (optional)"):
         c1, c2 = st.columns(2)
         init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
         strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised; "
-                             "0 = only the mask's part)", 0.0, 1.0, step=0.05, key=start("strength", 0.5))
+                             "0 = only the mask's part)", 0.0, 1.0, step=0.05, key=resources.start("strength", 0.5),
+                             help="With a mask, 0 redraws the white part from scratch and keeps the rest; "
+                                  "above 0 the whole image is also noised that far and redrawn")
     c1, c2, c3 = st.columns(3)
-    boxes = c1.checkbox("Show boxes", True, key="boxes")
-    only_pass = c2.checkbox("Keep only images that pass", key="only_pass")
-    budget = c3.number_input("Candidate budget", 1, 64, 8, key="budget")
+    boxes = c1.checkbox("Show boxes", key=resources.start("boxes", True),
+                        help="The boxes the judge counts: at its presence confidence, and of two boxes of "
+                             "different classes that overlap, the more confident")
+    only_pass = c2.checkbox("Keep only images that pass", key=resources.start("only_pass", False))
+    budget = c3.number_input("Candidate budget", 1, 64, key=resources.start("budget", 8),
+                             help="With 'Keep only images that pass': how many images to draw at most; "
+                                  "up to Images of those that pass are shown")
     go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
 
 def draw_and_judge() -> None:
@@ -97,16 +114,18 @@ def draw_and_judge() -> None:
     if not prompt.strip():
         st.error("Write a prompt first: describe the image you want.")
         return
+    notes = []
     try:
         spec = parse_prompt(prompt)
     except ParseError as e:
         spec = None
-        if not avoid:
-            st.info(f"Not judged: {e}. Prompts the judge reads: 'a cat', 'two black dogs', "
-                    "'a dog to the left of a face'.")
+        hint = (" To keep a class out, choose it under Must not contain." if
+                prompt.strip().lower().startswith(("no ", "without ")) else "")
+        notes.append(f"{'Only Must not contain is checked' if avoid else 'Not judged'}: {e}. Prompts the judge "
+                     f"reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.{hint}")
     if avoid:
         if spec and any(spec.expect.get(c, {}).get("count", 1) > 0 for c in avoid):
-            st.warning("The prompt asks for a class you also excluded; the exclusion wins.")
+            notes.append("The prompt asks for a class you also excluded; the exclusion wins.")
         spec = PromptSpec.absent(prompt, avoid) if spec is None else spec.excluding(avoid)
     edit = {}
     if init_file is not None:
@@ -147,7 +166,8 @@ def draw_and_judge() -> None:
             frames = list(grid.permute(0, 2, 3, 1).cpu().numpy())
             preview.image(frames, width=96, caption=[f"predicted x0 at t={t}"] * len(frames))
 
-    with resources.device_lock():
+    with resources.device_lock(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # e.g. a prompt longer than the text encoder reads: said on the page
         try:
             outs = [pipe(prompt, seeds=b, steps=steps, guidance_scale=guidance, truncation=truncation, purity=purity,
                          callback=on_step, **edit) for b in batches]
@@ -160,28 +180,32 @@ def draw_and_judge() -> None:
         found = eyes.detect(torch.cat([o.images for o in outs])) if eyes else [[] for _ in seeds]
     preview.empty()
     bar.empty()
-    note = ("Not judged: no detector is loaded (see the sidebar)." if eyes is None else
-            "Not judged: the judge cannot read this prompt." if spec is None else None)
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}) + notes
+    if eyes is None:
+        notes = [n for n in notes if not n.startswith("Not judged")] + ["Not judged: no detector is loaded "
+                                                                         "(see the sidebar)."]
     unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
     if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
         spec = spec.seen_by(eyes.classes)
-        note = (f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'} "
-                "is loaded; see the sidebar).")
+        notes.append(f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'} "
+                     "is loaded; see the sidebar).")
         spec = spec if spec.expect else None
     settings = outs[0].settings
     rows = []
     for image, s, dets in zip([im for o in outs for im in o.pil()], seeds, found):
         verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
-        rows.append({"image": image, "seed": s, "detections": dets, "verdict": verdict})
+        counted = merge_detections(dets, eyes.rules) if eyes else dets  # the boxes the verdict is about
+        rows.append({"image": image, "seed": s, "detections": counted, "verdict": verdict})
     if only_pass and spec is not None and eyes:
         passing = [r for r in rows if r["verdict"].passed]
-        st.caption(f"{len(passing)} of {count} candidates pass the check")
+        notes.append(f"{len(passing)} of {count} candidates pass the check"
+                     + (f" (the candidate budget, {count}, is below Images, {int(n)})" if count < int(n) else ""))
         rows = passing[: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
         settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": spec is not None and
-                                                          eyes is not None, "note": note})
+                                                          eyes is not None, "notes": notes})
     if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
         st.session_state["restore"] = {"seed": first}
         st.rerun()
@@ -192,9 +216,9 @@ if go:
 for k, entry in enumerate(st.session_state.get("history", [])[:10]):
     if k == 1:
         st.subheader("Earlier in this session")
-    st.markdown(f"**{entry['prompt']}** - {describe_settings(entry['settings'])}")
-    if entry.get("note"):
-        st.warning(entry["note"])
+    st.markdown(f"**{as_text(entry['prompt'])}** - {describe_settings(entry['settings'])}")
+    for note in entry["notes"]:
+        (st.caption if " candidates pass the check" in note else st.warning)(note)
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
     cols = st.columns(4)
@@ -210,3 +234,4 @@ for k, entry in enumerate(st.session_state.get("history", [])[:10]):
             settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
             st.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
                                "image/png", key=f"dl_{k}_{j}")
+resources.remember_widgets()

@@ -62,15 +62,36 @@ def kept_text_input(label: str, key: str, default: str = "", **kwargs) -> str:
     return st.text_input(label, key=key, on_change=lambda: keep(key, st.session_state[key]), **kwargs)
 
 
+def start(key: str, value):
+    """A form widget's starting value, set through Session State: the value it had when its page
+    last ran (Streamlit drops a widget's state when another page runs), else `value`. Given as a
+    default as well, a restored value would log "created with a default value but also set via
+    Session State". Pages call remember_widgets() at their end."""
+    if key not in st.session_state:
+        st.session_state[key] = st.session_state.get("kept_widgets", {}).get(key, value)
+    st.session_state.setdefault("kept_widget_keys", set()).add(key)
+    return key
+
+
+def remember_widgets() -> None:
+    """Keep the values of the widgets start() set up, for the next time their page runs."""
+    kept_values = st.session_state.setdefault("kept_widgets", {})
+    for key in st.session_state.get("kept_widget_keys", ()):
+        if key in st.session_state:
+            kept_values[key] = st.session_state[key]
+
+
 def paths() -> dict[str, str]:
-    return {k: kept(f"path_{k}", value) for k, value in defaults().items()}
+    return {k: kept(f"path_{k}", value).strip() for k, value in defaults().items()}
 
 
 def generator():
     """The loaded generator, or None after showing why not."""
     path = paths()["generator"]
-    if not (Path(path) / "pipeline.json").is_file():
-        st.warning(f"No generator at `{path}`. {MISSING_HELP}")
+    status = path_status("generator", path)
+    if not status.startswith("found"):
+        hint = status[status.index("did you mean"):].capitalize() + " " if "did you mean" in status else ""
+        st.warning(f"No generator at `{path}`. {hint}{MISSING_HELP}")
         return None
     try:
         return load_generator(path)
@@ -117,5 +138,21 @@ def sidebar() -> None:
         for key, label in (("generator", "Generator folder"), ("catdog", "Cat/dog detector (.pt)"),
                            ("face", "Face detector (.pt)")):
             kept_text_input(label, f"path_{key}", p[key])
-            ok = (Path(p[key]) / "pipeline.json").is_file() if key == "generator" else Path(p[key]).is_file()
-            st.caption(("loaded from" if ok else "missing:") + f" `{p[key]}`")
+            st.caption(path_status(key, p[key]))
+
+
+def path_status(key: str, path: str) -> str:
+    """What the sidebar says under a model path: found, or what is wrong with it."""
+    if not path:
+        return "no path given"
+    p = Path(path)
+    if key == "generator":
+        if (p / "pipeline.json").is_file():
+            return f"found at `{p}`"
+        inner = next((q for q in (p / "generator", p / "pipeline") if (q / "pipeline.json").is_file()), None)
+        return f"not a generator folder (no pipeline.json); did you mean `{inner}`?" if inner else f"missing: `{p}`"
+    if not p.exists():
+        return f"missing: `{p}`"
+    if not p.is_file() or p.suffix != ".pt":
+        return f"not a detector: `{p}` is not a .pt file"
+    return f"found at `{p}`"

@@ -10,20 +10,35 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
 
 
 def open_image(data: bytes, name: str):
-    """(RGB image, note) or (None, error message)."""
+    """(RGB image, note) or (None, error message). Transparent parts are put on white (the colour
+    hidden under them is arbitrary); image.info["original_size"] is the upload's (width, height)."""
     try:
         with Image.open(io.BytesIO(data)) as probe:
             w, h = probe.size
             if w * h > MAX_PIXELS:
                 return None, f"{name}: {w}x{h} is too large to open ({MAX_PIXELS // 1_000_000} MP at most)"
-            image = probe.convert("RGB")
+            transparent = probe.mode in ("RGBA", "LA", "PA") or "transparency" in probe.info
+            if transparent:
+                rgba = probe.convert("RGBA")
+                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+            else:
+                image = probe.convert("RGB")
     except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
         # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
         return None, f"{name}: not a readable image (PNG, JPEG or WebP)"
-    note = None
+    notes = [f"{name}: transparent parts shown on white"] if transparent else []
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
-        note = f"{name}: downscaled from {w}x{h} to {image.width}x{image.height}"
-    return image, note
+        notes.append(f"{name}: downscaled from {w}x{h} to {image.width}x{image.height}")
+    image.info["original_size"] = (w, h)
+    return image, "; ".join(notes) or None
 
 
+def box_table(found, image) -> list[dict]:
+    """Table rows for detections on an opened upload, boxes in the uploaded file's pixels (the
+    detectors saw it downscaled when it was larger than MAX_SIDE)."""
+    w, h = image.info.get("original_size", image.size)
+    scale = w / image.width
+    return [{"label": d.label, "confidence": round(d.confidence, 3),
+             f"box (x1, y1, x2, y2) in the {w}x{h} file": ", ".join(f"{v * scale:.0f}" for v in d.box)}
+            for d in found]
