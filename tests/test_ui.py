@@ -267,6 +267,7 @@ def test_models_page_lists_what_is_loaded(env):
     assert "classes cat, dog," in text  # words, not a Python list
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     assert f"samples at {defaults['steps']} steps, guidance {defaults['guidance_scale']:g}" in text
+    assert any(c.value.startswith("Measured on the ") and " val images of " in c.value for c in at.caption)
 
 
 def test_generate_does_not_judge_what_no_loaded_detector_sees(env):

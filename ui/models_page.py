@@ -32,6 +32,9 @@ for task, det in resources.detectors().items():
                if isinstance(det.card.get(k), (int, float))}
     if metrics:
         st.dataframe([{k: round(float(v), 3) for k, v in metrics.items()}], hide_index=True)
+        if det.card.get("n_val"):  # which images the figures come from
+            st.caption(f"Measured on the {det.card['n_val']} val images of `{det.card.get('data', '?')}`, "
+                       f"at image size {det.card.get('imgsz', det.imgsz)} (mAP50-95: COCO's mean over IoU 0.5-0.95)")
     if det.card.get("readme"):
         with st.expander("Training card"):
             st.markdown(det.card["readme"])
