@@ -4,9 +4,11 @@ import json
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 import gendet_env
-from evaluation.judge import describe_rules
+from detection.draw import draw_detections
+from evaluation.judge import JudgeRules, describe_rules, merge_detections
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from generation.pipeline import DEFAULTS
@@ -91,12 +93,18 @@ if folder:
         rows = read_rows(path / "results.jsonl")
         cats = sorted({r["category"] for r in rows})
         pick = st.multiselect("Categories", cats, default=cats, key="ev_cats")
-        only = st.radio("Show", ["all", "pass", "fail"], horizontal=True, key="ev_only")
+        c1, c2 = st.columns([3, 1])
+        only = c1.radio("Show", ["all", "pass", "fail"], horizontal=True, key="ev_only")
+        boxes = c2.checkbox("Show boxes", True, key="ev_boxes", help="The boxes the judge counted")
         shown = [r for r in rows if r["category"] in pick and (only == "all" or r["passed"] == (only == "pass"))]
+        judged_by = summary.get("judge") or {}  # the run's rules (fields of another version: left out)
+        rules = JudgeRules(**{k: v for k, v in judged_by.items() if k in JudgeRules.__dataclass_fields__})
         cols = st.columns(6)
         for k, r in enumerate(shown[:120]):
             with cols[k % 6]:
-                st.image(str(path / r["image"]), caption=f"{r['prompt']} #{r['seed']}", width="stretch")
+                picture = (draw_detections(Image.open(path / r["image"]), merge_detections(r["detections"], rules))
+                           if boxes and r.get("detections") else str(path / r["image"]))
+                st.image(picture, caption=f"{r['prompt']} #{r['seed']}", width="stretch")
                 st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
         st.caption(f"Full report: {path / 'report.html'}")
 resources.remember_widgets()
