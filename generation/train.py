@@ -44,7 +44,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import yaml
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
@@ -53,100 +52,14 @@ from generation.data import CaptionImageDataset
 from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
-from generation.precision import PRECISIONS, resolve_precision, training_autocast
+from generation.precision import resolve_precision, training_autocast
 from generation.runlog import open_log
 from generation.schedule import cosine_lr
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
+from generation.train_config import ConfigError, load_config
 from generation.train_vqvae import out_folder_problem
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE
-
-TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, lr=4.5e-4, weight_decay=0.01, warmup=100, grad_clip=1.0,
-                      ema_decay=0.999, drop_text=0.1, seed=0, log_every=10, sample_every=500, val_every=250,
-                      ckpt_every=250, val_batches=4, precision="auto")
-# the train fields that count or space things out: whole numbers, at least this (sample_every 0: no grids)
-TRAIN_AT_LEAST = dict(steps=1, batch_size=1, warmup=0, log_every=1, sample_every=0, val_every=1, ckpt_every=1,
-                      val_batches=1)
-# the numeric train fields: (lowest, highest) allowed
-TRAIN_RANGE = dict(lr=(0, math.inf), weight_decay=(0, math.inf), grad_clip=(0, math.inf), ema_decay=(0, 1),
-                   drop_text=(0, 1))
-
-
-class ConfigError(ValueError):
-    pass
-
-
-def load_config(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a YAML config (not UTF-8 text)") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(e)}") from None
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: a config is a mapping of fields (data: ..., vqvae: ..., out: ...), "
-                          f"got {type(cfg).__name__}")
-    unknown = set(cfg) - {"data", "vqvae", "init", "grow", "out", "image_size", "text", "transformer", "diffusion",
-                          "train", "sample"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}")
-    if "init" in cfg:  # fine-tuning: the model, its VQ-VAE and its shape all come from the saved pipeline
-        init = Path(cfg["init"])
-        if not (init / "pipeline.json").is_file():
-            raise ConfigError(f"{path}: init {init} is not a saved text-to-image pipeline (no pipeline.json)")
-        clash = sorted({"vqvae", "image_size", "text", "transformer", "diffusion"} & set(cfg))
-        if clash:
-            raise ConfigError(f"{path}: init {init} fixes the model; remove {', '.join(clash)}")
-        grow = cfg.get("grow")
-        if grow is not None and (not isinstance(grow, dict) or set(grow) != {"depth"}
-                                 or type(grow["depth"]) is not int or grow["depth"] < 1):
-            raise ConfigError(f"{path}: grow must be {{depth: N}} with N a positive whole number, got {grow!r}")
-        cfg["vqvae"] = str(init / "vqvae")
-        cfg["image_size"] = json.loads((init / "pipeline.json").read_text())["image_size"]
-    elif "grow" in cfg:
-        raise ConfigError(f"{path}: grow adds blocks to a trained model; it needs init")
-    for key in ("data", "vqvae", "out"):
-        if key not in cfg:
-            raise ConfigError(f"{path}: missing field {key!r}")
-    cfg["train"] = {**TRAIN_DEFAULTS, **(cfg.get("train") or {})}
-    unknown = set(cfg["train"]) - set(TRAIN_DEFAULTS)
-    if unknown:
-        raise ConfigError(f"{path}: unknown train field(s) {', '.join(sorted(unknown))}")
-    check_train_numbers(path, cfg["train"])
-    if cfg["train"]["precision"] not in PRECISIONS:
-        raise ConfigError(f"{path}: train.precision must be one of {', '.join(PRECISIONS)}, "
-                          f"got {cfg['train']['precision']!r}")
-    cfg.setdefault("image_size", 128)
-    cfg.setdefault("text", {"kind": "scratch"})
-    cfg.setdefault("transformer", {"preset": "demo"})
-    cfg.setdefault("diffusion", {})
-    cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"]}
-                   | ({} if "init" in cfg else {"steps": 25, "guidance_scale": 3.0}))  # init keeps its own
-    return cfg
-
-
-def yaml_problem(e: yaml.YAMLError) -> str:
-    """PyYAML's error in one line: its problem and where (its own text spans several lines)."""
-    mark = getattr(e, "problem_mark", None)
-    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})" if mark else problem
-
-
-def check_train_numbers(path: Path, tc: dict) -> None:
-    """Each numeric train field in range, before any work: a negative step count ran nothing and
-    claimed to have written a checkpoint; a value PyYAML read as text ("1e-3") failed mid-run."""
-    for key, low in TRAIN_AT_LEAST.items():
-        if type(tc[key]) is not int or tc[key] < low:
-            raise ConfigError(f"{path}: train.{key} must be a whole number >= {low}, got {tc[key]!r}")
-    for key, (low, high) in TRAIN_RANGE.items():
-        if type(tc[key]) not in (int, float) or not low <= tc[key] <= high:
-            limit = f">= {low}" if high == math.inf else f"from {low} to {high}"
-            hint = " (YAML reads 1e-3 as text: write 0.001)" if isinstance(tc[key], str) else ""
-            raise ConfigError(f"{path}: train.{key} must be a number {limit}, got {tc[key]!r}{hint}")
-
 
 # ---------------------------------------------------------------------- tokens cache
 def _stack_images(batch: list) -> torch.Tensor:
