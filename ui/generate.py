@@ -29,7 +29,6 @@ def as_text(prompt: str, limit: int = 200) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|$<>~])", r"\\\1", prompt)
 
 
-
 resources.sidebar()
 st.title("Generate")
 
@@ -38,7 +37,6 @@ st.title("Generate")
 if "restore" in st.session_state:
     for key, value in st.session_state.pop("restore").items():
         st.session_state[key] = value
-
 
 pipe = resources.generator()
 # the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
@@ -77,7 +75,7 @@ with st.form("generate"):
     seed = c2.number_input("Seed", 0, 2**31 - 1, key=resources.start("seed", 0))
     random_seed = c3.checkbox("Random seed", key=resources.start("random_seed", False))
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, most_steps, step=1, key=resources.start("steps", default_steps),
+    steps = c1.slider("Steps", 1, most_steps, step=1, key="steps",  # started above
                       help="Denoiser calls: more is slower and usually better, up to the model's diffusion steps")
     guidance = c2.slider("Guidance scale", 1.0, 10.0, step=0.5,
                          key=resources.start("guidance", float(model_defaults["guidance_scale"])),
@@ -160,11 +158,11 @@ def draw_and_judge() -> None:
     def on_step(i, t, x0):
         done.append(i)
         which = f", batch {-(-len(done) // steps)} of {len(batches)}" if len(batches) > 1 else ""
-        bar.progress(min(1.0, len(done) / (steps * len(batches))), text=f"step {i + 1} of {steps} (t={t}){which}")
+        bar.progress(min(1.0, len(done) / (steps * len(batches))), text=f"step {i + 1} of {steps}{which}")
         if (i + 1) % every == 0 or i + 1 == steps:
             grid = pipe.decode_tokens(x0[: min(4, len(x0))])
             frames = list(grid.permute(0, 2, 3, 1).cpu().numpy())
-            preview.image(frames, width=96, caption=[f"predicted x0 at t={t}"] * len(frames))
+            preview.image(frames, width=96, caption=[f"preview, step {i + 1}"] * len(frames))
 
     with resources.device_lock(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # e.g. a prompt longer than the text encoder reads: said on the page
