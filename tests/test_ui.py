@@ -231,7 +231,7 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     own.text_input(key="ev_out").set_value(str(tmp_path / "own"))
     own.text_area(key="ev_prompts").set_value("two black cats\n\na photo of nothing\n")
     own.button(key="ev_run").click().run()
-    assert not own.exception and own.subheader[0].value.startswith("Suite prompts:")
+    assert not own.exception and own.subheader[0].value.startswith("Your prompts:")
     rows = [json.loads(line) for line in (tmp_path / "own" / "results.jsonl").read_text().splitlines()]
     assert [r["prompt"] for r in rows] == ["two black cats", "a photo of nothing"]
     own.text_area(key="ev_prompts").set_value("a cat\na purple giraffe")
