@@ -430,6 +430,7 @@ def test_cub_caption_folders(tmp_path):
     assert rows["Laysan_Albatross_0002.jpg"]["captions"] == ["a small bird"]
     assert set(rows) == {"Black_Footed_Albatross_0001.jpg", "Laysan_Albatross_0002.jpg"}
     assert report.skipped == {C.SKIP_NO_CAPTION_FILE: 1, C.SKIP_MISSING_IMAGE: 1, C.SKIP_NO_CAPTIONS: 1}
+    assert report.warnings == {"empty captions dropped": 2}  # empty.txt's two blank lines, counted
 
 
 def test_cub_real_layouts_oxford102_flat_images_and_the_class_split(tmp_path):

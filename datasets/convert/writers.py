@@ -169,7 +169,10 @@ class CaptionsWriter(Output):
         self.rows: list[dict] = []
 
     def add(self, split: str, image: Path, captions: list[str]) -> bool:
+        given = len(captions)
         captions = [c.strip() for c in captions if c and c.strip()]
+        if len(captions) < given:
+            self.report.warnings["empty captions dropped"] += given - len(captions)
         if not captions:
             self.report.skip(SKIP_NO_CAPTIONS)
             return False
