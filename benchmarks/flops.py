@@ -35,9 +35,10 @@ def step_flops(cfg: TransformerConfig, rows: int, text_len: int) -> int:
         + 2 * 2 * n * text_len * w  # q k^T and attention x v against the text
         + 2 * n * w * w          # cross-attention output projection
         + 2 * 2 * n * w * hidden  # MLP up and down
-        + 2 * 2 * w * 2 * w      # the two AdaLN modulations (one timestep row per grid)
     )
-    return rows * (cfg.depth * per_block + 2 * n * w * cfg.num_classes)  # + the logits head
+    # the two AdaLN modulations of each block, as a table over every t (the same for any batch size)
+    tables = cfg.depth * 2 * (2 * cfg.diffusion_steps * w * 2 * w)
+    return rows * (cfg.depth * per_block + 2 * n * w * cfg.num_classes) + tables  # + the logits head
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = None, repeats: int = 5) -> float:
