@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             page.goto(url + "/generate")
             box = page.get_by_label("Prompt")
             box.wait_for(timeout=60_000)
-            page.get_by_text("loaded from").first.wait_for(timeout=120_000)  # the sidebar loads the models
+            page.get_by_text("found at").first.wait_for(timeout=120_000)  # the sidebar has found the models
             ready = time.perf_counter() - t_open
             box.fill(args.prompt)
             t0 = time.perf_counter()
