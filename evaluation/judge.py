@@ -182,8 +182,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     counts = {c: len(v) for c, v in sorted(by_label.items())}
     checks: list[Check] = []
     seen_ok: list[str] = []  # what a passing image showed, in words, for its reason
-    too_few: set[str] = set()  # expected classes not found at all: a relation on them needs no second word
-    said: list[Check] = []  # failed checks that the reason leaves out, as said already
+    too_few: set[str] = set()  # expected classes not found at all ("found 0" says it once)
+    said: set[int] = set()  # failed checks on those classes that the reason leaves out, as said already
 
     for label, rule in expect.items():
         present = by_label[label]
@@ -219,9 +219,9 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         b = next((f for f in b_all if f is not a), None)
         if a is None or b is None:
             missing = a_label if a is None else b_label
-            checks.append(Check("relation", False, f"{a_label} {text} {b_label}: no {missing} found"))
             if missing in too_few:
-                said.append(checks[-1])
+                said.add(len(checks))
+            checks.append(Check("relation", False, f"{a_label} {text} {b_label}: no {missing} found"))
             continue
         ok = _relation_holds(a, b, relation, margin_px)
         where = _where(a, b, margin_px)
@@ -231,6 +231,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     for label, color in colors.items():
         present = by_label.get(label, [])
         if not present:
+            if label in too_few:
+                said.add(len(checks))
             checks.append(Check("color", False, f"expected {color} {label}, found no {label}"))
             continue
         if image is None and any(f.color is None for f in present):
@@ -248,7 +250,7 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     failed = [c for c in checks if c.passed is False]
     unjudged = [c.reason for c in checks if c.passed is None]
     if failed:  # every failure, so a wrong count is not hidden behind a stray box
-        reason = "; ".join(c.reason for c in failed if all(c is not d for d in said))
+        reason = "; ".join(c.reason for i, c in enumerate(checks) if c.passed is False and i not in said)
     else:
         reason = "ok: " + ", ".join(seen_ok + unjudged) if seen_ok or unjudged else "ok"
     return Verdict(passed=not failed, reason=reason,

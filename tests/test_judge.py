@@ -38,6 +38,7 @@ def test_the_reason_names_every_failure_once():
     assert v.reason == "expected exactly 2 dogs, found 1; expected no cat, found 1 (conf 0.70)"
     v = judge(parse_prompt("a dog to the left of a face"), [det("cat", 0.7, (200, 0, 230, 30))], SIZE)
     assert v.reason == "expected at least 1 dog, found 0; expected at least 1 face, found 0; expected no cat, found 1 (conf 0.70)"
+    assert judge(parse_prompt("a black cat"), [], SIZE).reason == "expected at least 1 cat, found 0"
 
 
 def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
