@@ -46,12 +46,12 @@ def load_detector(path: str):
     return Detector.load(path)
 
 
-def kept(key: str, default: str = "") -> str:
-    """The value of a text field that outlives a page change (see kept_text_input)."""
+def kept(key: str, default=""):
+    """The value of a field that outlives a page change (see kept_text_input and start)."""
     return st.session_state.setdefault("kept", {}).setdefault(key, default)
 
 
-def keep(key: str, value: str) -> None:
+def keep(key: str, value) -> None:
     st.session_state.setdefault("kept", {})[key] = value
 
 
@@ -68,17 +68,16 @@ def start(key: str, value):
     default as well, a restored value would log "created with a default value but also set via
     Session State". Pages call remember_widgets() at their end."""
     if key not in st.session_state:
-        st.session_state[key] = st.session_state.get("kept_widgets", {}).get(key, value)
+        st.session_state[key] = kept(key, value)
     st.session_state.setdefault("kept_widget_keys", set()).add(key)
     return key
 
 
 def remember_widgets() -> None:
     """Keep the values of the widgets start() set up, for the next time their page runs."""
-    kept_values = st.session_state.setdefault("kept_widgets", {})
     for key in st.session_state.get("kept_widget_keys", ()):
         if key in st.session_state:
-            kept_values[key] = st.session_state[key]
+            keep(key, st.session_state[key])
 
 
 def paths() -> dict[str, str]:
