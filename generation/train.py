@@ -24,7 +24,8 @@ the text is worth to the model), writes sample grids (OUT/samples/: every
 `steps`; `sample_every: 0` or --no-samples draws none) and atomic checkpoints
 (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to OUT/pipeline/ (load
 it with TextToImage.from_pretrained).
-A resumed run on CPU continues bit-identically (tested).
+A resumed run on CPU continues bit-identically (tested). An out folder that holds a run's checkpoint
+needs --resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
 """
 
 from __future__ import annotations
@@ -60,6 +61,27 @@ from generation.train_config import ConfigError, load_config
 from generation.train_vqvae import out_folder_problem
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE
+
+# what a run writes in its out folder: anything else there belongs to someone else
+RUN_FILES = {"checkpoint", "checkpoint.tmp", "checkpoint.old", "pipeline", "samples", "log.jsonl",
+             "tokens.safetensors", "tokens.json"}
+
+
+def run_folder_problem(out: Path, resume: bool) -> str | None:
+    """Why `out` may not take this run, or None: it holds files of another kind (a VQ-VAE, a
+    dataset: a run would write over them), or, without --resume, a run's checkpoint (it would be
+    replaced). The token cache of an earlier start is reused, not a problem."""
+    if not out.is_dir():
+        return None
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        return (f"{out} holds files that are not a generation.train run's ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new out folder")
+    if not resume and (out / "checkpoint").is_dir():
+        return (f"{out} holds a training run (checkpoint/); pass --resume to continue it, or choose a new "
+                "out folder (or delete this one to start over)")
+    return None
+
 
 # ---------------------------------------------------------------------- tokens cache
 def _stack_images(batch: list) -> torch.Tensor:
@@ -509,9 +531,13 @@ def main(argv=None) -> int:
         if args.no_samples:
             cfg["train"]["sample_every"] = 0
         option = "--out" if args.out is not None else f"the out: folder of {args.config}"
-        problem = out_folder_problem(Path(cfg["out"]), option)
+        problem = out_folder_problem(Path(cfg["out"]), option) or run_folder_problem(Path(cfg["out"]), args.resume)
         if problem:
             raise ConfigError(problem)
+        if not (Path(cfg["data"]) / "captions.jsonl").is_file():
+            given = "--data" if args.data is not None else f"data: in {args.config}"
+            raise ConfigError(f"{given}: {cfg['data']} holds no captions.jsonl (give a datasets.scenes root or a "
+                              "captions dataset, e.g. from datasets.convert)")
         path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
                      args.schedule_by_time, args.stop_by)
     except (ConfigError, FileNotFoundError, ValueError) as e:

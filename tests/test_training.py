@@ -123,6 +123,30 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     assert all(torch.equal(ca[k], cb[k]) for k in ca)
 
 
+
+def test_an_out_folder_with_a_run_or_other_files_is_not_written_over(scenes, vqvae_dir, tmp_path, capsys):
+    """Without --resume a run's checkpoint would be replaced (its log cut to a few lines); a VQ-VAE's
+    or a dataset's folder would get a run written into it. Both refused, the files kept."""
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "run", 3)))
+    assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet", "--stop-at", "3"]) == 0
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'run'} holds a training run (checkpoint/); pass --resume "
+                                       "to continue it, or choose a new out folder (or delete this one to start over)\n")
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log
+    assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet", "--out", str(vqvae_dir)]) == 2
+    assert f"error: {vqvae_dir} holds files that are not a generation.train run's (" in capsys.readouterr().err
+    assert not (vqvae_dir / "pipeline").exists()
+    # a data folder that is not there: named with where it was given, before anything is written
+    assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--data", str(tmp_path / "nodata"),
+                     "--out", str(tmp_path / "new")]) == 2
+    assert capsys.readouterr().err == (f"error: --data: {tmp_path / 'nodata'} holds no captions.jsonl (give a "
+                                       "datasets.scenes root or a captions dataset, e.g. from datasets.convert)\n")
+    assert not (tmp_path / "new").exists()
+
+
 def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir, tmp_path):
     """A time budget (minutes) ends training at a step boundary: the VQ-VAE is evaluated and
     saved, the generator's EMA pipeline exported, and both can --resume to the full count."""
