@@ -242,7 +242,10 @@ class TextToImage(nn.Module):
             if not path.exists():
                 raise FileNotFoundError(f"{path}: no such folder (a generator folder holds pipeline.json)")
             inner = path / "pipeline" / "pipeline.json"  # a training run's folder: its model is in pipeline/
-            hint = f"; did you mean {path / 'pipeline'}?" if inner.is_file() else ""
+            saved = path / "checkpoint" / "pipeline" / "pipeline.json"  # an unfinished run: its last checkpoint's
+            hint = (f"; did you mean {path / 'pipeline'}?" if inner.is_file() else
+                    f"; an unfinished training run: its last checkpoint's model is {saved.parent} "
+                    "(or finish the run with --resume)" if saved.is_file() else "")
             raise FileNotFoundError(f"{path} is not a gendet text-to-image folder (no pipeline.json){hint}")
         meta = json.loads(meta_path.read_text())
         if meta.get("format") != FORMAT:

@@ -219,8 +219,10 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
         else:
             # the run that made the output (a stage completes in one run; one whose output was
             # removed to be redone, such as the evaluation, is timed afresh, not added up)
+            print(f"[{name}] running; its output goes to {log}", flush=True)  # a stage may run for hours
             times[name] = run(cmd, log)
             times_path.write_text(json.dumps(times, indent=1))
+            print(f"[{name}] finished in {times[name] / 60:.1f} min", flush=True)
         return name == until
 
     def scenes_cmd(n: int, seed: int, out: Path, generator: bool = False) -> list[str]:

@@ -99,6 +99,10 @@ def test_bad_inputs_are_named(tmp_path):
         pipe("a cat", steps=T + 1)
     with pytest.raises(FileNotFoundError, match="no pipeline.json"):
         TextToImage.from_pretrained(tmp_path)
+    pipe.save_pretrained(tmp_path / "run" / "checkpoint" / "pipeline")  # where an unfinished run keeps its model
+    with pytest.raises(FileNotFoundError, match=r"an unfinished training run: its last checkpoint's model is "
+                                                r".*run/checkpoint/pipeline \(or finish the run with --resume\)"):
+        TextToImage.from_pretrained(tmp_path / "run")
 
 
 def test_a_default_above_T_is_capped_where_it_is_set(tmp_path):
