@@ -89,17 +89,13 @@ def _blocks_line(results: Path, per_prompt: int, block: int = BLOCK) -> list[str
             + f" (SD {stdev(per_block):.3f}): the spread of a single {block}-image run."]
 
 
-def rebuild_command(work: Path, bundle: Path, profile: str) -> str:
-    """The build_demo command that made this bundle, and its work folder: the defaults (the committed
-    card's) read `runs/demo_cpu/`; other folders are named as given."""
-    from models.build_demo import ROOT, default_bundle
-
-    default_work = ROOT / "runs" / f"demo_{profile}"
-    options = "" if Path(work).resolve() == default_work.resolve() else f" --work {work}"
-    if Path(bundle).resolve() != Path(default_bundle(profile, Path(work))).resolve():
-        options += f" --bundle {bundle}"
-    shown = f"runs/demo_{profile}/" if not options.startswith(" --work") else f"{work}/"
-    return f"`python -m models.build_demo --profile {profile}{options}` (work folder `{shown}`"
+def rebuild_command(work: Path, profile: str) -> str:
+    """The build_demo command that made this bundle, and its work folder: a work folder named
+    runs/demo_<profile> (the default, in any clone) reads as the committed card does; another is
+    named as given."""
+    if Path(work).parts[-2:] == ("runs", f"demo_{profile}"):
+        return f"`python -m models.build_demo --profile {profile}` (work folder `runs/demo_{profile}/`"
+    return f"`python -m models.build_demo --profile {profile} --work {work}` (work folder `{work}/`"
 
 
 def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
@@ -107,7 +103,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     vq = _load(work / "vqvae" / "metrics.json") or {}
     lines = [f"# gendet demo bundle ({profile} profile)", "",
              "Small models of our own, trained on the procedural scenes world; rebuilt from nothing with "
-             f"{rebuild_command(work, bundle, profile)}, commands in its build.log).", "",
+             f"{rebuild_command(work, profile)}, commands in its build.log).", "",
              "## Data", "",
              f"- `datasets.scenes` {meta.get('generator')}, seed {meta.get('seed')}, {meta.get('n')} images at "
              f"{meta.get('size')}x{meta.get('size')} (train {meta.get('splits', {}).get('train')}, "

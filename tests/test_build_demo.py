@@ -331,12 +331,12 @@ def test_assemble_leaves_the_bundle_alone_when_an_input_is_missing(tmp_path):
 
 
 def test_the_card_names_the_folders_it_was_built_in(tmp_path):
-    """The card's rebuild command: the defaults as the committed card reads; other folders as given."""
+    """The card's rebuild command: the default work folder as the committed card reads (in any clone),
+    another as given."""
     from models.build_demo import ROOT
     from models.model_card import rebuild_command
 
-    assert rebuild_command(ROOT / "runs" / "demo_cpu", ROOT / "models" / "demo", "cpu") == \
-        "`python -m models.build_demo --profile cpu` (work folder `runs/demo_cpu/`"
-    assert rebuild_command(tmp_path / "w", tmp_path / "b", "smoke") == \
-        f"`python -m models.build_demo --profile smoke --work {tmp_path / 'w'} --bundle {tmp_path / 'b'}` " \
-        f"(work folder `{tmp_path / 'w'}/`"
+    for work in (ROOT / "runs" / "demo_cpu", tmp_path / "clone" / "runs" / "demo_cpu"):
+        assert rebuild_command(work, "cpu") == "`python -m models.build_demo --profile cpu` (work folder `runs/demo_cpu/`"
+    assert rebuild_command(tmp_path / "w", "smoke") == \
+        f"`python -m models.build_demo --profile smoke --work {tmp_path / 'w'}` (work folder `{tmp_path / 'w'}/`"
