@@ -149,7 +149,7 @@ def merge_detections(detections: Iterable[Any], rules: JudgeRules = DEFAULT_RULE
     return kept
 
 
-def _plural(label: str, n: int) -> str:
+def plural(label: str, n: int) -> str:
     return label if n == 1 else label + "s"
 
 
@@ -189,10 +189,10 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         present = by_label[label]
         if "min" in rule:
             n = int(rule["min"])
-            checks.append(Check("min", len(present) >= n, f"expected at least {n} {_plural(label, n)}, found {len(present)}"))
+            checks.append(Check("min", len(present) >= n, f"expected at least {n} {plural(label, n)}, found {len(present)}"))
             if not present:
                 too_few.add(label)
-            seen_ok.append(f"{len(present)} {_plural(label, len(present))}")
+            seen_ok.append(f"{len(present)} {plural(label, len(present))}")
         elif int(rule["count"]) == 0:
             best = f" (conf {present[0].confidence:.2f})" if present else ""
             checks.append(Check("absent", not present, f"expected no {label}, found {len(present)}{best}"))
@@ -202,14 +202,14 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
             strict = sum(f.confidence >= rules.count_conf for f in present)
             ok = strict == n
             if strict == len(present):
-                reason = f"expected exactly {n} {_plural(label, n)}, found {strict}"
+                reason = f"expected exactly {n} {plural(label, n)}, found {strict}"
             else:  # some only at presence level: say both numbers
-                reason = (f"expected exactly {n} {_plural(label, n)}, found {strict} at confidence "
+                reason = (f"expected exactly {n} {plural(label, n)}, found {strict} at confidence "
                           f"{rules.count_conf:g}+ and {len(present)} at {rules.presence_conf:g}+")
             checks.append(Check("count", ok, reason))
             if not present:
                 too_few.add(label)
-            seen_ok.append(f"{n} {_plural(label, n)}")
+            seen_ok.append(f"{n} {plural(label, n)}")
 
     margin_px = rules.position_margin * max(width, height)
     for a_label, relation, b_label in relations:
@@ -242,10 +242,10 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
 
         seen = [f.color or box_color(image, f.box, label, rules.color_distance) for f in present]
         ok = all(s == color for s in seen)
-        reason = (f"expected {color} {_plural(label, len(present))}, found "
+        reason = (f"expected {color} {plural(label, len(present))}, found "
                   + ", ".join(s or "unclear" for s in seen))
         checks.append(Check("color", ok, reason))
-        seen_ok.append(f"{color} {_plural(label, len(present))}")
+        seen_ok.append(f"{color} {plural(label, len(present))}")
 
     failed = [c for c in checks if c.passed is False]
     unjudged = [c.reason for c in checks if c.passed is None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datasets.scenes_draw import FUR_RGB
-from evaluation.judge import CLASSES, RELATIONS, _plural
+from evaluation.judge import CLASSES, RELATIONS, plural
 
 CATEGORIES = ("single_object", "two_objects", "counting", "position", "faces", "negatives", "colors")
 COLOR_CLASSES = ("cat", "dog")
@@ -65,7 +65,7 @@ class PromptSpec:
         the report and the UI, in the words of the judge's reasons."""
         def count(c, r):
             n = r.get("count", r.get("min"))
-            return f"no {c}" if n == 0 else f"{'exactly' if 'count' in r else 'at least'} {n} {_plural(c, n)}"
+            return f"no {c}" if n == 0 else f"{'exactly' if 'count' in r else 'at least'} {n} {plural(c, n)}"
 
         parts = [", ".join(count(c, r) for c, r in self.expect.items())]
         parts += [f"{a} {rel.replace('_', ' ')} {b}" for a, rel, b in self.relations]

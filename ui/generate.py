@@ -194,16 +194,17 @@ def draw_and_judge() -> None:
         verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
         counted = merge_detections(dets, eyes.rules) if eyes else dets  # the boxes the verdict is about
         rows.append({"image": image, "seed": s, "detections": counted, "verdict": verdict})
+    tally = None  # how many candidates passed, when only passing ones are kept
     if only_pass and spec is not None and eyes:
         passing = [r for r in rows if r["verdict"].passed]
-        notes.append(f"{len(passing)} of {count} candidates pass the check"
-                     + (f" (the candidate budget, {count}, is below Images, {int(n)})" if count < int(n) else ""))
+        tally = (f"{len(passing)} of {count} candidates pass the check"
+                 + (f" (the candidate budget, {count}, is below Images, {int(n)})" if count < int(n) else ""))
         rows = passing[: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
         settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
                                                           "show_boxes": boxes, "judged": spec is not None and
-                                                          eyes is not None, "notes": notes})
+                                                          eyes is not None, "notes": notes, "tally": tally})
     if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
         st.session_state["restore"] = {"seed": first}
         st.rerun()
@@ -216,7 +217,9 @@ for k, entry in enumerate(st.session_state.get("history", [])[:10]):
         st.subheader("Earlier in this session")
     st.markdown(f"**{as_text(entry['prompt'])}** - {describe_settings(entry['settings'])}")
     for note in entry["notes"]:
-        (st.caption if " candidates pass the check" in note else st.warning)(note)
+        st.warning(note)
+    if entry["tally"]:
+        st.caption(entry["tally"])
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
     cols = st.columns(4)

@@ -87,9 +87,9 @@ def paths() -> dict[str, str]:
 def generator():
     """The loaded generator, or None after showing why not."""
     path = paths()["generator"]
-    status = path_status("generator", path)
-    if not status.startswith("found"):
-        hint = status[status.index("did you mean"):].capitalize() + " " if "did you mean" in status else ""
+    if not path or not (Path(path) / "pipeline.json").is_file():
+        inner = generator_inside(Path(path)) if path else None
+        hint = f"Did you mean `{inner}`? " if inner else ""
         st.warning(f"No generator at `{path}`. {hint}{MISSING_HELP}")
         return None
     try:
@@ -148,10 +148,15 @@ def path_status(key: str, path: str) -> str:
     if key == "generator":
         if (p / "pipeline.json").is_file():
             return f"found at `{p}`"
-        inner = next((q for q in (p / "generator", p / "pipeline") if (q / "pipeline.json").is_file()), None)
+        inner = generator_inside(p)
         return f"not a generator folder (no pipeline.json); did you mean `{inner}`?" if inner else f"missing: `{p}`"
     if not p.exists():
         return f"missing: `{p}`"
     if not p.is_file() or p.suffix != ".pt":
         return f"not a detector: `{p}` is not a .pt file"
     return f"found at `{p}`"
+
+
+def generator_inside(folder: Path) -> Path | None:
+    """The generator in a bundle folder (generator/) or a training run's (pipeline/), if any."""
+    return next((q for q in (folder / "generator", folder / "pipeline") if (q / "pipeline.json").is_file()), None)
