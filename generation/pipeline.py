@@ -25,16 +25,16 @@ changed no token where measured, and images are decoded one by one).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from generation.diffusion import MaskReplaceDiffusion
+from generation.files import atomic_save_file, atomic_write_json
 from generation.sampling_options import check_settings
 from generation.transformer import DenoisingTransformer, TextContext, TransformerConfig
 
@@ -55,18 +55,6 @@ class GenerationOutput:
 
         arr = self.images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
-
-
-def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
-def atomic_write_json(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 class TextToImage(nn.Module):

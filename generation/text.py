@@ -30,6 +30,8 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from generation.files import plain_mode
+
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 SPECIALS = (PAD, BOS, EOS)
 # CLIP's pre-tokeniser: contractions, letter runs, single digits, punctuation runs
@@ -121,6 +123,7 @@ class TextEncoder(nn.Module):
         (tmp / "encoder.json").write_text(json.dumps(meta | {"format": FORMAT}) + "\n")
         path.mkdir(parents=True, exist_ok=True)
         for f in tmp.iterdir():
+            plain_mode(f)  # transformers writes weights through safetensors: 0600
             os.replace(f, path / f.name)
         tmp.rmdir()
         return path

@@ -15,14 +15,15 @@ training steps is re-seeded from a random encoder output of the current batch.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from generation.files import atomic_save_file, atomic_write_json
 
 
 @dataclass
@@ -271,15 +272,10 @@ class VQVAE(nn.Module):
     def save_pretrained(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = path / "model.safetensors.tmp"
-        save_file(state, str(tmp))
-        os.replace(tmp, path / "model.safetensors")
+        atomic_save_file(self.state_dict(), path / "model.safetensors")
         cfg = asdict(self.config)
         cfg["channel_mult"] = list(cfg["channel_mult"])
-        tmp = path / "config.json.tmp"
-        tmp.write_text(json.dumps(cfg, indent=1) + "\n")
-        os.replace(tmp, path / "config.json")
+        atomic_write_json(cfg, path / "config.json")
         return path
 
     @classmethod

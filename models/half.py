@@ -9,13 +9,13 @@ what that costs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from generation.files import atomic_save_file
 
 
 def halve(folder: str | Path) -> tuple[int, int]:
@@ -31,9 +31,7 @@ def halve(folder: str | Path) -> tuple[int, int]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         tensors = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
         before += path.stat().st_size
-        tmp = path.with_suffix(".safetensors.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        atomic_save_file(tensors, path, metadata=meta)
         after += path.stat().st_size
     return before, after
 

@@ -35,6 +35,22 @@ def test_save_load_gives_the_same_images(tmp_path):
     assert torch.equal(back.null_text, pipe.null_text)
 
 
+def test_saved_files_get_a_plain_files_mode(tmp_path):
+    """safetensors creates its files readable by the owner alone (0600): a model copied to a
+    shared folder or served to others could not be read. Every saved file gets umask's mode."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        tiny_pipeline().save_pretrained(tmp_path / "gen")
+    finally:
+        os.umask(old)
+    files = sorted(p for p in (tmp_path / "gen").rglob("*") if p.is_file())
+    assert len([p for p in files if p.suffix == ".safetensors"]) == 3  # vqvae, text encoder, transformer
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == \
+        {p.relative_to(tmp_path).as_posix(): "0o644" for p in files}
+
+
 def test_each_image_depends_only_on_its_seed():
     pipe = tiny_pipeline()
     batch = pipe("a face", seeds=[10, 11, 12], steps=4, guidance_scale=2.0)
