@@ -14,3 +14,21 @@ def open_log(path: Path, resume_step: int | None):
         rows = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x).get("step", 0) <= resume_step]
         path.write_text("".join(r + "\n" for r in rows))
     return open(path, "a")
+
+
+def run_folder_problem(out: Path, resume: bool, tool: str, run_files: set[str], trained: tuple[str, ...]) -> str | None:
+    """Why `out` may not take a run of `tool`, or None. It holds files of another kind (a dataset,
+    another tool's model: the run would write over them), or, without --resume, a run's trained
+    state (`trained`, which a fresh start would replace). `run_files` names everything a run
+    writes; the rest of a start that trained nothing (a token cache, say) is reused."""
+    if not out.is_dir():
+        return None
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in run_files)
+    if foreign:
+        return (f"{out} holds files that are not a {tool} run's ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new out folder")
+    done = [name for name in trained if (out / name).exists()]
+    if not resume and done:
+        return (f"{out} holds a {tool} run ({done[0]}); pass --resume to continue it, or choose a new "
+                "out folder (or delete this one to start over)")
+    return None

@@ -45,16 +45,17 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm import tqdm
 
 from generation.data import CaptionImageDataset
 from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
+from generation.files import atomic_save_file
 from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
-from generation.runlog import open_log
+from generation.runlog import open_log, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.train_config import ConfigError, load_config
@@ -64,23 +65,7 @@ from generation.vqvae import VQVAE
 
 # what a run writes in its out folder: anything else there belongs to someone else
 RUN_FILES = {"checkpoint", "checkpoint.tmp", "checkpoint.old", "pipeline", "samples", "log.jsonl",
-             "tokens.safetensors", "tokens.json"}
-
-
-def run_folder_problem(out: Path, resume: bool) -> str | None:
-    """Why `out` may not take this run, or None: it holds files of another kind (a VQ-VAE, a
-    dataset: a run would write over them), or, without --resume, a run's checkpoint (it would be
-    replaced). The token cache of an earlier start is reused, not a problem."""
-    if not out.is_dir():
-        return None
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_FILES)
-    if foreign:
-        return (f"{out} holds files that are not a generation.train run's ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); choose an empty or new out folder")
-    if not resume and (out / "checkpoint").is_dir():
-        return (f"{out} holds a training run (checkpoint/); pass --resume to continue it, or choose a new "
-                "out folder (or delete this one to start over)")
-    return None
+             "tokens.safetensors", "tokens.safetensors.tmp", "tokens.json"}
 
 
 # ---------------------------------------------------------------------- tokens cache
@@ -128,9 +113,7 @@ def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
                                                                     disable=not progress)]
         result[split] = torch.cat(ids)
         captions[split] = ds.captions
-    tmp = out / "tokens.safetensors.tmp"
-    save_file(result, str(tmp))
-    os.replace(tmp, cache)
+    atomic_save_file(result, cache)
     meta_path.write_text(json.dumps({"key": digest, "captions": captions}))
     return {s: (result[s], captions[s]) for s in result}
 
@@ -237,7 +220,7 @@ def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen
     pipe.save_pretrained(tmp / "pipeline")
     state = {f"ema.{k}": v for k, v in ema.items()}
     state |= {f"buf.{k}": v for k, v in pipe.diffusion.state_dict().items()}
-    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp / "train_state.safetensors"))
+    atomic_save_file(state, tmp / "train_state.safetensors")
     torch.save({"optimizer": opt.state_dict(), "step": step, "rng": gen.get_state(),
                 "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
     if final.exists():
@@ -338,6 +321,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     # generator's own device, and drawing on the CPU and copying would stall a GPU every step
     noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(tc["seed"] * 1000 + rank)
     step = load_checkpoint(out, pipe, ema, opt, gen, noise_gen, device) if resume else 0
+    if resume and rank == 0:
+        print(f"resumed from step {step} of {tc['steps']} ({out / 'checkpoint'})", file=sys.stderr)
     if step > tc["steps"]:
         raise ConfigError(f"train.steps (or --steps) is {tc['steps']}, but the checkpoint in {out} is already "
                           f"at step {step}")
@@ -520,6 +505,7 @@ def main(argv=None) -> int:
         if args.stop_by < time.time() - 86400:
             ap.error(f"--stop-by {args.stop_by:.10g} is in the past ({utc(args.stop_by)}); it is a Unix time, "
                      "e.g. $(( $(date +%s) + 480 ))")
+    made = False  # whether this run made the out folder
     try:
         cfg = load_config(args.config)
         if args.steps is not None:
@@ -531,17 +517,21 @@ def main(argv=None) -> int:
         if args.no_samples:
             cfg["train"]["sample_every"] = 0
         option = "--out" if args.out is not None else f"the out: folder of {args.config}"
-        problem = out_folder_problem(Path(cfg["out"]), option) or run_folder_problem(Path(cfg["out"]), args.resume)
+        problem = out_folder_problem(Path(cfg["out"]), option) or run_folder_problem(
+            Path(cfg["out"]), args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
         if problem:
             raise ConfigError(problem)
         if not (Path(cfg["data"]) / "captions.jsonl").is_file():
             given = "--data" if args.data is not None else f"data: in {args.config}"
             raise ConfigError(f"{given}: {cfg['data']} holds no captions.jsonl (give a datasets.scenes root or a "
                               "captions dataset, e.g. from datasets.convert)")
+        made = not Path(cfg["out"]).exists()
         path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
                      args.schedule_by_time, args.stop_by)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if made and Path(cfg["out"]).is_dir() and not any(Path(cfg["out"]).iterdir()):
+            Path(cfg["out"]).rmdir()  # a run that failed before writing anything leaves no empty folder
         return 2
     if path is not None:  # rank 0: what it wrote
         print(f"wrote {path}")

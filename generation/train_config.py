@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
+from generation.diffusion import MaskReplaceDiffusion
 from generation.precision import PRECISIONS
+from generation.transformer import TransformerConfig
 
 TRAIN_DEFAULTS = dict(steps=1000, batch_size=32, lr=4.5e-4, weight_decay=0.01, warmup=100, grad_clip=1.0,
                       ema_decay=0.999, drop_text=0.1, seed=0, log_every=10, sample_every=500, val_every=250,
@@ -75,6 +78,8 @@ def load_config(path: str | Path) -> dict:
     cfg.setdefault("diffusion", {})
     cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"]}
                    | ({} if "init" in cfg else {"steps": 25, "guidance_scale": 3.0}))  # init keeps its own
+    if "init" not in cfg:
+        check_model(path, cfg)
     return cfg
 
 
@@ -96,3 +101,77 @@ def check_train_numbers(path: Path, tc: dict) -> None:
             limit = f">= {low}" if high == math.inf else f"from {low} to {high}"
             hint = " (YAML reads 1e-3 as text: write 0.001)" if isinstance(tc[key], str) else ""
             raise ConfigError(f"{path}: train.{key} must be a number {limit}, got {tc[key]!r}{hint}")
+
+
+# the text encoder fields each kind takes (scratch: ScratchTextEncoder.train_new's sizes)
+TEXT_FIELDS = {"scratch": {"vocab_size", "dim", "layers", "heads", "max_length"}, "clip": {"path"},
+               "auto": {"path", "max_length"}}
+# transformer fields that come from the VQ-VAE, the text encoder and the diffusion, not the config
+DERIVED = {"num_classes", "h", "w", "text_dim", "diffusion_steps"}
+
+
+def check_model(path: Path, cfg: dict) -> None:
+    """The model the config describes, checked before the data is tokenised (minutes on a big set):
+    a wrong shape is one line naming the file and the field, not a traceback after the wait."""
+    if type(cfg["image_size"]) is not int or cfg["image_size"] < 1:
+        raise ConfigError(f"{path}: image_size must be a whole number of pixels, got {cfg['image_size']!r}")
+    for key in ("text", "transformer", "diffusion"):
+        if not isinstance(cfg[key], dict):
+            raise ConfigError(f"{path}: {key} must be a mapping of fields, got {cfg[key]!r}")
+    check_text(path, cfg["text"])
+    check_transformer(path, cfg["transformer"])
+    steps = cfg["diffusion"].get("num_timesteps", 100)
+    if type(steps) is not int or steps < 2:
+        raise ConfigError(f"{path}: diffusion.num_timesteps must be a whole number >= 2, got {steps!r}")
+    try:  # the schedule's own checks; 16 codes stand in for the VQ-VAE's, which it does not depend on
+        MaskReplaceDiffusion(16, **cfg["diffusion"])
+    except TypeError as e:  # an unknown field: "...() got an unexpected keyword argument 'x'"
+        raise ConfigError(f"{path}: diffusion: {str(e).split('() ')[-1]}") from None
+    except ValueError as e:
+        raise ConfigError(f"{path}: diffusion: {e}") from None
+
+
+def check_text(path: Path, section: dict) -> None:
+    text = dict(section)
+    kind = text.pop("kind", "scratch")
+    if kind not in TEXT_FIELDS:
+        raise ConfigError(f"{path}: text.kind must be scratch, clip or auto, got {kind!r}")
+    unknown = set(text) - TEXT_FIELDS[kind]
+    if unknown:
+        raise ConfigError(f"{path}: text.kind {kind} takes {', '.join(sorted(TEXT_FIELDS[kind]))}; "
+                          f"unknown: {', '.join(sorted(unknown))}")
+    for key in sorted(set(text) - {"path"}):
+        if type(text[key]) is not int or text[key] < 1:
+            raise ConfigError(f"{path}: text.{key} must be a whole number >= 1, got {text[key]!r}")
+    dim, heads = text.get("dim", 256), text.get("heads", 4)
+    if kind == "scratch" and dim % heads:
+        raise ConfigError(f"{path}: text.dim {dim} is not divisible by text.heads {heads}")
+    if kind != "scratch" and not Path(str(text.get("path", ""))).is_dir():
+        raise ConfigError(f"{path}: text.kind {kind} needs text.path, a local folder"
+                          + (f"; {text['path']} is not one" if "path" in text else ""))
+
+
+def check_transformer(path: Path, section: dict) -> None:
+    tr = dict(section)
+    preset = tr.pop("preset", None)
+    derived = sorted(DERIVED & set(tr))
+    if derived:
+        raise ConfigError(f"{path}: transformer.{derived[0]} follows from the VQ-VAE, the text encoder and the "
+                          "diffusion; remove it")
+    unknown = sorted(set(tr) - {f.name for f in fields(TransformerConfig)})
+    if unknown:
+        raise ConfigError(f"{path}: unknown transformer field(s) {', '.join(unknown)}")
+    for key, value in tr.items():
+        expected = type(getattr(TransformerConfig, key))
+        if type(value) is not expected and not (expected is float and type(value) is int):
+            what = "a number" if expected is float else "a whole number" if expected is int else "text"
+            raise ConfigError(f"{path}: transformer.{key} must be {what}, got {value!r}")
+    try:
+        config = TransformerConfig.preset(preset, **tr) if preset is not None else TransformerConfig(**tr)
+    except KeyError as e:  # an unknown preset
+        raise ConfigError(f"{path}: transformer: {e.args[0]}") from None
+    except ValueError as e:  # width not divisible by heads, an unknown activation...
+        raise ConfigError(f"{path}: transformer: {e}") from None
+    for key in ("width", "depth", "heads", "mlp_ratio"):
+        if getattr(config, key) < 1:
+            raise ConfigError(f"{path}: transformer.{key} must be at least 1, got {getattr(config, key)}")

@@ -12,7 +12,8 @@ tokens stay exactly the same, so a generator trained on them keeps working with 
 Every --val-every steps: PSNR on val images (pooled and per image), codebook usage and
 perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
 OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; --resume
-with the same --steps (the cosine lr follows them) continues bit-identically on CPU.
+with the same --steps (the cosine lr follows them) continues bit-identically on CPU. An --out
+that holds a run needs --resume, and one that holds other files is refused, not written over.
 Convolutions run channels-last under bf16 autocast where the hardware has native bf16
 (--precision auto; generation/precision.py), the codebook in float32.
 """
@@ -37,9 +38,13 @@ from tqdm import tqdm
 
 from generation.data import load_image, read_captions
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
-from generation.runlog import open_log
+from generation.runlog import open_log, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
+
+# what a run writes in its out folder (the model itself lands beside its checkpoint)
+RUN_FILES = {"checkpoint", "checkpoint.tmp", "checkpoint.old", "metrics.jsonl", "metrics.json", "metrics.json.tmp",
+             "model.safetensors", "model.safetensors.tmp", "config.json", "config.json.tmp"}
 
 # The architecture options and their defaults. The options default to None, so that a saved model's
 # architecture (--resume, --init) stands unless an option given on the command line contradicts it.
@@ -180,6 +185,7 @@ def train(args) -> dict:
             raise ValueError(f"--resume: {ck} was trained {'with' if state.get('decoder_only') else 'without'} "
                              "--decoder-only; resume it the same way")
         step = state["step"]
+        print(f"resumed from step {step} of {args.steps} ({ck})", file=sys.stderr)
         opt.load_state_dict(state["opt"])
         if disc and state["disc"] is not None:  # a GAN switched on at resume starts fresh
             disc.load_state_dict(state["disc"])
@@ -223,7 +229,9 @@ def train(args) -> dict:
         step += 1
         bar.update()
         if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(rec.detach(), x):.2f}",
+            # the training batch's PSNR, beside the last validation's (metrics.jsonl's figure)
+            bar.set_postfix(loss=f"{loss.item():.4f}", batch_psnr=f"{psnr(rec.detach(), x):.2f}",
+                            val_psnr=f"{metrics['val_psnr']:.2f}" if metrics else "-",
                             codes=vq.last_stats.get("codes_used"))
         if step % args.val_every == 0 or step == args.steps:
             images_s = rate(step)
@@ -377,7 +385,9 @@ def main(argv=None) -> int:
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    for problem in (number_problems(args), out_folder_problem(Path(args.out), "--out")):
+    out_problem = out_folder_problem(Path(args.out), "--out") or run_folder_problem(
+        Path(args.out), args.resume, "train_vqvae", RUN_FILES, trained=("checkpoint", "model.safetensors"))
+    for problem in (number_problems(args), out_problem):
         if problem:
             ap.error(problem)
     if args.schedule_by_time and not args.time_limit:

@@ -92,7 +92,7 @@ def config(scenes, vqvae_dir, out, steps):
             "sample": {"prompts": ["a cat"], "per_prompt": 2, "steps": 3}}
 
 
-def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_dir, tmp_path):
+def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_dir, tmp_path, capsys):
     full = tmp_path / "full.yaml"
     full.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "full", 6)))
     assert t2i.main(["--config", str(full), "--device", "cpu", "--quiet"]) == 0
@@ -111,7 +111,9 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     # a run killed after its checkpoint has logged steps that the resume runs again: they are dropped
     with open(tmp_path / "half" / "log.jsonl", "a") as f:
         f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+    capsys.readouterr()
     assert t2i.main(["--config", str(tmp_path / "half.yaml"), "--device", "cpu", "--quiet", "--resume"]) == 0
+    assert f"resumed from step 3 of 6 ({tmp_path / 'half' / 'checkpoint'})" in capsys.readouterr().err
     half_log = [json.loads(x) for x in (tmp_path / "half" / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in half_log] == \
         [(r["step"], r.get("loss"), r.get("val_loss")) for r in log]
@@ -133,7 +135,7 @@ def test_an_out_folder_with_a_run_or_other_files_is_not_written_over(scenes, vqv
     log = (tmp_path / "run" / "log.jsonl").read_text()
     capsys.readouterr()
     assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet"]) == 2
-    assert capsys.readouterr().err == (f"error: {tmp_path / 'run'} holds a training run (checkpoint/); pass --resume "
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'run'} holds a generation.train run (checkpoint); pass --resume "
                                        "to continue it, or choose a new out folder (or delete this one to start over)\n")
     assert (tmp_path / "run" / "log.jsonl").read_text() == log
     assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet", "--out", str(vqvae_dir)]) == 2
@@ -330,6 +332,42 @@ def test_config_errors_are_named(tmp_path, capsys):
     assert f"error: {taken}: --out exists and is not a folder" in capsys.readouterr().err
     assert t2i.main(["--config", str(bad), "--out", str(taken / "run")]) == 2
     assert f"error: {taken / 'run'}: --out is inside {taken}, which is a file" in capsys.readouterr().err
+
+
+def test_model_fields_are_checked_before_the_data_is_tokenised(scenes, vqvae_dir, tmp_path, capsys):
+    """A model the config cannot build failed only after tokenising (minutes on a real set), with
+    a message that did not name the file, and left a token cache behind. Now one line, up front,
+    and no out folder is made."""
+    path = tmp_path / "c.yaml"
+    base = config(scenes, vqvae_dir, tmp_path / "run", 3)
+    for section, fields, want in [
+            ("transformer", {"preset": "tiny", "width": 30, "heads": 4},
+             "transformer: width 30 is not divisible by heads 4"),
+            ("transformer", {"preset": "huge"}, "transformer: unknown transformer preset 'huge'; choose from"),
+            ("transformer", {"widht": 64}, "unknown transformer field(s) widht"),
+            ("transformer", {"depth": "2"}, "transformer.depth must be a whole number, got '2'"),
+            ("transformer", {"depth": 0}, "transformer.depth must be at least 1, got 0"),
+            ("transformer", {"text_dim": 64}, "transformer.text_dim follows from the VQ-VAE, the text encoder and"),
+            ("transformer", {"activation": "relu"}, "transformer: activation must be 'gelu' or 'gelu2', got 'relu'"),
+            ("text", {"kind": "scratch", "dim": 30, "heads": 4}, "text.dim 30 is not divisible by text.heads 4"),
+            ("text", {"kind": "scratch", "layer": 2}, "text.kind scratch takes dim, heads, layers, max_length, "
+                                                      "vocab_size; unknown: layer"),
+            ("text", {"kind": "bert"}, "text.kind must be scratch, clip or auto, got 'bert'"),
+            ("text", {"kind": "clip", "path": str(tmp_path / "none")}, f"text.kind clip needs text.path, a local "
+                                                                       f"folder; {tmp_path / 'none'} is not one"),
+            ("text", {"vocab_size": 0}, "text.vocab_size must be a whole number >= 1, got 0"),
+            ("diffusion", {"num_timesteps": 1}, "diffusion.num_timesteps must be a whole number >= 2, got 1"),
+            ("diffusion", {"steps": 10}, "diffusion: got an unexpected keyword argument 'steps'")]:
+        path.write_text(yaml.safe_dump({**base, section: fields}))
+        assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet"]) == 2, fields
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {path}: {want}"), (want, err)
+        assert not (tmp_path / "run").exists()
+    # a VQ-VAE that is not there fails inside train(): the out folder it made is taken away again
+    path.write_text(yaml.safe_dump({**base, "vqvae": str(tmp_path / "no_vqvae")}))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet"]) == 2
+    assert str(tmp_path / "no_vqvae") in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_impossible_limits_are_refused_before_training(tmp_path, capsys):

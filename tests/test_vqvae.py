@@ -3,6 +3,7 @@ exact save/load, and a tiny model that learns to reconstruct scenes."""
 
 import json
 import math
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -317,6 +318,31 @@ def test_cli_numbers_and_out_are_checked_before_any_work(tmp_path, capsys):
     assert train_vqvae.main([*base, "--channels", "9"]) == 2
     assert "--channels 9 does not make a model" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing was written
+
+
+def test_an_out_folder_with_a_run_or_other_files_is_not_written_over(tmp_path, capsys):
+    """As generation.train: without --resume a run (interrupted or finished) would be trained over
+    from step 0, and a dataset's folder would get a model written into it. Both are refused and the
+    files kept; --resume says where it starts."""
+    data = write_scenes_root(tmp_path / "scenes")
+    run = tmp_path / "run"
+    argv = ["--data", str(data), "--out", str(run), "--steps", "2", *ARGS]
+    assert train_vqvae.main([*argv, "--time-limit", "1e-9"]) == 0  # one step, then a checkpoint
+    weights = (run / "model.safetensors").read_bytes()
+    assert usage_error(argv, capsys).endswith(
+        f"error: {run} holds a train_vqvae run (checkpoint); pass --resume to continue it, or choose a new out "
+        "folder (or delete this one to start over)")
+    assert (run / "model.safetensors").read_bytes() == weights
+    shutil.rmtree(run / "checkpoint")  # a finished model without its checkpoint is a run too
+    assert f"error: {run} holds a train_vqvae run (model.safetensors)" in usage_error(argv, capsys)
+    assert usage_error([*argv[:3], str(data), *argv[4:]], capsys).endswith(
+        f"error: {data} holds files that are not a train_vqvae run's (images); choose an empty or new out folder")
+    assert sorted(p.name for p in data.iterdir()) == ["images"]
+    again = tmp_path / "again"
+    assert train_vqvae.main([*argv[:3], str(again), *argv[4:], "--time-limit", "1e-9"]) == 0
+    capsys.readouterr()
+    assert train_vqvae.main([*argv[:3], str(again), *argv[4:], "--resume"]) == 0
+    assert f"resumed from step 1 of 2 ({again / 'checkpoint'})" in capsys.readouterr().err
 
 
 def test_cli_architecture_options_must_agree_with_a_saved_model(tmp_path, capsys):
