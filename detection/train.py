@@ -6,6 +6,7 @@ Usage::
         --epochs 60 --imgsz 128 --batch 16 --device cpu --out runs/catdog-v1
     python -m detection.train --task face --data data/faces/data.yaml \\
         --model runs/face-v1/best.pt --epochs 20 --device 0 --out runs/face-v2   # fine-tune
+    python -m detection.train ... --out runs/catdog-v1 --resume    # continue an interrupted run
 
 --data is a data.yaml, a YOLO dataset folder holding one, or a scenes root
 (then DATA/<task>/data.yaml). The dataset is validated first (datasets/FORMATS.md:
@@ -36,7 +37,20 @@ metrics.json records what was used under "augment".
 
 Writes into --out: best.pt, metrics.json, curves.png (plotted from
 results.csv), results.png (ultralytics' own plot, when it made one), README.md
-(model card), data.yaml (the resolved copy) and ultralytics/ (the raw run).
+(model card), data.yaml (the resolved copy), run.json (the run's settings, for
+--resume) and ultralytics/ (the raw run).
+
+An --out that holds a run's trained state (best.pt, metrics.json, ultralytics
+weights) is refused unless --resume is given, and one holding files that are
+not a detection.train run's (a dataset, a generator run) is refused always,
+before anything is loaded. ``--stop-at N`` pauses after epoch N with
+ultralytics' last.pt still resumable; ``--resume`` continues an interrupted or
+paused run from OUT/ultralytics/weights/last.pt (ultralytics' own resume:
+optimizer, EMA, epoch, early-stopping state). On resume --model, --epochs,
+--augment and --seed are the run's own (run.json and the checkpoint); --data,
+--device, --batch, --workers, --imgsz, --patience, --time-limit (ultralytics
+refits the run's total epochs to it) and plotting may change. metrics.json covers the whole run and its
+"command" lists the first command and each resume, one per line.
 
 Devices: ``--device cpu``, ``--device 0`` or ``--device 0,1``. On one GPU,
 ultralytics' AMP check (which downloads yolo26n.pt) is replaced by "AMP on"
@@ -81,11 +95,23 @@ from detection._common import (
     UsageError,
     check_local_weights,
     command_line,
+    out_folder,
     quiet_ultralytics,
     run_cli,
     write_json,
 )
 from detection.data import load_dataset
+from detection.resume import (
+    LAST,
+    Pause,
+    close_loaders,
+    earlier_seconds,
+    out_problem,
+    pause_after,
+    resume_point,
+    run_settings,
+    trim_results,
+)
 
 AUGMENT_MODES = ("default", "light", "none")
 
@@ -203,8 +229,13 @@ def train(
     plots: bool = True,
     verbose: bool = False,
     command: str | None = None,
+    resume: bool = False,
+    stop_at: int | None = None,
 ) -> dict:
-    """Validate the data, train with ultralytics, write best.pt/metrics.json/curves.png/README.md; return metrics."""
+    """Validate the data, train with ultralytics, write best.pt/metrics.json/curves.png/README.md; return
+    metrics. `resume` continues the run in `out` (model, epochs, augment and seed are then the run's);
+    `stop_at` pauses after that epoch, writing nothing but ultralytics' resumable last.pt, and returns
+    {"paused_after": N, "epochs": M}."""
     if task not in TASKS:
         raise UsageError(f"--task {task!r}: choose from {', '.join(TASKS)}")
     for name, value, low in (("--epochs", epochs, 1), ("--imgsz", imgsz, 32), ("--batch", batch, 1),
@@ -213,38 +244,77 @@ def train(
             raise UsageError(f"{name} {value}: must be >= {low}")
     if time_limit is not None and not time_limit > 0:
         raise UsageError(f"--time-limit {time_limit}: must be > 0 minutes")
+    if stop_at is not None and (stop_at < 1 or (not resume and stop_at >= epochs)):
+        raise UsageError(f"--stop-at {stop_at}: must be >= 1 and below --epochs {epochs}")
+    out = Path(out).expanduser().resolve()
+    problem = out_problem(out_folder(out), resume)  # before anything slow: the error is instant
+    if problem:
+        raise UsageError(problem)
     dev = parse_device(device)
     check_device(dev, device)
+    if stop_at is not None and isinstance(dev, list) and _rank() < 0:
+        raise UsageError(f"--stop-at with --device {device}: ultralytics' own multi-GPU launcher drops "
+                         "callbacks; start the run with torchrun")
+    command = command or _api_command(task, data, model, out, epochs=int(epochs), imgsz=int(imgsz),
+                                      batch=int(batch), device=dev, workers=int(workers), patience=int(patience),
+                                      seed=int(seed), **({"resume": True} if resume else {}),
+                                      **({"stop_at": int(stop_at)} if stop_at is not None else {}))
+    run = run_settings(out, dict(task=task, model=model, epochs=int(epochs), augment=augment, seed=int(seed),
+                                  time_limit=time_limit), command, resume)
     ds = load_dataset(data, task)
-    overrides, augment_note = augment_settings(augment)
-    source, kind = resolve_model(model)
+    overrides, augment_note = augment_settings(run["augment"])
+    if not resume:
+        source, kind = resolve_model(model)
+        run["init"] = "fine-tuned from " + source if kind == "pt" else "from scratch (" + source + ")"
 
-    out = Path(out).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     data_yaml = ds.write_resolved_yaml(out / "data.yaml")
     quiet_ultralytics(verbose)
     from ultralytics import YOLO
 
+    weights = str(out / LAST) if resume else source
     try:
-        yolo = YOLO(source, task="detect")
+        yolo = YOLO(weights, task="detect")
     except Exception as e:
-        raise UsageError(f"--model {model}: cannot load ({type(e).__name__}: {e})") from None
+        what = weights if resume else f"--model {model}"
+        raise UsageError(f"{what}: cannot load ({type(e).__name__}: {e})") from None
     if yolo.task != "detect":
         raise UsageError(f"--model {model}: a {yolo.task!r} model, expected a detection model")
+    if resume:
+        done, total = resume_point(yolo.ckpt or {}, out)
+        if stop_at is not None and not done < stop_at < total:
+            raise UsageError(f"--stop-at {stop_at}: the run in {out} is at epoch {done} of {total}")
+        run["resumed_from"] = run["resumed_from"] + [done]
+        run.setdefault("init", "not recorded (a run started before run.json)")
+        if _rank() <= 0:  # rank 0 writes results.csv
+            trim_results(out / "ultralytics" / "results.csv", done)
+            print(f"resumed from epoch {done} of {total}", flush=True)
+    if _rank() <= 0:
+        write_json(out / "run.json", run)
     _offline_amp_check()
     if _without_polars():
         plots = False
 
-    args = dict(
-        data=str(data_yaml), epochs=int(epochs), imgsz=int(imgsz), batch=int(batch), device=dev,
-        workers=int(workers), patience=int(patience), seed=int(seed), deterministic=True,
-        project=str(out), name="ultralytics", exist_ok=True, plots=bool(plots), verbose=bool(verbose),
-        pretrained=kind == "pt", val=True, amp=dev not in ("cpu", "mps"), **overrides,
-    )
-    if time_limit:  # ultralytics fits the epochs (and their schedule) to the time, in hours
-        args["time"] = float(time_limit) / 60
+    # what a resume may change; the rest comes from the checkpoint
+    args = dict(data=str(data_yaml), imgsz=int(imgsz), batch=int(batch), device=dev, workers=int(workers),
+                patience=int(patience), plots=bool(plots))
+    if resume:  # save_dir: the checkpoint names the folder it was written in, which may have moved
+        args.update(resume=True, save_dir=str(out / "ultralytics"),
+                    **{k: v for k, v in overrides.items() if k == "augmentations"})
+    else:
+        args.update(epochs=int(epochs), seed=int(seed), deterministic=True, project=str(out), name="ultralytics",
+                    exist_ok=True, verbose=bool(verbose), pretrained=kind == "pt", val=True,
+                    amp=dev not in ("cpu", "mps"), **overrides)
+    if run["time_limit"]:  # ultralytics fits the epochs (and their schedule) to the time, in hours
+        args["time"] = float(run["time_limit"]) / 60
+    if stop_at is not None:
+        yolo.add_callback("on_fit_epoch_end", pause_after(int(stop_at)))
     start = time.time()
-    yolo.train(**args)
+    try:
+        yolo.train(**args)
+    except Pause:
+        close_loaders(yolo.trainer)
+        return _paused(yolo.trainer)
     seconds = time.time() - start
     if _rank() > 0:  # torchrun worker: rank 0 writes the outputs
         return {}
@@ -263,36 +333,45 @@ def train(
                                           device=val_device, plots=False, verbose=False,
                                           project=str(out), name="val", exist_ok=True)
     rows = _read_results_csv(run_dir / "results.csv")
+    earlier = earlier_seconds(rows, run["resumed_from"])
     metrics = {
         "task": task,
         "names": ds.names,
         **summarize_metrics(metrics_obj, ds.names),
-        "epochs": int(epochs),
+        "epochs": run["epochs"],
         "epochs_completed": len(rows),
-        "time_limit_minutes": time_limit,
+        "resumed_from": run["resumed_from"],
+        "time_limit_minutes": run["time_limit"],
         "imgsz": int(imgsz),
         "batch": int(batch),
-        "model": model,
-        "init": "fine-tuned from " + source if kind == "pt" else "from scratch (" + source + ")",
+        "model": run["model"],
+        "init": run["init"],
         "augment": augment_note,
         "data": str(ds.yaml_path),
         "data_hash": ds.data_hash(),
         "n_train": len(ds.images["train"]),
         "n_val": len(ds.images["val"]),
-        "command": command or _api_command(locals_=args, task=task, source=model, out=out, data=data),
-        "seconds": round(seconds, 2),
-        "seconds_per_epoch": _seconds_per_epoch(rows, seconds),
+        "command": "\n".join(run["commands"]),
+        "seconds": round(seconds + earlier, 2),
+        "seconds_per_epoch": _seconds_per_epoch(rows, seconds + earlier, earlier),
         "device": str(getattr(trainer, "device", dev)),
-        "seed": int(seed),
+        "seed": run["seed"],
         "ultralytics": _ul_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     write_json(out / "metrics.json", metrics)
     if (run_dir / "results.png").exists():
         shutil.copyfile(run_dir / "results.png", out / "results.png")
-    plot_curves(rows, out / "curves.png", title=f"{task} ({Path(model).name})")
+    plot_curves(rows, out / "curves.png", title=f"{task} ({Path(run['model']).name})")
     (out / "README.md").write_text(model_card(metrics))
     return metrics
+
+
+def _paused(trainer) -> dict:
+    done, total = trainer.epoch + 1, trainer.epochs
+    if _rank() <= 0:
+        print(f"paused after epoch {done} of {total}; continue with --resume", flush=True)
+    return {"paused_after": done, "epochs": total}
 
 
 def summarize_metrics(m, names: list[str]) -> dict:
@@ -352,17 +431,17 @@ def _ul_version() -> str:
     return ultralytics.__version__
 
 
-def _api_command(locals_: dict, task: str, source: str, out: Path, data) -> str:
-    keys = ("epochs", "imgsz", "batch", "device", "workers", "patience", "seed")
-    return (f"detection.train.train(task={task!r}, data={str(data)!r}, model={source!r}, out={str(out)!r}, "
-            + ", ".join(f"{k}={locals_[k]!r}" for k in keys) + ")")
+def _api_command(task: str, data, model: str, out: Path, **values) -> str:
+    return (f"detection.train.train(task={task!r}, data={str(data)!r}, model={model!r}, out={str(out)!r}, "
+            + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")")
 
 
-def _seconds_per_epoch(rows: list[dict], total: float) -> float:
+def _seconds_per_epoch(rows: list[dict], total: float, earlier: float = 0.0) -> float:
     """Training + per-epoch validation time from results.csv's cumulative `time` column (no setup,
-    no final validation); the whole run divided by the epochs when the column is missing."""
+    no final validation), `earlier` sessions' included; the whole run divided by the epochs when the
+    column is missing."""
     last = rows[-1].get("time") if rows else None
-    return round((last if isinstance(last, float) else total) / max(len(rows), 1), 2)
+    return round((earlier + last if isinstance(last, float) else total) / max(len(rows), 1), 2)
 
 
 def _read_results_csv(path: Path) -> list[dict]:
@@ -420,6 +499,8 @@ def model_card(m: dict) -> str:
     def f(x):
         return "-" if x is None else f"{x:.3f}"
 
+    after = m.get("resumed_from") or []
+    resumed = f" (resumed after epoch {', '.join(map(str, after))})" if after else ""
     lines = [
         f"# gendet {m['task']} detector",
         "",
@@ -436,7 +517,7 @@ def model_card(m: dict) -> str:
         "## Training",
         "",
         f"- model: `{m['model']}`, {m['init']}",
-        f"- epochs: {m['epochs_completed']} of {m['epochs']}, imgsz {m['imgsz']}, batch {m['batch']}, "
+        f"- epochs: {m['epochs_completed']} of {m['epochs']}{resumed}, imgsz {m['imgsz']}, batch {m['batch']}, "
         f"device {m['device']}, seed {m['seed']}, {m['seconds']:.0f} s ({m['seconds_per_epoch']:.1f} s/epoch)",
         "",
         "```",
@@ -470,7 +551,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=128, help="training image size in pixels (default 128)")
     p.add_argument("--batch", type=int, default=16, help="images per batch (default 16)")
     p.add_argument("--device", default="cpu", help="cpu, 0, or 0,1 for multi-GPU DDP (default cpu)")
-    p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md)")
+    p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md): "
+                                                "new or empty, or a run's to --resume")
     p.add_argument("--workers", type=int, default=2, help="dataloader workers (default 2)")
     p.add_argument("--augment", default="default", choices=AUGMENT_MODES,
                    help="ultralytics' augmentation (default), a light set without mosaic, or none")
@@ -480,6 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train for about this many minutes: ultralytics fits the number of epochs (and the "
                         "learning-rate schedule) to the time, overriding --epochs")
     p.add_argument("--no-plots", action="store_true", help="skip ultralytics' plots (curves.png is still written)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted or paused run in --out from its ultralytics/weights/last.pt "
+                        "(--model, --epochs, --augment and --seed are then the run's own)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="EPOCH",
+                   help="pause after this epoch, last.pt kept resumable; continue later with --resume")
     p.add_argument("--quiet", action="store_true", help="no ultralytics log or progress bars")
     return p
 
@@ -488,13 +575,14 @@ def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
     m = train(data=a.data, task=a.task, out=a.out, model=a.model, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
               device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
-              time_limit=a.time_limit, plots=not a.no_plots, verbose=not a.quiet,
-              command=command_line() if argv is None else
+              time_limit=a.time_limit, plots=not a.no_plots, verbose=not a.quiet, resume=a.resume,
+              stop_at=a.stop_at, command=command_line() if argv is None else
               "python -m detection.train " + " ".join(argv))
-    if not m:  # a torchrun worker other than rank 0
+    if not m or "paused_after" in m:  # a torchrun worker other than rank 0, or --stop-at (train printed it)
         return 0
     print(f"{a.task}: mAP50 {m['mAP50']:.3f}  mAP50-95 {m['mAP50-95']:.3f}  "
-          f"({m['epochs_completed']} epochs, {m['seconds']:.0f} s) -> {Path(a.out) / 'best.pt'}")
+          f"({m['epochs_completed']} epoch{'s' * (m['epochs_completed'] != 1)}, {m['seconds']:.0f} s) -> "
+          f"{Path(a.out) / 'best.pt'}")
     return 0
 
 

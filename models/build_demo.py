@@ -16,6 +16,7 @@ import gendet_env
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,14 +172,21 @@ STAGES = ("scenes", "generator_scenes", "vqvae", "generator", "generator_more", 
 MORE_ROUNDS = {name: name.replace("generator_", "t2i_") for name in STAGES if name.startswith("generator_more")}
 
 
+ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes
+
+
 def run(cmd: list[str], log: Path) -> float:
     """Run a stage as its own process (its CLI is the recipe); returns seconds taken."""
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
+    with open(log, "ab") as fh:
+        fh.write(("$ " + " ".join(cmd) + "\n").encode())
         fh.flush()
-        code = subprocess.call(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        stage = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
+        for line in stage.stdout:  # ultralytics colours its log whatever the output: plain text here
+            fh.write(ANSI.sub(b"", line))
+            fh.flush()
+        code = stage.wait()
     if code != 0:
         raise SystemExit(f"stage failed (exit {code}): {' '.join(cmd)}; see {log}")
     return time.time() - t0
@@ -302,7 +310,7 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     for task in ("catdog", "face"):
         if stage(task, work / task / "best.pt", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
                                                  *detector, "--device", device or "cpu", "--out",
-                                                 str(work / task), "--quiet"]):
+                                                 str(work / task), *detector_resume(work / task), "--quiet"]):
             return work
     assemble(trained, work, bundle, half=p.get("half", False), defaults=sampling)
     eyes = f"catdog={bundle / 'catdog.pt'},face={bundle / 'face.pt'}"
@@ -330,6 +338,14 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     return bundle
 
 
+def detector_resume(out: Path) -> list[str]:
+    """["--resume"] for a detector run that was interrupted (ultralytics' last.pt, no best.pt yet):
+    detection.train refuses to start over in its folder."""
+    from detection.resume import LAST  # where ultralytics keeps its resumable checkpoint
+
+    return ["--resume"] if (out / LAST).is_file() and not (out / "best.pt").exists() else []
+
+
 def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defaults: dict | None = None) -> None:
     """Copy the generator pipeline and work's detectors into models/demo/ (replacing an older
     bundle); `half` stores the generator's weights in float16 (models.half: same draws, half the
@@ -348,7 +364,7 @@ def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defa
         shutil.rmtree(gen)
     shutil.copytree(generator, gen)
     if defaults:
-        from generation.pipeline import atomic_write_json
+        from generation.files import atomic_write_json
 
         meta = json.loads((gen / "pipeline.json").read_text())
         atomic_write_json({**meta, "defaults": {**meta["defaults"], **defaults}}, gen / "pipeline.json")

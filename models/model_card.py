@@ -98,12 +98,19 @@ def rebuild_command(work: Path, profile: str) -> str:
     return f"`python -m models.build_demo --profile {profile} --work {work}` (work folder `{work}/`"
 
 
+# the smoke profile trains for seconds on 40 tiny scenes: a dry run of the recipe, not models to use
+SMOKE_NOTE = ("**Placeholders.** The smoke profile is a dry run of the recipe (seconds of training on 40 "
+              "scenes at 32 px): these models draw noise and detect little. They test the build, not the "
+              "models; the shipped bundle is `--profile cpu`'s.")
+
+
 def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
     meta = _load(work / "scenes" / "meta.json") or {}
     vq = _load(work / "vqvae" / "metrics.json") or {}
     lines = [f"# gendet demo bundle ({profile} profile)", "",
              "Small models of our own, trained on the procedural scenes world; rebuilt from nothing with "
              f"{rebuild_command(work, profile)}, commands in its build.log).", "",
+             *([SMOKE_NOTE, ""] if profile == "smoke" else []),
              "## Data", "",
              f"- `datasets.scenes` {meta.get('generator')}, seed {meta.get('seed')}, {meta.get('n')} images at "
              f"{meta.get('size')}x{meta.get('size')} (train {meta.get('splits', {}).get('train')}, "

@@ -90,6 +90,7 @@ def test_smoke_build_assembles_a_bundle_with_a_card(smoke):
         assert (bundle / name).exists(), name
     card = (bundle / "README.md").read_text()
     assert "VQ-VAE: val PSNR" in card and "catdog detector" in card and "| **overall** |" in card
+    assert "**Placeholders.** The smoke profile is a dry run" in card  # not a bundle to use
     assert "Tokenizer ceiling" in card and "| single_object |" in card
     # the smoke profile, as the cpu one, gives the generator the scenes on plain backgrounds only
     assert "drawn on flat and gradient backgrounds only" in card and "on the generator's scenes val" in card
@@ -173,6 +174,16 @@ def test_card_lists_detector_speed_where_it_was_measured(tmp_path):
     assert "inference (`Detector.detect`, imgsz 128) on NVIDIA H200: batch 1 412 images/s, batch 32 9876 images/s" \
         in card
     assert card.count("inference (`Detector.detect`") == 1  # face has no speed.json: no line
+
+
+def test_only_the_smoke_card_calls_its_models_placeholders(tmp_path):
+    from models.model_card import SMOKE_NOTE, write_card
+
+    work, bundle = tmp_path / "work", tmp_path / "bundle"
+    work.mkdir()
+    bundle.mkdir()
+    assert SMOKE_NOTE in write_card(work, bundle, "smoke", {}).read_text()
+    assert "Placeholders" not in write_card(work, bundle, "cpu", {}).read_text()
 
 
 def test_smoke_profile_never_replaces_the_shipped_bundle_by_default(tmp_path):
@@ -340,3 +351,29 @@ def test_the_card_names_the_folders_it_was_built_in(tmp_path):
         assert rebuild_command(work, "cpu") == "`python -m models.build_demo --profile cpu` (work folder `runs/demo_cpu/`"
     assert rebuild_command(tmp_path / "w", "smoke") == \
         f"`python -m models.build_demo --profile smoke --work {tmp_path / 'w'}` (work folder `{tmp_path / 'w'}/`"
+
+
+def test_build_demo_resumes_an_interrupted_detector(tmp_path, monkeypatch):
+    """models.build_demo passes --resume to a detector stage whose run has a last.pt and no best.pt."""
+    import models.build_demo as recipe
+
+    ran = []
+    monkeypatch.setattr(recipe, "run", lambda cmd, log: ran.append(cmd) or 1.0)
+    work = tmp_path / "work"
+    (work / "catdog" / "ultralytics" / "weights").mkdir(parents=True)
+    (work / "catdog" / "ultralytics" / "weights" / "last.pt").write_bytes(b"")
+    recipe.build("smoke", "cpu", work, tmp_path / "bundle", until="face", only={"catdog", "face"})
+    detectors = {cmd[cmd.index("--task") + 1]: cmd for cmd in ran if "detection.train" in cmd}
+    assert "--resume" in detectors["catdog"] and "--resume" not in detectors["face"]
+    assert recipe.detector_resume(work / "face") == []
+
+
+def test_stage_logs_are_plain_text(tmp_path):
+    """ultralytics colours its log lines even into a file: build.log keeps the text, not the codes."""
+    import sys
+
+    from models.build_demo import run
+
+    log = tmp_path / "build.log"
+    run([sys.executable, "-c", r"print('\x1b[34m\x1b[1mtrain:\x1b[0m 40 images'); print('done')"], log)
+    assert log.read_text().splitlines()[1:] == ["train: 40 images", "done"]

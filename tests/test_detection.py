@@ -634,3 +634,93 @@ def test_detect_leaves_torch_threads_as_they_were(trained):
         assert torch.get_num_threads() == NUM_THREADS + 1
     finally:
         torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------ --stop-at, --resume and the out folder
+def _tiny_args(scenes, out, *extra):
+    return ["--task", "catdog", "--data", str(scenes), "--model", "yolov8n.yaml", "--epochs", "3", "--imgsz", "64",
+            "--batch", "8", "--device", "cpu", "--workers", "0", "--out", str(out), "--quiet", "--no-plots", *extra]
+
+
+def _refused(argv, capsys) -> str:
+    from detection._common import run_cli
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_train.main, argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_stop_at_then_resume_trains_each_epoch_once_and_a_finished_run_is_kept(tiny_detector, tmp_path, capsys):
+    """--stop-at 1 of 3 leaves ultralytics' last.pt resumable and nothing else; --resume trains
+    epochs 2 and 3 with the run's own settings (an --epochs given again is not the run's); then the
+    finished run is refused, with and without --resume, and its best.pt is left as it was."""
+    scenes, _ = tiny_detector
+    out = tmp_path / "run"
+    assert det_train.main(_tiny_args(scenes, out, "--stop-at", "1")) == 0
+    assert "paused after epoch 1 of 3; continue with --resume" in capsys.readouterr().out
+    last = out / "ultralytics" / "weights" / "last.pt"
+    assert not (out / "best.pt").exists() and not (out / "metrics.json").exists()
+    ckpt = torch.load(last, weights_only=False)
+    assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # not stripped: resumable
+    assert "holds a detection.train run; pass --resume" in _refused(_tiny_args(scenes, out), capsys)
+    # a run stopped after writing epoch 2's results row but before its checkpoint: the row goes
+    results = out / "ultralytics" / "results.csv"
+    header, row = results.read_text().splitlines()
+    results.write_text(f"{header}\n{row}\n2{row[1:]}\n")
+
+    assert det_train.main(_tiny_args(scenes, out, "--resume", "--epochs", "9")) == 0
+    assert "resumed from epoch 1 of 3" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["epochs"], m["epochs_completed"], m["resumed_from"]) == (3, 3, [1])
+    rows = [line.split(",") for line in results.read_text().splitlines()[1:]]
+    assert [float(r[0]) for r in rows] == [1, 2, 3]
+    first, again = m["command"].splitlines()
+    assert first.endswith("--stop-at 1") and again.endswith("--resume --epochs 9")
+    # each session's `time` restarts at 0: the run's training time is both sessions' last
+    assert m["seconds_per_epoch"] == pytest.approx((float(rows[0][1]) + float(rows[-1][1])) / 3, abs=0.01)
+    assert "3 of 3 (resumed after epoch 1)" in (out / "README.md").read_text()
+
+    best = (out / "best.pt").read_bytes()
+    err = _refused(_tiny_args(scenes, out), capsys)
+    assert f"error: {out} holds a finished detection.train run; choose a new --out" in err
+    err = _refused(_tiny_args(scenes, out, "--resume"), capsys)
+    assert f"the run in {out} is finished, nothing to resume" in err and f"--model {out / 'best.pt'}" in err
+    assert (out / "best.pt").read_bytes() == best
+    # ultralytics finished (last.pt stripped) but our outputs were never written: finished too, not retrained
+    (out / "best.pt").unlink()
+    (out / "metrics.json").unlink()
+    err = _refused(_tiny_args(scenes, out, "--resume"), capsys)
+    assert f"the run in {out} is finished, nothing to resume" in err and "Traceback" not in err
+    assert not (out / "best.pt").exists()
+
+
+def test_out_folders_that_are_not_a_fresh_or_resumable_run_are_refused_up_front(tmp_path, capsys):
+    """Checked before the data (here: none) is read: foreign files are named and never written
+    over, a paused run needs --resume, an empty folder has nothing to resume."""
+    nowhere = tmp_path / "no-data"
+    foreign = tmp_path / "dataset"
+    (foreign / "images").mkdir(parents=True)
+    for name in ("data.yaml", "notes.txt", "b.txt", "a.txt"):
+        (foreign / name).write_text("keep")
+    for extra in ([], ["--resume"]):
+        err = _refused(_tiny_args(nowhere, foreign, *extra), capsys)
+        assert f"{foreign} holds files that are not a detection.train run's (a.txt, b.txt, images, ...)" in err
+    assert (foreign / "data.yaml").read_text() == "keep" and not (foreign / "run.json").exists()
+    err = _refused(_tiny_args(nowhere, tmp_path / "empty", "--resume"), capsys)
+    assert err == f"error: nothing to resume in {tmp_path / 'empty'} (no ultralytics/weights/last.pt); " \
+                  "start the run without --resume\n"
+    paused = tmp_path / "paused"
+    (paused / "ultralytics" / "weights").mkdir(parents=True)
+    (paused / "data.yaml").write_text("x")
+    assert det_train.out_problem(paused, resume=False) is None  # a start that trained no epoch: start again
+    (paused / "ultralytics" / "weights" / "last.pt").write_bytes(b"")
+    err = _refused(_tiny_args(nowhere, paused), capsys)
+    assert err == f"error: {paused} holds a detection.train run; pass --resume to continue it, or choose a new " \
+                  "--out (or delete this one to start over)\n"
+    for stop_at in ("0", "3"):
+        err = _refused(_tiny_args(nowhere, tmp_path / "new", "--stop-at", stop_at), capsys)
+        assert f"--stop-at {stop_at}: must be >= 1 and below --epochs 3" in err
+
