@@ -3,7 +3,10 @@
 A row is one judged image: at least {"category": str, "verdict": {"passed": bool}}.
 The interval is the percentile bootstrap over images (resampled within each
 category, and over all images for the overall figure), seeded, so the same rows
-always give the same numbers.
+always give the same numbers. Where every image passed, or none did, the bootstrap
+has no spread to resample ("1.000-1.000" from 100 passes, or from one): there the
+interval is the exact (Clopper-Pearson) one, which for n of n passes is
+[(0.025)^(1/n), 1]: 0.964-1 for 100 images, 0.025-1 for one.
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ BOOTSTRAP_SEED = 0
 
 def bootstrap_ci(passed, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED,
                  level: float = 0.95) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of 0/1 outcomes."""
+    """Percentile-bootstrap interval of the mean of 0/1 outcomes; the exact binomial interval
+    where all outcomes are equal (the bootstrap would give a width of zero)."""
     x = np.asarray(passed, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no outcomes to bootstrap")
+    if x.min() == x.max():  # Clopper-Pearson at 0 or n successes has this closed form
+        edge = float(((1 - level) / 2) ** (1 / x.size))
+        return (edge, 1.0) if x[0] == 1 else (0.0, 1.0 - edge)
     rng = np.random.default_rng(seed)
     # the mean of a resample of n Bernoulli outcomes is Binomial(n, p_hat) / n
     means = rng.binomial(x.size, x.mean(), size=samples) / x.size

@@ -67,7 +67,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
     bar.close()
     elapsed = time.time() - t0
     if progress:
-        print(f"{n} images in {elapsed:.2f} s ({n / elapsed:.2f} images/s)", file=sys.stderr)
+        print(f"{n} image{'s' * (n != 1)} in {elapsed:.2f} s ({n / elapsed:.2f} images/s)", file=sys.stderr)
     return paths
 
 

@@ -189,7 +189,13 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     lo, hi = bootstrap_ci(x)
     half = 1.96 * np.sqrt(0.7 * 0.3 / 1000)  # 0.0284
     assert lo == pytest.approx(0.7 - half, abs=0.006) and hi == pytest.approx(0.7 + half, abs=0.006)
-    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0) and bootstrap_ci([0, 0]) == (0.0, 0.0)
+    # all passed or none: the bootstrap has no spread; the exact interval's edge is the rate at
+    # which n equal outcomes have probability 2.5%: about ln(40)/n = 3.69/n from the end
+    for n in (1, 3, 100):
+        lo, hi = bootstrap_ci([1] * n)
+        assert hi == 1.0 and lo ** n == pytest.approx(0.025) and bootstrap_ci([0] * n) == (0.0, 1.0 - lo)
+    assert bootstrap_ci([1] * 100)[0] == pytest.approx(0.9638, abs=1e-4)
+    assert 1 - 3.7 / 100 < bootstrap_ci([1] * 100)[0] < 1 - 3.6 / 100
     assert bootstrap_ci(x) == bootstrap_ci(x)  # seeded
     with pytest.raises(ValueError):
         summarize([])

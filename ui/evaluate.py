@@ -72,7 +72,7 @@ if folder:
     else:
         summary = json.loads((path / "summary.json").read_text())
         what = "Your prompts" if summary.get("suite") == "prompts" else f"Suite {summary.get('suite')}"
-        st.subheader(f"{what}: {summary['overall']['accuracy']:.1%} pass ({summary['overall']['n']} images)")
+        st.subheader(f"{what}: {summary['overall']['accuracy']:.1%} pass ({summary['overall']['n']} image{'s' * (summary['overall']['n'] != 1)})")
         st.caption(f"The run in `{path}`, sampled at {describe_settings(summary.get('settings') or {})}")
         table = [{"category": c, "accuracy": round(b["accuracy"], 3), "95% CI low": round(b["ci95"][0], 3),
                   "95% CI high": round(b["ci95"][1], 3), "images": b["n"]}
