@@ -59,6 +59,12 @@ def outcomes(path: Path) -> dict[tuple, tuple[str, bool]]:
     return out
 
 
+def judge_versions(paths: list[Path]) -> set[str]:
+    """The judge versions (JudgeRules.version) the rows of these runs were judged by."""
+    return {row["verdict"].get("rules", {}).get("version", "?") for path in paths for row in read_rows(path)
+            if row.get("verdict") is not None}
+
+
 def pooled_outcomes(paths: list[Path]) -> dict[tuple, tuple[str, bool]]:
     """outcomes() of several runs together; an image in two of them is an error (pooling it would
     count it twice)."""
@@ -121,6 +127,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     names = [", ".join(map(str, side)) for side in paths]
+    judges = [", ".join(sorted(judge_versions(side))) for side in paths]
+    if judges[0] != judges[1]:  # the judge changed too: a gain or loss may be its, not the model's
+        print(f"warning: the runs were judged by different rules ({judges[0]}; {judges[1]}): judge one again "
+              "by the other's rules to compare the images alone (evaluation.run --images-from RUN --judge ...)",
+              file=sys.stderr)
     print(f"first: {names[0]}\nsecond: {names[1]}\n")
     print(markdown_table(result))
     if args.json_out:

@@ -7,7 +7,11 @@ that produced it. The rules, in the order they are applied:
 1. Merge: detections below `presence_conf` are dropped; two detections of
    different classes whose boxes overlap with IoU >= `dedup_iou` are one object
    seen by two detectors (a cat's face found by the face model), and only the more
-   confident one is kept.
+   confident one is kept. Two detections of one class where the smaller box lies at
+   least `nest_cover` inside the larger are one object seen whole and in part (a
+   blob under nested boxes; judge-2): the more confident is kept. The scenes world
+   never nests objects (no box covers more than half of another), and the detector's
+   own NMS, by IoU, lets such pairs through.
 2. Presence and `{min: N}`: at least N detections of the class at `presence_conf`.
 3. Exact counts `{count: N}`, N >= 1: exactly N detections at the stricter
    `count_conf` (N-1 and N+1 both fail).
@@ -32,12 +36,13 @@ RELATIONS = ("left_of", "right_of", "above", "below")
 
 @dataclass(frozen=True)
 class JudgeRules:
-    version: str = "judge-1"
+    version: str = "judge-2"
     presence_conf: float = 0.3
     count_conf: float = 0.45
     position_margin: float = 0.05  # fraction of the image side
     dedup_iou: float = 0.6
     color_distance: float = 70.0   # RGB distance from a box's main fill to a named colour
+    nest_cover: float | None = 0.7  # share of the smaller same-class box inside the larger; None: off (judge-1)
 
     def __post_init__(self):
         if not 0.0 <= self.color_distance <= 442.0:  # 442 = the RGB cube's diagonal
@@ -46,12 +51,25 @@ class JudgeRules:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"JudgeRules.{name} must be in [0, 1], got {v}")
+        if self.nest_cover is not None and not 0.0 < self.nest_cover <= 1.0:
+            raise ValueError(f"JudgeRules.nest_cover must be in (0, 1] or None (off), got {self.nest_cover}")
         if self.count_conf < self.presence_conf:
             raise ValueError(f"JudgeRules.count_conf ({self.count_conf}) must be >= presence_conf "
                              f"({self.presence_conf}): counting is the stricter check")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, rules: Mapping[str, Any]) -> "JudgeRules":
+        """The rules a run recorded (its summary.json or rows): a rule it does not name did not
+        exist yet when it ran, so it is off (judge-1 had no nest_cover), not today's default.
+        Names of a later version are left out."""
+        known = {k: v for k, v in rules.items() if k in cls.__dataclass_fields__}
+        return cls(**({"nest_cover": None} | known))
+
+
+JUDGE_1 = JudgeRules(version="judge-1", nest_cover=None)  # the rules of every run before judge-2
 
 
 # how each rule reads in a report; a rule without a phrase here is shown as name=value
@@ -61,6 +79,7 @@ _RULE_PHRASES = {
     "position_margin": "positions by box centres with a {:.0%} margin",
     "dedup_iou": "boxes of two classes at IoU >= {} are one object",
     "color_distance": "colours: the main fill within RGB distance {:g} of the name",
+    "nest_cover": "a box of one class at least {:.0%} inside another is one object",
 }
 
 
@@ -77,6 +96,7 @@ def describe_rules(rules: Mapping[str, Any]) -> str:
 
 
 DEFAULT_RULES = JudgeRules()
+VERSIONS = {"judge-1": JUDGE_1, "judge-2": DEFAULT_RULES}  # --judge: an older run's rules, to finish or compare it
 
 
 @dataclass(frozen=True)
@@ -138,13 +158,28 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def nested(a: Sequence[float], b: Sequence[float]) -> float:
+    """The share of the smaller of two boxes that lies inside the other (1: fully inside)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / smaller if smaller > 0 else 0.0
+
+
+def _one_object(f: Found, k: Found, rules: JudgeRules) -> bool:
+    if f.label != k.label:
+        return iou(f.box, k.box) >= rules.dedup_iou
+    return rules.nest_cover is not None and nested(f.box, k.box) >= rules.nest_cover
+
+
 def merge_detections(detections: Iterable[Any], rules: JudgeRules = DEFAULT_RULES) -> list[Found]:
-    """Rule 1: keep detections at presence_conf; of two different-class boxes with
-    IoU >= dedup_iou keep the more confident. Most confident first (ties: input order)."""
+    """Rule 1: keep detections at presence_conf; of two different-class boxes with IoU >=
+    dedup_iou, or two same-class boxes one nest_cover inside the other, keep the more confident.
+    Most confident first (ties: input order)."""
     kept: list[Found] = []
     candidates = [f for f in map(as_found, detections) if f.confidence >= rules.presence_conf]
     for f in sorted(candidates, key=lambda f: -f.confidence):  # sorted() is stable
-        if all(f.label == k.label or iou(f.box, k.box) < rules.dedup_iou for k in kept):
+        if not any(_one_object(f, k, rules) for k in kept):
             kept.append(f)
     return kept
 

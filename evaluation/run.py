@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 from evaluation.detectors import JudgeDetectors, file_sha256
+from evaluation.judge import DEFAULT_RULES, VERSIONS, JudgeRules
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, RunConfigError, Shard, run_suite
 from evaluation.suite import dump_suite, load_suite, suite_from_prompts
 from evaluation.summary import describe_agreement, markdown_table
@@ -39,14 +40,16 @@ def model_info(path: Path) -> dict:
 
 
 def find_judge_validation(eyes: JudgeDetectors) -> dict | None:
-    """judge_validation.json beside the detectors (the demo bundle ships one), if it is for them."""
+    """judge_validation.json beside the detectors (the demo bundle ships one), if it is for them
+    and for the rules this run judges by."""
     import json
 
     for path in {p.parent / "judge_validation.json" for p in eyes.paths.values()}:
         if path.is_file():
             report = json.loads(path.read_text())
             hashes = {t: d.get("sha256") for t, d in report.get("detectors", {}).items()}
-            if hashes == {t: d["sha256"] for t, d in eyes.info().items()}:
+            same_rules = JudgeRules.from_dict(report.get("judge", {})) == eyes.rules
+            if same_rules and hashes == {t: d["sha256"] for t, d in eyes.info().items()}:
                 return report
     return None
 
@@ -101,6 +104,9 @@ def main(argv=None) -> int:
     add_sampling_options(ap)
     ap.add_argument("--device", type=gendet_env.device_arg, default=None,
                     help="cpu, cuda, cuda:1 (default: cuda when available)")
+    ap.add_argument("--judge", choices=sorted(VERSIONS), default=DEFAULT_RULES.version,
+                    help=f"the judge's rules (default {DEFAULT_RULES.version}); judge-1 finishes or repeats a run "
+                         "made before judge-2")
     ap.add_argument("--out", required=True, help="output folder (rerun to resume)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
@@ -144,7 +150,7 @@ def main(argv=None) -> int:
             def generate(prompt, seeds):
                 return pipe.generate_for_judge(prompt, seeds, **settings)
             generator = model_info(Path(args.model))
-        eyes = JudgeDetectors.load(args.detectors, device=args.device)
+        eyes = JudgeDetectors.load(args.detectors, device=args.device, rules=VERSIONS[args.judge])
         eyes.warn_unseen()
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -153,7 +159,8 @@ def main(argv=None) -> int:
     try:
         summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed,
                             settings=effective, models={"generator": generator, "detectors": eyes.info()},
-                            shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
+                            rules=eyes.rules, shard=shard, progress=not args.quiet, barrier=barrier,
+                            judge_validation=validation,
                             seed_rule=seed_rule)
     except RunConfigError as e:  # --out holds another run
         print(f"error: {e} (--out)", file=sys.stderr)

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from datasets.scenes import iou
 from evaluation.detectors import JudgeDetectors
-from evaluation.judge import DEFAULT_RULES, judge
+from evaluation.judge import DEFAULT_RULES, VERSIONS, judge
 from evaluation.prompts import parse_prompt
 from evaluation.suite import load_suite
 from evaluation.summary import accuracy_block, write_json
@@ -161,7 +161,7 @@ def validate(root, eyes: JudgeDetectors, suite="default", split: str = "val", li
                     any(d["label"] == o["label"] and iou(d["box"], o["box"]) >= 0.5 for d in dets))
             captions = own_captions.get(row["image"], [])
             for spec, own in [(s, False) for s in specs] + [(parse_prompt(c), True) for c in captions]:
-                reference = judge(spec, gt, size, DEFAULT_RULES).passed
+                reference = judge(spec, gt, size, eyes.rules).passed
                 verdict = judge(spec, dets, size, eyes.rules, image=image)
                 same = verdict.passed == reference
                 agree.setdefault(spec.category, []).append(same)
@@ -223,6 +223,8 @@ def main(argv=None) -> int:
                     help="with --through-generator: noise depth, 1/T..1 (1: from all-[MASK]; default 0.5)")
     ap.add_argument("--steps", type=int, default=None,
                     help="with --through-generator: sampling steps (default: the model's)")
+    ap.add_argument("--judge", choices=sorted(VERSIONS), default=DEFAULT_RULES.version,
+                    help=f"the judge's rules (default {DEFAULT_RULES.version}; judge-1: as runs before it)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the JSON report (default: --data)")
     args = ap.parse_args(argv)
     if args.through_vqvae and args.through_generator:
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
     if args.filter_ratio is None:
         args.filter_ratio = 0.5
     try:
-        eyes = JudgeDetectors.load(args.detectors, device=args.device)
+        eyes = JudgeDetectors.load(args.detectors, device=args.device, rules=VERSIONS[args.judge])
         eyes.warn_unseen()  # prompts that expect such an object cannot pass: say so before the numbers
         trip = (VQRoundTrip(args.through_vqvae, device=args.device) if args.through_vqvae else
                 GeneratorCompletion(args.through_generator, args.filter_ratio, device=args.device, steps=args.steps)

@@ -53,6 +53,21 @@ def test_cli_counts_gained_and_lost_per_category(tmp_path, capsys):
     assert "| **overall** | 0.333 | 0.500 | 2 | 1 | 1 | 6 |" in out
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["overall"] == {"n": 6, "passed_a": 2, "passed_b": 3, "gained": 2, "lost": 1, "p": 1.0}
+    assert "warning" not in capsys.readouterr().err  # one judge (rows without rules: unknown on both sides)
+
+
+def test_runs_judged_by_different_rules_are_compared_with_a_warning(tmp_path, capsys):
+    """A judge-1 run against a judge-2 run mixes the judge's change into the model's: said, not refused
+    (comparing two judges on the same images is a use of its own)."""
+    def judged(version):
+        return [{**r, "verdict": {**r["verdict"], "rules": {"version": version}}}
+                for r in (row("a cat", 0, "single", True), row("a cat", 1, "single", False))]
+
+    a, b = write_run(tmp_path / "a", judged("judge-1")), write_run(tmp_path / "b", judged("judge-2"))
+    assert main([str(a), str(b)]) == 0
+    assert "warning: the runs were judged by different rules (judge-1; judge-2)" in capsys.readouterr().err
+    assert main([str(b), str(write_run(tmp_path / "c", judged("judge-2")))]) == 0
+    assert "warning" not in capsys.readouterr().err
 
 
 def test_mismatched_runs_and_bad_files_are_named(tmp_path, capsys):

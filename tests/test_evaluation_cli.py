@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from evaluation.judge import JUDGE_1
 from evaluation.run import main
 from evaluation.runner import read_rows
 
@@ -24,7 +25,7 @@ def test_run_writes_everything_and_resumes(tiny_detector, tmp_path, capsys):
     assert all(r["settings"]["steps"] == 3 and r["settings"]["purity"] is False and "reason" in r for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["n"] == 16 and summary["models"]["detectors"]["catdog"]["sha256"]
-    assert summary["judge"]["version"] == "judge-1"
+    assert summary["judge"]["version"] == "judge-2" and summary["judge"]["nest_cover"] == 0.7
     html = (out / "report.html").read_text()
     assert all(r["image"] in html for r in rows)
     printed = capsys.readouterr()
@@ -92,6 +93,11 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
         assert main(args) == 2 and message in capsys.readouterr().err
     assert main(["--images-from", str(tmp_path), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "no run.json" in capsys.readouterr().err
+    # --judge judge-1: the rules of runs before judge-2, recorded as such; a run is finished by its own rules
+    assert main([*again, "--judge", "judge-1", "--out", str(tmp_path / "j1")]) == 0
+    assert json.loads((tmp_path / "j1" / "summary.json").read_text())["judge"] == JUDGE_1.to_dict()
+    assert main([*again, "--out", str(tmp_path / "j1")]) == 2
+    assert "judge.version: 'judge-1' there, 'judge-2' now" in capsys.readouterr().err
     # a run from before 2026-12-05 (no image_seeds in run.json; image k had seed `seed + k`) is
     # judged again by its own rule
     import shutil
@@ -108,6 +114,28 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
     assert [(r["prompt"], r["seed"], r["verdict"]) for r in old_re] == \
         [(r["prompt"], 5 + r["image_index"], r["verdict"]) for r in src]
     assert json.loads((tmp_path / "old_re" / "run.json").read_text())["image_seeds"] == "seed + k"
+
+
+def test_the_bundles_judge_validation_is_used_only_for_its_own_detectors_and_rules(tmp_path):
+    """A validation measured under judge-1 says nothing of judge-2's verdicts: summaries quote it
+    only for the rules (and detector files) it was measured with."""
+    from evaluation.detectors import JudgeDetectors
+    from evaluation.judge import JudgeRules
+    from evaluation.run import find_judge_validation
+
+    weights = tmp_path / "catdog.pt"
+    weights.write_bytes(b"weights")
+    eyes = JudgeDetectors({}, {"catdog": weights})
+    report = {"judge": JudgeRules().to_dict(), "detectors": eyes.info(), "overall": {"accuracy": 0.99}}
+    (tmp_path / "judge_validation.json").write_text(json.dumps(report))
+    assert find_judge_validation(eyes) == report
+    assert find_judge_validation(JudgeDetectors({}, {"catdog": weights}, JUDGE_1)) is None
+    old = {**report, "judge": {k: v for k, v in JUDGE_1.to_dict().items() if k != "nest_cover"}}
+    (tmp_path / "judge_validation.json").write_text(json.dumps(old))  # as judge-1 wrote it
+    assert find_judge_validation(JudgeDetectors({}, {"catdog": weights}, JUDGE_1)) == old
+    assert find_judge_validation(eyes) is None
+    weights.write_bytes(b"other weights")
+    assert find_judge_validation(JudgeDetectors({}, {"catdog": weights}, JUDGE_1)) is None
 
 
 def test_torchrun_two_processes_give_the_single_process_result(tmp_path):

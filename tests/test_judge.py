@@ -5,7 +5,7 @@ import pytest
 
 from datasets.scenes import render_scene
 from evaluation.colors import box_color
-from evaluation.judge import JudgeRules, judge, merge_detections
+from evaluation.judge import JUDGE_1, JudgeRules, judge, merge_detections, nested
 from evaluation.prompts import ParseError, parse_prompt
 from evaluation.spec import SpecError, spec_from_dict
 from evaluation.suite import builtin_suites, load_suite
@@ -79,10 +79,46 @@ def test_cross_detector_dedup_keeps_the_more_confident():
     assert len(merge_detections([a, b], rules)) == 1
     b2 = det("dog", 0.5, (0, 0, 10, 5.9))
     assert len(merge_detections([a, b2], rules)) == 2
-    # same class is never merged by the judge (that is the detector's NMS)
-    assert len(merge_detections([a, det("cat", 0.5, (0, 0, 10, 10))], rules)) == 2
+    # judge-1 never merged one class (that was the detector's NMS)
+    assert len(merge_detections([a, det("cat", 0.5, (0, 0, 10, 10))], JUDGE_1)) == 2
     spec = parse_prompt("a cat")
     assert judge(spec, [cat, face_same], SIZE).passed  # the face was the cat's face
+
+
+def test_nested_boxes_of_one_class_are_one_object():
+    """judge-2: a generated blob under a box and smaller boxes inside it counted as several cats
+    ("a black cat" failed: found gray, black, black, black). A box of one class lying at least
+    nest_cover (0.7) inside another of that class is the same object; the more confident stays."""
+    rules = JudgeRules()
+    big = det("cat", 0.6, (10, 10, 90, 90))
+    inside = det("cat", 0.9, (20, 20, 60, 60))  # wholly inside: share 1.0
+    edge = det("cat", 0.5, (70, 40, 110, 80))  # 20 x 40 of its 40 x 40 inside: share exactly 0.5
+    assert nested(big["box"], inside["box"]) == 1.0 and nested(edge["box"], big["box"]) == 0.5
+    kept = merge_detections([big, inside, edge], rules)
+    assert [(k.confidence, k.box) for k in kept] == [(0.9, inside["box"]), (0.5, edge["box"])]
+    # the threshold: 0.7 of the smaller inside merges, just under it does not
+    at = det("cat", 0.5, (82, 10, 92, 20))  # 8 of its 10 px across inside big: share 0.8
+    assert nested(big["box"], at["box"]) == pytest.approx(0.8)
+    assert len(merge_detections([big, at], rules)) == 1
+    assert len(merge_detections([big, at], JudgeRules(nest_cover=0.9))) == 2
+    # other classes keep the IoU rule: a face wholly inside a dog is a face and a dog
+    assert len(merge_detections([big, det("face", 0.9, (20, 20, 60, 60))], rules)) == 2
+    # one cat for "a cat": counts after the merge; judge-1 counted three and failed "exactly one"
+    spec = parse_prompt("one cat")
+    assert judge(spec, [big, inside], SIZE).passed
+    assert not judge(spec, [big, inside], SIZE, JUDGE_1).passed
+    with pytest.raises(ValueError, match="nest_cover"):
+        JudgeRules(nest_cover=0.0)
+
+
+def test_a_runs_recorded_rules_are_read_back_as_they_were():
+    """A run's summary.json keeps its rules: judge-1's have no nest_cover, so that rule is off
+    when the app redraws that run's boxes, not today's default."""
+    assert JudgeRules.from_dict(JUDGE_1.to_dict() | {"version": "judge-1"}) == JUDGE_1
+    old = {k: v for k, v in JUDGE_1.to_dict().items() if k != "nest_cover"}
+    assert JudgeRules.from_dict(old) == JUDGE_1
+    assert JudgeRules.from_dict(JudgeRules().to_dict()) == JudgeRules()
+    assert JudgeRules.from_dict(JudgeRules().to_dict() | {"a_later_rule": 1}) == JudgeRules()
 
 
 def test_relations_by_centres_with_margin():
@@ -141,7 +177,8 @@ def test_box_color_agrees_with_scene_ground_truth():
 
 def test_rules_are_recorded_and_validated():
     v = judge(parse_prompt("a cat"), [], SIZE)
-    assert v.rules["version"] == "judge-1" and v.to_dict()["rules"]["count_conf"] == 0.45
+    assert v.rules["version"] == "judge-2" and v.to_dict()["rules"]["count_conf"] == 0.45
+    assert v.rules["nest_cover"] == 0.7
     with pytest.raises(ValueError, match="count_conf"):
         JudgeRules(presence_conf=0.5, count_conf=0.4)
     with pytest.raises(ValueError, match="dedup_iou"):
@@ -229,9 +266,13 @@ def test_rules_read_in_words_for_reports_and_the_app():
     from evaluation.judge import describe_rules
 
     text = describe_rules(JudgeRules().to_dict())
-    assert text == ("judge-1: presence at confidence >= 0.3; exact counts at >= 0.45 (N+1 fails); positions by "
+    assert text == ("judge-2: presence at confidence >= 0.3; exact counts at >= 0.45 (N+1 fails); positions by "
                     "box centres with a 5% margin; boxes of two classes at IoU >= 0.6 are one object; colours: "
-                    "the main fill within RGB distance 70 of the name")
+                    "the main fill within RGB distance 70 of the name; a box of one class at least 70% inside "
+                    "another is one object")
+    # judge-1, as its runs recorded it (no nest_cover)
+    old = {k: v for k, v in JUDGE_1.to_dict().items() if k != "nest_cover"}
+    assert describe_rules(old).startswith("judge-1: ") and "inside" not in describe_rules(old)
     # other values are shown as they are; a rule this version does not know keeps its name
     text = describe_rules({"version": "judge-x", "presence_conf": 0.25, "position_margin": 0.1, "new_rule": "on"})
     assert text == "judge-x: presence at confidence >= 0.25; positions by box centres with a 10% margin; new_rule=on"

@@ -70,7 +70,7 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
         spec = suite.prompts[row["prompt_index"]]
         assert row["prompt"] == spec.prompt and row["seed"] == 5 * 3 + row["image_index"]  # block 5 of 3
         assert row["passed"] == expected_pass(spec, row["seed"])
-        assert row["verdict"]["rules"]["version"] == "judge-1"
+        assert row["verdict"]["rules"]["version"] == "judge-2"
         assert (tmp_path / row["image"]).is_file()
     # summary numbers equal a recount
     passed = [r["passed"] for r in rows]
@@ -89,7 +89,7 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     assert all(f'src="{r["image"]}"' in report for r in rows)
     assert report.count('class="card pass"') == sum(passed)
     assert 0 < sum(passed) < len(rows)  # both branches are exercised
-    assert "Judge rules: judge-1: presence at confidence &gt;= 0.3; exact counts at &gt;= 0.45" in report
+    assert "Judge rules: judge-2: presence at confidence &gt;= 0.3; exact counts at &gt;= 0.45" in report
     agreement = {"overall": 0.9869, "counting": 0.9891, "faces": 0.9794}
     validation = {"overall": {"accuracy": 0.98687},  # a validate_judge report, as the bundle ships one
                   "categories": {"counting": {"accuracy": 0.98912}, "faces": {"accuracy": 0.97941}}}

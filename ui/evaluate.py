@@ -97,8 +97,8 @@ if folder:
         only = c1.radio("Show", ["all", "pass", "fail"], horizontal=True, key="ev_only")
         boxes = c2.checkbox("Show boxes", True, key="ev_boxes", help="The boxes the judge counted")
         shown = [r for r in rows if r["category"] in pick and (only == "all" or r["passed"] == (only == "pass"))]
-        judged_by = summary.get("judge") or {}  # the run's rules (fields of another version: left out)
-        rules = JudgeRules(**{k: v for k, v in judged_by.items() if k in JudgeRules.__dataclass_fields__})
+        judged_by = summary.get("judge") or {}  # the run's rules, as it recorded them
+        rules = JudgeRules.from_dict(judged_by)
         cols = st.columns(6)
         for k, r in enumerate(shown[:120]):
             with cols[k % 6]:
