@@ -173,7 +173,8 @@ def main(argv=None) -> int:
             agreement = describe_agreement(summary["judge_validation"])
             print(f"judge agreement with ground truth (validate_judge): {agreement}")
         else:
-            print("judge not validated for these detectors (run python -m evaluation.validate_judge)")
+            print(f"judge not validated for these detectors under {eyes.rules.version} (run python -m "
+                  f"evaluation.validate_judge --judge {eyes.rules.version})")
         print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 

@@ -96,6 +96,8 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
     # --judge judge-1: the rules of runs before judge-2, recorded as such; a run is finished by its own rules
     assert main([*again, "--judge", "judge-1", "--out", str(tmp_path / "j1")]) == 0
     assert json.loads((tmp_path / "j1" / "summary.json").read_text())["judge"] == JUDGE_1.to_dict()
+    assert "judge not validated for these detectors under judge-1 (run python -m evaluation.validate_judge " \
+        "--judge judge-1)" in capsys.readouterr().out
     assert main([*again, "--out", str(tmp_path / "j1")]) == 2
     assert "judge.version: 'judge-1' there, 'judge-2' now" in capsys.readouterr().err
     # a run from before 2026-12-05 (no image_seeds in run.json; image k had seed `seed + k`) is
