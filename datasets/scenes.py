@@ -508,7 +508,7 @@ def main(argv=None) -> int:
     if previous is not None:  # the same --out twice is allowed (scripts resume), but never silently
         print(f"note: replaced the existing scenes dataset at {root} ({previous.get('n', '?')} images, "
               f"seed {previous.get('seed', '?')})", file=sys.stderr)
-    print(f"wrote {args.n} scenes to {root}")
+    print(f"wrote {args.n} scene{'s' * (args.n != 1)} to {root}")
     return 0
 
 

@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="an evaluation.run output folder to show on the Evaluate page")
     ap.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNGs (default docs/)")
     args = ap.parse_args(argv)
+    for name in ("summary.json", "report.html"):  # before any picture is replaced
+        if not (Path(args.eval_run) / name).is_file():
+            ap.error(f"--eval-run {args.eval_run} holds no {name}: give a finished evaluation.run folder "
+                     "(the demo build's is runs/demo_cpu/eval; a fresh clone has none: run evaluation.run first)")
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         raise SystemExit("needs Debian's chromium (apt install chromium) and the playwright package")

@@ -164,7 +164,7 @@ def main(argv=None) -> int:
               + (f" -> {path}" if path else ""))
     (out / "checked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     passed = sum(r["passed"] for r in rows)
-    print(f"{passed} of {len(rows)} candidates pass; {kept} written to {out}")
+    print(f"{passed} of {len(rows)} candidate{'s' * (len(rows) != 1)} pass{'es' * (len(rows) == 1)}; {kept} written to {out}")
     return 0 if passed else 1
 
 

@@ -68,7 +68,7 @@ def _summary_html(summary: dict) -> str:
     rows = [("overall", summary["overall"]), *summary["categories"].items()]
     body = "".join(f"<tr><td>{html.escape(n)}</td><td>{b['accuracy']:.3f}</td>"
                    f"<td>{b['ci95'][0]:.3f} - {b['ci95'][1]:.3f}</td><td>{b['n']}</td></tr>" for n, b in rows)
-    return ('<table class="sum"><tr><th>category</th><th>accuracy</th><th>95% CI (bootstrap)</th>'
+    return ('<table class="sum"><tr><th>category</th><th>accuracy</th><th>95% CI</th>'
             f"<th>images</th></tr>{body}</table>")
 
 

@@ -54,6 +54,18 @@ def find_judge_validation(eyes: JudgeDetectors) -> dict | None:
     return None
 
 
+def source_suite(run_dir: Path):
+    """The suite a finished run judged: its suite.yaml (a run of --prompt writes one), else the
+    suite it names."""
+    import json
+
+    path = Path(run_dir) / "run.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--images-from {run_dir}: no run.json (not an evaluation.run output folder)")
+    own = Path(run_dir) / "suite.yaml"
+    return load_suite(own if own.is_file() else json.loads(path.read_text())["suite"])
+
+
 def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int | None):
     """(generate function, run.json) that hands back a finished run's PNGs instead of sampling:
     the run must be of the same suite, and gives its images per prompt, seed and settings."""
@@ -69,7 +81,7 @@ def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int 
     config = json.loads(path.read_text())
     if config["prompts"] != [p.prompt for p in suite.prompts]:
         raise ValueError(f"--images-from {run_dir} is a run of suite {config['suite']!r}, whose prompts are not "
-                         f"those of {suite.name!r}")
+                         f"those of {suite.name!r} (leave --suite and --prompt out to judge its own)")
     for key, name, mine in (("images_per_prompt", "images per prompt", images_per_prompt), ("seed", "seed", seed)):
         if mine is not None and mine != config[key]:
             raise ValueError(f"--images-from {run_dir} has {name} {config[key]}, not {mine}")
@@ -99,8 +111,8 @@ def main(argv=None) -> int:
                     help="default 0 (with --images-from: its); image k of each prompt gets sampling seed "
                          "SEED * images-per-prompt + k, so runs at different seeds share no image")
     ap.add_argument("--images-from", type=Path, default=None, metavar="RUN",
-                    help="judge the images of a finished run of the same suite instead of generating (e.g. with "
-                         "other --detectors); takes its images per prompt, seed and settings")
+                    help="judge the images of a finished run instead of generating (e.g. with other --detectors "
+                         "or --judge); takes its suite (or its own prompts), images per prompt, seed and settings")
     add_sampling_options(ap)
     ap.add_argument("--device", type=gendet_env.device_arg, default=None,
                     help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -132,7 +144,12 @@ def main(argv=None) -> int:
         if args.device is None and torch.cuda.is_available():
             args.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
     try:
-        suite = suite_from_prompts(args.prompt) if args.prompt else load_suite(args.suite or "default")
+        if args.prompt:
+            suite = suite_from_prompts(args.prompt)
+        elif args.suite is None and args.images_from is not None:
+            suite = source_suite(args.images_from)
+        else:
+            suite = load_suite(args.suite or "default")
         if args.images_from is not None:
             if settings:
                 raise ValueError(f"--images-from generates nothing: drop {', '.join(sorted(settings))}")
@@ -166,7 +183,7 @@ def main(argv=None) -> int:
         print(f"error: {e} (--out)", file=sys.stderr)
         return 2
     if summary is not None:
-        if args.prompt:  # the suite they made, to rerun or extend: --suite OUT/suite.yaml
+        if args.prompt or suite.name == "prompts":  # the suite they made, to rerun or extend: --suite OUT/suite.yaml
             dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")
         print(markdown_table(summary))
         if "judge_validation" in summary:

@@ -203,7 +203,8 @@ def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = 
         raise ConversionError(f"{src}: cannot read tokenizer/ + text_encoder/ as CLIP ({e})") from None
     text = ClipTextEncoder(tok, text_model.eval(), source=str(src), normalize=True, attend_to_padding=True)
 
-    vq = DiffusersVQ(_vqmodel_class().from_pretrained(str(src / "vqvae"), local_files_only=True).eval())
+    vq = DiffusersVQ(_vqmodel_class().from_pretrained(str(src / "vqvae"), local_files_only=True,
+                                                    low_cpu_mem_usage=False).eval())  # without accelerate: no pip hint
     image_size = tcfg.h * vq.factor
 
     pipe = TextToImage(vq, text, transformer, diffusion, image_size,

@@ -92,7 +92,8 @@ class DiffusersVQ(nn.Module):
         path = Path(path)
         if not is_diffusers_vq(path):
             raise ValueError(f"{path} is not a diffusers VQModel folder (config.json without _class_name VQModel)")
-        vq = _vqmodel_class().from_pretrained(str(path), local_files_only=True, use_safetensors=None)
+        vq = _vqmodel_class().from_pretrained(str(path), local_files_only=True, use_safetensors=None,
+                                               low_cpu_mem_usage=False)  # without accelerate: no pip hint
         return cls(vq.eval()).to(device or "cpu").eval()
 
 

@@ -103,7 +103,7 @@ class TextToImage(nn.Module):
         captions once). mask and drop are CPU tensors: they are read on the host, and on a GPU
         reading one back would wait for every queued kernel."""
         emb = self.text_encoder.encode_ids(ids).to(self.device)
-        if drop is not None and drop.any():
+        if drop is not None:  # in the graph even when no row drops: DDP needs every parameter in every step
             null = self.null_text.to(emb.dtype).unsqueeze(0).expand_as(emb)
             emb = torch.where(drop.to(self.device, non_blocking=True).view(-1, 1, 1), null, emb)
             mask = torch.where(drop.view(-1, 1), torch.ones_like(mask), mask)

@@ -338,7 +338,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     autocast = training_autocast(device, precision)
     log = open_log(out / "log.jsonl", step if resume else None) if rank == 0 else None
     bar = tqdm(total=tc["steps"], initial=step, desc="train", disable=not progress or rank != 0)
-    tokens_seen, t0 = 0, time.time()
+    tokens_seen, t0, logged_at = 0, time.time(), step  # the rates count the steps since the last row
     pipe.train()
     pipe.vqvae.eval()
     end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
@@ -374,12 +374,12 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 bar.set_postfix(loss=f"{loss.item():.4f}")
                 dt = time.time() - t0
                 row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-                       "it_s": tc["log_every"] / dt if dt > 0 else None,
+                       "it_s": (step - logged_at) / dt if dt > 0 else None,
                        "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision}
                 row |= {k: float(v) for k, v in stats.items()}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
-                tokens_seen, t0 = 0, time.time()
+                tokens_seen, t0, logged_at = 0, time.time(), step
             if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
                 log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
                 log.flush()
@@ -402,8 +402,9 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     if rank == 0:
         if timed_out and log is not None:
             minutes = (deadline - start) / 60  # below 0: a --stop-by that had just passed at the start
-            stopped = (f"time limit of {minutes:.4g} min" if minutes > 0 else
-                       "time limit: --stop-by passed before the start")
+            stopped = ("time limit: --stop-by passed before the start" if minutes <= 0 else
+                       f"time limit: --stop-by {utc(stop_by)}" if deadline == stop_by else
+                       f"time limit of {minutes:.4g} min")
             log.write(json.dumps({"step": step, "stopped": stopped}) + "\n")
         if step == tc["steps"] or timed_out:
             wrote = export_ema(pipe, ema, out / "pipeline")
@@ -420,7 +421,10 @@ def validate(model, val, tc, device) -> dict:
     the batch: the same images, t and x_t (same seed), so the gap is what the text is worth to
     the model (near 0: it draws without reading the prompt)."""
     ids, caps = val
-    text_encoder = (model.module if hasattr(model, "module") else model).pipe.text_encoder
+    # the module itself, not its DistributedDataParallel wrapper: only rank 0 validates, and the
+    # wrapper's forward would wait for the other ranks (torchrun hung after the last step)
+    model = model.module if hasattr(model, "module") else model
+    text_encoder = model.pipe.text_encoder
     result = {}
     model.eval()  # no dropout: both passes must see the same network
     for name, shift in (("val_loss", 0), ("val_loss_wrong_text", 1)):
@@ -435,7 +439,7 @@ def validate(model, val, tc, device) -> dict:
             losses.append(loss.item())
         result[name] = sum(losses) / len(losses)
     model.train()
-    (model.module if hasattr(model, "module") else model).pipe.vqvae.eval()  # frozen, as in the loop
+    model.pipe.vqvae.eval()  # frozen, as in the loop
     return result
 
 

@@ -73,3 +73,16 @@ def test_device_values_known_answers(monkeypatch):
     assert check("cuda") == "cuda" and check("1") == "cuda:1" and check("cuda:0") == "cuda:0"
     with pytest.raises(argparse.ArgumentTypeError, match="'cuda:2': this machine has 2 GPU"):
         check("cuda:2")
+
+
+def test_screenshots_refuse_a_missing_evaluation_run_before_replacing_a_picture(tmp_path, capsys):
+    """docs/screenshots.py wrote the Generate picture over the committed one, then waited 60 s for
+    an Evaluate page that a fresh clone's default run folder could not fill."""
+    import runpy
+
+    script = gendet_env.ROOT / "docs" / "screenshots.py"
+    main = runpy.run_path(str(script))["main"]
+    with pytest.raises(SystemExit) as exit_:
+        main(["--eval-run", str(tmp_path / "none"), "--out", str(tmp_path / "shots")])
+    assert exit_.value.code == 2 and "holds no summary.json" in capsys.readouterr().err
+    assert not (tmp_path / "shots").exists()

@@ -250,6 +250,12 @@ def test_run_evaluates_prompts_given_on_the_command_line(tiny_detector, tmp_path
     assert main(["--suite", str(tmp_path / "mine" / "suite.yaml"), *common, "--out", str(tmp_path / "again")]) == 0
     again = read_rows(tmp_path / "again" / "results.jsonl")
     assert [(r["seed"], r["passed"], r["reason"]) for r in again] == [(r["seed"], r["passed"], r["reason"]) for r in rows]
+    # --images-from such a run judges its own prompts (it asked for --suite RUN/suite.yaml, then refused)
+    assert main(["--images-from", str(tmp_path / "mine"), *common[2:4], "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "rejudged")]) == 0
+    rejudged = read_rows(tmp_path / "rejudged" / "results.jsonl")
+    assert [(r["prompt"], r["seed"], r["reason"]) for r in rejudged] == [(r["prompt"], r["seed"], r["reason"]) for r in rows]
+    assert load_suite(tmp_path / "rejudged" / "suite.yaml").prompts == suite.prompts
     capsys.readouterr()
     assert main(["--prompt", "a purple giraffe", *common, "--out", str(tmp_path / "bad")]) == 2
     assert "prompt 1: cannot judge 'a purple giraffe'" in capsys.readouterr().err

@@ -186,6 +186,13 @@ def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir,
     log = [json.loads(x) for x in (tmp_path / "stop_by" / "log.jsonl").read_text().splitlines()]
     assert log[-1] == {"step": 1, "stopped": "time limit: --stop-by passed before the start"}  # no negative minutes
     assert (tmp_path / "stop_by" / "pipeline" / "pipeline.json").is_file()
+    # one in the future is named as the time it was, not as minutes of a limit nobody gave
+    timed = config(scenes, vqvae_dir, tmp_path / "stop_by_later", 100_000)
+    cfg.write_text(yaml.safe_dump(timed))
+    stop_by = time.time() + 2
+    assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet", "--no-samples", "--stop-by", str(stop_by)]) == 0
+    log = [json.loads(x) for x in (tmp_path / "stop_by_later" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["stopped"] == f"time limit: --stop-by {t2i.utc(stop_by)}" and 1 < log[-1]["step"] < 100_000
 
 
 def test_init_fine_tunes_a_saved_pipeline(scenes, vqvae_dir, tmp_path, monkeypatch):
@@ -510,9 +517,9 @@ def test_a_training_step_reads_nothing_back_from_the_model_device():
     finally:
         for n, f in saved.items():
             setattr(torch.Tensor, n, f)
-    # the only reads: the text mask's checks and the drop rows, CPU tensors by contract (the
-    # tokenizer's output), in the two places that take them
-    assert sorted(set(reads)) == [("__bool__", "encode_text_ids", "cpu"), ("__bool__", "prepare_text", "cpu")], reads
+    # the only reads: the text mask's checks, a CPU tensor by contract (the tokenizer's output);
+    # the drop rows are no longer read at all (the null text is always in the graph, for DDP)
+    assert sorted(set(reads)) == [("__bool__", "prepare_text", "cpu")], reads
     assert torch.isfinite(loss)
     assert all(p.grad is not None for n, p in t2i.trainable(pipe).items() if not n.startswith("vqvae."))
 
@@ -533,3 +540,49 @@ def test_caption_table_picks_the_captions_the_strings_would_be():
     assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask)
     with pytest.raises(ValueError, match="image 1 of the dataset has no caption"):
         t2i.CaptionTable(text, [["a cat"], []])
+
+
+def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU (gloo): rank 0 validates alone. Through the
+    DistributedDataParallel wrapper its forward waited for rank 1, which never came: the run hung
+    after its last step with no validation row and no pipeline."""
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    cfg = config(scenes, vqvae_dir, tmp_path / "ddp", 2)
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    with socket.socket() as sock:  # a free loopback port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+                    "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device", "cpu", "--quiet",
+                    "--no-samples"], check=True, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                   capture_output=True, timeout=180)  # 10 s when it works
+    rows = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "val_loss" in r] == [2]
+    assert (tmp_path / "ddp" / "pipeline" / "pipeline.json").is_file()
+
+
+def test_the_logged_rate_counts_the_steps_since_the_last_row(scenes, vqvae_dir, tmp_path, monkeypatch):
+    """it_s divided log_every by the time since the last row, also for a row off that grid (the last
+    step, the first after a resume): 5 steps logged every 2 gave the last row 2 steps' rate for 1."""
+    clock = iter(range(0, 10_000, 10))  # every time.time() call: 10 s later
+    monkeypatch.setattr(t2i.time, "time", lambda: float(next(clock)))
+    cfg = config(scenes, vqvae_dir, tmp_path / "run", 5)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(tmp_path / "c.yaml"), "--device", "cpu", "--quiet", "--no-samples"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines() if '"it_s"' in x]
+    steps = [r["step"] for r in rows]
+    assert steps == [2, 4, 5]
+    # steps since the last row over the time since it: the clock's ticks between rows vary, the
+    # steps counted must not (1 step for the last row, not log_every's 2)
+    seconds = [2 / rows[0]["it_s"], 2 / rows[1]["it_s"], 1 / rows[2]["it_s"]]
+    assert all(s > 0 and s == round(s / 10) * 10 for s in seconds), seconds

@@ -197,7 +197,7 @@ def draw_and_judge() -> None:
     tally = None  # how many candidates passed, when only passing ones are kept
     if only_pass and spec is not None and eyes:
         passing = [r for r in rows if r["verdict"].passed]
-        tally = (f"{len(passing)} of {count} candidates pass the check"
+        tally = (f"{len(passing)} of {count} candidate{'s' * (count != 1)} pass{'es' * (count == 1)} the check"
                  + (f" (the candidate budget, {count}, is below Images, {int(n)})" if count < int(n) else ""))
         rows = passing[: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
