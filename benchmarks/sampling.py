@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", type=gendet_env.device_arg, default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per run (default 1 8)")
-    ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="1.0 = guidance off")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="guidance scales, each measured (1.0 = guidance off; default 5 1)")
     ap.add_argument("--truncation", type=float, default=0.86, help="top probability mass kept (default 0.86)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up, median kept (default 3)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -74,8 +74,8 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=None,
                     help="image side to measure at (default: the pipeline's image size when --vqvae is a "
                          "pipeline's vqvae/, else the side of the data's first val image)")
-    ap.add_argument("--images", type=int, default=200, help="val images (first N)")
-    ap.add_argument("--noise", type=float, default=2 / 255, help="pixel noise std (images in [0, 1])")
+    ap.add_argument("--images", type=int, default=200, help="val images (first N; default 200)")
+    ap.add_argument("--noise", type=float, default=2 / 255, help="pixel noise std (images in [0, 1]; default 2/255)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pixel noise (default 0)")
     ap.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)

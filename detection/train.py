@@ -532,8 +532,9 @@ def model_card(m: dict) -> str:
     ]
     for name, c in m["per_class"].items():
         lines.append(f"| {name} | {f(c['AP50'])} | {f(c['AP50-95'])} | {f(c['precision'])} | {f(c['recall'])} |")
-    lines += ["", "`-`: the class has no object in the val split, so its AP is undefined.",
-              "", "Training curves: `curves.png`. Weights: `best.pt`. Use with "
+    if any(c["AP50"] is None for c in m["per_class"].values()):
+        lines += ["", "`-`: the class has no object in the val split, so its AP is undefined."]
+    lines += ["", "Training curves: `curves.png`. Weights: `best.pt`. Use with "
               "`detection.detector.Detector.load('best.pt')`.", ""]
     return "\n".join(lines)
 

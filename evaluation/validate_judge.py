@@ -195,7 +195,11 @@ def read_captions(root: Path) -> dict[str, list[str]]:
 
 
 def format_table(report: dict) -> str:
-    lines = [f"judge agreement with ground truth ({report['images']} {report['split']} images of {report['data']})",
+    # through a model, the truth is still the original image's objects
+    what = ("with the originals' ground truth, on the generator's completions" if "through_generator" in report else
+            "with the originals' ground truth, on the VQ-VAE's reconstructions" if "through_vqvae" in report else
+            "with ground truth")
+    lines = [f"judge agreement {what} ({report['images']} {report['split']} images of {report['data']})",
              f"{'category':<14} {'agreement':>9} {'95% CI':>15} {'pairs':>7} {'true caps failed':>17}"]
     for c, b in [*report["categories"].items(), ("overall", report["overall"])]:
         failed = report["true_captions_failed"].get(c)

@@ -228,11 +228,6 @@ def train(args) -> dict:
             opt_d.step()
         step += 1
         bar.update()
-        if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
-            # the training batch's PSNR, beside the last validation's (metrics.jsonl's figure)
-            bar.set_postfix(loss=f"{loss.item():.4f}", batch_psnr=f"{psnr(rec.detach(), x):.2f}",
-                            val_psnr=f"{metrics['val_psnr']:.2f}" if metrics else "-",
-                            codes=vq.last_stats.get("codes_used"))
         if step % args.val_every == 0 or step == args.steps:
             images_s = rate(step)
             metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
@@ -241,6 +236,11 @@ def train(args) -> dict:
             metrics |= {"step": step, "train_loss": loss.item(), "precision": precision, "images_s": images_s}
             log.write(json.dumps(metrics) + "\n")
             log.flush()
+        if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
+            # the training batch's PSNR, beside the last validation's (metrics.jsonl's figure)
+            bar.set_postfix(loss=f"{loss.item():.4f}", batch_psnr=f"{psnr(rec.detach(), x):.2f}",
+                            val_psnr=f"{metrics['val_psnr']:.2f}" if metrics else "-",
+                            **({} if args.decoder_only else {"codes": vq.last_stats.get("codes_used")}))
         if step % args.ckpt_every == 0 or step == args.steps:
             save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
         if deadline is not None and time.time() >= deadline and step < args.steps:

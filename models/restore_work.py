@@ -124,8 +124,8 @@ def restore(card_path: Path, work: Path, bundle: Path | None = None) -> list[str
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m models.restore_work", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--card", default=str(ROOT / "models" / "demo" / "README.md"), help="the bundle's model card")
-    ap.add_argument("--work", default=str(ROOT / "runs" / "demo_cpu"), help="the build's work folder")
+    ap.add_argument("--card", default=str(ROOT / "models" / "demo" / "README.md"), help="the bundle's model card (default models/demo/README.md)")
+    ap.add_argument("--work", default=str(ROOT / "runs" / "demo_cpu"), help="the build's work folder (default runs/demo_cpu)")
     ap.add_argument("--force", action="store_true", help="overwrite a work folder that has records")
     args = ap.parse_args(argv)
     card, work = Path(args.card), Path(args.work).resolve()

@@ -33,6 +33,8 @@ def test_training_writes_weights_metrics_curves_and_card(trained):
     assert "datasets.augment albumentations (GaussianBlur" in m["augment"]  # ours, on top of ultralytics'
     card = (out / "README.md").read_text()
     assert "detection.train" in card and "AP50-95" in card and m["data_hash"] in card
+    # the legend of `-` cells only where a class has one
+    assert ("`-`: the class has no object" in card) == any(c["AP50"] is None for c in m["per_class"].values())
 
 
 def test_detector_inputs_agree_and_boxes_are_in_input_pixels(trained):
