@@ -44,6 +44,7 @@ from tqdm import tqdm
 from datasets.scenes import iou
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import DEFAULT_RULES, VERSIONS, judge
+from evaluation.run import DEFAULT_DETECTORS
 from evaluation.prompts import parse_prompt
 from evaluation.suite import load_suite
 from evaluation.summary import accuracy_block, write_json
@@ -211,7 +212,7 @@ def format_table(report: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.validate_judge", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, type=Path, help="a datasets.scenes root")
-    ap.add_argument("--detectors", required=True, help="catdog=PATH,face=PATH")
+    ap.add_argument("--detectors", default=DEFAULT_DETECTORS, help="catdog=PATH,face=PATH (default: the demo's)")
     ap.add_argument("--suite", default="default", help="suite name or YAML file (default: default)")
     ap.add_argument("--split", default="val", choices=("train", "val"), help="split to judge (default val)")
     ap.add_argument("--limit", type=int, default=None, help="at most this many images")
