@@ -5,6 +5,7 @@ from __future__ import annotations
 import gendet_env  # noqa: F401  (offline variables before anything imports ultralytics)
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -143,4 +144,18 @@ def quiet_ultralytics(verbose: bool) -> None:
     ul_utils.LOGGER.setLevel(level)
     for handler in ul_utils.LOGGER.handlers:
         handler.setLevel(level)
+    if not sys.stdout.isatty() and not any(isinstance(f, PlainText) for f in ul_utils.LOGGER.filters):
+        ul_utils.LOGGER.addFilter(PlainText())  # a log file or pipe gets text, not colour codes
     return ul
+
+
+class PlainText:
+    """A logging filter that takes terminal colour codes out of a record's message: ultralytics
+    colours its lines whatever the output is."""
+
+    CODES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+    def filter(self, record) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = self.CODES.sub("", record.msg)
+        return True

@@ -726,3 +726,25 @@ def test_out_folders_that_are_not_a_fresh_or_resumable_run_are_refused_up_front(
         err = _refused(_tiny_args(nowhere, tmp_path / "new", "--stop-at", stop_at), capsys)
         assert f"--stop-at {stop_at}: must be >= 1 and below --epochs 3" in err
 
+
+
+def test_ultralytics_log_lines_reach_a_file_without_colour_codes():
+    """ultralytics colours every log line, also into a pipe or a log file ("\\x1b[34m\\x1b[1mtrain:
+    \\x1b[0m"); off a terminal the CLIs' logger hands on plain text."""
+    import logging
+
+    from detection._common import quiet_ultralytics
+
+    quiet_ultralytics(True)  # pytest captures stdout: not a terminal
+    from ultralytics.utils import LOGGER, colorstr
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    LOGGER.addHandler(handler)
+    try:
+        LOGGER.info(f"{colorstr('train:')} 40 images")
+    finally:
+        LOGGER.removeHandler(handler)
+        quiet_ultralytics(False)
+    assert "\x1b[" in colorstr("train:") and records[0].getMessage() == "train: 40 images"
