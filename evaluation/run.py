@@ -183,7 +183,7 @@ def main(argv=None) -> int:
         print(f"error: {e} (--out)", file=sys.stderr)
         return 2
     if summary is not None:
-        if args.prompt or suite.name == "prompts":  # the suite they made, to rerun or extend: --suite OUT/suite.yaml
+        if suite.name == "prompts":  # prompts of one's own (--prompt, or such a run judged again): --suite OUT/suite.yaml
             dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")
         print(markdown_table(summary))
         if "judge_validation" in summary:
