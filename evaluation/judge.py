@@ -150,20 +150,24 @@ def as_found(d: Any) -> Found:
     return found
 
 
+def _intersection(a: Sequence[float], b: Sequence[float]) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _area(box: Sequence[float]) -> float:
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    inter = _intersection(a, b)
+    union = _area(a) + _area(b) - inter
     return inter / union if union > 0 else 0.0
 
 
 def nested(a: Sequence[float], b: Sequence[float]) -> float:
     """The share of the smaller of two boxes that lies inside the other (1: fully inside)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    smaller = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
-    return iw * ih / smaller if smaller > 0 else 0.0
+    smaller = min(_area(a), _area(b))
+    return _intersection(a, b) / smaller if smaller > 0 else 0.0
 
 
 def _one_object(f: Found, k: Found, rules: JudgeRules) -> bool:
