@@ -142,6 +142,14 @@ def test_the_sidebar_paths_outlive_page_changes(app_url, tmp_path):
         visit("Detect")
         visit("Generate")
         assert page.get_by_label("Prompt").input_value() == "two dogs"
+        # the candidate budget shows only with "Keep only images that pass", a checkbox outside the
+        # form: ticking it reruns the page, and what was typed in the form, not yet sent, stays
+        budget = page.get_by_role("spinbutton", name="Candidate budget")
+        assert budget.count() == 0
+        page.get_by_label("Prompt").fill("three cats")
+        page.get_by_text("Keep only images that pass").click()
+        budget.wait_for(timeout=30_000)
+        assert page.get_by_label("Prompt").input_value() == "three cats"
         visit("Evaluate")
         assert out.input_value() == str(tmp_path / "my_eval")
         field.fill(str(tmp_path / "nowhere"))  # a path typed in stays too, on every page

@@ -70,10 +70,11 @@ def test_generate_keeps_the_passing_candidates_of_a_budget_drawn_in_batches(env)
                             "a photo of nothing", n_candidates=10, seed=0, keep_failed=True, steps=2)
     passing = [c for c in want if c.verdict.passed]
     at = page("generate.py").run()
+    assert "budget" not in [w.key for w in at.number_input]  # shown only with "Keep only images that pass"
+    at.checkbox(key="only_pass").check().run()  # outside the form: the page reruns (chromium test: text kept)
     at.text_input(key="prompt").set_value("a photo of nothing")
     at.slider(key="steps").set_value(2)
     at.number_input(key="n").set_value(3)
-    at.checkbox(key="only_pass").check()
     at.number_input(key="budget").set_value(10)
     at.button(key="FormSubmitter:generate-Generate").click().run()
     assert not at.exception

@@ -67,6 +67,11 @@ if "restored_edit" in st.session_state:
     st.info(f"The restored image was drawn from {st.session_state.pop('restored_edit')}: upload it again below "
             "(Start from an image) to draw it again.")
 
+# outside the form: the candidate budget below shows only when this is on (a form cannot react to
+# its own widgets; a widget outside it reruns the page and keeps what was typed in the form)
+only_pass = st.checkbox("Keep only images that pass", key=resources.start("only_pass", False),
+                        help="Draw up to a candidate budget of images and show up to Images of those the "
+                             "check passes")
 with st.form("generate"):
     prompt = st.text_input("Prompt", key=resources.start("prompt", ""),
                            placeholder="e.g. a black cat to the left of a dog")
@@ -96,14 +101,13 @@ with st.form("generate"):
                              "0 = only the mask's part)", 0.0, 1.0, step=0.05, key=resources.start("strength", 0.5),
                              help="With a mask, 0 redraws the white part from scratch and keeps the rest; "
                                   "above 0 the whole image is also noised that far and redrawn")
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     boxes = c1.checkbox("Show boxes", key=resources.start("boxes", True),
                         help="The boxes the judge counts: at its presence confidence, and of two boxes of "
                              "different classes that overlap, the more confident")
-    only_pass = c2.checkbox("Keep only images that pass", key=resources.start("only_pass", False))
-    budget = c3.number_input("Candidate budget", 1, 64, key=resources.start("budget", 8),
-                             help="With 'Keep only images that pass': how many images to draw at most; "
-                                  "up to Images of those that pass are shown")
+    budget = c2.number_input("Candidate budget", 1, 64, key=resources.start("budget", 8),
+                             help="How many images to draw at most; up to Images of those that pass are "
+                                  "shown") if only_pass else None
     go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
 
 def draw_and_judge() -> None:
