@@ -73,12 +73,13 @@ def _stack_images(batch: list) -> torch.Tensor:
     return torch.stack([x[0] for x in batch])
 
 
-def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
+def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool, write: bool = True) -> dict:
     """{split: (ids LongTensor [n, h*w], captions list)}; cached in OUT/tokens.safetensors under a
     key of the tokenizer's weights (as float32 values, however the file stores them), the
     captions and the image size. A run with `init` also takes the cache of the run that
     trained its init, when the key matches: a round of training does not tokenise again
-    (8 minutes for 20,000 images at 128 px on two cores, 18 beside other work)."""
+    (8 minutes for 20,000 images at 128 px on two cores, 18 beside other work). `write`: keep
+    the cache (under torchrun rank 0 alone does: two ranks writing one file raced)."""
     data = Path(cfg["data"])
     key = hashlib.sha256()
     for name, tensor in sorted(vq.state_dict().items()):
@@ -94,7 +95,7 @@ def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
             meta = json.loads((folder / "tokens.json").read_text())
             if meta.get("key") == digest:
                 tensors = load_file(str(folder / "tokens.safetensors"))
-                if folder != out:
+                if folder != out and write:
                     shutil.copyfile(folder / "tokens.safetensors", cache)
                     meta_path.write_text(json.dumps(meta))
                 return {s: (tensors[s], meta["captions"][s]) for s in meta["captions"]}
@@ -113,8 +114,9 @@ def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool) -> dict:
                                                                     disable=not progress)]
         result[split] = torch.cat(ids)
         captions[split] = ds.captions
-    atomic_save_file(result, cache)
-    meta_path.write_text(json.dumps({"key": digest, "captions": captions}))
+    if write:
+        atomic_save_file(result, cache)
+        meta_path.write_text(json.dumps({"key": digest, "captions": captions}))
     return {s: (result[s], captions[s]) for s in result}
 
 
@@ -303,7 +305,7 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc["seed"])
     vq = load_image_tokenizer(cfg["vqvae"], device=device)
-    data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0)
+    data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0, write=rank == 0)
     train_ids, train_caps = data["train"]
     pipe = build_pipeline(cfg, train_caps, device)
     if train_ids.max() >= pipe.vqvae.codebook_size:

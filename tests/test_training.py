@@ -562,10 +562,13 @@ def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-                    "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device", "cpu", "--quiet",
-                    "--no-samples"], check=True, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                   capture_output=True, timeout=180)  # 10 s when it works
+    # both ranks tokenise; they also both wrote the token cache, and one rank's os.replace then
+    # found no temporary file (rank 0 alone writes it now)
+    done = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                           str(port), "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device",
+                           "cpu", "--quiet", "--no-samples"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=180)  # 10 s when it works
+    assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "val_loss" in r] == [2]
     assert (tmp_path / "ddp" / "pipeline" / "pipeline.json").is_file()
