@@ -176,8 +176,7 @@ def main(argv=None) -> int:
     try:
         summary = run_suite(suite, generate, eyes, args.out, images_per_prompt=per_prompt, seed=seed,
                             settings=effective, models={"generator": generator, "detectors": eyes.info()},
-                            rules=eyes.rules, shard=shard, progress=not args.quiet, barrier=barrier,
-                            judge_validation=validation,
+                            shard=shard, progress=not args.quiet, barrier=barrier, judge_validation=validation,
                             seed_rule=seed_rule)
     except RunConfigError as e:  # --out holds another run
         print(f"error: {e} (--out)", file=sys.stderr)

@@ -21,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from evaluation.detectors import JudgeDetectors
-from evaluation.judge import DEFAULT_RULES, JudgeRules, judge
+from evaluation.judge import judge
 from evaluation.suite import Suite
 from evaluation.summary import summarize, write_csv, write_json
 
@@ -120,7 +120,7 @@ def _check_run_config(out: Path, config: dict) -> None:
 
 def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir: str | Path, *,
               images_per_prompt: int = 4, seed: int = 0, settings: dict | None = None,
-              models: dict | None = None, rules: JudgeRules = DEFAULT_RULES, shard: Shard = Shard(),
+              models: dict | None = None, shard: Shard = Shard(),
               progress: bool = True, barrier: Callable[[], None] | None = None,
               on_prompt: Callable[[int, int], None] | None = None,
               judge_validation: dict | None = None, seed_rule: str = IMAGE_SEEDS) -> dict | None:
@@ -136,7 +136,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
     (out / "images").mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
     config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts], "images_per_prompt": images_per_prompt,
-              "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": rules.to_dict(),
+              "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
               "models": models or {}}
     if shard.rank == 0:
         _check_run_config(out, config)
@@ -164,7 +164,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
                 name = f"images/{i:04d}_{k}.png"
                 Image.fromarray(image).save(out / name)
                 h, w = image.shape[:2]
-                verdict = judge(spec, dets, (w, h), rules, image=image)
+                verdict = judge(spec, dets, (w, h), eyes.rules, image=image)  # the rules it detected by
                 row = {"prompt": spec.prompt, "prompt_index": i, "category": spec.category,
                        "expect": spec.expectation_text, "image_index": k, "seed": seeds[k],
                        "settings": settings, "image": name, "size": [w, h], "detections": dets,
