@@ -7,9 +7,12 @@ network); boxes are drawn as SVG over the images so the PNGs stay untouched.
 from __future__ import annotations
 
 import html
+import io
+import zipfile
 from pathlib import Path
 
 from evaluation.judge import describe_rules
+from evaluation.runner import read_rows
 from evaluation.summary import describe_agreement, markdown_table
 
 BOX_COLORS = {"cat": "#ff4040", "dog": "#4080ff", "face": "#ffd200"}
@@ -99,3 +102,23 @@ def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
     tmp.replace(path)
     (Path(out) / "summary.md").write_text(markdown_table(summary) + "\n")
     return path
+
+
+# what a finished run folder holds besides its images
+RUN_FILES = ("report.html", "summary.json", "summary.csv", "summary.md", "results.jsonl", "run.json",
+             "suite.yaml", "judge_validation.json")
+
+
+def report_archive(run: Path) -> bytes:
+    """A zip of the run's report and every image it shows, under the run folder's name: report.html
+    refers to its images by relative path, so the page alone would show none of them."""
+    run = Path(run)
+    rows = read_rows(run / "results.jsonl")
+    names = [n for n in RUN_FILES if (run / n).is_file()] + sorted({r["image"] for r in rows})
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name in names:
+            # PNGs are compressed already; deflating them again costs time and saves nothing
+            kind = zipfile.ZIP_STORED if name.endswith(".png") else zipfile.ZIP_DEFLATED
+            z.write(run / name, f"{run.name}/{name}", compress_type=kind)
+    return buf.getvalue()

@@ -259,3 +259,30 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
     assert "set via the Session State API" not in log.read_text()
+
+
+def test_evaluate_downloads_a_runs_report_in_chromium(app_url, tmp_path):
+    """The report's zip is made when the button is clicked (a deferred download), in a real browser."""
+    import zipfile
+
+    from playwright.sync_api import sync_playwright
+    from test_ui import _finished_run
+
+    _finished_run(tmp_path / "many", 130)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url + "/evaluate")
+        page.get_by_role("tab", name="Open a run").click()
+        field = page.get_by_label("Run folder (holds summary.json)")
+        field.fill(str(tmp_path / "many"))
+        field.press("Enter")
+        page.get_by_text("Images 1-120 of 130").wait_for(timeout=30_000)
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Download the report").click()
+        assert download.value.suggested_filename == "many_report.zip"
+        download.value.save_as(tmp_path / "got.zip")
+        assert page.locator("[data-testid='stException']").count() == 0
+        browser.close()
+    with zipfile.ZipFile(tmp_path / "got.zip") as z:
+        assert "many/report.html" in z.namelist() and len(z.namelist()) == 135

@@ -1,5 +1,6 @@
 """Every page of the app in-process (AppTest) with tiny models built by the tests."""
 
+import io
 import json
 from pathlib import Path
 
@@ -300,3 +301,58 @@ def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):
     assert not at.exception and not at.info  # judged: no "Not judged" message
     verdicts = [e.value for e in at.success] + [e.value for e in at.error]
     assert len(verdicts) == 1 and ("expected no cat" in verdicts[0] or verdicts[0] == "✓ ok: no cat")
+
+
+def _finished_run(out: Path, n: int) -> None:
+    """A finished run of n judged images, written as the runner writes one (no models needed)."""
+    from types import SimpleNamespace
+
+    from evaluation.judge import DEFAULT_RULES
+    from evaluation.runner import finish
+
+    (out / "images").mkdir(parents=True)
+    rows = []
+    for k in range(n):
+        name = f"images/{k:04d}_0.png"
+        Image.fromarray(np.full((8, 8, 3), k % 256, np.uint8)).save(out / name)
+        passed = k % 3 == 0
+        reason = "ok: 1 cat" if passed else "expected at least 1 cat, found 0"
+        rows.append({"prompt": f"cat {k}", "prompt_index": k, "category": "single_object", "expect": "at least 1 cat",
+                     "image_index": 0, "seed": k, "image": name, "size": [8, 8], "detections": [],
+                     "verdict": {"passed": passed, "reason": reason}, "passed": passed, "reason": reason})
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    finish(out, SimpleNamespace(name="many"), {"images_per_prompt": 1, "seed": 0, "settings": {},
+                                                "judge": DEFAULT_RULES.to_dict(), "models": {}})
+
+
+def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_path):
+    import zipfile
+
+    from evaluation.report import report_archive
+
+    _finished_run(tmp_path / "many", 130)
+    at = page("evaluate.py").run()
+    at.text_input(key="ev_open").set_value(str(tmp_path / "many")).run()
+    assert not at.exception
+    assert at.number_input(key="ev_page").value == 1 and "Images 1-120 of 130" in [c.value for c in at.caption]
+    at.number_input(key="ev_page").set_value(2).run()
+    assert "Images 121-130 of 130" in [c.value for c in at.caption]
+    shown = [c.value for c in at.caption if c.value.startswith(("✓", "✗"))]
+    # images 120-129 (the tree lists the six columns one after another)
+    assert sorted(shown) == sorted("✓ ok: 1 cat" if k % 3 == 0 else "✗ expected at least 1 cat, found 0"
+                                   for k in range(120, 130))
+    # a filter that leaves one page: the page number goes, and so does the cut
+    at.radio(key="ev_only").set_value("pass").run()
+    assert not at.get("number_input") or all(n.key != "ev_page" for n in at.number_input)
+    assert len([c for c in at.caption if c.value.startswith("✓")]) == 44  # k % 3 == 0 for k < 130
+    assert len(at.get("download_button")) == 1
+    # the archive holds the report and every image it refers to, under the run's name
+    with zipfile.ZipFile(io.BytesIO(report_archive(tmp_path / "many"))) as z:
+        names = set(z.namelist())
+        html = z.read("many/report.html").decode()
+    import re
+
+    sources = set(re.findall(r'<img src="([^"]+)"', html))
+    assert len(sources) == 130 and {f"many/{s}" for s in sources} <= names
+    assert {"many/summary.json", "many/results.jsonl", "many/summary.md"} <= names
+    assert len(names) == 130 + 5  # with report.html, results.jsonl and summary.json/.csv/.md

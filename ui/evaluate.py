@@ -9,11 +9,14 @@ from PIL import Image
 import gendet_env
 from detection.draw import draw_detections
 from evaluation.judge import JudgeRules, describe_rules, merge_detections
+from evaluation.report import report_archive
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from generation.pipeline import DEFAULTS
 from generation.sampling_options import describe_settings
 from ui import resources
+
+PAGE = 120  # images shown at once: 20 rows of 6
 
 resources.sidebar()
 st.title("Evaluate")
@@ -99,12 +102,24 @@ if folder:
         shown = [r for r in rows if r["category"] in pick and (only == "all" or r["passed"] == (only == "pass"))]
         judged_by = summary.get("judge") or {}  # the run's rules, as it recorded them
         rules = JudgeRules.from_dict(judged_by)
+        pages = max(1, -(-len(shown) // PAGE))
+        resources.start("ev_page", 1)
+        st.session_state["ev_page"] = min(st.session_state["ev_page"], pages)  # kept from a longer selection
+        first = 0
+        if pages > 1:
+            number = st.number_input(f"Page (of {pages})", 1, pages, key="ev_page")
+            first = (number - 1) * PAGE
+            st.caption(f"Images {first + 1}-{min(first + PAGE, len(shown))} of {len(shown)}")
         cols = st.columns(6)
-        for k, r in enumerate(shown[:120]):
+        for k, r in enumerate(shown[first:first + PAGE]):
             with cols[k % 6]:
                 picture = (draw_detections(Image.open(path / r["image"]), merge_detections(r["detections"], rules))
                            if boxes and r.get("detections") else str(path / r["image"]))
                 st.image(picture, caption=f"{r['prompt']} #{r['seed']}", width="stretch")
                 st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
-        st.caption(f"Full report: {path / 'report.html'}")
+        if (path / "report.html").is_file():
+            st.download_button("Download the report (zip: report.html and its images)",
+                               lambda: report_archive(path), f"{path.name}_report.zip", "application/zip",
+                               key="ev_zip", on_click="ignore")
+            st.caption(f"The report in the run folder: {path / 'report.html'}")
 resources.remember_widgets()
