@@ -104,6 +104,12 @@ def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str |
     return report
 
 
+# what the table's three columns are (the module's docstring says more)
+COLUMNS = ("columns: pycocotools = COCOeval on ultralytics' val predictions (the cross-check); ultralytics = "
+           "its own validator; detector = COCOeval on Detector.detect(), the boxes gendet's judge sees "
+           "(not in the check: its NMS is single-label)")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m detection.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True,
@@ -129,8 +135,9 @@ def main(argv=None) -> int:
         for key in ("AP50", "AP50-95"):
             print(f"{name + ' ' + key:14}{v[key]:>12.4f}{u.get(key, float('nan')):>12.4f}"
                   f"{d.get(key, float('nan')):>12.4f}")
-    print(f"largest gap {r['max_gap']:.4f} (tolerance {r['tolerance']}); {r['images']} images, "
-          f"{r['objects']} objects -> {out / 'eval.json'}")
+    print(COLUMNS)
+    print(f"largest gap, pycocotools against ultralytics: {r['max_gap']:.4f} (tolerance {r['tolerance']}); "
+          f"{r['images']} images, {r['objects']} objects -> {out / 'eval.json'}")
     if not r["agree"]:
         print(f"warning: pycocotools and ultralytics disagree by {r['max_gap']:.4f} > {r['tolerance']}",
               file=sys.stderr)

@@ -189,8 +189,11 @@ def main(argv=None) -> int:
             agreement = describe_agreement(summary["judge_validation"])
             print(f"judge agreement with ground truth (validate_judge): {agreement}")
         else:
-            print(f"judge not validated for these detectors under {eyes.rules.version} (run python -m "
-                  f"evaluation.validate_judge --judge {eyes.rules.version})")
+            spec = ",".join(f"{task}={path}" for task, path in eyes.paths.items())
+            home = next(iter(eyes.paths.values())).parent
+            print(f"judge not validated for these detectors under {eyes.rules.version}: python -m "
+                  f"evaluation.validate_judge --data SCENES --detectors {spec} --judge {eyes.rules.version} "
+                  f"--out {home} measures it on a scenes dataset, and runs then quote it")
         print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 

@@ -1,7 +1,7 @@
 """How far can the judge be trusted? Run it on real scene images whose contents are known.
 
     python -m evaluation.validate_judge --data data/demo_scenes \\
-        --detectors catdog=models/demo/catdog.pt,face=models/demo/face.pt --out runs/judge_val
+        --detectors catdog=runs/catdog/best.pt,face=runs/face/best.pt --out runs/catdog
 
 For every image of the split, the detectors run once; then every prompt of the
 suite, and every caption of the image itself, is judged twice: on the
@@ -9,7 +9,8 @@ detections, and on the image's ground-truth objects (confidence 1, true
 colours). Agreement is the share of (image, prompt) pairs where the two
 verdicts are the same, per category; the image's own captions are all true, so
 they also measure how often a right image is failed. Writes
-`judge_validation.json` (and prints a table).
+`judge_validation.json` (and prints a table); written beside a detector (--out), it is
+what evaluation.run quotes as the judge's agreement on every run with those detectors.
 
 With `--through-vqvae DIR` every image first goes through a VQ-VAE (encode to
 tokens, decode): the same table then measures what the tokenizer keeps of the
@@ -230,7 +231,9 @@ def main(argv=None) -> int:
                     help="with --through-generator: sampling steps (default: the model's)")
     ap.add_argument("--judge", choices=sorted(VERSIONS), default=DEFAULT_RULES.version,
                     help=f"the judge's rules (default {DEFAULT_RULES.version}; judge-1: as runs before it)")
-    ap.add_argument("--out", type=Path, default=None, help="folder for the JSON report (default: --data)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the JSON report (default: runs/judge_val/ and --data's folder name); "
+                         "a detector's own folder, and evaluation.run quotes the agreement for those detectors")
     args = ap.parse_args(argv)
     if args.through_vqvae and args.through_generator:
         ap.error("give --through-vqvae or --through-generator, not both")
@@ -257,7 +260,7 @@ def main(argv=None) -> int:
         key = "through_vqvae" if args.through_vqvae else "through_generator"
         report[key] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"],
                                      "originals_recall_by_size": plain["recall_by_size"]}
-    out = args.out or args.data
+    out = args.out or gendet_env.ROOT / "runs" / "judge_val" / args.data.resolve().name
     out.mkdir(parents=True, exist_ok=True)
     name = ("tokenizer_ceiling.json" if args.through_vqvae else
             f"completion_r{args.filter_ratio:g}.json" if args.through_generator else "judge_validation.json")

@@ -296,6 +296,7 @@ def test_cli_entry_points(trained, tmp_path, capsys):
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     assert e.value.code == 0 and "pycocotools" in text and "ultralytics" in text and "cat AP50" in text
     assert f"{report['pycocotools']['mAP50']:.4f}" in text and f"{report['ultralytics']['mAP50']:.4f}" in text
+    assert det_eval.COLUMNS in text and f"pycocotools against ultralytics: {report['max_gap']:.4f}" in text
     image = sorted((scenes / "images" / "val").iterdir())[0]
     assert det_predict.main(["--model", str(out / "best.pt"), str(image), "--out", str(tmp_path / "p"),
                              "--conf", "0.001"]) == 0

@@ -96,8 +96,9 @@ def test_images_from_judges_a_finished_run_again_without_generating(tiny_detecto
     # --judge judge-1: the rules of runs before judge-2, recorded as such; a run is finished by its own rules
     assert main([*again, "--judge", "judge-1", "--out", str(tmp_path / "j1")]) == 0
     assert json.loads((tmp_path / "j1" / "summary.json").read_text())["judge"] == JUDGE_1.to_dict()
-    assert "judge not validated for these detectors under judge-1 (run python -m evaluation.validate_judge " \
-        "--judge judge-1)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "judge not validated for these detectors under judge-1: python -m evaluation.validate_judge " \
+        "--data SCENES --detectors catdog=" in printed and "--judge judge-1 --out " in printed
     assert main([*again, "--out", str(tmp_path / "j1")]) == 2
     assert "judge.version: 'judge-1' there, 'judge-2' now" in capsys.readouterr().err
     # a run from before 2026-12-05 (no image_seeds in run.json; image k had seed `seed + k`) is
@@ -264,3 +265,42 @@ def test_run_evaluates_prompts_given_on_the_command_line(tiny_detector, tmp_path
     with pytest.raises(SystemExit):
         main(["--prompt", "a cat", "--suite", "smoke", *common, "--out", str(tmp_path / "bad")])
     assert "give --suite or --prompt, not both" in capsys.readouterr().err
+
+
+def test_the_unvalidated_hint_is_a_command_whose_report_later_runs_quote(tiny_detector, tmp_path, capsys,
+                                                                          monkeypatch):
+    """evaluation.run finds judge_validation.json beside the detectors: the hint it prints for
+    detectors without one is a command that writes it there, and the next run quotes it."""
+    import shlex
+    import shutil
+
+    import gendet_env
+    from test_pipeline import tiny_pipeline
+
+    from datasets.scenes import generate
+    from evaluation.validate_judge import main as validate_main
+
+    (tmp_path / "det").mkdir()
+    shutil.copy(tiny_detector[1] / "best.pt", tmp_path / "det" / "best.pt")
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    run = ["--suite", "smoke", "--model", str(tmp_path / "gen"), "--detectors", f"catdog={tmp_path / 'det' / 'best.pt'}",
+           "--images-per-prompt", "1", "--steps", "2", "--device", "cpu", "--quiet"]
+    assert main([*run, "--out", str(tmp_path / "a")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("judge not validated"))
+    command = shlex.split(line.split(": ", 1)[1].split(" measures it")[0])
+    assert command[:3] == ["python", "-m", "evaluation.validate_judge"]
+    scenes = generate(tmp_path / "scenes", n=8, size=32, seed=2, val_fraction=0.5, progress=False)
+    args = [str(scenes) if a == "SCENES" else a for a in command[3:]]
+    assert validate_main([*args, "--suite", "smoke", "--device", "cpu"]) == 0
+    report = json.loads((tmp_path / "det" / "judge_validation.json").read_text())
+    assert main([*run, "--out", str(tmp_path / "b")]) == 0
+    printed = capsys.readouterr().out
+    assert "judge agreement with ground truth (validate_judge): " in printed
+    quoted = json.loads((tmp_path / "b" / "summary.json").read_text())["judge_validation"]
+    assert quoted["overall"] == round(report["overall"]["accuracy"], 4)
+    # without --out the report goes to runs/judge_val/, named after the data folder, not into the data
+    monkeypatch.setattr(gendet_env, "ROOT", tmp_path / "repo")
+    assert validate_main(["--data", str(scenes), "--detectors", f"catdog={tmp_path / 'det' / 'best.pt'}",
+                          "--suite", "smoke", "--device", "cpu"]) == 0
+    assert (tmp_path / "repo" / "runs" / "judge_val" / "scenes" / "judge_validation.json").is_file()
+    assert not (scenes / "judge_validation.json").exists()
