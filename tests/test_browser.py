@@ -214,8 +214,8 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
 
 
 def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
-    """Upload an image (and then a mask over it), click Generate: four judged images made from it,
-    the settings line names the redraw strength and the upload. Restoring its PNG sets the form's
+    """Upload an image (and then a mask over it, kept outside it or blended), click Generate: four
+    judged images made from it, the settings line names the redraw strength and the upload. Restoring its PNG sets the form's
     values without Streamlit's warning about a widget given a value twice."""
     app_url, log = app_server
     import numpy as np
@@ -242,11 +242,16 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
         page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=120_000)
         assert page.locator("[data-testid='stAlert']").filter(has_text=VERDICT).count() == 4
         assert page.get_by_text("photo.png redrawn at strength 0.5").count() == 1  # the history's line
-        upload("Mask: white = redraw (optional)", mask)  # now inpaint too: the history grows by one entry
+        upload("Mask: white = redraw (optional)", mask)  # now inpaint: the rest is kept, as the CLI's --mask
         page.locator(chip.format("mask.png")).wait_for(state="attached", timeout=30_000)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("photo.png inpainted inside mask.png").wait_for(timeout=120_000)
+        blend = "With a mask: also redraw outside it, at this strength"
+        page.get_by_text(blend).click()  # and blended: the whole image noised to the strength too
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("photo.png redrawn at strength 0.5 inside mask.png").wait_for(timeout=120_000)
         assert page.locator("[data-testid='stException']").count() == 0
+        page.get_by_text(blend).click()  # off again, so the restore below has to turn it on
         # a downloaded edit, restored: its strength comes back, and the page asks for its image again
         with page.expect_download() as info:
             page.get_by_role("button", name="Download PNG").first.click()
@@ -256,6 +261,8 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
         page.locator(chip.format("edit.png")).wait_for(state="attached", timeout=30_000)
         page.get_by_role("button", name="Restore these settings").click()
         page.get_by_text("was drawn from photo.png under the mask mask.png").wait_for(timeout=30_000)
+        # (in the image expander, which the rerun closed)
+        assert page.get_by_role("checkbox", name=blend, include_hidden=True).is_checked()
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
     assert "set via the Session State API" not in log.read_text()

@@ -59,7 +59,10 @@ with st.expander("Load settings from a PNG made by gendet"):
                                            "truncation": float(s.get("truncation", model_defaults["truncation"])),
                                            "purity": bool(s.get("purity", model_defaults["purity"]))}
             if "init_image" in s:  # an edit: its strength comes back; the image itself must be uploaded again
-                st.session_state["restore"]["strength"] = float(s.get("filter_ratio", 0.0))
+                if "filter_ratio" in s:
+                    # the slider's grid (a CLI run may have used any ratio in (0, 1])
+                    st.session_state["restore"]["strength"] = min(max(round(float(s["filter_ratio"]), 2), 0.01), 1.0)
+                st.session_state["restore"]["blend"] = "mask" in s and "filter_ratio" in s
                 st.session_state["restored_edit"] = s["init_image"] + (f" under the mask {s['mask']}"
                                                                        if "mask" in s else "")
             st.rerun()
@@ -97,10 +100,13 @@ with st.form("generate"):
         c1, c2 = st.columns(2)
         init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
-        strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised; "
-                             "0 = only the mask's part)", 0.0, 1.0, step=0.05, key=resources.start("strength", 0.5),
-                             help="With a mask, 0 redraws the white part from scratch and keeps the rest; "
-                                  "above 0 the whole image is also noised that far and redrawn")
+        strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised)", 0.01, 1.0,
+                             step=0.01, key=resources.start("strength", 0.5),
+                             help="How much of the image is redrawn: 1 keeps nothing of it but what guides the "
+                                  "first steps")
+        # inpainting keeps what is outside the mask, as `generation.sample --mask` does; blending is a choice
+        blend = st.checkbox("With a mask: also redraw outside it, at this strength", key=resources.start("blend", False),
+                            help="Off: the mask's white part is drawn from scratch and the rest kept as it is")
     c1, c2 = st.columns(2)
     boxes = c1.checkbox("Show boxes", key=resources.start("boxes", True),
                         help="The boxes the judge counts: at its presence confidence, and of two boxes of "
@@ -138,15 +144,12 @@ def draw_and_judge() -> None:
             if image is None:
                 st.error(note)
                 return
-        if strength == 0 and mask_file is None:
-            st.error("Nothing would be redrawn: set a redraw strength above 0, or give a mask.")
-            return
         try:
             edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
         except ValueError as e:
             st.error(str(e))
             return
-        if strength > 0:
+        if mask_file is None or blend:
             edit["filter_ratio"] = strength
     elif mask_file is not None:
         st.warning("A mask needs the image it covers: upload one too (the mask was not used).")
