@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from datasets.convert.common import YOLO_FORMATS
 from detection._common import IMAGE_SUFFIXES, TASKS, DataError, names_list, task_for_names
 
 
@@ -155,6 +156,21 @@ def _split_images(root: Path, yaml_path: Path, split: str, value) -> list[Path]:
     return images
 
 
+def check_image_format(image: Path) -> None:
+    """ultralytics skips an image whose data is not a format it trains on as "corrupt", after the
+    scan; say so before. Only the header is read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(image) as pil:
+            fmt = pil.format
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{image}: not an image ({e.__class__.__name__})") from None
+    if fmt not in YOLO_FORMATS:
+        raise DataError(f"{image}: {fmt} data, which YOLO training does not read ({', '.join(YOLO_FORMATS)}); "
+                        "save it as PNG (python -m datasets.convert re-encodes such images)")
+
+
 def load_dataset(path: str | Path, task: str | None = None, splits=("train", "val"), check_labels: bool = True) -> YoloDataset:
     """Find, parse and validate a YOLO dataset; raise DataError with the offending file/line."""
     yaml_path = find_data_yaml(path, task).resolve()
@@ -204,4 +220,5 @@ def load_dataset(path: str | Path, task: str | None = None, splits=("train", "va
         if check_labels:
             for im in images:
                 read_labels(label_path_for(im), len(names))
+                check_image_format(im)
     return ds

@@ -625,3 +625,91 @@ def test_images_are_hard_linked_or_copied(tmp_path):
     linked, copied = tmp_path / "linked" / "images/train/x.png", tmp_path / "copied" / "images/train/x.png"
     assert linked.stat().st_ino == src_img.stat().st_ino
     assert copied.stat().st_ino != src_img.stat().st_ino and same_bytes(copied, src_img)
+
+
+# ------------------------------------------------------------------ found in a walk on the real formats
+def tree(folder):
+    """Every file under folder with its bytes: what a failed conversion must leave as it was."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_malformed_file_met_midway_leaves_the_output_as_it_was(tmp_path):
+    """Pets reads each XML, and CUB each caption file, while writing: an error there left a
+    half-written output (and with overwrite, had already deleted the good one before it)."""
+    src = pets_fixture(tmp_path / "pets")
+    out = tmp_path / "out"
+    convert("pets", src, out, val_fraction=0.5)
+    (out / "mine.txt").write_text("not the converter's")
+    before = tree(out)
+    (src / "annotations" / "xmls" / "pug_2.xml").write_text("<annotation><size>")  # truncated, met late
+    with pytest.raises(ConvertError, match=r"pug_2\.xml:1: malformed XML"):
+        convert("pets", src, out, overwrite=True)
+    assert tree(out) == before and not (out / ".converting").exists()
+    with pytest.raises(ConvertError, match=r"pug_2\.xml:1: malformed XML"):
+        convert("pets", src, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()  # a folder the failed conversion made is gone again
+    # the captions writer too: a caption file that is not UTF-8, found after other images were placed
+    root = tmp_path / "cub"
+    for k, caps in enumerate((b"a bird\n", b"a caf\xe9 bird\n")):
+        image(root / "images" / "001.Albatross" / f"bird_{k}.jpg", 16, 16, "JPEG")
+        (root / "text" / "001.Albatross").mkdir(parents=True, exist_ok=True)
+        (root / "text" / "001.Albatross" / f"bird_{k}.txt").write_bytes(caps)
+    with pytest.raises(ConvertError, match=r"bird_1\.txt:1: not UTF-8 text"):
+        convert("cub", root, tmp_path / "caps")
+    assert not (tmp_path / "caps").exists()
+    # and a conversion that succeeds replaces the earlier one, keeping what is not the converter's
+    (src / "annotations" / "xmls" / "pug_2.xml").unlink()
+    report = convert("pets", src, out, overwrite=True, val_fraction=0.5)
+    assert (out / "mine.txt").read_text() == "not the converter's" and not (out / ".converting").exists()
+    assert sorted(p.stem for p in (out / "labels").rglob("*.txt")) == ["Abyssinian_1", "Bengal_7", "beagle_3"]
+    assert saved_report(out)["images_written"] == report.images_written == 3
+
+
+def test_what_yolo_training_cannot_read_is_re_encoded_and_a_size_mismatch_is_said(tmp_path):
+    from detection.data import load_dataset
+
+    src = pets_fixture(tmp_path / "pets")
+    gif = np.random.default_rng(1).integers(0, 256, (70, 90, 3), dtype=np.uint8)
+    gif[:] = gif // 64 * 64  # few colours: the GIF palette keeps them exactly
+    Image.fromarray(gif).save(src / "images" / "beagle_3.jpg", format="GIF")  # GIF data under a .jpg name
+    xml = src / "annotations" / "xmls" / "pug_2.xml"  # the annotation says 100 x 100; the file is 50 x 50
+    xml.write_text(xml.read_text().replace("<width>50</width><height>50</height>",
+                                           "<width>100</width><height>100</height>"))
+    out = tmp_path / "out"
+    report = convert("pets", src, out, val_fraction=0.0)
+    assert (out / "images" / "train" / "beagle_3.png").is_file() and not (out / "images" / "train" / "beagle_3.jpg").exists()
+    assert np.array_equal(np.asarray(Image.open(out / "images" / "train" / "beagle_3.png")), gif)
+    assert close(read_yolo(out, "train", "beagle_3", 90, 70), [(1, 29, 19, 70, 55)])  # its label goes with it
+    assert report.warnings == {C.WARN_REENCODED: 1, C.WARN_SIZE: 1}
+    assert report.warned_files == {C.WARN_REENCODED: [str(src / "images" / "beagle_3.jpg")],
+                                   C.WARN_SIZE: [str(src / "images" / "pug_2.jpg")]}
+    # boxes are read in the annotation's size (images resized after annotating keep them right)
+    assert close(read_yolo(out, "train", "pug_2", 100, 100), [(1, 4, 5, 25, 30)])
+    assert f"warning: {C.WARN_SIZE}: 1 (first: {src / 'images' / 'pug_2.jpg'})" in report.summary()
+    assert len(load_dataset(out, "catdog", splits=("train",)).images["train"]) == 4  # the consumer takes it
+
+
+def test_undeclared_categories_duplicate_ids_and_unlisted_xmls_are_not_silent(tmp_path):
+    bad = tmp_path / "instances_val.json"
+    image(tmp_path / "a.jpg", 20, 20, "JPEG")
+    cats = [{"id": 17, "name": "cat"}]
+    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}], "categories": cats,
+                               "annotations": [{"id": 4, "image_id": 1, "category_id": 999, "bbox": [1, 2, 3, 4]}]}))
+    with pytest.raises(ConvertError, match=r"instances_val\.json \(annotations\[0\] id=4\): category_id 999 is not "
+                                           r"in 'categories'"):
+        convert("coco", bad, tmp_path / "o", images=tmp_path, keep_negatives=5)
+    bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 1, "file_name": "b.jpg"}],
+                               "categories": cats, "annotations": []}))
+    with pytest.raises(ConvertError, match=r"\(images\[1\]\): image id 1 is also images\[0\]'s"):
+        convert("coco", bad, tmp_path / "o", images=tmp_path)
+    src = pets_fixture(tmp_path / "pets")
+    obj = VOC_OBJECT.format(species="cat", x1=1, y1=1, x2=9, y2=9)
+    (src / "annotations" / "xmls" / "Sphynx_9.xml").write_text(VOC.format(name="Sphynx_9", w=20, h=20, objects=obj))
+    report = convert("pets", src, tmp_path / "p")
+    assert report.skipped[C.SKIP_UNLISTED] == 1
+    assert report.skipped_files[C.SKIP_UNLISTED] == [str(src / "annotations" / "xmls" / "Sphynx_9.xml")]
+    # every skip names a file, and the total says what it counts
+    assert report.skipped_files[C.SKIP_DEGENERATE] == [str(src / "annotations" / "xmls" / "Sphynx_5.xml")]
+    assert report.skipped_files[C.SKIP_DUPLICATE] == [f"{src / 'annotations' / 'test.txt'}:3"]
+    assert report.skipped_files[C.SKIP_NO_USABLE_BOX] == [str(src / "images" / "Sphynx_5.jpg")]
+    assert "skipped: 6 (1 boxes, 5 images or records)" in report.summary()

@@ -749,3 +749,18 @@ def test_ultralytics_log_lines_reach_a_file_without_colour_codes():
         LOGGER.removeHandler(handler)
         quiet_ultralytics(False)
     assert "\x1b[" in colorstr("train:") and records[0].getMessage() == "train: 40 images"
+
+
+def test_an_image_whose_data_yolo_training_cannot_read_is_named_before_training(tmp_path):
+    """GIF data under a .png name: ultralytics would skip it as 'corrupt' in its scan, after the
+    run had started; the dataset check names it first."""
+    from detection._common import DataError
+    from detection.data import load_dataset
+
+    data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
+    Image.new("RGB", (32, 32)).save(data / "images" / "train" / "a.png", format="GIF")
+    with pytest.raises(DataError, match=r"a\.png: GIF data, which YOLO training does not read"):
+        load_dataset(data, "catdog")
+    (data / "images" / "train" / "a.png").write_text("no image")
+    with pytest.raises(DataError, match=r"a\.png: not an image"):
+        load_dataset(data, "catdog")

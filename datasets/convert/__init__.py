@@ -28,11 +28,21 @@ Python::
 
 Rules every converter follows:
 
+* Nothing in ``DIR`` changes unless the conversion succeeds: it writes into
+  ``DIR/.converting/`` and moves that into place at the end (an earlier conversion there is
+  replaced only then, with ``overwrite``; other files in ``DIR`` stay).
 * Images are hard-linked into ``DIR/images/<split>/`` (copied where a link fails, or
-  always with ``copy=True``); their file type and extension are kept (.jpg stays .jpg).
+  always with ``copy=True``); their file type and extension are kept (.jpg stays .jpg),
+  except, in a YOLO dataset, data ultralytics does not train on (a GIF, or a name it does
+  not list, such as .gif): re-encoded as PNG and counted (``report.warnings``).
   Names are flattened (``<basename>``; on a clash the parent folder is prefixed).
 * Boxes are clipped to the image and written as YOLO ``cls cx cy w h`` normalised,
-  6 decimals. A box that is empty after clipping is skipped and counted.
+  6 decimals, by the image size the annotation gives (COCO's width/height, VOC's <size>):
+  boxes scale with an image resized after annotating. Where that size differs from the
+  file's, it is counted as a warning naming the image. A box that is empty after clipping
+  is skipped and counted.
+* Captions are kept as written, without the spaces and line ends around them (COCO's end
+  in one); empty ones are dropped and counted.
 * Malformed input raises :class:`ConvertError` naming the file and the line (text
   formats) or the record (JSON / XML). Legitimately skippable records (a missing or
   unreadable image, an invalid box, a crowd box, ...) are skipped and COUNTED in the report
@@ -42,7 +52,9 @@ Rules every converter follows:
   for JPEGs (verify reads none of their pixels; a truncated download is caught here).
 * Splits: an existing train/val split in the source is kept; otherwise the records are
   split by ``val_fraction`` with a seeded shuffle of the sorted record keys
-  (deterministic: same input + seed -> same split).
+  (deterministic: same input + seed -> same split). Oxford-IIIT Pet's trainval/test
+  lists are not such a split: its test images have no head boxes (no XML), so they are
+  skipped and counted, and val is drawn from the listed names by ``val_fraction``.
 """
 
 from __future__ import annotations
@@ -57,10 +69,11 @@ from typing import Callable
 
 from datasets.convert.captions import convert_coco_captions, convert_cub, convert_folder
 from datasets.convert.coco import convert_coco
-from datasets.convert.common import (  # noqa: F401  (the skip reasons: the keys of report.skipped)
+from datasets.convert.common import (  # noqa: F401  (skip and warning reasons: the keys of report.skipped/warnings)
     SKIP_CROWD, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_INVALID_FACE, SKIP_MISSING_IMAGE, SKIP_NEGATIVE,
     SKIP_NO_CAPTION_FILE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_NO_XML, SKIP_OTHER_YEAR, SKIP_OUTSIDE,
-    SKIP_UNKNOWN_IMAGE_ID, SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, ConvertError, ConvertReport, split_keys)
+    SKIP_UNKNOWN_IMAGE_ID, SKIP_UNLISTED, SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, WARN_REENCODED,
+    WARN_SIZE, ConvertError, ConvertReport, split_keys)
 from datasets.convert.pets import convert_pets
 from datasets.convert.wider import convert_wider
 from datasets.convert.writers import OutputExists
@@ -146,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-negatives", type=int, default=None, metavar="N",
                    help="coco: keep N images without cats/dogs as negatives (default 0)")
     p.add_argument("--copy", action="store_true", help="copy images instead of hard-linking them")
-    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --out (once the new one is complete)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

@@ -22,17 +22,17 @@ def convert_coco_captions(src, out, *, images=None, val_fraction: float = 0.1, s
         coco = load_coco(path, captions=True)
         for ann in coco.dataset["annotations"]:
             if ann["image_id"] not in coco.imgs:
-                report.skip(SKIP_UNKNOWN_IMAGE_ID)
+                report.skip(SKIP_UNKNOWN_IMAGE_ID, file=f"{path} (annotation id={ann.get('id')})")
         for image_id in sorted(coco.getImgIds(), key=str):
             caps = [a["caption"] for a in coco.imgToAnns.get(image_id, [])]
             entries.append((f"{path.name}:{image_id}", split if has_split else None,
                             img_dir / coco.imgs[image_id]["file_name"], caps))
     if not has_split:
         assign = split_keys([e[0] for e in entries], val_fraction, seed)
-    writer = CaptionsWriter(out, report, copy=copy, overwrite=overwrite)
-    for key, split, image, caps in progress_iter(entries, progress, "coco-captions", len(entries)):
-        writer.add(split or assign[key], image, caps)
-    return writer.finish()
+    with CaptionsWriter(out, report, copy=copy, overwrite=overwrite) as writer:
+        for key, split, image, caps in progress_iter(entries, progress, "coco-captions", len(entries)):
+            writer.add(split or assign[key], image, caps)
+        return writer.finish()
 
 
 IMAGE_FOLDERS = ("images", "jpg", "CUB_200_2011/images", "../CUB_200_2011/images", "../jpg")  # CUB, Oxford-102
@@ -97,13 +97,13 @@ def convert_cub(src, out, *, images=None, val_fraction: float = 0.1, seed: int =
         assign = {k: by_class[k.split("/")[0]] for k in texts}
     else:
         assign = split_keys(texts, val_fraction, seed)
-    writer = CaptionsWriter(out, report, copy=copy, overwrite=overwrite)
-    for key in progress_iter(sorted(texts), progress, "cub", len(texts)):
-        if matched[key] is None:
-            report.skip(SKIP_MISSING_IMAGE, file=img_dir / f"{key}.jpg")  # the layout's name for it
-            continue
-        writer.add(assign[key], matched[key], read_lines(texts[key]))
-    return writer.finish()
+    with CaptionsWriter(out, report, copy=copy, overwrite=overwrite) as writer:
+        for key in progress_iter(sorted(texts), progress, "cub", len(texts)):
+            if matched[key] is None:
+                report.skip(SKIP_MISSING_IMAGE, file=img_dir / f"{key}.jpg")  # the layout's name for it
+                continue
+            writer.add(assign[key], matched[key], read_lines(texts[key]))
+        return writer.finish()
 
 
 def convert_folder(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bool = False,
@@ -150,8 +150,8 @@ def convert_folder(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: 
         entry["captions"] += [c for c in caps if c not in entry["captions"]]
         entry["split"] = entry["split"] or split
     assign = None if any_split else split_keys(rows, val_fraction, seed)
-    writer = CaptionsWriter(out, report, copy=copy, overwrite=overwrite)
-    for image, entry in progress_iter(list(rows.items()), progress, "folder", len(rows)):
-        split = (entry["split"] or "train") if any_split else assign[image]
-        writer.add(split, root / image, entry["captions"])
-    return writer.finish()
+    with CaptionsWriter(out, report, copy=copy, overwrite=overwrite) as writer:
+        for image, entry in progress_iter(list(rows.items()), progress, "folder", len(rows)):
+            split = (entry["split"] or "train") if any_split else assign[image]
+            writer.add(split, root / image, entry["captions"])
+        return writer.finish()

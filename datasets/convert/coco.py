@@ -86,9 +86,20 @@ def load_coco(path: Path, *, captions: bool = False):
     for key in ("images", "annotations") + (() if captions else ("categories",)):
         if not isinstance(data.get(key), list):
             raise ConvertError(f"missing or non-list '{key}'", path)
+    seen = {}
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise ConvertError("image record needs 'id' and 'file_name'", path, record=f"images[{i}]")
+        if img["id"] in seen:  # pycocotools would keep the last one and merge their annotations
+            raise ConvertError(f"image id {img['id']!r} is also images[{seen[img['id']]}]'s", path,
+                               record=f"images[{i}]")
+        seen[img["id"]] = i
+    declared = set()
+    if not captions:
+        for i, cat in enumerate(data["categories"]):
+            if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
+                raise ConvertError("category needs 'id' and 'name'", path, record=f"categories[{i}]")
+            declared.add(cat["id"])
     for i, ann in enumerate(data["annotations"]):
         rec = f"annotations[{i}]" + (f" id={ann.get('id')}" if isinstance(ann, dict) else "")
         if not isinstance(ann, dict) or "image_id" not in ann:
@@ -99,13 +110,11 @@ def load_coco(path: Path, *, captions: bool = False):
             continue
         if "category_id" not in ann:
             raise ConvertError("annotation needs 'category_id'", path, record=rec)
+        if ann["category_id"] not in declared:  # its object's class is unknown, so no image is a sure negative
+            raise ConvertError(f"category_id {ann['category_id']!r} is not in 'categories'", path, record=rec)
         bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4 or any(number(v) is None for v in bbox):
             raise ConvertError(f"'bbox' must be 4 numbers [x, y, w, h], got {bbox!r}", path, record=rec)
-    if not captions:
-        for i, cat in enumerate(data["categories"]):
-            if not isinstance(cat, dict) or "id" not in cat or not isinstance(cat.get("name"), str):
-                raise ConvertError("category needs 'id' and 'name'", path, record=f"categories[{i}]")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
@@ -146,7 +155,7 @@ def convert_coco(src, out, *, images=None, keep_negatives: int = 0, val_fraction
         by_image = defaultdict(list)
         for ann in coco.loadAnns(ann_ids):
             if ann["image_id"] not in coco.imgs:
-                report.skip(SKIP_UNKNOWN_IMAGE_ID)
+                report.skip(SKIP_UNKNOWN_IMAGE_ID, file=f"{path} (annotation id={ann.get('id')})")
                 continue
             by_image[ann["image_id"]].append(ann)
         for image_id in sorted(coco.getImgIds(), key=str):
@@ -158,26 +167,26 @@ def convert_coco(src, out, *, images=None, keep_negatives: int = 0, val_fraction
     entries = positives + [e for e in negatives if e[0] in kept_neg]
     if not has_split:
         assign = split_keys([e[0] for e in entries], val_fraction, seed)
-    writer = YoloWriter(out, report, "catdog", copy=copy, overwrite=overwrite)
-    for key, split, coco, img_dir, image_id, anns, want in progress_iter(entries, progress, "coco", len(entries)):
-        split = split or assign[key]
-        info = coco.imgs[image_id]
-        image = img_dir / info["file_name"]
-        if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE, file=image)
-            continue
-        boxes = []
-        for ann in anns:
-            if ann.get("iscrowd", 0):
-                report.skip(SKIP_CROWD)
+    with YoloWriter(out, report, "catdog", copy=copy, overwrite=overwrite) as writer:
+        for key, split, coco, img_dir, image_id, anns, want in progress_iter(entries, progress, "coco", len(entries)):
+            split = split or assign[key]
+            info = coco.imgs[image_id]
+            image = img_dir / info["file_name"]
+            if not image.is_file():
+                report.skip(SKIP_MISSING_IMAGE, file=image)
                 continue
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if w <= 0 or h <= 0:
-                report.skip(SKIP_DEGENERATE)
-                continue
-            boxes.append((want[ann["category_id"]], x, y, x + w, y + h))
-        width, height = info.get("width"), info.get("height")
-        if number(width) is None or number(height) is None or width <= 0 or height <= 0:
-            width = height = None
-        writer.add(split, image, width, height, boxes, negative=not anns)
-    return writer.finish()
+            boxes = []
+            for ann in anns:
+                if ann.get("iscrowd", 0):
+                    report.skip(SKIP_CROWD, file=image)
+                    continue
+                x, y, w, h = (float(v) for v in ann["bbox"])
+                if w <= 0 or h <= 0:
+                    report.skip(SKIP_DEGENERATE, file=image)
+                    continue
+                boxes.append((want[ann["category_id"]], x, y, x + w, y + h))
+            width, height = info.get("width"), info.get("height")
+            if number(width) is None or number(height) is None or width <= 0 or height <= 0:
+                width = height = None
+            writer.add(split, image, width, height, boxes, negative=not anns)
+        return writer.finish()

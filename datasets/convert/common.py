@@ -16,6 +16,11 @@ CATDOG_NAMES = {0: "cat", 1: "dog"}
 FACE_NAMES = {0: "face"}
 TASK_NAMES = {"catdog": CATDOG_NAMES, "face": FACE_NAMES}
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+# what ultralytics trains on, by the data inside (PIL's format names) and by the file's suffix;
+# anything else goes into a YOLO output re-encoded as PNG (ultralytics skips it as "corrupt", or
+# never lists it)
+YOLO_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "MPO")
+YOLO_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 # skip reasons (report.skipped keys); one place so tests and consumers can refer to them
 SKIP_MISSING_IMAGE = "missing image file"
@@ -29,13 +34,20 @@ SKIP_UNKNOWN_IMAGE_ID = "annotation for an unknown image id"
 SKIP_NO_XML = "no head box (no xml)"
 SKIP_XML_NO_OBJECTS = "no head box (xml without objects)"
 SKIP_DUPLICATE = "duplicate list entry"
+SKIP_UNLISTED = "head box (xml) of an image in no list file"
 SKIP_INVALID_FACE = "invalid face (invalid=1)"
 SKIP_NO_CAPTIONS = "no captions"
 SKIP_NO_CAPTION_FILE = "no caption file"
 SKIP_UNSPLIT_FILE = "annotation file outside train/val ignored"
 SKIP_OTHER_YEAR = "annotation file of an older COCO year ignored"
 
-EXAMPLES = 5  # skipped files named per reason in the report
+# the reasons that count boxes; the others count images or records (files, annotations, list lines)
+BOX_SKIPS = (SKIP_CROWD, SKIP_DEGENERATE, SKIP_OUTSIDE, SKIP_INVALID_FACE)
+
+WARN_SIZE = "annotation's image size differs from the file's (boxes read in the annotation's)"
+WARN_REENCODED = "image re-encoded as PNG (a format YOLO training does not read)"
+
+EXAMPLES = 5  # skipped (or warned) files named per reason in the report
 
 
 class ConvertError(ValueError):
@@ -78,6 +90,7 @@ class ConvertReport:
     skipped: Counter = field(default_factory=Counter)
     skipped_files: dict = field(default_factory=dict)  # reason -> the first EXAMPLES files
     warnings: Counter = field(default_factory=Counter)
+    warned_files: dict = field(default_factory=dict)  # reason -> the first EXAMPLES files
     notes: list = field(default_factory=list)
 
     @property
@@ -97,9 +110,13 @@ class ConvertReport:
         if n:
             self.skipped[reason] += n
         if file is not None:
-            examples = self.skipped_files.setdefault(reason, [])
-            if len(examples) < EXAMPLES:
-                examples.append(str(file))
+            _example(self.skipped_files, reason, file)
+
+    def warn(self, reason: str, file: str | os.PathLike | None = None) -> None:
+        """Count one record written with a caveat; `file` names it."""
+        self.warnings[reason] += 1
+        if file is not None:
+            _example(self.warned_files, reason, file)
 
     def to_dict(self) -> dict:
         names = TASK_NAMES.get(self.task, {})
@@ -120,6 +137,7 @@ class ConvertReport:
             "skipped_total": self.skipped_total,
             "skipped_files": dict(sorted(self.skipped_files.items())),
             "warnings": dict(sorted(self.warnings.items())),
+            "warned_files": dict(sorted(self.warned_files.items())),
             "notes": list(self.notes),
         }
 
@@ -144,16 +162,25 @@ class ConvertReport:
             if self.boxes_clipped:
                 lines.append(f"  boxes clipped to the image: {self.boxes_clipped}")
         if self.skipped:
-            lines.append(f"  skipped: {self.skipped_total}")
+            boxes = sum(n for reason, n in self.skipped.items() if reason in BOX_SKIPS)
+            lines.append(f"  skipped: {self.skipped_total} ({boxes} boxes, {self.skipped_total - boxes} images or "
+                         "records)")
             for reason, n in sorted(self.skipped.items()):
                 files = self.skipped_files.get(reason)
                 lines.append(f"    {reason}: {n}" + (f" (first: {files[0]})" if files else ""))
         else:
             lines.append("  skipped: 0")
         for reason, n in sorted(self.warnings.items()):
-            lines.append(f"  warning: {reason}: {n}")
+            files = self.warned_files.get(reason)
+            lines.append(f"  warning: {reason}: {n}" + (f" (first: {files[0]})" if files else ""))
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+
+def _example(examples: dict, reason: str, file) -> None:
+    listed = examples.setdefault(reason, [])
+    if len(listed) < EXAMPLES:
+        listed.append(str(file))
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -195,10 +222,11 @@ def source_folder(src) -> Path:
     return src
 
 
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(width, height) of an image PIL can read whole, None otherwise: a text file named .png or a
-    truncated download is caught here, not in training. PNGs: verify() checks every chunk's CRC.
-    Others (JPEG: verify() reads no pixel data): decoded, at 1/8 scale where the format allows."""
+def image_info(path: Path) -> tuple[tuple[int, int], str] | None:
+    """((width, height), PIL's format name) of an image PIL can read whole, None otherwise: a text
+    file named .png or a truncated download is caught here, not in training. PNGs: verify() checks
+    every chunk's CRC. Others (JPEG: verify() reads no pixel data): decoded, at 1/8 scale where the
+    format allows."""
     from PIL import Image
 
     try:
@@ -209,7 +237,7 @@ def image_size(path: Path) -> tuple[int, int] | None:
             with Image.open(path) as im:
                 im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 im.load()
-        return size
+        return size, fmt
     except Exception:  # noqa: BLE001 - PIL raises many types
         return None
 

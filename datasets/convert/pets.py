@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from datasets.convert.common import (
-    CATDOG_NAMES, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_MISSING_IMAGE, SKIP_NO_XML, SKIP_XML_NO_OBJECTS,
+    CATDOG_NAMES, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_MISSING_IMAGE, SKIP_NO_XML, SKIP_UNLISTED, SKIP_XML_NO_OBJECTS,
     ConvertError, ConvertReport, progress_iter, read_lines, source_folder, split_keys)
 from datasets.convert.writers import YoloWriter
 
@@ -71,36 +71,40 @@ def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bo
     report = ConvertReport("pets", str(src), str(out), "catdog")
     entries, seen = [], set()
     for path in lists:
-        for name, species, _ in _parse_pets_list(path):
+        for name, species, lineno in _parse_pets_list(path):
             if name in seen:
-                report.skip(SKIP_DUPLICATE)
+                report.skip(SKIP_DUPLICATE, file=f"{path}:{lineno}")
                 continue
             seen.add(name)
             entries.append((name, species))
+    # the list files decide the species; an xml they do not name has none, so it is counted, not used
+    for xml in sorted((ann_dir / "xmls").glob("*.xml")):
+        if xml.stem not in seen:
+            report.skip(SKIP_UNLISTED, file=xml)
     assign = split_keys([name for name, _ in entries], val_fraction, seed)
-    writer = YoloWriter(out, report, "catdog", copy=copy, overwrite=overwrite)
-    for name, species in progress_iter(entries, progress, "pets", len(entries)):
-        xml = ann_dir / "xmls" / f"{name}.xml"
-        if not xml.is_file():
-            report.skip(SKIP_NO_XML, file=xml)
-            continue
-        image = src / "images" / f"{name}.jpg"
-        if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE, file=image)
-            continue
-        width, height, objects = _parse_voc_xml(xml)
-        cls = species - 1
-        boxes = []
-        for obj_name, xmin, ymin, xmax, ymax in objects:
-            if obj_name in ("cat", "dog") and obj_name != CATDOG_NAMES[cls]:
-                report.warnings["xml <name> disagrees with the list species (species used)"] += 1
-            x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
-            if x2 <= x1 or y2 <= y1:
-                report.skip(SKIP_DEGENERATE)
+    with YoloWriter(out, report, "catdog", copy=copy, overwrite=overwrite) as writer:
+        for name, species in progress_iter(entries, progress, "pets", len(entries)):
+            xml = ann_dir / "xmls" / f"{name}.xml"
+            if not xml.is_file():
+                report.skip(SKIP_NO_XML, file=xml)
                 continue
-            boxes.append((cls, x1, y1, x2, y2))
-        if not objects:
-            report.skip(SKIP_XML_NO_OBJECTS, file=xml)
-            continue
-        writer.add(assign[name], image, width, height, boxes)
-    return writer.finish()
+            image = src / "images" / f"{name}.jpg"
+            if not image.is_file():
+                report.skip(SKIP_MISSING_IMAGE, file=image)
+                continue
+            width, height, objects = _parse_voc_xml(xml)
+            cls = species - 1
+            boxes = []
+            for obj_name, xmin, ymin, xmax, ymax in objects:
+                if obj_name in ("cat", "dog") and obj_name != CATDOG_NAMES[cls]:
+                    report.warnings["xml <name> disagrees with the list species (species used)"] += 1
+                x1, y1, x2, y2 = xmin - 1, ymin - 1, xmax, ymax
+                if x2 <= x1 or y2 <= y1:
+                    report.skip(SKIP_DEGENERATE, file=xml)
+                    continue
+                boxes.append((cls, x1, y1, x2, y2))
+            if not objects:
+                report.skip(SKIP_XML_NO_OBJECTS, file=xml)
+                continue
+            writer.add(assign[name], image, width, height, boxes)
+        return writer.finish()

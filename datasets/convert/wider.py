@@ -85,20 +85,20 @@ def convert_wider(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: b
             entries.append((f"{split}/{rel}", split, img_root / rel, boxes, count))
     if not has_split:
         assign = split_keys([e[0] for e in entries], val_fraction, seed)
-    writer = YoloWriter(out, report, "face", copy=copy, overwrite=overwrite)
-    for key, split, image, raw_boxes, count in progress_iter(entries, progress, "wider", len(entries)):
-        split = split if has_split else assign[key]
-        if not image.is_file():
-            report.skip(SKIP_MISSING_IMAGE, file=image)
-            continue
-        boxes = []
-        for _, (x, y, w, h, _blur, _expr, _illum, invalid, _occ, _pose) in raw_boxes:
-            if invalid == 1:
-                report.skip(SKIP_INVALID_FACE)
+    with YoloWriter(out, report, "face", copy=copy, overwrite=overwrite) as writer:
+        for key, split, image, raw_boxes, count in progress_iter(entries, progress, "wider", len(entries)):
+            split = split if has_split else assign[key]
+            if not image.is_file():
+                report.skip(SKIP_MISSING_IMAGE, file=image)
                 continue
-            if w <= 0 or h <= 0:
-                report.skip(SKIP_DEGENERATE)
-                continue
-            boxes.append((0, x, y, x + w, y + h))
-        writer.add(split, image, None, None, boxes, negative=count == 0)
-    return writer.finish()
+            boxes = []
+            for _, (x, y, w, h, _blur, _expr, _illum, invalid, _occ, _pose) in raw_boxes:
+                if invalid == 1:
+                    report.skip(SKIP_INVALID_FACE, file=image)
+                    continue
+                if w <= 0 or h <= 0:
+                    report.skip(SKIP_DEGENERATE, file=image)
+                    continue
+                boxes.append((0, x, y, x + w, y + h))
+            writer.add(split, image, None, None, boxes, negative=count == 0)
+        return writer.finish()

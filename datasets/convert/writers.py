@@ -10,7 +10,7 @@ from pathlib import Path
 
 from datasets.convert.common import (
     SKIP_MISSING_IMAGE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_OUTSIDE, SKIP_UNREADABLE_IMAGE, SPLITS,
-    TASK_NAMES, ConvertError, ConvertReport, image_size)
+    TASK_NAMES, WARN_REENCODED, WARN_SIZE, YOLO_FORMATS, YOLO_SUFFIXES, ConvertError, ConvertReport, image_info)
 
 
 class OutputExists(ConvertError):
@@ -23,12 +23,19 @@ class OutputExists(ConvertError):
 
 
 class Output:
-    """Common output handling: the folder, unique image names, linking/copying."""
+    """Common output handling: the folder, unique image names, linking/copying.
+
+    Everything is written into a staging folder inside the output (STAGING) and moved into place
+    by finish(): a conversion that stops on a malformed file leaves the output as it was (an
+    earlier conversion there included, even with overwrite). Use it as a context manager, so an
+    error also removes the staging folder."""
 
     OWNED = ("images", "labels", "data.yaml", "captions.jsonl", "convert_report.json")
+    STAGING = ".converting"
 
     def __init__(self, out, report: ConvertReport, *, copy: bool = False, overwrite: bool = False):
-        self.out = Path(out)
+        self.final = Path(out)
+        self.out = self.final  # checked as the output first; the staging folder once they pass
         self.report = report
         self.copy = copy
         self._used: dict[str, set[str]] = {s: set() for s in SPLITS}
@@ -40,18 +47,40 @@ class Output:
             raise ConvertError(f"the output folder is the source {report.src} or holds it; choose an output "
                                "folder outside the source", self.out)
         existing = [name for name in self.OWNED if (self.out / name).exists()]
-        if existing:
-            if not overwrite:
-                raise OutputExists(self.out, existing)
-            for name in existing:
-                p = self.out / name
-                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if existing and not overwrite:
+            raise OutputExists(self.out, existing)
+        self._made_final = not self.final.exists()
+        self.out = self.final / self.STAGING
+        if self.out.exists():  # left by a conversion that was killed
+            shutil.rmtree(self.out)
         for split in SPLITS:
             (self.out / "images" / split).mkdir(parents=True, exist_ok=True)
 
-    def _unique_name(self, split: str, src: Path) -> str:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:  # the output stays as it was: drop what this conversion wrote
+            shutil.rmtree(self.out, ignore_errors=True)
+            if self._made_final and self.final.is_dir() and not any(self.final.iterdir()):
+                self.final.rmdir()
+
+    def _commit(self) -> None:
+        """Replace the output's earlier files with the staged ones (overwrite was checked at the start)."""
+        for name in self.OWNED:
+            old = self.final / name
+            if old.is_symlink() or old.is_file():
+                old.unlink()
+            elif old.is_dir():
+                shutil.rmtree(old)
+            if (self.out / name).exists():
+                (self.out / name).rename(old)
+        self.out.rmdir()
+        self.out = self.final
+
+    def _unique_name(self, split: str, src: Path, ext: str | None = None) -> str:
         used = self._used[split]
-        stem, ext = src.stem, src.suffix.lower() or ".jpg"
+        stem, ext = src.stem, ext or src.suffix.lower() or ".jpg"
         candidates = [stem]
         parents = [p for p in src.parent.parts[-2:] if p not in ("/", "")]
         if parents:
@@ -69,13 +98,19 @@ class Output:
         used.add(f"{base}_{k}")
         return f"{base}_{k}{ext}"
 
-    def place_image(self, split: str, src: Path) -> str:
-        """Link (or copy) src under images/<split>/; returns the path relative to out."""
-        name = self._unique_name(split, src)
+    def place_image(self, split: str, src: Path, as_png: bool = False) -> str:
+        """Link (or copy, or with as_png re-encode) src under images/<split>/; returns the path
+        relative to out."""
+        name = self._unique_name(split, src, ".png" if as_png else None)
         dst = self.out / "images" / split / name
         if dst.exists() or dst.is_symlink():
             dst.unlink()
-        if self.copy:
+        if as_png:
+            from PIL import Image
+
+            with Image.open(src) as im:
+                im.convert("RGBA" if "A" in im.getbands() else "RGB").save(dst, format="PNG")
+        elif self.copy:
             shutil.copy2(src, dst)
         else:
             try:
@@ -84,18 +119,20 @@ class Output:
                 shutil.copy2(src, dst)
         return f"images/{split}/{name}"
 
-    def readable_size(self, image: Path) -> tuple[int, int] | None:
-        """The image's (width, height), or None after counting it as skipped (missing or unreadable)."""
+    def readable(self, image: Path) -> tuple[tuple[int, int], str] | None:
+        """The image's ((width, height), format), or None after counting it as skipped (missing or
+        unreadable)."""
         if not image.is_file():
             self.report.skip(SKIP_MISSING_IMAGE, file=image)
             return None
-        size = image_size(image)
-        if size is None:
+        info = image_info(image)
+        if info is None:
             self.report.skip(SKIP_UNREADABLE_IMAGE, file=image)
-        return size
+        return info
 
     def _finish_report(self) -> ConvertReport:
         self.report.write(self.out / "convert_report.json")
+        self._commit()
         return self.report
 
 
@@ -109,14 +146,15 @@ class YoloWriter(Output):
         for split in SPLITS:
             (self.out / "labels" / split).mkdir(parents=True, exist_ok=True)
 
-    def label_lines(self, boxes, width: int, height: int) -> list[str]:
-        """boxes: (cls, x1, y1, x2, y2) in pixels (x2/y2 exclusive) -> YOLO lines; clips, counts."""
+    def label_lines(self, boxes, width: int, height: int, image: Path | None = None) -> list[str]:
+        """boxes: (cls, x1, y1, x2, y2) in pixels (x2/y2 exclusive) -> YOLO lines; clips, counts
+        (naming `image` where a box is dropped)."""
         lines = []
         for cls, x1, y1, x2, y2 in boxes:
             cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
             cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
             if cx2 - cx1 <= 0 or cy2 - cy1 <= 0:
-                self.report.skip(SKIP_OUTSIDE)
+                self.report.skip(SKIP_OUTSIDE, file=image)
                 continue
             if (cx1, cy1, cx2, cy2) != (x1, y1, x2, y2):
                 self.report.boxes_clipped += 1
@@ -129,16 +167,24 @@ class YoloWriter(Output):
             *, negative: bool = False) -> bool:
         """Write one image + its label file. ``negative`` marks an image that has no objects
         at all; an image that had objects but whose boxes were all dropped is skipped."""
-        size = self.readable_size(image)
-        if size is None:
+        info = self.readable(image)
+        if info is None:
             return False
+        size, fmt = info
         if not width or not height:
             width, height = size
-        lines = [] if negative else self.label_lines(boxes, width, height)
+        elif (width, height) != size:
+            # e.g. images resized after annotating: boxes scale with them, so the annotation's
+            # size is the one they are normalised by; a wrong annotation shows here
+            self.report.warn(WARN_SIZE, file=image)
+        lines = [] if negative else self.label_lines(boxes, width, height, image)
         if not negative and not lines:
-            self.report.skip(SKIP_NO_USABLE_BOX)
+            self.report.skip(SKIP_NO_USABLE_BOX, file=image)
             return False
-        rel = self.place_image(split, image)
+        as_png = fmt not in YOLO_FORMATS or image.suffix.lower() not in YOLO_SUFFIXES
+        if as_png:
+            self.report.warn(WARN_REENCODED, file=image)
+        rel = self.place_image(split, image, as_png)
         label = self.out / "labels" / split / (Path(rel).stem + ".txt")
         label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         self.report.images[split] += 1
@@ -174,9 +220,9 @@ class CaptionsWriter(Output):
         if len(captions) < given:
             self.report.warnings["empty captions dropped"] += given - len(captions)
         if not captions:
-            self.report.skip(SKIP_NO_CAPTIONS)
+            self.report.skip(SKIP_NO_CAPTIONS, file=image)
             return False
-        if self.readable_size(image) is None:
+        if self.readable(image) is None:
             return False
         rel = self.place_image(split, image)
         self.rows.append({"image": rel, "split": split, "captions": captions})
