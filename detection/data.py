@@ -71,6 +71,8 @@ class YoloDataset:
         for im in self.images[split]:
             with Image.open(im) as pil:
                 w, h = pil.size
+                if pil.getexif().get(0x0112) in (5, 6, 7, 8):  # ultralytics sees it turned a quarter
+                    w, h = h, w
             boxes = []
             for cls, cx, cy, bw, bh in read_labels(self.label_path(im), len(self.names)):
                 boxes.append((cls, (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h))
@@ -159,13 +161,13 @@ def _split_images(root: Path, yaml_path: Path, split: str, value) -> list[Path]:
 def check_image_format(image: Path) -> None:
     """ultralytics skips an image whose data is not a format it trains on as "corrupt", after the
     scan; say so before. Only the header is read."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(image) as pil:
             fmt = pil.format
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{image}: not an image ({e.__class__.__name__})") from None
+    except Exception:  # noqa: BLE001 - PIL's errors, or ultralytics' patched open failing on a HEIF plugin
+        raise DataError(f"{image}: not an image PIL can open") from None
     if fmt not in YOLO_FORMATS:
         raise DataError(f"{image}: {fmt} data, which YOLO training does not read ({', '.join(YOLO_FORMATS)}); "
                         "save it as PNG (python -m datasets.convert re-encodes such images)")

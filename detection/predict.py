@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from detection._common import UsageError, out_folder, resolve_model, run_cli
@@ -51,9 +51,10 @@ def unreadable(path: Path) -> str | None:
 
 
 def open_rgb(path: Path) -> Image.Image:
+    """The image as viewers (and ultralytics, given the path) show it: turned by its EXIF orientation."""
     try:
         with Image.open(path) as im:
-            return im.convert("RGB")
+            return ImageOps.exif_transpose(im).convert("RGB")
     except Exception as e:  # noqa: BLE001 - PIL raises many types
         raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 

@@ -713,3 +713,36 @@ def test_undeclared_categories_duplicate_ids_and_unlisted_xmls_are_not_silent(tm
     assert report.skipped_files[C.SKIP_DUPLICATE] == [f"{src / 'annotations' / 'test.txt'}:3"]
     assert report.skipped_files[C.SKIP_NO_USABLE_BOX] == [str(src / "images" / "Sphynx_5.jpg")]
     assert "skipped: 6 (1 boxes, 5 images or records)" in report.summary()
+
+
+def test_an_exif_turned_photo_goes_in_the_frame_its_boxes_were_drawn_in(tmp_path):
+    """ultralytics shows the model a JPEG turned by its EXIF orientation. Boxes on the stored
+    pixels (an annotation of the stored size, or none) need the image without its orientation;
+    boxes on the turned photo (an annotation of the turned size) need it as it is."""
+    from ultralytics.utils.patches import imread
+
+    stored = np.random.default_rng(0).integers(0, 256, (100, 160, 3), dtype=np.uint8)  # 160 wide, 100 high
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # shown turned a quarter: 100 wide, 160 high
+    for name in ("raw.jpg", "shown.jpg"):
+        Image.fromarray(stored).save(root / "val2017" / name, exif=exif.tobytes(), quality=95)
+    images = [{"id": 1, "file_name": "raw.jpg", "width": 160, "height": 100},
+              {"id": 2, "file_name": "shown.jpg", "width": 100, "height": 160}]
+    anns = [{"id": 1, "image_id": 1, "category_id": 17, "bbox": [120, 10, 30, 20], "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 17, "bbox": [10, 120, 20, 30], "iscrowd": 0}]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": COCO_CATS}))
+    out = tmp_path / "out"
+    report = convert("coco", root, out, val_fraction=0.0)
+    raw, shown = out / "images" / "train" / "raw.png", out / "images" / "train" / "shown.jpg"
+    assert raw.is_file() and shown.is_file() and not (out / "images" / "train" / "raw.jpg").exists()
+    decoded = np.asarray(Image.open(root / "val2017" / "raw.jpg"))  # the stored pixels, not turned
+    assert np.array_equal(np.asarray(Image.open(raw)), decoded) and Image.open(raw).getexif().get(0x0112) is None
+    assert same_bytes(shown, root / "val2017" / "shown.jpg")
+    assert imread(str(raw)).shape == (100, 160, 3) and imread(str(shown)).shape == (160, 100, 3)  # what YOLO sees
+    assert close(read_yolo(out, "train", "raw", 160, 100), [(0, 120, 10, 150, 30)])
+    assert close(read_yolo(out, "train", "shown", 100, 160), [(0, 10, 120, 30, 150)])
+    assert report.warnings == {C.WARN_ORIENTATION: 1}  # and no size warning for the turned one

@@ -764,3 +764,17 @@ def test_an_image_whose_data_yolo_training_cannot_read_is_named_before_training(
     (data / "images" / "train" / "a.png").write_text("no image")
     with pytest.raises(DataError, match=r"a\.png: not an image"):
         load_dataset(data, "catdog")
+
+
+def test_ground_truth_is_in_the_frame_ultralytics_reads_an_exif_turned_image_in(tmp_path):
+    from ultralytics.utils.patches import imread
+
+    from detection.data import load_dataset
+
+    data = _tiny_yolo(tmp_path / "ds", "0 0.25 0.5 0.5 0.2\n")
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(data / "images" / "train" / "a.png", exif=exif.tobytes())
+    (image, w, h, boxes), = load_dataset(data, "catdog").ground_truth("train")
+    assert imread(str(image)).shape[:2] == (h, w) == (40, 20)  # shown 20 wide, 40 high
+    assert np.allclose(boxes[0][1:], (0, 16, 10, 24))

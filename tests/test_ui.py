@@ -356,3 +356,21 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
     assert len(sources) == 130 and {f"many/{s}" for s in sources} <= names
     assert {"many/summary.json", "many/results.jsonl", "many/summary.md"} <= names
     assert len(names) == 130 + 5  # with report.html, results.jsonl and summary.json/.csv/.md
+
+
+def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
+    from detection.predict import open_rgb
+    from ui.uploads import open_image
+
+    stored = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # the camera was turned: show the stored pixels a quarter turn clockwise
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="PNG", exif=exif.tobytes())  # lossless, so the pixels compare
+    image, note = open_image(buf.getvalue(), "phone.png")
+    upright = np.rot90(stored, k=-1)
+    assert note is None and np.array_equal(np.asarray(image), upright)
+    assert image.info["original_size"] == (20, 30)  # as shown: 20 wide, 30 high
+    # detection.predict reads files the same way
+    (tmp_path / "phone.png").write_bytes(buf.getvalue())
+    assert np.array_equal(np.asarray(open_rgb(tmp_path / "phone.png")), upright)

@@ -3,7 +3,7 @@ refused or downscaled before they can exhaust memory."""
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 MAX_SIDE = 2048          # larger uploads are downscaled (detectors run at a few hundred pixels anyway)
 MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
@@ -11,18 +11,21 @@ MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
 
 def open_image(data: bytes, name: str):
     """(RGB image, note) or (None, error message). Transparent parts are put on white (the colour
-    hidden under them is arbitrary); image.info["original_size"] is the upload's (width, height)."""
+    hidden under them is arbitrary); a photo is turned upright by its EXIF orientation, as viewers show
+    it; image.info["original_size"] is the upload's (width, height) as shown."""
     try:
         with Image.open(io.BytesIO(data)) as probe:
             w, h = probe.size
             if w * h > MAX_PIXELS:
                 return None, f"{name}: {w}x{h} is too large to open ({MAX_PIXELS // 1_000_000} MP at most)"
             transparent = probe.mode in ("RGBA", "LA", "PA") or "transparency" in probe.info
+            upright = ImageOps.exif_transpose(probe)  # a phone photo as every viewer shows it
+            w, h = upright.size
             if transparent:
-                rgba = probe.convert("RGBA")
+                rgba = upright.convert("RGBA")
                 image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
             else:
-                image = probe.convert("RGB")
+                image = upright.convert("RGB")
     except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
         # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
         return None, f"{name}: not a readable image (PNG, JPEG or WebP)"

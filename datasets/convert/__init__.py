@@ -41,6 +41,10 @@ Rules every converter follows:
   boxes scale with an image resized after annotating. Where that size differs from the
   file's, it is counted as a warning naming the image. A box that is empty after clipping
   is skipped and counted.
+* A photo with an EXIF orientation is shown to the detector turned, as ultralytics reads
+  it. Boxes drawn on the turned photo (an annotation size that is the turned one) keep it as
+  it is; boxes on the stored pixels (any other size, or none: the public sets' tools ignored
+  EXIF) get it re-encoded as PNG without the orientation, counted as a warning.
 * Captions are kept as written, without the spaces and line ends around them (COCO's end
   in one); empty ones are dropped and counted.
 * Malformed input raises :class:`ConvertError` naming the file and the line (text
@@ -72,8 +76,8 @@ from datasets.convert.coco import convert_coco
 from datasets.convert.common import (  # noqa: F401  (skip and warning reasons: the keys of report.skipped/warnings)
     SKIP_CROWD, SKIP_DEGENERATE, SKIP_DUPLICATE, SKIP_INVALID_FACE, SKIP_MISSING_IMAGE, SKIP_NEGATIVE,
     SKIP_NO_CAPTION_FILE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_NO_XML, SKIP_OTHER_YEAR, SKIP_OUTSIDE,
-    SKIP_UNKNOWN_IMAGE_ID, SKIP_UNLISTED, SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, WARN_REENCODED,
-    WARN_SIZE, ConvertError, ConvertReport, split_keys)
+    SKIP_UNKNOWN_IMAGE_ID, SKIP_UNLISTED, SKIP_UNREADABLE_IMAGE, SKIP_UNSPLIT_FILE, SKIP_XML_NO_OBJECTS, WARN_ORIENTATION,
+    WARN_REENCODED, WARN_SIZE, ConvertError, ConvertReport, split_keys)
 from datasets.convert.pets import convert_pets
 from datasets.convert.wider import convert_wider
 from datasets.convert.writers import OutputExists

@@ -46,6 +46,7 @@ BOX_SKIPS = (SKIP_CROWD, SKIP_DEGENERATE, SKIP_OUTSIDE, SKIP_INVALID_FACE)
 
 WARN_SIZE = "annotation's image size differs from the file's (boxes read in the annotation's)"
 WARN_REENCODED = "image re-encoded as PNG (a format YOLO training does not read)"
+WARN_ORIENTATION = "image re-encoded as PNG without its EXIF orientation (boxes are in its stored pixels)"
 
 EXAMPLES = 5  # skipped (or warned) files named per reason in the report
 
@@ -222,22 +223,35 @@ def source_folder(src) -> Path:
     return src
 
 
-def image_info(path: Path) -> tuple[tuple[int, int], str] | None:
-    """((width, height), PIL's format name) of an image PIL can read whole, None otherwise: a text
-    file named .png or a truncated download is caught here, not in training. PNGs: verify() checks
-    every chunk's CRC. Others (JPEG: verify() reads no pixel data): decoded, at 1/8 scale where the
-    format allows."""
+@dataclass(frozen=True)
+class ImageInfo:
+    size: tuple[int, int]  # (width, height) of the stored pixels
+    format: str  # PIL's name for the data: JPEG, PNG, GIF, ...
+    orientation: int = 1  # EXIF orientation: 1 = as stored; 5-8 turn the image a quarter
+
+    @property
+    def shown_size(self) -> tuple[int, int]:
+        """(width, height) as viewers, and ultralytics, show the image: turned by its orientation."""
+        w, h = self.size
+        return (h, w) if self.orientation in (5, 6, 7, 8) else (w, h)
+
+
+def image_info(path: Path) -> ImageInfo | None:
+    """What a converter needs of an image PIL can read whole, None otherwise: a text file named .png
+    or a truncated download is caught here, not in training. PNGs: verify() checks every chunk's
+    CRC. Others (JPEG: verify() reads no pixel data): decoded, at 1/8 scale where the format allows."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
             size, fmt = im.size, im.format
-            im.verify()
-        if fmt != "PNG":
-            with Image.open(path) as im:
+            im.verify()  # first thing after open, or it refuses
+        with Image.open(path) as im:
+            orientation = im.getexif().get(0x0112, 1)  # 0x0112: the EXIF Orientation tag
+            if fmt != "PNG":
                 im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 im.load()
-        return size, fmt
+        return ImageInfo(size, fmt, orientation if orientation in range(1, 9) else 1)
     except Exception:  # noqa: BLE001 - PIL raises many types
         return None
 

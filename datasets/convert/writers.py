@@ -10,7 +10,8 @@ from pathlib import Path
 
 from datasets.convert.common import (
     SKIP_MISSING_IMAGE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_OUTSIDE, SKIP_UNREADABLE_IMAGE, SPLITS,
-    TASK_NAMES, WARN_REENCODED, WARN_SIZE, YOLO_FORMATS, YOLO_SUFFIXES, ConvertError, ConvertReport, image_info)
+    TASK_NAMES, WARN_ORIENTATION, WARN_REENCODED, WARN_SIZE, YOLO_FORMATS, YOLO_SUFFIXES, ConvertError, ConvertReport,
+    ImageInfo, image_info)
 
 
 class OutputExists(ConvertError):
@@ -119,9 +120,9 @@ class Output:
                 shutil.copy2(src, dst)
         return f"images/{split}/{name}"
 
-    def readable(self, image: Path) -> tuple[tuple[int, int], str] | None:
-        """The image's ((width, height), format), or None after counting it as skipped (missing or
-        unreadable)."""
+    def readable(self, image: Path) -> ImageInfo | None:
+        """The image's size, format and orientation, or None after counting it as skipped (missing
+        or unreadable)."""
         if not image.is_file():
             self.report.skip(SKIP_MISSING_IMAGE, file=image)
             return None
@@ -170,10 +171,14 @@ class YoloWriter(Output):
         info = self.readable(image)
         if info is None:
             return False
-        size, fmt = info
+        # ultralytics shows the model the image turned by its EXIF orientation. An annotation of
+        # the turned size was drawn on it; any other was drawn on the stored pixels (the public
+        # sets' tools ignored EXIF), and the image then goes in without its orientation
+        shown = bool(width and height) and (width, height) == info.shown_size != info.size
+        drop_orientation = info.orientation != 1 and not shown
         if not width or not height:
-            width, height = size
-        elif (width, height) != size:
+            width, height = info.size
+        elif (width, height) != info.size and not shown:
             # e.g. images resized after annotating: boxes scale with them, so the annotation's
             # size is the one they are normalised by; a wrong annotation shows here
             self.report.warn(WARN_SIZE, file=image)
@@ -181,9 +186,9 @@ class YoloWriter(Output):
         if not negative and not lines:
             self.report.skip(SKIP_NO_USABLE_BOX, file=image)
             return False
-        as_png = fmt not in YOLO_FORMATS or image.suffix.lower() not in YOLO_SUFFIXES
+        as_png = info.format not in YOLO_FORMATS or image.suffix.lower() not in YOLO_SUFFIXES or drop_orientation
         if as_png:
-            self.report.warn(WARN_REENCODED, file=image)
+            self.report.warn(WARN_ORIENTATION if drop_orientation else WARN_REENCODED, file=image)
         rel = self.place_image(split, image, as_png)
         label = self.out / "labels" / split / (Path(rel).stem + ".txt")
         label.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
