@@ -496,7 +496,7 @@ def test_folder_with_captions_jsonl(tmp_path):
         '\n'
         '{"image": "other/y.png", "caption": "a face"}\n'
         '{"image": "missing.png", "caption": "a face"}\n'
-        '{"image": "x.png", "caption": "two cats"}\n', encoding="utf-8")  # same image again: merged
+        '{"image": "./x.png", "caption": "two cats"}\n', encoding="utf-8")  # same image again, spelled otherwise: merged
     report = convert("folder", root, tmp_path / "out")
     rows = read_captions(tmp_path / "out")
     assert rows["x.png"] == {"image": "images/val/x.png", "split": "val",
@@ -511,6 +511,10 @@ def test_folder_with_captions_jsonl(tmp_path):
         convert("folder", root, tmp_path / "out2")
     (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "ok"}\n\n{"image": "x.png", "captions": "no"}\n')
     with pytest.raises(ConvertError, match=r"captions\.jsonl:3: 'captions' must be a list of strings"):
+        convert("folder", root, tmp_path / "out2")
+    (root / "captions.jsonl").write_text('{"image": "x.png", "caption": "ok", "split": "val"}\n'
+                                         '{"image": "sub/../x.png", "caption": "yes", "split": "train"}\n')
+    with pytest.raises(ConvertError, match=r"captions\.jsonl:2: 'x\.png' is in split 'train' here but 'val' on line 1"):
         convert("folder", root, tmp_path / "out2")
 
 

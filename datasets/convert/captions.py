@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import posixpath
 from pathlib import Path
 
 from datasets.convert.coco import coco_sources, load_coco
@@ -144,9 +145,14 @@ def convert_folder(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: 
             if split not in SPLITS:
                 raise ConvertError(f"'split' must be train or val, got {split!r}", path, line=lineno)
             any_split = True
-        entry = rows.setdefault(row["image"], {"captions": [], "split": split})
+        # one image however its path is written ("./a.jpg", "pics/../a.jpg", "a.jpg")
+        image = posixpath.normpath(row["image"].replace("\\", "/"))
+        entry = rows.setdefault(image, {"captions": [], "split": split, "line": lineno})
         if entry["captions"]:
-            report.warnings["rows naming the same image (captions merged)"] += 1
+            report.warn("rows naming the same image (captions merged)", file=f"{path}:{lineno}")
+        if split is not None and entry["split"] not in (None, split):
+            raise ConvertError(f"{image!r} is in split {split!r} here but {entry['split']!r} on line {entry['line']}",
+                               path, line=lineno)
         entry["captions"] += [c for c in caps if c not in entry["captions"]]
         entry["split"] = entry["split"] or split
     assign = None if any_split else split_keys(rows, val_fraction, seed)
