@@ -60,7 +60,8 @@ def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
 
 def parse_prompt(prompt: str) -> PromptSpec:
     """The expectation a prompt states; ParseError if the judge cannot read it."""
-    text = re.sub(r"\s+", " ", prompt.strip().lower().rstrip("."))
+    prompt = prompt.strip()  # as a suite file's prompts are read: a run's prompts must read back the same
+    text = re.sub(r"\s+", " ", prompt.lower().rstrip("."))
     if not text:
         raise ParseError("cannot judge an empty prompt")
     if text.startswith(PHOTO_PREFIX):
@@ -104,6 +105,8 @@ def parse_prompt(prompt: str) -> PromptSpec:
     labels = [c for c in CLASSES if c in totals]
     if rel:
         category = "position"
+    elif relations:  # of one class: judged as the count it implies ("at least 2 cats")
+        category = "counting"
     elif labels == ["face"]:
         category = "faces"
     elif named:

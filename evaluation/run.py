@@ -26,7 +26,7 @@ from pathlib import Path
 from evaluation.detectors import JudgeDetectors, file_sha256
 from evaluation.judge import DEFAULT_RULES, VERSIONS, JudgeRules
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, RunConfigError, Shard, run_suite
-from evaluation.suite import dump_suite, load_suite, suite_from_prompts
+from evaluation.suite import load_suite, suite_from_prompts
 from evaluation.summary import describe_agreement, markdown_table
 from generation.sampling_options import add_sampling_options, sampling_settings
 
@@ -55,15 +55,23 @@ def find_judge_validation(eyes: JudgeDetectors) -> dict | None:
 
 
 def source_suite(run_dir: Path):
-    """The suite a finished run judged: its suite.yaml (a run of --prompt writes one), else the
-    suite it names."""
+    """The suite a finished run judged: its suite.yaml (every run writes one since 2026-12-07, and
+    runs of --prompt before), else the built-in suite it names."""
     import json
+
+    from evaluation.suite import builtin_suites
 
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise FileNotFoundError(f"--images-from {run_dir}: no run.json (not an evaluation.run output folder)")
     own = Path(run_dir) / "suite.yaml"
-    return load_suite(own if own.is_file() else json.loads(path.read_text())["suite"])
+    if own.is_file():
+        return load_suite(own)
+    name = json.loads(path.read_text())["suite"]
+    if name not in builtin_suites():
+        raise FileNotFoundError(f"--images-from {run_dir}: a run of suite {name!r}, which is not built in, and the "
+                                "run holds no suite.yaml: give its suite file with --suite")
+    return load_suite(name)
 
 
 def saved_images(run_dir: Path, suite, images_per_prompt: int | None, seed: int | None):
@@ -182,8 +190,6 @@ def main(argv=None) -> int:
         print(f"error: {e} (--out)", file=sys.stderr)
         return 2
     if summary is not None:
-        if suite.name == "prompts":  # prompts of one's own (--prompt, or such a run judged again): --suite OUT/suite.yaml
-            dump_suite(suite.name, suite.prompts, Path(args.out) / "suite.yaml")
         print(markdown_table(summary))
         if "judge_validation" in summary:
             agreement = describe_agreement(summary["judge_validation"])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import judge
-from evaluation.suite import Suite
+from evaluation.suite import Suite, dump_suite
 from evaluation.summary import summarize, write_csv, write_json
 
 # generate(prompt, seeds) -> float tensor [B,3,H,W] in [0,1] (or a list of HxWx3 uint8 / PIL), B = len(seeds)
@@ -49,6 +49,17 @@ def to_uint8_images(batch) -> list[np.ndarray]:
         x = batch.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return list(x)
     return [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8) for im in batch]
+
+
+def drop_torn_tail(path: Path) -> None:
+    """Cut a last line a kill left half-written (every row ends in a newline), so that rows
+    appended on resuming start on a line of their own."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -104,17 +115,21 @@ def _differences(old, new, name: str = "") -> list[str]:
     return [f"{name}: {shown[0]} there, {shown[1]} now"]
 
 
-def _check_run_config(out: Path, config: dict) -> None:
-    """A resumed run must have the settings of the run it continues."""
+def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
+    """A resumed run must have the settings of the run it continues. A new one records them, and
+    its suite as suite.yaml: what `--images-from` judges again, whatever file it came from."""
     path = out / "run.json"
     if path.is_file():
         old = json.loads(path.read_text())
+        if "specs" not in old:  # a run from before they were recorded: its prompts are checked
+            config = {k: v for k, v in config.items() if k != "specs"}
         if old != config:
             diff = _differences(old, config)
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             raise RunConfigError(f"{out} holds a run with other settings ({'; '.join(diff[:3])}{more}): rerun with "
                              "its settings to resume it, or start a new run in another folder")
     else:
+        dump_suite(suite.name, suite.prompts, out / "suite.yaml")
         write_json(config, path)
 
 
@@ -135,17 +150,19 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
-    config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts], "images_per_prompt": images_per_prompt,
+    config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
+              "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
               "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
               "models": models or {}}
     if shard.rank == 0:
-        _check_run_config(out, config)
+        _check_run_config(out, config, suite)
     if barrier:
         barrier()
     if shard.rank != 0:
-        _check_run_config(out, config)
+        _check_run_config(out, config, suite)
 
     results = out / shard.results_name()
+    drop_torn_tail(results)
     done = {(r["prompt_index"], r["image_index"]) for r in read_rows(results)}
     mine = [(i, s) for i, s in enumerate(suite.prompts) if i % shard.world == shard.rank]
     todo = [(i, s) for i, s in mine if any((i, k) not in done for k in range(images_per_prompt))]

@@ -15,6 +15,7 @@ from evaluation.judge import CLASSES, RELATIONS, plural
 CATEGORIES = ("single_object", "two_objects", "counting", "position", "faces", "negatives", "colors")
 COLOR_CLASSES = ("cat", "dog")
 COLORS = tuple(FUR_RGB)
+OPPOSITE = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above"}
 
 
 class SpecError(ValueError):
@@ -113,7 +114,10 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
         if cls not in clean or clean[cls].get("count") == 0:
             raise SpecError(f"{where}: colors.{cls} names a colour for a class the prompt does not expect")
     relations = []
-    for k, rel in enumerate(d.get("relations") or []):
+    given = d.get("relations") or []
+    if not isinstance(given, list):
+        raise SpecError(f"{where}: 'relations' must be a list of [a, relation, b], got {given!r}")
+    for k, rel in enumerate(given):
         if not isinstance(rel, (list, tuple)) or len(rel) != 3:
             raise SpecError(f"{where}: relations[{k}] must be [a, relation, b], got {rel!r}")
         a, r, b = rel
@@ -124,5 +128,9 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
                 raise SpecError(f"{where}: relations[{k}]: unknown class {cls!r}")
             if cls not in clean or clean[cls].get("count") == 0:
                 raise SpecError(f"{where}: relations[{k}] uses {cls!r}, which 'expect' does not require")
+        if a == b:
+            raise SpecError(f"{where}: relations[{k}]: {a} {r} {b} cannot be judged (nothing tells which {a} is which)")
+        if (a, OPPOSITE[r], b) in relations or (b, r, a) in relations:
+            raise SpecError(f"{where}: relations[{k}]: {a} {r} {b} contradicts an earlier relation")
         relations.append((a, r, b))
     return PromptSpec(prompt.strip(), d["category"], clean, dict(colors), tuple(relations))

@@ -44,23 +44,58 @@ def resolve_suite(name_or_path: str | Path) -> Path:
     return builtin
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, but a key given twice in one mapping is an error (PyYAML keeps the last silently:
+    `cat: {count: 0}` then `cat: {min: 1}` would expect a cat)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice in one mapping",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def prompt_key(prompt: str) -> str:
+    """What the text encoders read of a prompt (case and spacing do not reach them): two prompts
+    with one key draw the same images, so a suite holding both would count them twice."""
+    return " ".join(prompt.lower().split())
+
+
+def _one_line_yaml_error(path: Path, e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+    return f"{where}: not valid YAML: {getattr(e, 'problem', None) or e}"
+
+
 def load_suite(name_or_path: str | Path) -> Suite:
-    """Load and validate a suite; a SpecError names the file and the prompt index."""
+    """Load and validate a suite; a SpecError names the file and the prompt (counted from 1)."""
     path = resolve_suite(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
-        raise SpecError(f"{path}: not valid YAML: {e}") from e
+        raise SpecError(_one_line_yaml_error(path, e)) from None
     if not isinstance(data, dict) or not isinstance(data.get("prompts"), list) or not data["prompts"]:
         raise SpecError(f"{path}: a suite is a mapping with 'name' and a non-empty 'prompts' list")
+    unknown = sorted(set(data) - {"name", "prompts"}, key=str)
+    if unknown:
+        raise SpecError(f"{path}: unknown field(s) {', '.join(map(str, unknown))} (a suite has 'name' and 'prompts')")
     name = data.get("name") or path.stem
-    specs = tuple(spec_from_dict(d, f"{path}, prompt {i}") for i, d in enumerate(data["prompts"]))
+    if not isinstance(name, str):
+        raise SpecError(f"{path}: 'name' must be a string, got {name!r}")
+    specs = tuple(spec_from_dict(d, f"{path}, prompt {i}") for i, d in enumerate(data["prompts"], 1))
     seen: dict[str, int] = {}
-    for i, s in enumerate(specs):
-        if s.prompt in seen:
-            raise SpecError(f"{path}, prompt {i}: {s.prompt!r} repeats prompt {seen[s.prompt]}")
-        seen[s.prompt] = i
-    return Suite(str(name), specs, path)
+    for i, s in enumerate(specs, 1):
+        if prompt_key(s.prompt) in seen:
+            raise SpecError(f"{path}, prompt {i}: {s.prompt!r} repeats prompt {seen[prompt_key(s.prompt)]} "
+                            "(case and spacing do not reach the model)")
+        seen[prompt_key(s.prompt)] = i
+    return Suite(name, specs, path)
 
 
 def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
@@ -74,8 +109,8 @@ def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
             specs.append(parse_prompt(prompt))
         except ParseError as e:
             raise SpecError(f"prompt {i}: {e}") from None
-        if specs[-1].prompt in [s.prompt for s in specs[:-1]]:
-            raise SpecError(f"prompt {i}: {prompt!r} is given twice")
+        if prompt_key(prompt) in [prompt_key(s.prompt) for s in specs[:-1]]:
+            raise SpecError(f"prompt {i}: {prompt!r} is given twice (case and spacing do not reach the model)")
     if not specs:
         raise SpecError("no prompts given")
     return Suite(name, tuple(specs), Path(f"<{len(specs)} prompts>"))

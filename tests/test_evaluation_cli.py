@@ -1,6 +1,7 @@
 """python -m evaluation.run end to end with a tiny generator and a tiny detector; resumes."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -304,3 +305,35 @@ def test_the_unvalidated_hint_is_a_command_whose_report_later_runs_quote(tiny_de
                           "--suite", "smoke", "--device", "cpu"]) == 0
     assert (tmp_path / "repo" / "runs" / "judge_val" / "scenes" / "judge_validation.json").is_file()
     assert not (scenes / "judge_validation.json").exists()
+
+
+def test_images_from_judges_a_run_of_a_suite_file_or_of_spaced_prompts_again(tiny_detector, tmp_path, capsys):
+    """Every run keeps its suite as suite.yaml: a run of a suite file anywhere is judged again
+    without naming it (it was looked up as a built-in by name), and prompts typed with spaces
+    around them read back as the run recorded them."""
+    import shutil
+
+    from test_pipeline import tiny_pipeline
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    det = f"catdog={tiny_detector[1] / 'best.pt'}"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text((Path(__file__).parents[1] / "evaluation" / "suites" / "smoke.yaml").read_text()
+                    .replace("name: smoke", "name: mine"))
+    common = ["--model", str(tmp_path / "gen"), "--detectors", det, "--images-per-prompt", "1", "--steps", "2",
+              "--device", "cpu", "--quiet"]
+    assert main(["--suite", str(mine), *common, "--out", str(tmp_path / "a")]) == 0
+    assert main(["--prompt", " two black cats ", "--prompt", "a dog", *common, "--out", str(tmp_path / "b")]) == 0
+    for run in ("a", "b"):
+        assert main(["--images-from", str(tmp_path / run), "--detectors", det, "--device", "cpu", "--quiet",
+                     "--out", str(tmp_path / f"{run}_again")]) == 0
+        before, again = (read_rows(tmp_path / f / "results.jsonl") for f in (run, f"{run}_again"))
+        assert [r["verdict"] for r in again] == [r["verdict"] for r in before] and len(before) >= 2
+    assert read_rows(tmp_path / "b" / "results.jsonl")[0]["prompt"] == "two black cats"
+    # a run from before every run kept its suite: a suite that is not built in is asked for
+    shutil.copytree(tmp_path / "a", tmp_path / "old")
+    (tmp_path / "old" / "suite.yaml").unlink()
+    assert main(["--images-from", str(tmp_path / "old"), "--detectors", det, "--device", "cpu", "--quiet",
+                 "--out", str(tmp_path / "old_again")]) == 2
+    assert "a run of suite 'mine', which is not built in, and the run holds no suite.yaml: give its suite file " \
+        "with --suite" in capsys.readouterr().err

@@ -236,14 +236,41 @@ def test_suite_errors_name_file_and_prompt(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("name: s\nprompts:\n- {prompt: a cat, category: single_object, expect: {cat: {min: 1}}}\n"
                    "- {prompt: a cow, category: single_object, expect: {cow: {min: 1}}}\n")
-    with pytest.raises(SpecError, match=r"s\.yaml, prompt 1 \('a cow'\): unknown class 'cow'"):
+    with pytest.raises(SpecError, match=r"s\.yaml, prompt 2 \('a cow'\): unknown class 'cow'"):  # counted from 1
         load_suite(bad)
     bad.write_text("name: s\nprompts:\n- {prompt: x, category: position, expect: {cat: {min: 1}, dog: {min: 1}},"
                    " relations: [[cat, near, dog]]}\n")
-    with pytest.raises(SpecError, match=r"prompt 0 .*unknown relation 'near'"):
+    with pytest.raises(SpecError, match=r"prompt 1 .*unknown relation 'near'"):
         load_suite(bad)
     bad.write_text("name: s\nprompts:\n- {prompt: x, expect: {cat: {min: 1}}}\n")
-    with pytest.raises(SpecError, match="prompt 0: missing field 'category'"):
+    with pytest.raises(SpecError, match="prompt 1: missing field 'category'"):
+        load_suite(bad)
+    # found in a walk of suite authoring: each one line naming the file, none silently accepted
+    two = "expect: {cat: {min: 1}, dog: {min: 1}}"
+    for text, message in (
+            (f"prompts:\n- {{prompt: x, category: position, {two}, relations: [[cat, left_of, cat]]}}\n",
+             r"prompt 1 \('x'\): relations\[0\]: cat left_of cat cannot be judged"),
+            (f"prompts:\n- {{prompt: x, category: position, {two}, relations: [[cat, left_of, dog], [dog, left_of, cat]]}}\n",
+             r"relations\[1\]: dog left_of cat contradicts an earlier relation"),
+            (f"prompts:\n- {{prompt: x, category: position, {two}, relations: [[cat, left_of, dog], [cat, right_of, dog]]}}\n",
+             r"relations\[1\]: cat right_of dog contradicts"),
+            (f"prompts:\n- {{prompt: x, category: position, {two}, relations: cat left_of dog}}\n",
+             r"'relations' must be a list of \[a, relation, b\], got 'cat left_of dog'"),
+            ("descripton: mine\nprompts:\n- {prompt: x, category: counting, expect: {cat: {min: 1}}}\n",
+             r"s\.yaml: unknown field\(s\) descripton"),
+            ("name: [a, b]\nprompts:\n- {prompt: x, category: counting, expect: {cat: {min: 1}}}\n",
+             r"s\.yaml: 'name' must be a string"),
+            ("prompts:\n- {prompt: x, category: counting, expect: {cat: {count: 0}, cat: {min: 1}}}\n",
+             r"s\.yaml:2:61: not valid YAML: 'cat' is given twice in one mapping$"),
+            ("prompts:\n- {prompt: a cat, category: counting, expect: {cat: {min: 1}}}\n"
+             "- {prompt: A  Cat, category: counting, expect: {cat: {min: 1}}}\n",
+             r"prompt 2: 'A  Cat' repeats prompt 1 \(case and spacing do not reach the model\)"),
+            ("prompts: [\n- {prompt: x\n", r"s\.yaml:2:1: not valid YAML: expected the node content, but found '-'$")):
+        bad.write_text(text)
+        with pytest.raises(SpecError, match=message):
+            load_suite(bad)
+    bad.write_bytes("name: caf\u00e9\nprompts: []\n".encode("latin-1"))
+    with pytest.raises(SpecError, match=r"s\.yaml: not UTF-8 text"):
         load_suite(bad)
     with pytest.raises(FileNotFoundError, match="built-in suites are"):
         load_suite("no_such_suite")
@@ -283,3 +310,15 @@ def test_a_specs_expectation_in_words():
     spec = parse_prompt("two black cats to the left of a face")
     assert spec.expectation_text == "exactly 2 cats, at least 1 face, no dog; cat left of face; black cat"
     assert parse_prompt("a dog").expectation_text == "at least 1 dog, no cat, no face"
+
+
+def test_prompts_given_read_back_as_a_suite_file_reads_them():
+    from evaluation.suite import suite_from_prompts
+
+    suite = suite_from_prompts(["  two black cats ", "a dog to the left of a face"])
+    assert [s.prompt for s in suite.prompts] == ["two black cats", "a dog to the left of a face"]
+    with pytest.raises(SpecError, match=r"prompt 2: 'A  cat' is given twice \(case and spacing"):
+        suite_from_prompts(["a cat", "A  cat"])  # one text for the model: the same images twice
+    # a relation within one class is judged as the count it implies, and filed so
+    spec = parse_prompt("a black cat to the left of a white cat")
+    assert spec.category == "counting" and spec.expect["cat"] == {"min": 2} and spec.relations == ()

@@ -12,7 +12,8 @@ from datasets.scenes import render_scene
 from evaluation.detectors import JudgeDetectors, parse_detector_spec
 from evaluation.judge import judge
 from evaluation.runner import OLD_IMAGE_SEEDS, Shard, image_seeds, read_rows, run_suite
-from evaluation.suite import load_suite
+from evaluation.spec import PromptSpec
+from evaluation.suite import Suite, load_suite
 from evaluation.summary import accuracy_by_block, bootstrap_ci, summarize
 
 SIZE = 64
@@ -161,6 +162,23 @@ def test_runner_resumes_without_repeating_work(tmp_path):
     with open(tmp_path / "results.jsonl", "a") as fh:
         fh.write('{"prompt": "a ca')
     assert len(read_rows(tmp_path / "results.jsonl")) == len(rows)
+    # and resuming over it redraws the torn row on a line of its own (it used to be appended to the
+    # torn line, lost again, and the next resume stopped at 'not a JSON row')
+    text = (tmp_path / "results.jsonl").read_text()
+    last = text.splitlines()[-2]  # the last whole row, torn in the middle
+    (tmp_path / "results.jsonl").write_text(text[:text.rindex(last)] + last[:40])
+    for _ in range(2):
+        world.calls.clear()
+        run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+        assert read_rows(tmp_path / "results.jsonl") == rows
+    assert (tmp_path / "results.jsonl").read_text() == "".join(json.dumps(r) + "\n" for r in rows)
+    # a suite file edited between the start and the resume: its expectations must be the run's
+    first = suite.prompts[0]
+    edited = Suite(suite.name, (PromptSpec(first.prompt, first.category, {**first.expect, "dog": {"min": 1}}),
+                                *suite.prompts[1:]), suite.path)
+    with pytest.raises(ValueError, match=r"other settings \(specs: other values\)"):
+        run_suite(edited, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    assert (tmp_path / "suite.yaml").is_file() and load_suite(tmp_path / "suite.yaml").prompts == suite.prompts
     # other settings in the same folder are refused
     with pytest.raises(ValueError, match=r"other settings \(images_per_prompt: 2 there, 3 now\): rerun with its "
                                          "settings to resume it, or start a new run in another folder"):
