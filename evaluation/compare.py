@@ -137,7 +137,13 @@ def main(argv=None) -> int:
     if args.json_out:
         # one run stays a string, as before; pooled runs are a list
         side = [str(x[0]) if len(x) == 1 else list(map(str, x)) for x in paths]
-        Path(args.json_out).write_text(json.dumps({"first": side[0], "second": side[1], **result}, indent=1) + "\n")
+        out = Path(args.json_out)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps({"first": side[0], "second": side[1], **result}, indent=1) + "\n")
+        except OSError as err:
+            print(f"error: --json-out {out}: {err.strerror or err}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -19,7 +19,8 @@ that produced it. The rules, in the order they are applied:
 4. Relations `[a, left_of, b]`: the most confident a and the most confident b
    (two different detections); their box centres must differ by more than
    `position_margin` x image side in the stated direction.
-5. Colours `{cat: black}`: every counted detection of the class measures as that
+5. Colours `{cat: black}`: every detection of the class at `presence_conf` (those
+   below `count_conf` too: a cat seen at all is a cat in the picture) measures as that
    colour (`evaluation.colors`; a detection that carries a known "color", such as
    ground truth, is taken at its word); without the image a measured colour is
    recorded as not judged and does not fail the verdict.
@@ -87,7 +88,7 @@ def describe_rules(rules: Mapping[str, Any]) -> str:
     """JudgeRules.to_dict() (as a run's summary.json holds it) in words, for reports and the app."""
     parts = []
     for name, value in rules.items():
-        if name == "version":
+        if name == "version" or value is None:  # a rule the version does not have (judge-1: no nest_cover)
             continue
         phrase = _RULE_PHRASES.get(name)
         parts.append(phrase.format(value) if phrase and isinstance(value, (int, float)) else f"{name}={value}")
@@ -281,7 +282,8 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
 
         seen = [f.color or box_color(image, f.box, label, rules.color_distance) for f in present]
         ok = all(s == color for s in seen)
-        reason = (f"expected {color} {plural(label, len(present))}, found "
+        wanted = next(iter(expect.get(label, {}).values()), 1)  # the prompt's number, not the found one
+        reason = (f"expected {color} {plural(label, wanted)}, found "
                   + ", ".join(s or "unclear" for s in seen))
         checks.append(Check("color", ok, reason))
         seen_ok.append(f"{color} {plural(label, len(present))}")

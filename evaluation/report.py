@@ -11,7 +11,7 @@ import io
 import zipfile
 from pathlib import Path
 
-from evaluation.judge import describe_rules
+from evaluation.judge import JudgeRules, describe_rules, merge_detections
 from evaluation.runner import read_rows
 from evaluation.summary import describe_agreement, markdown_table
 
@@ -41,27 +41,28 @@ function apply(){
 """
 
 
-def _svg(row: dict) -> str:
+def _svg(row: dict, rules: JudgeRules) -> str:
+    """The boxes the judge counted (merged by the run's rules, as the app draws them), over the image."""
     w, h = row["size"]
     parts = [f'<svg viewBox="0 0 {w} {h}" preserveAspectRatio="none">']
-    for d in row["detections"]:
-        x1, y1, x2, y2 = d["box"]
-        color = BOX_COLORS.get(d["label"], "#fff")
+    for d in merge_detections(row["detections"], rules):
+        x1, y1, x2, y2 = d.box
+        color = BOX_COLORS.get(d.label, "#fff")
         parts.append(f'<rect x="{x1}" y="{y1}" width="{x2 - x1}" height="{y2 - y1}" fill="none" '
-                     f'stroke="{color}" stroke-width="{max(1, w / 128):.2f}"><title>{html.escape(d["label"])} '
-                     f'{d["confidence"]:.2f}</title></rect>')
+                     f'stroke="{color}" stroke-width="{max(1, w / 128):.2f}"><title>{html.escape(d.label)} '
+                     f'{d.confidence:.2f}</title></rect>')
         parts.append(f'<text x="{x1 + 1}" y="{max(y1 - 1, 7)}" font-size="{max(7, w / 16):.1f}" fill="{color}">'
-                     f'{html.escape(d["label"])} {d["confidence"]:.2f}</text>')
+                     f'{html.escape(d.label)} {d.confidence:.2f}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
 
-def _card(order: int, row: dict) -> str:
+def _card(order: int, row: dict, rules: JudgeRules) -> str:
     result = "pass" if row["passed"] else "fail"
     esc = html.escape
     return (f'<div class="card {result}" data-category="{esc(row["category"])}" data-result="{result}" '
             f'data-prompt="{esc(row["prompt"])}" data-order="{order}">'
-            f'<div class="pic"><img src="{esc(row["image"])}" alt="{esc(row["prompt"])}">{_svg(row)}</div>'
+            f'<div class="pic"><img src="{esc(row["image"])}" alt="{esc(row["prompt"])}">{_svg(row, rules)}</div>'
             f'<div><b>{esc(row["prompt"])}</b> <span title="seed">#{row["seed"]}</span></div>'
             f'<div>{esc(row["category"])} &middot; expects {esc(row.get("expect", ""))}</div>'
             f'<div class="verdict">{result.upper()}</div><div>{esc(row["reason"])}</div></div>')
@@ -79,9 +80,11 @@ def render_report(rows: list[dict], summary: dict, title: str = "gendet evaluati
     cats = sorted({r["category"] for r in rows})
     options = "".join(f'<option value="{html.escape(c)}">{html.escape(c)}</option>' for c in cats)
     rules = describe_rules(summary.get("judge", {}))
+    counted_by = JudgeRules.from_dict(summary.get("judge") or {})  # the rules the run recorded
     validation = summary.get("judge_validation")
-    val_line = (f"<p>Judge agreement with ground truth: {html.escape(describe_agreement(validation))}</p>"
-                if validation else "")
+    on = summary.get("judge_validation_on")
+    val_line = (f"<p>Judge agreement with ground truth: {html.escape(describe_agreement(validation))}"
+                f"{html.escape(f' (on {on})') if on else ''}</p>" if validation else "")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
             f"<h1>{html.escape(title)}: {html.escape(str(summary.get('suite', '')))}</h1>"
@@ -92,7 +95,7 @@ def render_report(rows: list[dict], summary: dict, title: str = "gendet evaluati
             "<select id='sort' onchange='apply()'><option value='order'>suite order</option>"
             "<option value='category'>category</option><option value='result'>result</option>"
             "<option value='prompt'>prompt</option></select></div>"
-            f"<div id='grid'>{''.join(_card(i, r) for i, r in enumerate(rows))}</div></body></html>")
+            f"<div id='grid'>{''.join(_card(i, r, counted_by) for i, r in enumerate(rows))}</div></body></html>")
 
 
 def write_report(out: Path, rows: list[dict], summary: dict) -> Path:

@@ -189,17 +189,26 @@ def main(argv=None) -> int:
     except RunConfigError as e:  # --out holds another run
         print(f"error: {e} (--out)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # every judged image is on disk: the same command goes on from there
+        print(f"\ninterrupted: {args.out} keeps every image judged so far; the same command resumes the run",
+              file=sys.stderr)
+        return 130
     if summary is not None:
         print(markdown_table(summary))
         if "judge_validation" in summary:
             agreement = describe_agreement(summary["judge_validation"])
-            print(f"judge agreement with ground truth (validate_judge): {agreement}")
+            on = summary.get("judge_validation_on")
+            print(f"judge agreement with ground truth (validate_judge{' on ' + on if on else ''}): {agreement}")
         else:
             spec = ",".join(f"{task}={path}" for task, path in eyes.paths.items())
             home = next(iter(eyes.paths.values())).parent
+            if home.resolve() == DEMO.resolve():  # the bundle's own report stays: measure beside it
+                out, then = "runs/judge_val", "measures it on a scenes dataset"
+            else:
+                out, then = home, "measures it on a scenes dataset, and runs then quote it"
             print(f"judge not validated for these detectors under {eyes.rules.version}: python -m "
                   f"evaluation.validate_judge --data SCENES --detectors {spec} --judge {eyes.rules.version} "
-                  f"--out {home} measures it on a scenes dataset, and runs then quote it")
+                  f"--out {out} {then}")
         print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 

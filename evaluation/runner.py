@@ -217,6 +217,10 @@ def finish(out: Path, suite: Suite, config: dict, world: int = 1, judge_validati
         summary["judge_validation"] = {"overall": round(judge_validation["overall"]["accuracy"], 4),
                                        **{c: round(b["accuracy"], 4)
                                           for c, b in judge_validation["categories"].items()}}
+        # what it was measured on: another suite's prompts may be judged less (or more) surely
+        summary["judge_validation_on"] = (f"{judge_validation.get('images', '?')} {judge_validation.get('split', '')} "
+                                          f"images of {judge_validation.get('data', '?')}, the "
+                                          f"{judge_validation.get('suite', '?')} suite's prompts and their own captions")
     write_json(summary, out / "summary.json")
     write_csv(summary, out / "summary.csv")
     write_report(out, rows, summary)

@@ -70,7 +70,7 @@ class PromptSpec:
 
         parts = [", ".join(count(c, r) for c, r in self.expect.items())]
         parts += [f"{a} {rel.replace('_', ' ')} {b}" for a, rel, b in self.relations]
-        parts += [f"{col} {c}" for c, col in self.colors.items()]
+        parts += [f"{col} {plural(c, next(iter(self.expect.get(c, {}).values()), 1))}" for c, col in self.colors.items()]
         return "; ".join(p for p in parts if p)
 
 

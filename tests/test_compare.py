@@ -54,6 +54,12 @@ def test_cli_counts_gained_and_lost_per_category(tmp_path, capsys):
     saved = json.loads((tmp_path / "c.json").read_text())
     assert saved["overall"] == {"n": 6, "passed_a": 2, "passed_b": 3, "gained": 2, "lost": 1, "p": 1.0}
     assert "warning" not in capsys.readouterr().err  # one judge (rows without rules: unknown on both sides)
+    # --json-out into a folder not there yet is made; one that cannot be is a line, not a traceback
+    assert main([str(a), str(b), "--json-out", str(tmp_path / "new" / "c.json")]) == 0
+    assert json.loads((tmp_path / "new" / "c.json").read_text()) == saved
+    (tmp_path / "file").write_text("x")
+    assert main([str(a), str(b), "--json-out", str(tmp_path / "file" / "c.json")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --json-out {tmp_path / 'file' / 'c.json'}: ")
 
 
 def test_runs_judged_by_different_rules_are_compared_with_a_warning(tmp_path, capsys):

@@ -296,9 +296,18 @@ def test_the_unvalidated_hint_is_a_command_whose_report_later_runs_quote(tiny_de
     report = json.loads((tmp_path / "det" / "judge_validation.json").read_text())
     assert main([*run, "--out", str(tmp_path / "b")]) == 0
     printed = capsys.readouterr().out
-    assert "judge agreement with ground truth (validate_judge): " in printed
+    assert (f"judge agreement with ground truth (validate_judge on 4 val images of {scenes}, the smoke suite's "
+            "prompts and their own captions): ") in printed
     quoted = json.loads((tmp_path / "b" / "summary.json").read_text())["judge_validation"]
     assert quoted["overall"] == round(report["overall"]["accuracy"], 4)
+    # for the bundle's detectors (here under judge-1, which its report is not for), the hint does not
+    # point into models/demo: that would replace the bundle's own report
+    from evaluation.run import DEMO
+
+    assert main(["--images-from", str(tmp_path / "a"), "--detectors", f"catdog={DEMO / 'catdog.pt'}", "--judge",
+                 "judge-1", "--device", "cpu", "--quiet", "--out", str(tmp_path / "c")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("judge not validated"))
+    assert line.endswith("--judge judge-1 --out runs/judge_val measures it on a scenes dataset")
     # without --out the report goes to runs/judge_val/, named after the data folder, not into the data
     monkeypatch.setattr(gendet_env, "ROOT", tmp_path / "repo")
     assert validate_main(["--data", str(scenes), "--detectors", f"catdog={tmp_path / 'det' / 'best.pt'}",
@@ -337,3 +346,19 @@ def test_images_from_judges_a_run_of_a_suite_file_or_of_spaced_prompts_again(tin
                  "--out", str(tmp_path / "old_again")]) == 2
     assert "a run of suite 'mine', which is not built in, and the run holds no suite.yaml: give its suite file " \
         "with --suite" in capsys.readouterr().err
+
+
+def test_an_interrupted_run_says_how_to_go_on_instead_of_a_traceback(tiny_detector, tmp_path, capsys, monkeypatch):
+    import evaluation.run as run_module
+    from test_pipeline import tiny_pipeline
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "run_suite", interrupted)
+    assert main(["--suite", "smoke", "--model", str(tmp_path / "gen"), "--detectors",
+                 f"catdog={tiny_detector[1] / 'best.pt'}", "--device", "cpu", "--quiet", "--out", str(tmp_path / "r")]) == 130
+    assert capsys.readouterr().err.endswith(f"interrupted: {tmp_path / 'r'} keeps every image judged so far; the same "
+                                            "command resumes the run\n")

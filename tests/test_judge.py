@@ -300,6 +300,7 @@ def test_rules_read_in_words_for_reports_and_the_app():
     # judge-1, as its runs recorded it (no nest_cover)
     old = {k: v for k, v in JUDGE_1.to_dict().items() if k != "nest_cover"}
     assert describe_rules(old).startswith("judge-1: ") and "inside" not in describe_rules(old)
+    assert describe_rules(JUDGE_1.to_dict()) == describe_rules(old)  # nest_cover None: no rule, not "nest_cover=None"
     # other values are shown as they are; a rule this version does not know keeps its name
     text = describe_rules({"version": "judge-x", "presence_conf": 0.25, "position_margin": 0.1, "new_rule": "on"})
     assert text == "judge-x: presence at confidence >= 0.25; positions by box centres with a 10% margin; new_rule=on"
@@ -308,7 +309,7 @@ def test_rules_read_in_words_for_reports_and_the_app():
 
 def test_a_specs_expectation_in_words():
     spec = parse_prompt("two black cats to the left of a face")
-    assert spec.expectation_text == "exactly 2 cats, at least 1 face, no dog; cat left of face; black cat"
+    assert spec.expectation_text == "exactly 2 cats, at least 1 face, no dog; cat left of face; black cats"
     assert parse_prompt("a dog").expectation_text == "at least 1 dog, no cat, no face"
 
 
@@ -322,3 +323,14 @@ def test_prompts_given_read_back_as_a_suite_file_reads_them():
     # a relation within one class is judged as the count it implies, and filed so
     spec = parse_prompt("a black cat to the left of a white cat")
     assert spec.category == "counting" and spec.expect["cat"] == {"min": 2} and spec.relations == ()
+
+
+def test_colours_cover_every_cat_seen_and_say_the_prompts_number():
+    """Rule 5: every detection at presence confidence, also one below the counting threshold; the
+    reason names the colour for the prompt's number of cats, not the number found."""
+    black, white = (dict(det("cat", c, box), color=col) for c, box, col in
+                    ((0.9, (0, 0, 20, 20), "black"), (0.35, (40, 40, 60, 60), "white")))
+    one = judge(parse_prompt("one black cat"), [black, white], SIZE)
+    assert not one.passed and one.reason == "expected black cat, found black, white"
+    assert [c.passed for c in one.checks if c.kind == "count"] == [True]  # the count sees only the 0.9 one
+    assert judge(parse_prompt("one black cat"), [black], SIZE).reason == "ok: 1 cat, no dog, no face, black cat"

@@ -93,11 +93,14 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     assert "Judge rules: judge-2: presence at confidence &gt;= 0.3; exact counts at &gt;= 0.45" in report
     agreement = {"overall": 0.9869, "counting": 0.9891, "faces": 0.9794}
     validation = {"overall": {"accuracy": 0.98687},  # a validate_judge report, as the bundle ships one
-                  "categories": {"counting": {"accuracy": 0.98912}, "faces": {"accuracy": 0.97941}}}
+                  "categories": {"counting": {"accuracy": 0.98912}, "faces": {"accuracy": 0.97941}},
+                  "data": "runs/demo_cpu/scenes", "split": "val", "images": 2000, "suite": "default"}
     run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=3, seed=5,  # resumes: no work
               settings={"steps": 0}, progress=False, judge_validation=validation)
     assert json.loads((tmp_path / "summary.json").read_text())["judge_validation"] == agreement
-    assert ("Judge agreement with ground truth: 98.7% overall (counting 98.9%, faces 97.9%)"
+    # quoted with what it was measured on: the suite here is smoke, the agreement the default suite's
+    assert ("Judge agreement with ground truth: 98.7% overall (counting 98.9%, faces 97.9%) (on 2000 val images "
+            "of runs/demo_cpu/scenes, the default suite&#x27;s prompts and their own captions)"
             in (tmp_path / "report.html").read_text())
 
 
@@ -415,3 +418,18 @@ def test_size_buckets_known_answers():
     assert size_bucket([10, 10, 26, 12], 64) == "0.25-0.375"  # the longer side counts: 16 / 64
     assert size_bucket([0, 0, 31, 24], 64) == "0.375-0.5"
     assert size_bucket([0, 0, 32, 8], 64) == size_bucket([0, 0, 64, 64], 64) == "0.5-1"
+
+
+def test_the_report_draws_the_boxes_the_judge_counted():
+    """As the app does: three nested cat boxes are one cat under judge-2 (the card said "ok: 1 cat"
+    beside three boxes), three under judge-1; a box below presence confidence is not drawn."""
+    from evaluation.judge import DEFAULT_RULES, JUDGE_1
+    from evaluation.report import render_report
+
+    dets = [{"label": "cat", "confidence": c, "box": box} for c, box in
+            ((0.9, [0, 0, 60, 60]), (0.5, [10, 10, 40, 40]), (0.4, [20, 20, 30, 30]), (0.1, [50, 0, 64, 10]))]
+    row = {"prompt": "a cat", "category": "single_object", "expect": "at least 1 cat", "seed": 0, "image": "x.png",
+           "size": [64, 64], "detections": dets, "passed": True, "reason": "ok: 1 cat"}
+    summary = {"overall": {"accuracy": 1.0, "ci95": [0.0, 1.0], "n": 1}, "categories": {}, "suite": "s"}
+    for rules, boxes in ((DEFAULT_RULES, 1), (JUDGE_1, 3)):
+        assert render_report([row], {**summary, "judge": rules.to_dict()}).count("<rect") == boxes

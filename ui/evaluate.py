@@ -12,6 +12,7 @@ from evaluation.judge import JudgeRules, describe_rules, merge_detections
 from evaluation.report import report_archive
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
+from evaluation.summary import describe_agreement
 from generation.pipeline import DEFAULTS
 from generation.sampling_options import describe_settings
 from ui import resources
@@ -88,10 +89,10 @@ if folder:
                                               title="accuracy (the line: its 95% interval)"))
         ci = base.mark_rule(color="black").encode(x="95% CI low:Q", x2="95% CI high:Q")
         st.altair_chart(bars + ci, width="stretch")  # accuracy with its bootstrap 95% interval
-        validation = path / "judge_validation.json"
-        if validation.is_file():
-            jv = json.loads(validation.read_text())
-            st.caption(f"Judge agreement with ground truth: {jv['overall']['accuracy']:.1%}")
+        if summary.get("judge_validation"):  # as the run quoted it (evaluation.run finds it beside the detectors)
+            on = summary.get("judge_validation_on")
+            st.caption(f"Judge agreement with ground truth: {describe_agreement(summary['judge_validation'])}"
+                       + (f" (on {on})" if on else ""))
         st.caption(f"Judge rules: {describe_rules(summary.get('judge', {}))}")
         rows = read_rows(path / "results.jsonl")
         cats = sorted({r["category"] for r in rows})
