@@ -303,10 +303,12 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     tc = cfg["train"]
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(tc["seed"])
     vq = load_image_tokenizer(cfg["vqvae"], device=device)
     data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0, write=rank == 0)
     train_ids, train_caps = data["train"]
+    # seeded after tokenising: its loader draws from the global RNG only when the token cache is
+    # missing, and the model's first weights must not depend on whether it was there
+    torch.manual_seed(tc["seed"])
     pipe = build_pipeline(cfg, train_caps, device)
     if train_ids.max() >= pipe.vqvae.codebook_size:
         raise ValueError("cached tokens do not match the VQ-VAE's codebook")
@@ -385,10 +387,6 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
             if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
                 log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
                 log.flush()
-            if tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"]):
-                sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png", progress)
-                pipe.train()
-                pipe.vqvae.eval()
         if deadline is not None:
             timed_out = time.time() >= deadline
             if distributed:  # every rank stops at the same step
@@ -398,6 +396,11 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
         if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out):
             save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
             wrote = out / "checkpoint"
+        # after the checkpoint: a grid that fails loses no training
+        if rank == 0 and tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"]):
+            sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png", progress)
+            pipe.train()
+            pipe.vqvae.eval()
         if timed_out:
             break
     bar.close()
@@ -452,11 +455,11 @@ def sample_grid(pipe: TextToImage, cfg: dict, path: Path, progress: bool = False
 
     sc = cfg.get("sample") or {}
     prompts, per_prompt = sc.get("prompts", ["a cat"]), sc.get("per_prompt", 4)
-    steps = sc.get("steps") or pipe.defaults["steps"]  # as the pipeline's default
+    steps = pipe.defaults["steps"]  # the sample section's, as the pipeline keeps them (at most its T)
     pipe.eval()
     with tqdm(total=steps, desc=f"drawing a {len(prompts)}x{per_prompt} sample grid", unit="step",
               disable=not progress, leave=False) as bar:
-        out = pipe(prompts, num_images=per_prompt, seed=0, steps=steps, guidance_scale=sc.get("guidance_scale"),
+        out = pipe(prompts, num_images=per_prompt, seed=0, steps=steps,
                    callback=(lambda *_: bar.update()) if progress else None)  # the callback costs an argmax
     path.parent.mkdir(parents=True, exist_ok=True)
     save_image(out.images, path, nrow=per_prompt)

@@ -78,9 +78,36 @@ def load_config(path: str | Path) -> dict:
     cfg.setdefault("diffusion", {})
     cfg.setdefault("sample", {"prompts": ["a cat", "a dog", "a face", "two black cats"]}
                    | ({} if "init" in cfg else {"steps": 25, "guidance_scale": 3.0}))  # init keeps its own
+    check_sample(path, cfg["sample"])
     if "init" not in cfg:
         check_model(path, cfg)
     return cfg
+
+
+SAMPLE_FIELDS = {"prompts", "per_prompt", "steps", "guidance_scale", "truncation"}
+
+
+def check_sample(path: Path, sample) -> None:
+    """The sample section: its grids' prompts, and the sampling defaults the pipeline is saved with
+    (a truncation of 1.5 trained to the end, then made every generation.sample of the model fail)."""
+    if not isinstance(sample, dict):
+        raise ConfigError(f"{path}: sample must be a mapping of fields, got {sample!r}")
+    unknown = set(sample) - SAMPLE_FIELDS
+    if unknown:
+        raise ConfigError(f"{path}: unknown sample field(s) {', '.join(sorted(map(str, unknown)))}; "
+                          f"known: {', '.join(sorted(SAMPLE_FIELDS))}")
+    prompts = sample.get("prompts", ["a cat"])
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(x, str) and x.strip() for x in prompts):
+        raise ConfigError(f"{path}: sample.prompts must be a list of prompts, got {prompts!r}")
+    for key in ("per_prompt", "steps"):
+        if key in sample and (type(sample[key]) is not int or sample[key] < 1):
+            raise ConfigError(f"{path}: sample.{key} must be a whole number >= 1, got {sample[key]!r}")
+    g = sample.get("guidance_scale", 1.0)
+    if type(g) not in (int, float) or g < 0:  # as generation.sample's --guidance
+        raise ConfigError(f"{path}: sample.guidance_scale must be a number >= 0 (1 = no guidance), got {g!r}")
+    r = sample.get("truncation", 1.0)
+    if type(r) not in (int, float) or not 0 < r <= 1:
+        raise ConfigError(f"{path}: sample.truncation must be in (0, 1], got {r!r}")
 
 
 def yaml_problem(e: yaml.YAMLError) -> str:

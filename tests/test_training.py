@@ -1,6 +1,7 @@
 """The two training CLIs end to end on a tiny scenes set: outputs, metrics, exact resume."""
 
 import json
+import re
 import sys
 import time
 
@@ -439,6 +440,40 @@ def test_sample_grids_show_progress_and_can_be_skipped(scenes, vqvae_dir, tmp_pa
     path.write_text(yaml.safe_dump(cfg))
     assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet"]) == 0
     assert not (tmp_path / "zero" / "samples").exists()
+    # no sample section: its default 25 steps on a 10-step model draw at all 10, as the saved pipeline
+    # keeps them (the grid asked for 25 and failed after training, before the export)
+    cfg = config(scenes, vqvae_dir, tmp_path / "default", 1)
+    del cfg["sample"]
+    path.write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet"]) == 0
+    assert (tmp_path / "default" / "samples" / "step_0000001.png").is_file()
+    assert TextToImage.from_pretrained(tmp_path / "default" / "pipeline", device="cpu").defaults["steps"] == 10
+    for sample, message in (({"guidance": 3}, "unknown sample field(s) guidance; known: guidance_scale, per_prompt, "
+                                              "prompts, steps, truncation"),
+                            ({"truncation": 1.5}, "sample.truncation must be in (0, 1], got 1.5"),
+                            ({"prompts": "a cat"}, "sample.prompts must be a list of prompts, got 'a cat'"),
+                            ({"steps": 0}, "sample.steps must be a whole number >= 1, got 0")):
+        cfg["sample"] = sample
+        path.write_text(yaml.safe_dump(cfg))
+        with pytest.raises(t2i.ConfigError, match=re.escape(f"{path}: {message}")):
+            t2i.load_config(path)
+
+
+def test_the_first_weights_do_not_depend_on_a_token_cache_being_there(scenes, vqvae_dir, tmp_path):
+    """A run stopped before its first checkpoint leaves the token cache, which a fresh start reuses:
+    tokenising drew from the global RNG only on a cache miss, so the two starts differed."""
+    import shutil
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "a", 2)))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--no-samples"]) == 0
+    (tmp_path / "b").mkdir()
+    for cache in (tmp_path / "a").glob("tokens*"):
+        shutil.copy(cache, tmp_path / "b" / cache.name)
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--no-samples", "--out",
+                     str(tmp_path / "b")]) == 0
+    a, b = (load_file(str(tmp_path / r / "pipeline" / "transformer" / "model.safetensors")) for r in "ab")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_precision_reaches_the_training_step(scenes, vqvae_dir, tmp_path):
