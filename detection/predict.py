@@ -15,9 +15,10 @@ import json
 import sys
 from pathlib import Path
 
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from datasets.images import open_as_seen
 from detection._common import UsageError, out_folder, resolve_model, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
@@ -51,10 +52,10 @@ def unreadable(path: Path) -> str | None:
 
 
 def open_rgb(path: Path) -> Image.Image:
-    """The image as viewers (and ultralytics, given the path) show it: turned by its EXIF orientation."""
+    """The image as viewers show it: upright by its EXIF orientation (as ultralytics reads a path),
+    transparent parts on white (as the app shows an upload)."""
     try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
+        return open_as_seen(path)
     except Exception as e:  # noqa: BLE001 - PIL raises many types
         raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 

@@ -16,15 +16,18 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.augment import apply, generation_transforms
+from datasets.images import open_as_seen
 
 
-def read_captions(root: str | Path, split: str | None = None) -> list[dict]:
-    """Rows of ROOT/captions.jsonl (optionally one split), in file order."""
+def read_captions(root: str | Path, split: str | None = None, need_captions: bool = False) -> list[dict]:
+    """Rows of ROOT/captions.jsonl (optionally one split), in file order, checked: a row the
+    format does not allow is an error naming the file and line. A row may leave out its captions
+    (a VQ-VAE trains on the images alone) unless `need_captions`."""
     path = Path(root) / "captions.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"no captions.jsonl in {root}")
     rows = []
-    with open(path, encoding="utf-8") as fh:
+    with open(path, encoding="utf-8-sig") as fh:  # -sig: a byte-order mark (Notepad's) is not text
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -32,22 +35,31 @@ def read_captions(root: str | Path, split: str | None = None) -> list[dict]:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not a JSON row ({e.msg})") from None
-            if "image" not in row:
-                raise ValueError(f"{path}:{n}: row has no 'image'")
+            if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not row["image"]:
+                raise ValueError(f"{path}:{n}: a row is an object with an 'image' path")
             row.setdefault("split", "train")
-            row.setdefault("captions", [])
-            if isinstance(row["captions"], str):
-                row["captions"] = [row["captions"]]
+            if row["split"] not in ("train", "val"):  # any other value dropped the row from both
+                raise ValueError(f"{path}:{n}: 'split' must be train or val, got {row['split']!r}")
+            caps = row.setdefault("captions", [])
+            if isinstance(caps, str):
+                caps = row["captions"] = [caps]
+            if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+                raise ValueError(f"{path}:{n}: 'captions' must be a list of strings, got {caps!r}")
+            if any(not c.strip() for c in caps):
+                raise ValueError(f"{path}:{n}: caption {next(k for k, c in enumerate(caps, 1) if not c.strip())} "
+                                 "is empty")
+            if need_captions and not caps:
+                raise ValueError(f"{path}:{n}: {row['image']} has no captions (the generator learns from them)")
             if split is None or row["split"] == split:
                 rows.append(row)
     return rows
 
 
 def load_image(path: str | Path, size: int | None = None, transform=None) -> torch.Tensor:
-    """RGB image file -> float tensor [3, H, W] in [0, 1]; `size` and `transform` as in image_tensor."""
+    """RGB image file -> float tensor [3, H, W] in [0, 1], as a person sees the file (upright by
+    its EXIF orientation, transparency on white); `size` and `transform` as in image_tensor."""
     try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        arr = np.asarray(open_as_seen(path), dtype=np.uint8)
     except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
         raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
     return image_tensor(arr, size, transform)
@@ -91,7 +103,7 @@ class CaptionImageDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self.size = size
-        self.rows = read_captions(self.root, split)
+        self.rows = read_captions(self.root, split, need_captions=True)
         if not self.rows:
             raise ValueError(f"{self.root}/captions.jsonl has no rows for split {split!r}")
         self.transform = generation_transforms(size, random_crop=augment, color_jitter=augment)

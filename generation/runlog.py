@@ -32,3 +32,11 @@ def run_folder_problem(out: Path, resume: bool, tool: str, run_files: set[str], 
         return (f"{out} holds a {tool} run ({done[0]}); pass --resume to continue it, or choose a new "
                 "out folder (or delete this one to start over)")
     return None
+
+
+def interrupted(out: Path, every: int) -> str:
+    """What a Ctrl-C'd trainer says instead of a traceback: where it can go on from."""
+    if (out / "checkpoint").is_dir():
+        return (f"interrupted: {out / 'checkpoint'} holds the last checkpoint (one every {every} steps); "
+                "the same command with --resume goes on from there")
+    return f"interrupted before the first checkpoint (one every {every} steps): nothing to resume in {out}"

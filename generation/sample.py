@@ -19,6 +19,8 @@ from __future__ import annotations
 import gendet_env
 
 import argparse
+import itertools
+import json
 import re
 import sys
 import time
@@ -28,13 +30,27 @@ from tqdm import tqdm
 
 from generation.pipeline import TextToImage
 from generation.sampling_options import add_sampling_options, sampling_settings
-from generation.png_info import save_png
+from generation.png_info import read_settings, save_png
 
 DEFAULT_MODEL = gendet_env.ROOT / "models" / "demo" / "generator"
 
 
 def slug(prompt: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", prompt.lower()).strip("_")[:60] or "image"
+    """A file name's start from the prompt: its words (any script's letters, "café" too), joined by _."""
+    return re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60] or "image"
+
+
+def free_path(out: Path, prompt: str, seed: int, settings: dict) -> Path:
+    """OUT/<slug>_<seed>.png, unless a file of that name holds an image drawn otherwise (other
+    steps, guidance, model...): then -2, -3, ... An image is never written over by another."""
+    base = f"{slug(prompt)}_{seed}"
+    for k in itertools.count(1):
+        path = out / (f"{base}.png" if k == 1 else f"{base}-{k}.png")
+        try:
+            if not path.exists() or read_settings(path) == json.loads(json.dumps(settings)):
+                return path
+        except ValueError:  # a PNG gendet did not write: not ours to replace either
+            continue
 
 
 def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: int = 0, steps: int | None = None,
@@ -63,7 +79,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
         for image, s in zip(result.pil(), result.seeds):  # written as each batch ends: an interrupt keeps them
             settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": str(model)}
-            paths.append(save_png(image, out / f"{slug(prompt)}_{s}.png", settings))
+            paths.append(save_png(image, free_path(out, prompt, s, settings), settings))
     bar.close()
     elapsed = time.time() - t0
     if progress:

@@ -55,7 +55,7 @@ from generation.diffusion import MaskReplaceDiffusion
 from generation.files import atomic_save_file
 from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
-from generation.runlog import open_log, run_folder_problem
+from generation.runlog import interrupted, open_log, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.train_config import ConfigError, load_config
@@ -484,7 +484,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", type=gendet_env.device_arg, default=None,
                     help="cpu, cuda, cuda:1 (default: cuda when available)")
     ap.add_argument("--steps", type=int, default=None, help="override train.steps")
-    ap.add_argument("--data", default=None, help="override the config's data folder (a scenes dataset)")
+    ap.add_argument("--data", default=None, help="override the config's data folder (a scenes root or any captions dataset)")
     ap.add_argument("--out", default=None, help="override the config's out folder")
     ap.add_argument("--stop-at", type=int, default=None,
                     help="pause after this step (checkpoint written; continue later with --resume)")
@@ -514,7 +514,7 @@ def main(argv=None) -> int:
         if args.stop_by < time.time() - 86400:
             ap.error(f"--stop-by {args.stop_by:.10g} is in the past ({utc(args.stop_by)}); it is a Unix time, "
                      "e.g. $(( $(date +%s) + 480 ))")
-    made = False  # whether this run made the out folder
+    made, cfg = False, None  # whether this run made the out folder; the config, once read
     try:
         cfg = load_config(args.config)
         if args.steps is not None:
@@ -542,6 +542,10 @@ def main(argv=None) -> int:
         if made and Path(cfg["out"]).is_dir() and not any(Path(cfg["out"]).iterdir()):
             Path(cfg["out"]).rmdir()  # a run that failed before writing anything leaves no empty folder
         return 2
+    except KeyboardInterrupt:
+        said = interrupted(Path(cfg["out"]), cfg["train"]["ckpt_every"]) if cfg else "interrupted"
+        print(f"\n{said}", file=sys.stderr)
+        return 130
     if path is not None:  # rank 0: what it wrote
         print(f"wrote {path}")
     return 0

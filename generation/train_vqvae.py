@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from generation.data import load_image, read_captions
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
-from generation.runlog import open_log, run_folder_problem
+from generation.runlog import interrupted, open_log, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
 
@@ -399,6 +399,9 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\n{interrupted(Path(args.out), args.ckpt_every)}", file=sys.stderr)
+        return 130
     print(json.dumps(metrics))
     return 0
 

@@ -750,3 +750,18 @@ def test_an_exif_turned_photo_goes_in_the_frame_its_boxes_were_drawn_in(tmp_path
     assert close(read_yolo(out, "train", "raw", 160, 100), [(0, 120, 10, 150, 30)])
     assert close(read_yolo(out, "train", "shown", 100, 160), [(0, 10, 120, 30, 150)])
     assert report.warnings == {C.WARN_ORIENTATION: 1}  # and no size warning for the turned one
+
+
+def test_a_byte_order_mark_is_not_text_and_dropped_captions_are_named(tmp_path):
+    root = tmp_path / "mine"
+    image(root / "x.png", 8, 8)
+    (root / "captions.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "x.png", "captions": ["a cat", "  "]}\n')
+    report = convert("folder", root, tmp_path / "out")
+    assert read_captions(tmp_path / "out")["x.png"]["captions"] == ["a cat"]
+    assert report.warned_files == {"empty captions dropped": [str(root / "x.png")]}
+    cub = tmp_path / "cub"
+    image(cub / "images" / "001.Albatross" / "bird.jpg", 16, 16, "JPEG")
+    (cub / "text" / "001.Albatross").mkdir(parents=True)
+    (cub / "text" / "001.Albatross" / "bird.txt").write_bytes("\ufeffa bird\n".encode("utf-8"))
+    convert("cub", cub, tmp_path / "cub_out", val_fraction=0.0)
+    assert read_captions(tmp_path / "cub_out")["bird.jpg"]["captions"] == ["a bird"]  # no U+FEFF in the caption

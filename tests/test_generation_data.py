@@ -48,6 +48,22 @@ def test_bad_rows_and_images_are_named(tmp_path):
         read_captions(tmp_path)
     (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "captions": "one caption"}\n')
     assert read_captions(tmp_path)[0]["captions"] == ["one caption"]
+    # a hand-written file, as FORMATS.md describes it: what it does not allow is named, by line
+    for row, message in (('{"image": "a.png", "captions": [1, 2]}', r":2: 'captions' must be a list of strings"),
+                         ('{"image": "a.png", "captions": ["ok", "   "]}', r":2: caption 2 is empty"),
+                         ('{"image": "a.png", "caption": "x", "split": "validation"}',
+                          r":2: 'split' must be train or val, got 'validation'"),
+                         ('["a.png"]', r":2: a row is an object with an 'image' path")):
+        (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "captions": ["fine"]}\n' + row + "\n")
+        with pytest.raises(ValueError, match=r"captions\.jsonl" + message):
+            read_captions(tmp_path)
+    (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "captions": []}\n')
+    assert read_captions(tmp_path)[0]["captions"] == []  # enough for a VQ-VAE
+    with pytest.raises(ValueError, match=r"captions\.jsonl:1: a\.png has no captions"):
+        read_captions(tmp_path, need_captions=True)
+    (tmp_path / "captions.jsonl").write_bytes(b'\xef\xbb\xbf{"image": "a.png", "captions": ["bom"]}\n')
+    assert read_captions(tmp_path)[0]["captions"] == ["bom"]  # a byte-order mark is not part of the row
+    (tmp_path / "captions.jsonl").write_text('{"image": "a.png", "captions": "one caption"}\n')
     (tmp_path / "a.png").write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"a\.png: not a readable image"):
         CaptionImageDataset(tmp_path, "train", size=8)[0]
@@ -73,3 +89,24 @@ def test_edit_inputs_from_files_and_from_uploaded_images_agree(tmp_path):
     assert edit_inputs(20, photo).keys() == {"init_image"}
     with pytest.raises(ValueError, match="the mask: no white pixel"):
         edit_inputs(20, photo, Image.fromarray(np.zeros((40, 20), np.uint8)))
+
+
+def test_images_are_read_as_a_person_sees_them(tmp_path):
+    """A phone photo (EXIF orientation) trains and edits upright, and transparency is white, as the
+    app shows both: the CLI read them sideways and on black."""
+    from PIL import Image
+
+    from generation.data import edit_inputs, load_image
+
+    stored = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = 6  # shown a quarter turn clockwise
+    Image.fromarray(stored).save(tmp_path / "phone.png", exif=exif.tobytes())
+    upright = np.rot90(stored, k=-1)
+    got = (load_image(tmp_path / "phone.png") * 255).round().byte().permute(1, 2, 0).numpy()
+    assert np.array_equal(got, upright)
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[2:6, 2:6] = (255, 0, 0, 255)  # an opaque red square on a transparent black ground
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
+    init = edit_inputs(8, tmp_path / "cutout.png")["init_image"]
+    assert init[:, 0, 0].tolist() == [1.0, 1.0, 1.0] and init[:, 3, 3].tolist() == [1.0, 0.0, 0.0]

@@ -163,6 +163,18 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "2", "--seed", "5", "--steps", "3",
                  "--guidance", "1.5", "--out", str(tmp_path / "one_by_one"), "--batch", "1", "--quiet"]) == 0
     assert all((tmp_path / "one_by_one" / f.name).read_bytes() == f.read_bytes() for f in files)
+    # the same command again writes the same files; other settings into the same folder never
+    # replace an image (a second guidance overwrote the first); names keep any script's letters
+    assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "2", "--seed", "5", "--steps", "3",
+                 "--guidance", "1.5", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert sorted(f.name for f in (tmp_path / "out").glob("*.png")) == ["two_dogs_5.png", "two_dogs_6.png"]
+    assert main(["two dogs", "--model", str(tmp_path / "gen"), "--n", "1", "--seed", "5", "--steps", "2",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert read_settings(tmp_path / "out" / "two_dogs_5.png")["steps"] == 3
+    assert read_settings(tmp_path / "out" / "two_dogs_5-2.png")["steps"] == 2
+    assert main(["un chien au café", "--model", str(tmp_path / "gen"), "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    assert (tmp_path / "out" / "un_chien_au_café_0.png").is_file()
     capsys.readouterr()
     for argv, message in ((["  "], "the prompt is empty"), (["a cat", "--steps", "0"], "--steps must be >= 1, got 0"),
                           (["a cat", "--batch", "0"], "--batch must be >= 1, got 0"),
@@ -210,11 +222,11 @@ def test_sample_cli_edits_and_inpaints_a_given_image(tmp_path, capsys):
     square = torch.from_numpy(wide[:, 16:48].reshape(16, 2, 16, 2, 3).mean((1, 3))).permute(2, 0, 1) / 255
     keep = torch.zeros(16, 16, dtype=torch.bool)
     keep[:, 12:] = True  # the last token column of 4 (squashed, not cut, it would be two)
-    for flags, extra in ((["--filter-ratio", "0.6"], {"filter_ratio": 0.6}),
-                         (["--mask", str(tmp_path / "mask.png")], {"inpaint_mask": keep}),
-                         (["--filter-ratio", "0.6", "--mask", str(tmp_path / "mask.png")],
-                          {"filter_ratio": 0.6, "inpaint_mask": keep})):
-        out = tmp_path / f"out{len(flags)}"
+    for k, (flags, extra) in enumerate(((["--filter-ratio", "0.6"], {"filter_ratio": 0.6}),
+                                        (["--mask", str(tmp_path / "mask.png")], {"inpaint_mask": keep}),
+                                        (["--filter-ratio", "0.6", "--mask", str(tmp_path / "mask.png")],
+                                         {"filter_ratio": 0.6, "inpaint_mask": keep}))):
+        out = tmp_path / f"out{k}"  # (two of them shared a folder, the second writing over the first)
         assert main(["a cat", "--model", str(tmp_path / "gen"), "--n", "2", "--steps", "3", "--out", str(out),
                      "--init-image", str(tmp_path / "photo.png"), *flags, "--quiet"]) == 0
         want = pipe("a cat", seeds=[0, 1], steps=3, init_image=square, **extra)

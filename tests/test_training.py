@@ -624,3 +624,23 @@ def test_the_logged_rate_counts_the_steps_since_the_last_row(scenes, vqvae_dir, 
     # steps counted must not (1 step for the last row, not log_every's 2)
     seconds = [2 / rows[0]["it_s"], 2 / rows[1]["it_s"], 1 / rows[2]["it_s"]]
     assert all(s > 0 and s == round(s / 10) * 10 for s in seconds), seconds
+
+
+def test_ctrl_c_says_where_to_go_on_from_instead_of_a_traceback(scenes, vqvae_dir, tmp_path, capsys, monkeypatch):
+    from generation import train_vqvae
+
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "run", 6)))
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--stop-at", "3"]) == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(t2i, "train", interrupted)
+    capsys.readouterr()
+    assert t2i.main(["--config", str(path), "--device", "cpu", "--quiet", "--resume"]) == 130
+    assert capsys.readouterr().err == (f"\ninterrupted: {tmp_path / 'run' / 'checkpoint'} holds the last checkpoint "
+                                       "(one every 3 steps); the same command with --resume goes on from there\n")
+    monkeypatch.setattr(train_vqvae, "train", interrupted)
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(tmp_path / "vq"), "--steps", "2"]) == 130
+    assert "interrupted before the first checkpoint (one every " in capsys.readouterr().err

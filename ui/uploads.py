@@ -3,7 +3,9 @@ refused or downscaled before they can exhaust memory."""
 
 import io
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from datasets.images import as_seen, is_transparent
 
 MAX_SIDE = 2048          # larger uploads are downscaled (detectors run at a few hundred pixels anyway)
 MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
@@ -18,14 +20,9 @@ def open_image(data: bytes, name: str):
             w, h = probe.size
             if w * h > MAX_PIXELS:
                 return None, f"{name}: {w}x{h} is too large to open ({MAX_PIXELS // 1_000_000} MP at most)"
-            transparent = probe.mode in ("RGBA", "LA", "PA") or "transparency" in probe.info
-            upright = ImageOps.exif_transpose(probe)  # a phone photo as every viewer shows it
-            w, h = upright.size
-            if transparent:
-                rgba = upright.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
-            else:
-                image = upright.convert("RGB")
+            transparent = is_transparent(probe)
+            image = as_seen(probe)  # a phone photo upright, as every viewer shows it
+            w, h = image.size
     except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
         # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
         return None, f"{name}: not a readable image (PNG, JPEG or WebP)"

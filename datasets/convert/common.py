@@ -113,9 +113,9 @@ class ConvertReport:
         if file is not None:
             _example(self.skipped_files, reason, file)
 
-    def warn(self, reason: str, file: str | os.PathLike | None = None) -> None:
-        """Count one record written with a caveat; `file` names it."""
-        self.warnings[reason] += 1
+    def warn(self, reason: str, file: str | os.PathLike | None = None, n: int = 1) -> None:
+        """Count n records written with a caveat; `file` names the one they are in."""
+        self.warnings[reason] += n
         if file is not None:
             _example(self.warned_files, reason, file)
 
@@ -270,7 +270,7 @@ def load_json(path: Path) -> Any:
 def read_lines(path: Path) -> list[str]:
     data = path.read_bytes()
     try:
-        return data.decode("utf-8").splitlines()
+        return data.decode("utf-8-sig").splitlines()  # -sig: a byte-order mark (Notepad's) is not text
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ConvertError(f"not UTF-8 text ({e.reason})", path, line=line) from e

@@ -223,7 +223,7 @@ class CaptionsWriter(Output):
         given = len(captions)
         captions = [c.strip() for c in captions if c and c.strip()]
         if len(captions) < given:
-            self.report.warnings["empty captions dropped"] += given - len(captions)
+            self.report.warn("empty captions dropped", file=image, n=given - len(captions))
         if not captions:
             self.report.skip(SKIP_NO_CAPTIONS, file=image)
             return False

@@ -1,0 +1,28 @@
+"""An image as a person sees it: turned upright by its EXIF orientation (a phone photo), and
+transparent parts on white (the colour hidden under them is arbitrary, often black). Every
+reader of user images goes through here, so the generator trains on, edits and the app shows
+the same picture."""
+
+from __future__ import annotations
+
+from PIL import Image, ImageOps
+
+
+def is_transparent(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+
+
+def as_seen(image: Image.Image) -> Image.Image:
+    """An opened image as RGB: upright, transparent parts on white."""
+    transparent = is_transparent(image)
+    upright = ImageOps.exif_transpose(image)
+    if transparent:
+        rgba = upright.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")
+    return upright.convert("RGB")
+
+
+def open_as_seen(path) -> Image.Image:
+    """A file (or file-like) as_seen; PIL's errors pass through for the caller to name the file."""
+    with Image.open(path) as image:
+        return as_seen(image)
