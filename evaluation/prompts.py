@@ -69,6 +69,10 @@ def parse_prompt(prompt: str) -> PromptSpec:
     if text in EMPTY:
         return PromptSpec(prompt, "negatives", {c: {"count": 0} for c in CLASSES})
 
+    found = sum(len(re.findall(rf"(?<!\S){words}(?!\S)", text)) for words in RELATION_WORDS)
+    if found > 1:
+        raise ParseError(f"cannot judge {prompt!r}: one relation a prompt, between two objects "
+                         "(e.g. 'a cat to the left of a dog')")
     relations, sides = [], [text]
     for words, rel in RELATION_WORDS.items():
         if f" {words} " in text:

@@ -34,6 +34,8 @@ def builtin_suites() -> list[str]:
 def resolve_suite(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise FileNotFoundError(f"suite {path} is a folder; give a suite's YAML file")
         if not path.is_file():
             raise FileNotFoundError(f"suite file {path} does not exist")
         return path

@@ -1,5 +1,7 @@
 """The judge's rules on hand-made detections, the prompt parser, suites and the colour measure."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -334,3 +336,10 @@ def test_colours_cover_every_cat_seen_and_say_the_prompts_number():
     assert not one.passed and one.reason == "expected black cat, found black, white"
     assert [c.passed for c in one.checks if c.kind == "count"] == [True]  # the count sees only the 0.9 one
     assert judge(parse_prompt("one black cat"), [black], SIZE).reason == "ok: 1 cat, no dog, no face, black cat"
+
+
+def test_two_relations_and_a_folder_for_a_suite_are_said_plainly(tmp_path):
+    with pytest.raises(ParseError, match=r"one relation a prompt, between two objects"):
+        parse_prompt("a cat to the left of a dog to the left of a face")  # it said "'dog to the left of a' is not a colour"
+    with pytest.raises(FileNotFoundError, match=rf"suite {re.escape(str(tmp_path))} is a folder; give a suite's YAML file"):
+        load_suite(tmp_path)
