@@ -5,6 +5,7 @@ the same picture."""
 
 from __future__ import annotations
 
+import numpy as np
 from PIL import Image, ImageOps
 
 
@@ -13,9 +14,13 @@ def is_transparent(image: Image.Image) -> bool:
 
 
 def as_seen(image: Image.Image) -> Image.Image:
-    """An opened image as RGB: upright, transparent parts on white."""
+    """An opened image as RGB: upright, transparent parts on white, and 16- or 32-bit grey
+    stretched to 8 bits by its brightest value (convert("RGB") clips them to 255: all white)."""
     transparent = is_transparent(image)
     upright = ImageOps.exif_transpose(image)
+    if upright.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        grey = np.asarray(upright, dtype=np.float64)
+        upright = Image.fromarray((grey / max(grey.max(), 1) * 255).round().astype(np.uint8))
     if transparent:
         rgba = upright.convert("RGBA")
         return Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba).convert("RGB")

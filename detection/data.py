@@ -54,10 +54,19 @@ class YoloDataset:
         return h.hexdigest()
 
     def write_resolved_yaml(self, path: Path) -> Path:
-        """A copy of data.yaml with an absolute `path:` (ultralytics then never falls back to its own datasets dir)."""
+        """A copy of data.yaml with an absolute `path:` (ultralytics then never falls back to its own
+        datasets dir). A split given as a list file becomes a list of the absolute image paths this
+        check read: ultralytics reads a list's relative lines from the working directory, not the
+        dataset's root, and found none of them."""
         cfg = {k: v for k, v in self.config.items() if k != "path"}
         cfg = {"path": str(self.root.resolve()), **cfg, "names": dict(enumerate(self.names))}
         path.parent.mkdir(parents=True, exist_ok=True)
+        for split, images in self.images.items():
+            entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
+            if any(str(e).endswith(".txt") for e in entries):
+                listed = path.with_name(f"{path.stem}.{split}.txt")
+                listed.write_text("".join(f"{im.resolve()}\n" for im in images))
+                cfg[split] = str(listed)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # torchrun ranks may all write it
         tmp.write_text(yaml.safe_dump(cfg, sort_keys=False))
         tmp.replace(path)
@@ -159,18 +168,32 @@ def _split_images(root: Path, yaml_path: Path, split: str, value) -> list[Path]:
 
 
 def check_image_format(image: Path) -> None:
-    """ultralytics skips an image whose data is not a format it trains on as "corrupt", after the
-    scan; say so before. Only the header is read."""
+    """What ultralytics' scan would skip as "corrupt" (a format it does not train on, a side under
+    10 px, a file PIL's verify() rejects, a JPEG cut short), said before training. Cheap: the header
+    and verify(); only a JPEG without its end marker is decoded (ultralytics would rewrite it)."""
     from PIL import Image
 
     try:
         with Image.open(image) as pil:
-            fmt = pil.format
-    except Exception:  # noqa: BLE001 - PIL's errors, or ultralytics' patched open failing on a HEIF plugin
-        raise DataError(f"{image}: not an image PIL can open") from None
+            fmt, size = pil.format, pil.size
+            pil.verify()
+    except Exception as e:  # noqa: BLE001 - PIL's errors, or ultralytics' patched open failing on a HEIF plugin
+        raise DataError(f"{image}: not an image PIL can read ({type(e).__name__})") from None
     if fmt not in YOLO_FORMATS:
         raise DataError(f"{image}: {fmt} data, which YOLO training does not read ({', '.join(YOLO_FORMATS)}); "
                         "save it as PNG (python -m datasets.convert re-encodes such images)")
+    if min(size) < 10:
+        raise DataError(f"{image}: {size[0]}x{size[1]} px; YOLO training skips images under 10 px a side")
+    if fmt == "JPEG":
+        with open(image, "rb") as fh:
+            fh.seek(-2, 2)
+            whole = fh.read() == b"\xff\xd9"
+        if not whole:
+            try:
+                with Image.open(image) as pil:
+                    pil.load()
+            except Exception as e:  # noqa: BLE001
+                raise DataError(f"{image}: a JPEG cut short ({e}); YOLO training would skip it") from None
 
 
 def load_dataset(path: str | Path, task: str | None = None, splits=("train", "val"), check_labels: bool = True) -> YoloDataset:

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from datasets.images import as_seen
 from detection._common import UsageError, check_local_weights, names_list, quiet_ultralytics
 
 
@@ -86,17 +87,8 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
     """One image (numpy, PIL or a [3,H,W] tensor) as an HxWx3 uint8 RGB array."""
     from PIL import Image
 
-    if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-                image = image.convert("RGBA").convert("RGB")  # drop alpha, keep colours
-            elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(image, dtype=np.float64)
-                image = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-                image = image.convert("RGB")
-            else:
-                image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8)
+    if isinstance(image, Image.Image):  # as predict, the app and the generator read a file
+        return np.asarray(as_seen(image), dtype=np.uint8)
     if _is_tensor(image):
         t = image.detach()
         if t.ndim != 3 or t.shape[0] not in (1, 3):
@@ -116,8 +108,13 @@ def to_rgb_uint8(image: Any) -> np.ndarray:
         arr = arr[..., :3]
         if arr.dtype != np.uint8:
             if np.issubdtype(arr.dtype, np.floating):
+                if arr.size and np.nanmax(arr) > 1.0 + 1e-6:  # 0-255 floats clipped to a white image
+                    raise UsageError(f"a float image array holds values up to {np.nanmax(arr):g}: floats are "
+                                     "read in [0, 1] (give uint8 for 0-255)")
                 arr = (np.clip(arr, 0, 1) * 255).round()
-            arr = np.clip(arr, 0, 255).astype(np.uint8)
+            elif arr.size and arr.max() > 255:  # 16-bit: stretched by its brightest value, as a 16-bit file
+                arr = np.asarray(arr, dtype=np.float64) / arr.max() * 255
+            arr = np.clip(arr, 0, 255).round().astype(np.uint8)
         return np.ascontiguousarray(arr)
     raise UsageError(f"unsupported image type {type(image).__name__} (numpy HxWx3 uint8 RGB, PIL image, "
                      "or float torch tensor [B,3,H,W] in [0, 1])")
@@ -194,20 +191,25 @@ class Detector:
         conf = 0.25 if conf is None else float(conf)
         iou = 0.7 if iou is None else float(iou)
         imgsz = int(imgsz or self.imgsz)
-        out: list[Detections] = []
+        out: list[Detections | None] = [None] * len(arrays)
         import torch
 
+        # batches of one size: ultralytics pads a batch of mixed sizes to a square, and an image's
+        # boxes would then depend on the other files given with it
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, a in enumerate(arrays):
+            by_size.setdefault(a.shape[:2], []).append(i)
+        chunks = [idx[k:k + batch] for idx in by_size.values() for k in range(0, len(idx), batch)]
         # ultralytics' select_device sets torch's global thread count to cpu_count - 1 on CPU: on a
         # 2-core machine the generator sharing this process would then sample on one thread
         threads = torch.get_num_threads()
         try:
-            for start in range(0, len(arrays), batch):
-                chunk = arrays[start:start + batch]
-                bgr = [np.ascontiguousarray(a[..., ::-1]) for a in chunk]  # ultralytics reads numpy as BGR (cv2)
+            for chunk in chunks:
+                bgr = [np.ascontiguousarray(arrays[i][..., ::-1]) for i in chunk]  # ultralytics reads numpy as BGR
                 results = self.model.predict(bgr, conf=conf, iou=iou, imgsz=imgsz, device=_ul_device(self.device),
                                              max_det=max_det, verbose=False, save=False)
-                for arr, r in zip(chunk, results):
-                    out.append(self._to_detections(r, arr.shape[1], arr.shape[0]))
+                for i, r in zip(chunk, results):
+                    out[i] = self._to_detections(r, arrays[i].shape[1], arrays[i].shape[0])
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)

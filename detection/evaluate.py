@@ -78,13 +78,20 @@ def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str |
     `model` is a detector .pt or a demo bundle shortcut (catdog, face)."""
     if imgsz is not None and int(imgsz) < 32:  # as detection.train: smaller sizes silently score 0
         raise UsageError(f"--imgsz {imgsz}: must be >= 32")
-    out = out_folder(out or default_out(model))
+    # absolute: ultralytics puts a relative `project` under its own runs folder, so its predictions
+    # (and the stale-file guard) went elsewhere
+    out = out_folder(out or default_out(model)).resolve()
     model = resolve_model(model)
     det = Detector.load(model, device=device)
     task = task_for_names(det.names)
     dataset = load_dataset(data, task, splits=(split,))
+    names = [p.name for p in dataset.images[split]]
+    if len(set(names)) != len(names):  # before the val run: its predictions.json names images by file name
+        dup = sorted({n for n in names if names.count(n) > 1})[0]
+        raise UsageError(f"{dataset.yaml_path}: {split} holds several images named {dup!r} (in different "
+                         "folders); ultralytics' predictions name images by file name: rename them")
     out.mkdir(parents=True, exist_ok=True)
-    imgsz = int(imgsz or det.imgsz)
+    imgsz = -(-int(imgsz or det.imgsz) // 32) * 32  # ultralytics rounds up to its stride: record what ran
     gt = ground_truth_coco(dataset, split)
     ul, ul_predictions = ultralytics_val(det, dataset, split, imgsz, out)
     preds = predictions_from_ultralytics(ul_predictions, gt) if ul_predictions.is_file() else []

@@ -36,6 +36,10 @@ def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
             if not found:
                 raise UsageError(f"{item}: a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             paths += [(f, True) for f in found]
+            inside = sorted(f.name for f in item.iterdir() if f.is_dir())
+            if inside:  # not read: said, so no image is left out unseen
+                print(f"warning: {item}: {len(inside)} subfolder(s) not read ({', '.join(inside[:3])}"
+                      f"{', ...' if len(inside) > 3 else ''}); name them to include their images", file=sys.stderr)
         else:
             paths.append((item, False))
     return paths
@@ -87,6 +91,11 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
     if len(set(stems)) != len(stems):
         dup = sorted({s for s in stems if stems.count(s) > 1})
         raise UsageError(f"several images share the name stem {dup[0]!r}; their outputs would overwrite each other")
+    # OUT/<stem>.png and .json must never be an input (predict inplace --out inplace drew over a.png)
+    inputs = {p.resolve() for p, _ in paths}
+    taken = [out / f"{stem}{ext}" for stem in stems for ext in (".png", ".json")]
+    if any(t.resolve() in inputs for t in taken):
+        raise UsageError(f"--out {out}: its results would write over input images there; choose another folder")
     det = Detector.load(model, device=device)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -1,6 +1,7 @@
 """detection/: train a tiny YOLO once on procedural scenes (CPU), then check every entry point:
 outputs and metrics files, Detector input types and pixel coordinates, evaluate, predict, errors."""
 
+import io
 import json
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from detection import evaluate as det_eval
@@ -778,3 +780,85 @@ def test_ground_truth_is_in_the_frame_ultralytics_reads_an_exif_turned_image_in(
     (image, w, h, boxes), = load_dataset(data, "catdog").ground_truth("train")
     assert imread(str(image)).shape[:2] == (h, w) == (40, 20)  # shown 20 wide, 40 high
     assert np.allclose(boxes[0][1:], (0, 16, 10, 24))
+
+
+def test_predict_never_writes_over_its_inputs_and_says_what_it_leaves_out(trained, tmp_path, capsys):
+    _, out = trained
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 200, np.uint8)).save(folder / "a.png")
+    (folder / "sub").mkdir()
+    before = (folder / "a.png").read_bytes()
+    with pytest.raises(UsageError, match=r"--out .*mine: its results would write over input images there"):
+        det_predict.predict(out / "best.pt", [folder], folder, progress=False)
+    assert (folder / "a.png").read_bytes() == before
+    det_predict.predict(out / "best.pt", [folder], tmp_path / "o", progress=False)
+    assert f"warning: {folder}: 1 subfolder(s) not read (sub); name them to include their images" in \
+        capsys.readouterr().err
+
+
+def test_16_bit_images_are_stretched_not_clipped_to_white_and_batches_do_not_change_boxes(trained):
+    from datasets.images import as_seen
+    from detection.detector import to_rgb_uint8
+
+    grey = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 7)  # up to 28,665 of 65,535
+    stretched = np.round(grey / grey.max() * 255).astype(np.uint8)
+    assert Image.fromarray(grey).mode.startswith("I;16")
+    assert np.array_equal(np.asarray(as_seen(Image.fromarray(grey)))[..., 0], stretched)
+    assert np.array_equal(to_rgb_uint8(np.stack([grey] * 3, -1))[..., 0], stretched)  # a uint16 array too
+    with pytest.raises(UsageError, match="floats are read in \\[0, 1\\]"):
+        to_rgb_uint8(np.full((8, 8, 3), 200.0))
+    # an image's boxes do not depend on the other sizes detected with it
+    scenes, out = trained
+    det = Detector.load(out / "best.pt", device="cpu")
+    image = np.asarray(Image.open(sorted((scenes / "images" / "val").iterdir())[0]).convert("RGB"))
+    alone = det.detect([image], conf=0.001)[0].to_dict()
+    mixed = det.detect([np.zeros((40, 100, 3), np.uint8), image], conf=0.001)[1].to_dict()
+    assert mixed == alone
+
+
+def test_list_file_splits_train_tiny_and_cut_images_are_named_and_evaluate_stays_in_out(trained, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """Three things ultralytics skipped or misread after the start: a split given as a list of
+    relative paths (it read them from the working directory), an image under 10 px, a JPEG cut short."""
+    from detection._common import DataError, run_cli
+    from detection.data import load_dataset
+
+    data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
+    (data / "train.txt").write_text("images/train/a.png\n")
+    (data / "data.yaml").write_text("train: train.txt\nval: train.txt\nnames: [cat, dog]\n")
+    resolved = load_dataset(data, "catdog").write_resolved_yaml(tmp_path / "r" / "data.yaml")
+    listed = Path(yaml.safe_load(resolved.read_text())["train"])
+    assert listed.read_text() == f"{(data / 'images' / 'train' / 'a.png').resolve()}\n"
+    Image.new("RGB", (9, 30)).save(data / "images" / "train" / "a.png")
+    with pytest.raises(DataError, match=r"a\.png: 9x30 px; YOLO training skips images under 10 px a side"):
+        load_dataset(data, "catdog")
+    Image.new("RGB", (32, 32)).save(data / "images" / "train" / "a.png")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (data / "images" / "train" / "b.jpg").write_bytes(buf.getvalue()[:-300])
+    (data / "labels" / "train" / "b.txt").write_text("")
+    (data / "data.yaml").write_text("train: images/train\nval: images/train\nnames: [cat, dog]\n")
+    with pytest.raises(DataError, match=r"b\.jpg: .*YOLO training would skip it|b\.jpg: not an image PIL can read"):
+        load_dataset(data, "catdog")
+    # evaluate with a relative --out keeps ultralytics' files in it
+    scenes, out = trained
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_eval.main, ["--model", str(out / "best.pt"), "--data", str(scenes), "--out", "rel", "--device",
+                                "cpu"])
+    assert e.value.code == 0 and (tmp_path / "rel" / "ultralytics" / "predictions.json").is_file()
+    capsys.readouterr()
+
+
+def test_evaluate_refuses_one_file_name_twice_in_a_split_before_running(trained, tmp_path):
+    _, out = trained
+    data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
+    for sub in ("a", "b"):
+        (data / "images" / "train" / sub).mkdir()
+        (data / "labels" / "train" / sub).mkdir()
+        Image.new("RGB", (32, 32)).save(data / "images" / "train" / sub / "x.png")
+        (data / "labels" / "train" / sub / "x.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(UsageError, match=r"train holds several images named 'x\.png' \(in different folders\)"):
+        det_eval.evaluate(out / "best.pt", data, "train", tmp_path / "ev", device="cpu")
+    assert not (tmp_path / "ev" / "ultralytics").exists()
