@@ -26,6 +26,7 @@ import torch
 
 from benchmarks import diffusers_reference
 from generation.convert import convert_diffusers
+from generation.sampling_options import check_settings
 
 PROMPT = "a black cat to the left of a white dog"
 
@@ -64,6 +65,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="also the FLOP floor per step (benchmarks.flops: the transformer's matrix FLOPs over "
                          "this device's measured matrix rate in --dtype) and ours per step against it")
     args = ap.parse_args(argv)
+    # before the models are built (minutes at --shape ithq): a typo fails at once
+    for name, values, low in (("--steps", args.steps, 1), ("--batch", args.batch, 1), ("--repeats", [args.repeats], 1)):
+        if min(values) < low:
+            ap.error(f"{name} must be >= {low}, got {min(values)}")
+    if max(args.steps) > 100:  # diffusers_reference builds every shape with 100 diffusion steps
+        ap.error(f"--steps must be at most the models' 100 diffusion steps, got {max(args.steps)}")
+    try:
+        for g in args.guidance:
+            check_settings(truncation=args.truncation, guidance=g)
+    except ValueError as e:
+        ap.error(f"--{e}")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

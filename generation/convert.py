@@ -73,28 +73,66 @@ def read_json(path: Path) -> dict:
         raise ConversionError(f"{path}: not JSON ({e.msg} at line {e.lineno})") from None
 
 
+def load_tensor_file(path: Path):
+    """torch.load(weights_only=True), its failures said plainly: a file cut short is not an
+    unsafe one, and nothing here suggests turning the check off."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing a user can act on
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = str(e).split("\n\n")[-1].split(". ")[0].strip()[:160]  # torch's "Unsupported global: ..." line
+        raise ConversionError(f"{path}: refused: it holds Python objects beyond tensors, which are never unpickled "
+                              f"here ({what})") from None
+    except Exception as e:  # noqa: BLE001 - a zip archive cut short, not a PyTorch file at all, ...
+        raise ConversionError(f"{path}: not a complete PyTorch file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:160]}); a download cut short?") from None
+
+
+def _without_variants(files: list[Path]) -> list[Path]:
+    """diffusers may keep one model twice, e.g. diffusion_pytorch_model.bin and .fp16.bin: the
+    base file only (merged, the later file's tensors replaced the other's)."""
+    base = [f for f in files if len(f.name.split(".")) <= 2]
+    return base or files[:1]
+
+
 def read_weights(folder: Path) -> dict[str, torch.Tensor]:
     """A diffusers component's weights: *.safetensors, else *.bin read with weights_only=True."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    st = sorted(folder.glob("*.safetensors"))
+    st = _without_variants(sorted(folder.glob("*.safetensors")))
     if st:
         out = {}
         for f in st:
-            out.update(load_file(str(f)))
+            try:
+                out.update(load_file(str(f)))
+            except SafetensorError as e:
+                raise ConversionError(f"{f}: not a complete safetensors file ({e}); a download cut short?") from None
         return out
-    bins = sorted(folder.glob("*.bin"))
+    bins = _without_variants(sorted(folder.glob("*.bin")))
     if not bins:
         raise ConversionError(f"{folder}: no *.safetensors or *.bin weights")
     out = {}
     for f in bins:
-        try:
-            sd = torch.load(f, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
-            raise ConversionError(f"{f}: refused, it is not a plain tensor file loadable with "
-                                  f"weights_only=True ({type(e).__name__}: {str(e)[:200]})") from None
-        out.update(sd)
+        out.update(load_tensor_file(f))
     return out
+
+
+def check_out(src: Path, out: Path) -> None:
+    """An --out a conversion may write: not a file, not the source (it replaced the source's
+    transformer/config.json), not a folder holding the source, and empty unless it holds an
+    earlier conversion (pipeline.json), which is replaced."""
+    src_dir = (src if src.is_dir() else src.parent).resolve()
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--out {out} is a file; give a folder")
+    if out.resolve() == src_dir or src_dir.is_relative_to(out.resolve()):
+        raise ConversionError(f"--out {out} is the source folder or holds it; give a folder outside {src_dir}")
+    if out.is_dir() and any(out.iterdir()) and not (out / "pipeline.json").is_file():
+        raise ConversionError(f"--out {out} holds other files; give an empty or new folder")
 
 
 # --------------------------------------------------------------------------- transformer
@@ -148,6 +186,11 @@ def map_diffusers_transformer(sd: dict[str, torch.Tensor], model: DenoisingTrans
         raise ConversionError(f"transformer weights with no counterpart: {unused[:8]}"
                               f"{' ...' if len(unused) > 8 else ''}")
     target = model.state_dict()
+    extra = sorted(k for k in out if k not in target)  # e.g. weights of more blocks than the config's num_layers
+    if extra:
+        raise ConversionError(f"transformer weights for {len(extra)} tensors the config's model does not have "
+                              f"({', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}): does num_layers match "
+                              "the weights?")
     for key, ref in target.items():
         if key in out:
             if tuple(out[key].shape) != tuple(ref.shape):
@@ -166,8 +209,9 @@ def map_diffusers_transformer(sd: dict[str, torch.Tensor], model: DenoisingTrans
 # --------------------------------------------------------------------------- whole pipeline
 
 
-def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = None):
-    """A diffusers VQ-Diffusion folder -> a saved TextToImage at `out`; returns the pipeline."""
+def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = None, info: dict | None = None):
+    """A diffusers VQ-Diffusion folder -> a saved TextToImage at `out`; returns the pipeline. `info`,
+    if given, is filled with what was used ("null": learned or empty prompt)."""
     from generation.diffusers_vq import DiffusersVQ, _vqmodel_class
     from generation.diffusion import MaskReplaceDiffusion
     from generation.pipeline import TextToImage
@@ -176,11 +220,17 @@ def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = 
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise ConversionError(f"source folder {str(src)!r} does not exist")
+    check_out(src, out)
     for part in ("vqvae", "text_encoder", "tokenizer", "transformer", "scheduler"):
         if not (src / part).is_dir():
             raise ConversionError(f"{src} is not a diffusers VQ-Diffusion folder: {part}/ is missing")
+    if (src / "model_index.json").is_file():
+        kind = read_json(src / "model_index.json").get("_class_name")
+        if kind != "VQDiffusionPipeline":
+            raise ConversionError(f"{src / 'model_index.json'}: a {kind} folder, not a VQDiffusionPipeline")
 
-    tcfg = transformer_config_from_diffusers(read_json(src / "transformer" / "config.json"))
+    tcfg = transformer_config_from_diffusers(read_json(src / "transformer" / "config.json"),
+                                             str(src / "transformer" / "config.json"))
     transformer = DenoisingTransformer(tcfg)
     transformer.load_state_dict(map_diffusers_transformer(read_weights(src / "transformer"), transformer))
 
@@ -199,42 +249,75 @@ def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = 
     try:
         tok = CLIPTokenizer.from_pretrained(src / "tokenizer", local_files_only=True)
         text_model = CLIPTextModel.from_pretrained(src / "text_encoder", local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise ConversionError(f"{src}: cannot read tokenizer/ + text_encoder/ as CLIP ({e})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, ValueError, a safetensors or size error from transformers
+        raise ConversionError(f"{src}: cannot read tokenizer/ + text_encoder/ as CLIP "
+                              f"({str(e).strip().splitlines()[0][:200]})") from None
+    check_tokenizer(tok, text_model.config.vocab_size, src / "tokenizer")
     text = ClipTextEncoder(tok, text_model.eval(), source=str(src), normalize=True, attend_to_padding=True)
 
-    vq = DiffusersVQ(_vqmodel_class().from_pretrained(str(src / "vqvae"), local_files_only=True,
-                                                    low_cpu_mem_usage=False).eval())  # without accelerate: no pip hint
+    try:
+        vq = DiffusersVQ(_vqmodel_class().from_pretrained(str(src / "vqvae"), local_files_only=True,
+                                                        low_cpu_mem_usage=False).eval())  # no accelerate: no pip hint
+    except Exception as e:  # noqa: BLE001 - a missing config, weights cut short, a pickled .bin refused
+        raise ConversionError(f"{src / 'vqvae'}: cannot read the VQModel ({str(e).strip().splitlines()[0][:200]})") \
+            from None
+    if vq.codebook_size != tcfg.num_classes:  # as the official path checks: ids past the codebook fail to decode
+        raise ConversionError(f"{src / 'vqvae'}: {vq.codebook_size} codes, but the transformer draws "
+                              f"{tcfg.num_classes} (num_vector_embeds - 1)")
     image_size = tcfg.h * vq.factor
 
-    pipe = TextToImage(vq, text, transformer, diffusion, image_size,
-                       {"steps": 100, "guidance_scale": 5.0, "truncation": 1.0, **(defaults or {})})
-    null = _null_embedding(src, text)
+    try:
+        pipe = TextToImage(vq, text, transformer, diffusion, image_size,
+                           {"steps": 100, "guidance_scale": 5.0, "truncation": 1.0, **(defaults or {})})
+    except ValueError as e:  # e.g. the scheduler's steps and the transformer's t embedding disagree
+        raise ConversionError(f"{src}: {e}") from None
+    null, kind = _null_embedding(src, text)
+    if info is not None:
+        info["null"] = kind
     if tuple(null.shape) != tuple(pipe.null_text.shape):
         raise ConversionError(f"classifier-free null embedding has shape {tuple(null.shape)}, "
                               f"expected {tuple(pipe.null_text.shape)} (text length x width)")
     pipe.null_text.data.copy_(null)
     pipe.eval()
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "vqvae").exists():
-        shutil.rmtree(out / "vqvae")
-    pipe.save_pretrained(out)
+    save_pipeline(pipe, out)
     return pipe
 
 
-def _null_embedding(src: Path, text) -> torch.Tensor:
-    """The learned null text, or the encoded empty prompt when the source learned none."""
+def save_pipeline(pipe, out: Path) -> None:
+    """Into a new folder, or over an earlier conversion (check_out allowed no other)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / "vqvae").exists():  # its kind may change (our VQ-VAE or a wrapped VQModel): no stale files
+        shutil.rmtree(out / "vqvae")
+    pipe.save_pretrained(out)
+
+
+def check_tokenizer(tok, vocab_size: int, where: Path) -> None:
+    """A tokenizer folder missing its files loads as an empty tokenizer (two symbols) that reads
+    every prompt the same: the model would then ignore every prompt. And its ids must fit the
+    text model's embedding table."""
+    probes = [tok("a photo of a cat")["input_ids"], tok("two dogs on the grass")["input_ids"]]
+    if probes[0] == probes[1] or len(tok) < 10:
+        raise ConversionError(f"{where}: the tokenizer holds {len(tok)} symbols and reads different prompts the "
+                              "same: are its vocab.json and merges.txt (or tokenizer.json) missing?")
+    if len(tok) > vocab_size:
+        raise ConversionError(f"{where}: {len(tok)} symbols, but the text model embeds {vocab_size}")
+
+
+def _null_embedding(src: Path, text) -> tuple[torch.Tensor, str]:
+    """The learned null text. A diffusers VQ-Diffusion folder always has the component (the
+    pipeline will not load without it); learnable: false means the encoded empty prompt."""
     folder = src / "learned_classifier_free_sampling_embeddings"
-    if folder.is_dir():
-        cfg = read_json(folder / "config.json")
-        if cfg.get("learnable"):
-            sd = read_weights(folder)
-            if "embeddings" not in sd:
-                raise ConversionError(f"{folder}: learnable=true but no 'embeddings' tensor")
-            return sd["embeddings"].float()
+    if not folder.is_dir():
+        raise ConversionError(f"{src} is not a diffusers VQ-Diffusion folder: {folder.name}/ is missing")
+    cfg = read_json(folder / "config.json")
+    if cfg.get("learnable"):
+        sd = read_weights(folder)
+        if "embeddings" not in sd:
+            raise ConversionError(f"{folder}: learnable=true but no 'embeddings' tensor")
+        return sd["embeddings"].float(), "learned"
     with torch.no_grad():
         emb, _ = text.encode([""], allow_empty=True)
-    return emb[0].float()
+    return emb[0].float(), "empty prompt"
 
 
 # --------------------------------------------------------------------------- CLI
@@ -268,13 +351,14 @@ def main(argv: list[str] | None = None) -> int:
                           "(auto), or the encoded empty prompt")
     args = ap.parse_args(argv)
     try:
-        check_settings(args.steps, args.truncation)
+        check_settings(args.steps, args.truncation, args.guidance)
     except ValueError as e:
-        ap.error(str(e))
+        ap.error(f"--{e}")
     defaults = {k: v for k, v in (("steps", args.steps), ("guidance_scale", args.guidance),
                                   ("truncation", args.truncation)) if v is not None}
     official_flags = [f"--{k.replace('_', '-')}" for k in ("config", "vqvae", "vqvae_config", "bpe", "tokenizer")
-                      if getattr(args, k) is not None] + (["--no-ema"] if args.no_ema else [])
+                      if getattr(args, k) is not None] + (["--no-ema"] if args.no_ema else []) + \
+        ([f"--null {args.null}"] if args.null != "auto" else [])  # diffusers folders: always their own null
     try:
         if args.source_format == "official":
             from generation.convert_official import convert_official
@@ -291,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             if official_flags:
                 raise ConversionError(f"{', '.join(official_flags)} only apply to --from official")
-            pipe = convert_diffusers(args.src, args.out, defaults)
+            info: dict = {}
+            pipe = convert_diffusers(args.src, args.out, defaults, info)
+            print(f"null condition: {info['null']}")
     except (ConversionError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

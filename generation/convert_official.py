@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from generation.convert import ConversionError
+from generation.convert import ConversionError, check_out, load_tensor_file, save_pipeline
 from generation.transformer import DenoisingTransformer, TransformerConfig
 
 DEFAULTS = {  # relative to a checkout of microsoft/VQ-Diffusion after vqdiffusion_download_checkpoints.sh
@@ -114,12 +114,7 @@ def read_config(path: Path) -> dict:
 
 
 def read_checkpoint(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError and friends
-        raise ConversionError(f"{path}: refused, it is not loadable with torch.load(weights_only=True) "
-                              f"({type(e).__name__}: {str(e)[:200]}). Re-save only its tensors with the official "
-                              f"code, e.g. torch.save({{'model': ckpt['model'], 'ema': ckpt['ema']}}, path)") from None
+    ckpt = load_tensor_file(path)
     if not isinstance(ckpt, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, got {type(ckpt).__name__}")
     return ckpt
@@ -296,8 +291,6 @@ def image_tokenizer(sd, model_cfg: dict, sources: OfficialSources):
 def convert_official(src, out, *, config=None, vqvae=None, vqvae_config=None, bpe=None, tokenizer=None,
                      use_ema: bool = True, null: str = "auto", defaults: dict | None = None):
     """Official checkpoint + configs -> a saved TextToImage at `out`; returns (pipeline, Report)."""
-    import shutil
-
     from generation.diffusion import MaskReplaceDiffusion
     from generation.pipeline import TextToImage
 
@@ -305,6 +298,7 @@ def convert_official(src, out, *, config=None, vqvae=None, vqvae_config=None, bp
         raise ConversionError(f"null must be auto, learned or empty, got {null!r}")
     sources = OfficialSources.resolve(src, config=config, vqvae=vqvae, vqvae_config=vqvae_config, bpe=bpe,
                                       tokenizer=tokenizer)
+    check_out(Path(src), Path(out))
     model_cfg = read_config(sources.config)
     need_target(model_cfg, "DALLE", str(sources.config), "model")
     sd, used_ema = model_weights(read_checkpoint(sources.checkpoint), sources.checkpoint, use_ema)
@@ -343,9 +337,5 @@ def convert_official(src, out, *, config=None, vqvae=None, vqvae_config=None, bp
     report.ignored = sorted(k for k in sd if k not in used) + ignored_vq
 
     pipe.eval()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "vqvae").exists():
-        shutil.rmtree(out / "vqvae")
-    pipe.save_pretrained(out)
+    save_pipeline(pipe, Path(out))
     return pipe, report

@@ -114,10 +114,13 @@ def text_model_from_openai(sd: dict[str, torch.Tensor], tokenizer, where: str):
     """A CLIPTextModel with the OpenAI text tower `sd` (its prefix removed)."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    from generation.convert import ConversionError, check_tokenizer
+
     weights, cfg = hf_text_weights({k: v.float() for k, v in sd.items()}, where)
-    if len(tokenizer) > cfg["vocab_size"]:
-        raise ClipError(f"{where}: the tokenizer has {len(tokenizer)} symbols, the text model embeds "
-                        f"{cfg['vocab_size']}")
+    try:  # an empty --tokenizer folder loads as two symbols that read every prompt the same
+        check_tokenizer(tokenizer, cfg["vocab_size"], Path(getattr(tokenizer, "name_or_path", "") or where))
+    except ConversionError as e:
+        raise ClipError(str(e)) from None
     ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                eos_token_id=tokenizer.eos_token_id)
     model = CLIPTextModel(CLIPTextConfig(**cfg, **ids))

@@ -4,15 +4,18 @@ evaluation.checked), and their range checks; no torch here, so --help and a typo
 from __future__ import annotations
 
 import argparse
+import math
 
 
-def check_settings(steps: int | None = None, truncation: float | None = None) -> None:
+def check_settings(steps: int | None = None, truncation: float | None = None, guidance: float | None = None) -> None:
     """Raise ValueError naming a sampling setting out of range; None (the model's default) passes.
     The CLIs call it before loading a model, the pipeline on every call."""
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     if truncation is not None and not 0 < truncation <= 1:
         raise ValueError(f"truncation must be in (0, 1], got {truncation}")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):  # NaN passed a `< 0` test
+        raise ValueError(f"guidance must be >= 0 (1 = off), got {guidance}")
 
 
 def add_sampling_options(ap: argparse.ArgumentParser) -> None:
@@ -30,11 +33,9 @@ def sampling_settings(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """The pipeline keywords of the options given (checked now, before any model loads: a typo fails
     at once); the others stay the model's own."""
     try:
-        check_settings(args.steps, args.truncation)
+        check_settings(args.steps, args.truncation, args.guidance)
     except ValueError as e:
         ap.error(f"--{e}")  # the message starts with the setting's name: here it is the option's
-    if args.guidance is not None and args.guidance < 0:
-        ap.error(f"--guidance must be >= 0 (1 = off), got {args.guidance}")
     given = {"steps": args.steps, "guidance_scale": args.guidance, "truncation": args.truncation,
              "purity": args.purity}
     return {k: v for k, v in given.items() if v is not None}

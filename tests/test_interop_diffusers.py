@@ -177,3 +177,97 @@ def test_a_converted_pipeline_fine_tunes(converted, tmp_path):
     tuned = TextToImage.from_pretrained(tmp_path / "ft" / "pipeline", device="cpu")
     assert all(torch.equal(a, b) for a, b in zip(ours.text_encoder.parameters(), tuned.text_encoder.parameters()))
     assert tuned("a cat", steps=2, seed=0).images.shape == (1, 3, 8, 8)
+
+
+def test_broken_sources_and_outs_are_refused_in_one_line(tmp_path, capsys):
+    """From a walk with broken downloads: each was converted without a word (or gave a traceback)."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    src = diffusers_reference.save(diffusers_reference.build("test"), tmp_path / "src")
+    (src / "model_index.json").write_text(json.dumps({"_class_name": "VQDiffusionPipeline"}))
+
+    def broken(name, change):
+        copy = tmp_path / name
+        shutil.copytree(src, copy)
+        change(copy)
+        return copy
+
+    def refused(folder, *extra, out=None):
+        code = main(["--from", "diffusers", str(folder), "--out", str(out or tmp_path / f"out_{folder.name}"), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        return err
+
+    def empty_tokenizer(d):
+        for f in (d / "tokenizer").iterdir():
+            f.unlink()
+
+    assert "reads different prompts the same" in refused(broken("notok", empty_tokenizer))
+    assert "is not a diffusers VQ-Diffusion folder: learned_classifier_free_sampling_embeddings/ is missing" in \
+        refused(broken("nonull", lambda d: shutil.rmtree(d / "learned_classifier_free_sampling_embeddings")))
+    assert "a StableDiffusionPipeline folder, not a VQDiffusionPipeline" in refused(broken(
+        "sd", lambda d: (d / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')))
+
+    def cut(d):
+        f = next((d / "transformer").glob("*.safetensors"))
+        f.write_bytes(f.read_bytes()[:100])
+    assert "not a complete safetensors file" in refused(broken("cut", cut))
+    bad_bin = tmp_path / "bin"
+    bad_bin.mkdir()
+    torch.save({"w": torch.ones(3)}, bad_bin / "diffusion_pytorch_model.bin")
+    (bad_bin / "diffusion_pytorch_model.bin").write_bytes((bad_bin / "diffusion_pytorch_model.bin").read_bytes()[:60])
+    with pytest.raises(ConversionError, match=r"not a complete PyTorch file .*a download cut short\?"):
+        read_weights(bad_bin)
+
+    def more_blocks(d):
+        cfg = json.loads((d / "transformer" / "config.json").read_text())
+        cfg["num_layers"] -= 1
+        (d / "transformer" / "config.json").write_text(json.dumps(cfg))
+    assert "does num_layers match the weights?" in refused(broken("layers", more_blocks))
+
+    def other_codebook(d):
+        from diffusers import VQModel
+
+        vq = VQModel.from_pretrained(str(src / "vqvae"))
+        shutil.rmtree(d / "vqvae")
+        VQModel.from_config({**dict(vq.config), "num_vq_embeddings": 2 * K}).save_pretrained(d / "vqvae")
+    assert f"{2 * K} codes, but the transformer draws {K} (num_vector_embeds - 1)" in \
+        refused(broken("codes", other_codebook))
+    assert "--null empty only apply to --from official" in refused(src, "--null", "empty")
+    with pytest.raises(SystemExit):
+        main(["--from", "diffusers", str(src), "--out", str(tmp_path / "g"), "--guidance", "nan"])
+    assert "--guidance must be >= 0 (1 = off), got nan" in capsys.readouterr().err
+    # a variant file beside the weights (diffusers' .fp16) is not merged into them
+    variant = broken("variant", lambda d: save_file(
+        {k: torch.ones_like(v) for k, v in read_weights(d / "transformer").items()},
+        str(d / "transformer" / "diffusion_pytorch_model.fp16.safetensors")))
+    assert all(torch.equal(a, b) for a, b in zip(read_weights(variant / "transformer").values(),
+                                                 read_weights(src / "transformer").values()))
+    # --out: not a file, not the source, not a folder of other files; an earlier conversion is replaced
+    (tmp_path / "file").write_text("x")
+    assert "is a file" in refused(src, out=tmp_path / "file")
+    assert "is the source folder or holds it" in refused(src, out=src)
+    assert "is the source folder or holds it" in refused(src, out=tmp_path)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    assert "holds other files" in refused(src, out=tmp_path / "mine")
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    for _ in range(2):
+        assert main(["--from", "diffusers", str(src), "--out", str(tmp_path / "again")]) == 0
+    assert "null condition: learned" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "--repeats must be >= 1, got 0"), (["--steps", "150"], "at most the models' 100 diffusion"),
+    (["--batch", "1", "0"], "--batch must be >= 1, got 0"), (["--truncation", "0"], "--truncation must be in (0, 1]"),
+])
+def test_the_sampling_benchmark_refuses_settings_before_building_models(argv, message, capsys, monkeypatch):
+    from benchmarks import sampling
+
+    monkeypatch.setattr(diffusers_reference, "build", lambda *a, **k: pytest.fail("built a model first"))
+    with pytest.raises(SystemExit) as e:
+        sampling.main(argv)
+    assert e.value.code == 2 and message in capsys.readouterr().err

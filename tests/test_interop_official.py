@@ -177,6 +177,17 @@ def test_refusals_name_the_file_and_field(sources, tmp_path):
         convert_official(tmp_path, tmp_path / "m", tokenizer=src / "tokenizer")
     with pytest.raises(ConversionError, match="no config: pass --config"):
         convert_official(cut, tmp_path / "m", tokenizer=src / "tokenizer")
+    # from a walk: a download cut short is not called unsafe; an empty --tokenizer folder (two
+    # symbols, every prompt read the same) and an --out that is the source are refused
+    short = tmp_path / "short.pth"
+    short.write_bytes((root / official_reference.PATHS["checkpoint"]).read_bytes()[:4096])
+    with pytest.raises(ConversionError, match=r"short.pth: not a complete PyTorch file .*a download cut short\?"):
+        convert_official(short, tmp_path / "m", **kw)
+    (tmp_path / "empty_tok").mkdir()
+    with pytest.raises(ConversionError, match="reads different prompts the same"):
+        convert_official(root, tmp_path / "m", **{**kw, "tokenizer": tmp_path / "empty_tok"})
+    with pytest.raises(ConversionError, match="is the source folder or holds it"):
+        convert_official(root, root, **kw)
 
 
 def test_the_command_line_prints_refusals_as_one_line(tmp_path):
