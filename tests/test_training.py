@@ -5,9 +5,11 @@ import re
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 from safetensors.torch import load_file
 
 from datasets.scenes import generate
@@ -644,3 +646,27 @@ def test_ctrl_c_says_where_to_go_on_from_instead_of_a_traceback(scenes, vqvae_di
     monkeypatch.setattr(train_vqvae, "train", interrupted)
     assert train_vqvae.main(["--data", str(scenes), "--out", str(tmp_path / "vq"), "--steps", "2"]) == 130
     assert "interrupted before the first checkpoint (one every " in capsys.readouterr().err
+
+
+def test_the_token_cache_is_keyed_by_the_images_bytes_too(scenes, vqvae_dir, tmp_path):
+    """Images replaced under the same names (same captions.jsonl) used to reuse stale tokens."""
+    import shutil
+
+    from generation.diffusers_vq import load_image_tokenizer
+
+    data = tmp_path / "data"
+    shutil.copytree(scenes, data)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config(data, vqvae_dir, tmp_path / "run", 1)))
+    cfg = t2i.load_config(tmp_path / "c.yaml")
+    vq = load_image_tokenizer(vqvae_dir, device="cpu")
+    (tmp_path / "run").mkdir()
+    first = t2i.tokenize_dataset(cfg, vq, tmp_path / "run", "cpu", False)
+    key = json.loads((tmp_path / "run" / "tokens.json").read_text())["key"]
+    row = json.loads((data / "captions.jsonl").read_text().splitlines()[0])
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(data / row["image"])  # same name, other pixels
+    again = t2i.tokenize_dataset(cfg, vq, tmp_path / "run", "cpu", False)
+    assert json.loads((tmp_path / "run" / "tokens.json").read_text())["key"] != key
+    assert not torch.equal(first["train"][0], again["train"][0]) or not torch.equal(first["val"][0], again["val"][0])
+    (data / row["image"]).unlink()
+    with pytest.raises(ValueError, match=rf"{re.escape(row['image'])}: cannot read it .*listed in .*captions\.jsonl"):
+        t2i.tokenize_dataset(cfg, vq, tmp_path / "run", "cpu", False)
