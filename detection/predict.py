@@ -65,7 +65,7 @@ def open_rgb(path: Path) -> Image.Image:
 
 
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
-            device: str | None = None, progress: bool = True, batch: int = 16) -> list[Path]:
+            device: str | None = None, progress: bool = True, batch: int = 16, imgsz: int | None = None) -> list[Path]:
     """Detect in each image file (a folder: the images in it); write OUT/<stem>.png (boxes drawn) and
     OUT/<stem>.json beside it.
 
@@ -110,11 +110,12 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                         raise
                     tqdm.write(f"warning: {e}; skipped", file=sys.stderr)
                     skipped += 1
-            results = det.detect([p for _, p in chunk], conf=conf, iou=iou) if chunk else []
+            results = det.detect([p for _, p in chunk], conf=conf, iou=iou, imgsz=imgsz) if chunk else []
             for (path, pil), dets in zip(chunk, results):
                 stem = out / path.stem
                 draw_detections(pil, dets).save(stem.with_suffix(".png"))
-                record = {"image": str(path), "model": str(model), "names": det.names} | dets.to_dict()
+                record = {"image": str(path), "model": str(model), "names": det.names,
+                          "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
                 stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
                 written.append(stem.with_suffix(".png"))
             bar.update(len(paths[start:start + batch]))
@@ -133,13 +134,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--conf", type=float, default=None, help="confidence threshold (default 0.25)")
     ap.add_argument("--iou", type=float, default=None, help="NMS IoU (default 0.7)")
+    ap.add_argument("--imgsz", type=int, default=None,
+                    help="the size images are scaled to for the model (default: the size it was trained at)")
     ap.add_argument("--device", type=gendet_env.device_arg, default=None,
                     help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when available)")
     args = ap.parse_args(argv)
     for flag, value in (("--conf", args.conf), ("--iou", args.iou)):
         if value is not None and not 0 <= value <= 1:
             ap.error(f"{flag} must be in [0, 1], got {value}")
-    for p in predict(args.model, args.images, args.out, args.conf, args.iou, args.device):
+    if args.imgsz is not None and args.imgsz < 32:  # as detection.train and evaluate
+        ap.error(f"--imgsz must be >= 32, got {args.imgsz}")
+    for p in predict(args.model, args.images, args.out, args.conf, args.iou, args.device, imgsz=args.imgsz):
         print(p)
     return 0
 

@@ -307,6 +307,12 @@ def test_cli_entry_points(trained, tmp_path, capsys):
     assert rec["detections"] == direct.to_dict()["detections"]
     drawn = np.asarray(Image.open(tmp_path / "p" / f"{image.stem}.png"))
     assert drawn.shape == (64, 64, 3) and (drawn != np.asarray(Image.open(image).convert("RGB"))).any()
+    assert rec["imgsz"] == 64  # the model's own size by default; --imgsz reaches the model, rounded as it runs
+    assert det_predict.main(["--model", str(out / "best.pt"), str(image), "--out", str(tmp_path / "p96"),
+                             "--conf", "0.001", "--imgsz", "90"]) == 0
+    rec96 = json.loads((tmp_path / "p96" / f"{image.stem}.json").read_text())
+    at96 = Detector.load(out / "best.pt", device="cpu").detect(Image.open(image), conf=0.001, imgsz=96)[0]
+    assert rec96["imgsz"] == 96 and rec96["detections"] == at96.to_dict()["detections"] != rec["detections"]
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:  # refused before the model loads, without ultralytics' traceback
         det_predict.main(["--model", str(out / "best.pt"), str(image), "--out", str(tmp_path / "q"), "--conf", "2"])
