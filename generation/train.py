@@ -73,6 +73,14 @@ def _stack_images(batch: list) -> torch.Tensor:
     return torch.stack([x[0] for x in batch])
 
 
+def _json_field(path: Path, key: str):
+    """One field of a JSON file, None when the file or the field is not there."""
+    try:
+        return json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool, write: bool = True) -> dict:
     """{split: (ids LongTensor [n, h*w], captions list)}; cached in OUT/tokens.safetensors under a
     key of the tokenizer's weights (as float32 values, however the file stores them), the
@@ -310,6 +318,10 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
     vq = load_image_tokenizer(cfg["vqvae"], device=device)
+    trained_at = _json_field(Path(cfg["vqvae"]) / "metrics.json", "size")
+    if rank == 0 and trained_at not in (None, cfg["image_size"]):
+        print(f"warning: the VQ-VAE {cfg['vqvae']} was trained on {trained_at} px images and is used at "
+              f"{cfg['image_size']} px (image_size): its tokens then stand for other image parts", file=sys.stderr)
     data = tokenize_dataset(cfg, vq, out, device, progress and rank == 0, write=rank == 0)
     train_ids, train_caps = data["train"]
     # seeded after tokenising: its loader draws from the global RNG only when the token cache is

@@ -255,6 +255,7 @@ def train(args) -> dict:
         metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {"step": step}
     log.close()
     vq.save_pretrained(out)
+    metrics["size"] = args.size  # what it was trained at: generation.train says when it is used at another
     tmp = out / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=1) + "\n")
     os.replace(tmp, out / "metrics.json")

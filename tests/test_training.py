@@ -670,3 +670,13 @@ def test_the_token_cache_is_keyed_by_the_images_bytes_too(scenes, vqvae_dir, tmp
     (data / row["image"]).unlink()
     with pytest.raises(ValueError, match=rf"{re.escape(row['image'])}: cannot read it .*listed in .*captions\.jsonl"):
         t2i.tokenize_dataset(cfg, vq, tmp_path / "run", "cpu", False)
+
+
+def test_a_vqvae_used_at_another_size_than_it_was_trained_at_is_said(scenes, vqvae_dir, tmp_path, capsys):
+    assert json.loads((vqvae_dir / "metrics.json").read_text())["size"] == 32
+    cfg = config(scenes, vqvae_dir, tmp_path / "run", 1)
+    cfg["image_size"] = 48
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert t2i.main(["--config", str(tmp_path / "c.yaml"), "--device", "cpu", "--quiet", "--no-samples"]) == 0
+    assert (f"warning: the VQ-VAE {vqvae_dir} was trained on 32 px images and is used at 48 px (image_size)"
+            in capsys.readouterr().err)
