@@ -61,6 +61,9 @@ class YoloDataset:
         cfg = {k: v for k, v in self.config.items() if k != "path"}
         cfg = {"path": str(self.root.resolve()), **cfg, "names": dict(enumerate(self.names))}
         path.parent.mkdir(parents=True, exist_ok=True)
+        for key in ("train", "val"):  # ultralytics wants both keys, though it reads only the split it runs on
+            if not cfg.get(key) and self.images:
+                cfg[key] = cfg[next(iter(self.images))]
         for split, images in self.images.items():
             entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
             if any(str(e).endswith(".txt") for e in entries):

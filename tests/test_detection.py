@@ -868,3 +868,11 @@ def test_evaluate_refuses_one_file_name_twice_in_a_split_before_running(trained,
     with pytest.raises(UsageError, match=r"train holds several images named 'x\.png' \(in different folders\)"):
         det_eval.evaluate(out / "best.pt", data, "train", tmp_path / "ev", device="cpu")
     assert not (tmp_path / "ev" / "ultralytics").exists()
+
+
+def test_evaluate_runs_on_a_dataset_with_a_train_split_only(trained, tmp_path):
+    _, out = trained
+    data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")
+    (data / "data.yaml").write_text("train: images/train\nnames: [cat, dog]\n")  # no val: ultralytics' traceback
+    report = det_eval.evaluate(out / "best.pt", data, "train", tmp_path / "ev", device="cpu")
+    assert report["images"] == 1 and report["split"] == "train"
