@@ -102,8 +102,8 @@ with st.form("generate"):
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
         strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised)", 0.01, 1.0,
                              step=0.01, key=resources.start("strength", 0.5),
-                             help="How much of the image is redrawn: 1 keeps nothing of it but what guides the "
-                                  "first steps")
+                             help="How far the image's tokens are noised before the model redraws them: low "
+                                  "stays close to the image, 1 redraws it entirely")
         # inpainting keeps what is outside the mask, as `generation.sample --mask` does; blending is a choice
         blend = st.checkbox("With a mask: also redraw outside it, at this strength", key=resources.start("blend", False),
                             help="Off: the mask's white part is drawn from scratch and the rest kept as it is")
