@@ -6,7 +6,6 @@ import re
 import warnings
 
 import streamlit as st
-import torch
 
 from detection.draw import draw_detections
 from evaluation.judge import judge, merge_detections
@@ -173,40 +172,46 @@ def draw_and_judge() -> None:
 
     with resources.device_lock(), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")  # e.g. a prompt longer than the text encoder reads: said on the page
-        try:
-            outs = [pipe(prompt, seeds=b, steps=steps, guidance_scale=guidance, truncation=truncation, purity=purity,
-                         callback=on_step, **edit) for b in batches]
-        except ValueError as e:  # e.g. a redraw strength below this model's one step (1/T)
-            bar.empty()
-            preview.empty()
-            st.error(str(e))
-            return
         eyes = resources.judge_eyes()
-        found = eyes.detect(torch.cat([o.images for o in outs])) if eyes else [[] for _ in seeds]
+        unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
+        if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
+            spec = spec.seen_by(eyes.classes)
+            notes.append(f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'}"
+                         " is loaded; see the sidebar).")
+            spec = spec if spec.expect else None
+        keep_passing = only_pass and spec is not None and eyes is not None
+        rows, passed = [], 0
+        for b in batches:
+            try:
+                out = pipe(prompt, seeds=b, steps=steps, guidance_scale=guidance, truncation=truncation,
+                           purity=purity, callback=on_step, **edit)
+            except ValueError as e:  # e.g. a redraw strength below this model's one step (1/T)
+                bar.empty()
+                preview.empty()
+                st.error(str(e))
+                return
+            settings = out.settings
+            found = eyes.detect(out.images) if eyes else [[] for _ in b]
+            for image, s, dets in zip(out.pil(), b, found):
+                verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
+                counted = merge_detections(dets, eyes.rules) if eyes else dets  # the boxes the verdict is about
+                rows.append({"image": image, "seed": s, "detections": counted, "verdict": verdict})
+                passed += bool(verdict and verdict.passed)
+            if keep_passing and passed >= int(n):  # enough: the rest of the budget is not drawn
+                break
     preview.empty()
     bar.empty()
     notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}) + notes
     if eyes is None:
         notes = [n for n in notes if not n.startswith("Not judged")] + ["Not judged: no detector is loaded "
                                                                          "(see the sidebar)."]
-    unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
-    if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
-        spec = spec.seen_by(eyes.classes)
-        notes.append(f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'} "
-                     "is loaded; see the sidebar).")
-        spec = spec if spec.expect else None
-    settings = outs[0].settings
-    rows = []
-    for image, s, dets in zip([im for o in outs for im in o.pil()], seeds, found):
-        verdict = judge(spec, dets, image.size, eyes.rules, image=image) if spec and eyes else None
-        counted = merge_detections(dets, eyes.rules) if eyes else dets  # the boxes the verdict is about
-        rows.append({"image": image, "seed": s, "detections": counted, "verdict": verdict})
     tally = None  # how many candidates passed, when only passing ones are kept
-    if only_pass and spec is not None and eyes:
-        passing = [r for r in rows if r["verdict"].passed]
-        tally = (f"{len(passing)} of {count} candidate{'s' * (count != 1)} pass{'es' * (count == 1)} the check"
+    if keep_passing:
+        drawn = len(rows)
+        tally = (f"{passed} of {drawn} candidate{'s' * (drawn != 1)} drawn pass{'es' * (drawn == 1)} the check"
+                 + (f" (enough: the other {count - drawn} of the budget were not drawn)" if drawn < count else "")
                  + (f" (the candidate budget, {count}, is below Images, {int(n)})" if count < int(n) else ""))
-        rows = passing[: int(n)]
+        rows = [r for r in rows if r["verdict"].passed][: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
         settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
     st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
