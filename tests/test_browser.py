@@ -293,3 +293,35 @@ def test_evaluate_downloads_a_runs_report_in_chromium(app_url, tmp_path):
         browser.close()
     with zipfile.ZipFile(tmp_path / "got.zip") as z:
         assert "many/report.html" in z.namelist() and len(z.namelist()) == 135
+
+
+def test_restored_settings_win_over_text_typed_and_not_sent(app_url, tmp_path):
+    """A Streamlit form sends what was typed in it and not yet sent over values the server sets:
+    the restored prompt was shown, and the typed one drawn. Restoring gives the form new widgets."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        open_generate(page, app_url, "a dog")
+        page.get_by_role("spinbutton", name="Images").fill("1")
+        page.get_by_role("spinbutton", name="Seed").fill("3")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_role("button", name="Download PNG").first.wait_for(timeout=120_000)
+        with page.expect_download() as info:
+            page.get_by_role("button", name="Download PNG").first.click()
+        info.value.save_as(tmp_path / "a.png")
+        page.get_by_label("Prompt").fill("two cats")  # typed, not sent
+        page.get_by_role("spinbutton", name="Seed").fill("9")
+        page.get_by_text("Load settings from a PNG made by gendet").click()
+        page.get_by_role("region", name="PNG", exact=True).locator("input[type='file']").set_input_files(
+            str(tmp_path / "a.png"))
+        page.locator("[data-testid='stFileChipName'][title='a.png']").wait_for(state="attached", timeout=30_000)
+        page.get_by_role("button", name="Restore these settings").click()
+        page.wait_for_timeout(1500)
+        assert page.get_by_label("Prompt").input_value() == "a dog"
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("Earlier in this session").wait_for(timeout=120_000)
+        heads = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
+        assert heads[:2] == ["a dog", "a dog"] and page.get_by_text("seed 9").count() == 0
+        browser.close()

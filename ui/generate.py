@@ -31,6 +31,18 @@ def as_text(prompt: str, limit: int = 200) -> str:
 resources.sidebar()
 st.title("Generate")
 
+# the form widgets a PNG's settings restore
+RESTORABLE = ("prompt", "seed", "random_seed", "steps", "guidance", "truncation", "purity", "strength", "blend")
+
+
+def wkey(name: str) -> str:
+    """A form widget's key. Restoring gives the restorable widgets new keys: a Streamlit form sends
+    what was typed in it and not yet sent over values set from the server (the restored prompt was
+    shown, and the typed one drawn); new widgets have nothing pending."""
+    version = st.session_state.get("form_version", 0)
+    return f"{name}@{version}" if version and name in RESTORABLE else name
+
+
 # settings restored from a PNG (or the seed a random draw used) are applied before the widgets exist
 # (Streamlit's rule)
 if "restore" in st.session_state:
@@ -41,8 +53,8 @@ pipe = resources.generator()
 # the form starts at the loaded model's own sampling defaults (pipeline.json, over DEFAULTS), as the CLIs do
 model_defaults = pipe.defaults if pipe is not None else DEFAULTS
 most_steps, default_steps = resources.steps_range(pipe)
-resources.start("steps", default_steps)
-st.session_state["steps"] = min(st.session_state["steps"], most_steps)  # a kept value, from a model with more
+resources.start(wkey("steps"), default_steps)
+st.session_state[wkey("steps")] = min(st.session_state[wkey("steps")], most_steps)  # a kept value, from a model with more
 with st.expander("Load settings from a PNG made by gendet"):
     upload = st.file_uploader("PNG", type=["png"], key="settings_png")
     if upload is not None and st.button("Restore these settings"):
@@ -51,17 +63,20 @@ with st.expander("Load settings from a PNG made by gendet"):
         except ValueError as e:
             st.error(str(e))
         else:
-            st.session_state["restore"] = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)),
-                                           "random_seed": False,
-                                           "steps": min(int(s.get("steps", default_steps)), most_steps),
-                                           "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
-                                           "truncation": float(s.get("truncation", model_defaults["truncation"])),
-                                           "purity": bool(s.get("purity", model_defaults["purity"]))}
+            restored = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)), "random_seed": False,
+                        "steps": min(int(s.get("steps", default_steps)), most_steps),
+                        "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
+                        "truncation": float(s.get("truncation", model_defaults["truncation"])),
+                        "purity": bool(s.get("purity", model_defaults["purity"]))}
             if "init_image" in s:  # an edit: its strength comes back; the image itself must be uploaded again
                 if "filter_ratio" in s:
                     # the slider's grid (a CLI run may have used any ratio in (0, 1])
-                    st.session_state["restore"]["strength"] = min(max(round(float(s["filter_ratio"]), 2), 0.01), 1.0)
-                st.session_state["restore"]["blend"] = "mask" in s and "filter_ratio" in s
+                    restored["strength"] = min(max(round(float(s["filter_ratio"]), 2), 0.01), 1.0)
+                restored["blend"] = "mask" in s and "filter_ratio" in s
+            before = {n: st.session_state[wkey(n)] for n in RESTORABLE if wkey(n) in st.session_state}
+            st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
+            st.session_state["restore"] = {wkey(n): v for n, v in (before | restored).items()}
+            if "init_image" in s:
                 st.session_state["restored_edit"] = s["init_image"] + (f" under the mask {s['mask']}"
                                                                        if "mask" in s else "")
             st.rerun()
@@ -75,23 +90,23 @@ only_pass = st.checkbox("Keep only images that pass", key=resources.start("only_
                         help="Draw up to a candidate budget of images and show up to Images of those the "
                              "check passes")
 with st.form("generate"):
-    prompt = st.text_input("Prompt", key=resources.start("prompt", ""),
+    prompt = st.text_input("Prompt", key=resources.start(wkey("prompt"), ""),
                            placeholder="e.g. a black cat to the left of a dog")
     c1, c2, c3 = st.columns(3)
     n = c1.number_input("Images", 1, 16, key=resources.start("n", 4))
-    seed = c2.number_input("Seed", 0, 2**31 - 1, key=resources.start("seed", 0))
-    random_seed = c3.checkbox("Random seed", key=resources.start("random_seed", False))
+    seed = c2.number_input("Seed", 0, 2**31 - 1, key=resources.start(wkey("seed"), 0))
+    random_seed = c3.checkbox("Random seed", key=resources.start(wkey("random_seed"), False))
     c1, c2, c3, c4 = st.columns(4)
-    steps = c1.slider("Steps", 1, most_steps, step=1, key="steps",  # started above
+    steps = c1.slider("Steps", 1, most_steps, step=1, key=wkey("steps"),  # started above
                       help="Denoiser calls: more is slower and usually better, up to the model's diffusion steps")
     guidance = c2.slider("Guidance scale", 1.0, 10.0, step=0.5,
-                         key=resources.start("guidance", float(model_defaults["guidance_scale"])),
+                         key=resources.start(wkey("guidance"), float(model_defaults["guidance_scale"])),
                          help="How strongly the image follows the prompt (classifier-free guidance); 1 = off")
     truncation = c3.slider("Truncation", 0.5, 1.0, step=0.01,
-                           key=resources.start("truncation", float(model_defaults["truncation"])),
+                           key=resources.start(wkey("truncation"), float(model_defaults["truncation"])),
                            help="Each token is drawn from the most likely codes holding this share of the "
                                 "probability: lower is safer and plainer; 1 = off")
-    purity = c4.checkbox("Purity sampling", key=resources.start("purity", bool(model_defaults["purity"])),
+    purity = c4.checkbox("Purity sampling", key=resources.start(wkey("purity"), bool(model_defaults["purity"])),
                          help="Reveal first the tokens the model is surest of (Improved VQ-Diffusion)")
     avoid = st.multiselect("Must not contain (optional)", ["cat", "dog", "face"], key=resources.start("avoid", []),
                            help="Also checked on prompts the judge cannot read otherwise")
@@ -100,11 +115,11 @@ with st.form("generate"):
         init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
         strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised)", 0.01, 1.0,
-                             step=0.01, key=resources.start("strength", 0.5),
+                             step=0.01, key=resources.start(wkey("strength"), 0.5),
                              help="How far the image's tokens are noised before the model redraws them: low "
                                   "stays close to the image, 1 redraws it entirely")
         # inpainting keeps what is outside the mask, as `generation.sample --mask` does; blending is a choice
-        blend = st.checkbox("With a mask: also redraw outside it, at this strength", key=resources.start("blend", False),
+        blend = st.checkbox("With a mask: also redraw outside it, at this strength", key=resources.start(wkey("blend"), False),
                             help="Off: the mask's white part is drawn from scratch and the rest kept as it is")
     c1, c2 = st.columns(2)
     boxes = c1.checkbox("Show boxes", key=resources.start("boxes", True),
@@ -218,7 +233,7 @@ def draw_and_judge() -> None:
                                                           "show_boxes": boxes, "judged": spec is not None and
                                                           eyes is not None, "notes": notes, "tally": tally})
     if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
-        st.session_state["restore"] = {"seed": first}
+        st.session_state["restore"] = {wkey("seed"): first}
         st.rerun()
 
 if go:
