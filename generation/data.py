@@ -55,14 +55,18 @@ def read_captions(root: str | Path, split: str | None = None, need_captions: boo
     return rows
 
 
+def open_image_file(path: str | Path, background: str = "white") -> Image.Image:
+    """An image file as a person sees it (datasets.images), or a ValueError naming the file."""
+    try:
+        return open_as_seen(path, background)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
+        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
 def load_image(path: str | Path, size: int | None = None, transform=None) -> torch.Tensor:
     """RGB image file -> float tensor [3, H, W] in [0, 1], as a person sees the file (upright by
     its EXIF orientation, transparency on white); `size` and `transform` as in image_tensor."""
-    try:
-        arr = np.asarray(open_as_seen(path), dtype=np.uint8)
-    except Exception as e:  # noqa: BLE001 - PIL raises many types (and ultralytics patches Image.open)
-        raise ValueError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    return image_tensor(arr, size, transform)
+    return image_tensor(np.asarray(open_image_file(path), dtype=np.uint8), size, transform)
 
 
 def image_tensor(image, size: int | None = None, transform=None) -> torch.Tensor:
@@ -79,19 +83,28 @@ def image_tensor(image, size: int | None = None, transform=None) -> torch.Tensor
 
 def edit_inputs(size: int, image=None, mask=None) -> dict:
     """TextToImage's `init_image` and `inpaint_mask` from an image and a mask (files, PIL images or
-    HxWx3 arrays), each cut to the same centre square of `size` px; the mask's white (over half
-    grey) is redrawn. A mask without white is an error: it would redraw nothing."""
-    def tensor(x):
-        return load_image(x, size) if isinstance(x, (str, Path)) else image_tensor(x, size)
+    HxWx3 arrays) of one size, each cut to the same centre square of `size` px; the mask's white
+    (over half grey) is redrawn, and its transparent parts are not (read on black). A mask without
+    white is an error: it would redraw nothing."""
+    def opened(x, background="white"):
+        return open_image_file(x, background) if isinstance(x, (str, Path)) else x
 
+    def dims(x):
+        return x.size if isinstance(x, Image.Image) else (np.asarray(x).shape[1], np.asarray(x).shape[0])
+
+    image = None if image is None else opened(image)
+    mask_name = mask if isinstance(mask, (str, Path)) else "the mask"
+    mask = None if mask is None else opened(mask, "black")
+    if image is not None and mask is not None and dims(image) != dims(mask):
+        (w, h), (mw, mh) = dims(image), dims(mask)  # each is cut to its own centre square: they would not line up
+        raise ValueError(f"{mask_name}: {mw}x{mh}, but the image is {w}x{h}; give a mask of the image's size")
     out = {}
     if image is not None:
-        out["init_image"] = tensor(image)
+        out["init_image"] = image_tensor(image, size)
     if mask is not None:
-        out["inpaint_mask"] = tensor(mask).mean(0) >= 0.5
+        out["inpaint_mask"] = image_tensor(mask, size).mean(0) >= 0.5
         if not out["inpaint_mask"].any():
-            name = mask if isinstance(mask, (str, Path)) else "the mask"
-            raise ValueError(f"{name}: no white pixel (white = redraw): nothing to inpaint")
+            raise ValueError(f"{mask_name}: no white pixel (white = redraw): nothing to inpaint")
     return out
 
 

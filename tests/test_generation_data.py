@@ -110,3 +110,21 @@ def test_images_are_read_as_a_person_sees_them(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "cutout.png")
     init = edit_inputs(8, tmp_path / "cutout.png")["init_image"]
     assert init[:, 0, 0].tolist() == [1.0, 1.0, 1.0] and init[:, 3, 3].tolist() == [1.0, 0.0, 0.0]
+
+
+def test_a_masks_transparent_part_is_kept_and_a_mask_of_another_size_is_refused(tmp_path):
+    """A mask's transparent parts are not painted (read on black: kept); on white they redrew the
+    whole image. Image and mask are each cut to their centre square, so sizes must match."""
+    from PIL import Image
+
+    from generation.data import edit_inputs
+
+    Image.fromarray(np.full((16, 32, 3), 90, np.uint8)).save(tmp_path / "photo.png")
+    rgba = np.zeros((16, 32, 4), np.uint8)
+    rgba[:, 16:] = 255  # right half opaque white, left half transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "mask.png")
+    mask = edit_inputs(8, tmp_path / "photo.png", tmp_path / "mask.png")["inpaint_mask"]
+    assert mask[:, :4].sum() == 0 and mask[:, 4:].all()  # the centre square's right half only
+    Image.fromarray(np.full((16, 16), 255, np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(ValueError, match=r"small\.png: 16x16, but the image is 32x16; give a mask of the image's size"):
+        edit_inputs(8, tmp_path / "photo.png", tmp_path / "small.png")

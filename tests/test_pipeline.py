@@ -241,7 +241,7 @@ def test_sample_cli_edits_and_inpaints_a_given_image(tmp_path, capsys):
         assert ("mask" in s) == ("inpaint_mask" in extra)
     capsys.readouterr()
     black = tmp_path / "black.png"
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(black)
+    Image.fromarray(np.zeros((32, 64), np.uint8)).save(black)  # the photo's size
     for argv, message in ((["--filter-ratio", "0.5"], "give it with --init-image"),
                           (["--init-image", str(tmp_path / "photo.png")], "needs --filter-ratio (edit), --mask"),
                           (["--init-image", str(tmp_path / "photo.png"), "--filter-ratio", "1.5"],

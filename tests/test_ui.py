@@ -153,6 +153,7 @@ def test_generate_shows_the_prompt_as_typed_and_points_no_x_to_must_not_contain(
     said = [w.value for w in at.warning if "Must not contain" in w.value]
     assert len(said) == 1 and said[0].startswith("Only Must not contain is checked: cannot judge")
     assert said[0].endswith("To keep a class out, choose it under Must not contain.")
+    assert r"'no \*black\* dogs \$x\$'" in said[0]  # the quoted prompt as typed, not bold or typeset
 
 
 def test_the_sidebar_says_what_is_wrong_with_a_model_path(tiny_models, tmp_path):
@@ -173,6 +174,9 @@ def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
     monkeypatch.setenv("GENDET_GENERATOR", str(tmp_path / "nothing"))
     at = page("generate.py").run()
     assert not at.exception and "No generator at" in at.warning[0].value
+    monkeypatch.setenv("GENDET_GENERATOR", "")  # an emptied path: said so, not "No generator at ``"
+    at = page("generate.py").run()
+    assert at.warning[0].value.startswith("No generator folder given (the sidebar's Generator folder is empty).")
 
 
 def test_detect_page_and_upload_handling(env):

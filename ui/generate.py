@@ -28,6 +28,12 @@ def as_text(prompt: str, limit: int = 200) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|$<>~])", r"\\\1", prompt)
 
 
+def plain(note: str) -> str:
+    """A one-line note for st.warning, the characters that would start markdown or LaTeX escaped
+    (a note quotes the prompt: "**bold** $x^2$" showed bold and typeset)."""
+    return re.sub(r"([\\`*_\[\]$<>~|#])", r"\\\1", note)
+
+
 resources.sidebar()
 st.title("Generate")
 
@@ -153,11 +159,15 @@ def draw_and_judge() -> None:
     if init_file is not None:
         from generation.data import edit_inputs
 
-        opened = [open_image(f.getvalue(), f.name) for f in (init_file, mask_file) if f is not None]
+        # a mask's transparent parts are not painted: read on black, not redrawn
+        opened = [open_image(f.getvalue(), f.name, background) for f, background in
+                  ((init_file, "white"), (mask_file, "black")) if f is not None]
         for image, note in opened:
             if image is None:
                 st.error(note)
                 return
+            if note:  # transparency, a downscale: said with the result
+                notes.append(note)
         try:
             edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
         except ValueError as e:
@@ -244,7 +254,7 @@ for k, entry in enumerate(st.session_state.get("history", [])[:10]):
         st.subheader("Earlier in this session")
     st.markdown(f"**{as_text(entry['prompt'])}** - {describe_settings(entry['settings'])}")
     for note in entry["notes"]:
-        st.warning(note)
+        st.warning(plain(note))  # notes quote the prompt: shown as typed, not as markdown
     if entry["tally"]:
         st.caption(entry["tally"])
     if not entry["rows"]:

@@ -90,7 +90,8 @@ def generator():
     if not path or not (Path(path) / "pipeline.json").is_file():
         inner = generator_inside(Path(path)) if path else None
         hint = f"Did you mean `{inner}`? " if inner else ""
-        st.warning(f"No generator at `{path}`. {hint}{MISSING_HELP}")
+        where = f"at `{path}`" if path else "folder given (the sidebar's Generator folder is empty)"
+        st.warning(f"No generator {where}. {hint}{MISSING_HELP}")
         return None
     try:
         return load_generator(path)

@@ -11,7 +11,7 @@ MAX_SIDE = 2048          # larger uploads are downscaled (detectors run at a few
 MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
 
 
-def open_image(data: bytes, name: str):
+def open_image(data: bytes, name: str, background: str = "white"):
     """(RGB image, note) or (None, error message). Transparent parts are put on white (the colour
     hidden under them is arbitrary); a photo is turned upright by its EXIF orientation, as viewers show
     it; image.info["original_size"] is the upload's (width, height) as shown."""
@@ -21,12 +21,12 @@ def open_image(data: bytes, name: str):
             if w * h > MAX_PIXELS:
                 return None, f"{name}: {w}x{h} is too large to open ({MAX_PIXELS // 1_000_000} MP at most)"
             transparent = is_transparent(probe)
-            image = as_seen(probe)  # a phone photo upright, as every viewer shows it
+            image = as_seen(probe, background)  # a phone photo upright, as every viewer shows it
             w, h = image.size
     except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
         # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
         return None, f"{name}: not a readable image (PNG, JPEG or WebP)"
-    notes = [f"{name}: transparent parts shown on white"] if transparent else []
+    notes = [f"{name}: transparent parts shown on {background}"] if transparent else []
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         notes.append(f"{name}: downscaled from {w}x{h} to {image.width}x{image.height}")
