@@ -358,6 +358,13 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
     assert not at.get("number_input") or all(n.key != "ev_page" for n in at.number_input)
     assert len([c for c in at.caption if c.value.startswith("✓")]) == 44  # k % 3 == 0 for k < 130
     assert len(at.get("download_button")) == 1
+    # another run opened: its own categories, all images, page 1 (the filters carried over)
+    _finished_run(tmp_path / "few", 10)
+    at.text_input(key="ev_open").set_value(str(tmp_path / "few")).run()
+    assert at.radio(key="ev_only").value == "all"
+    assert len([c for c in at.caption if c.value.startswith(("✓", "✗"))]) == 10
+    at.text_input(key="ev_open").set_value(str(tmp_path / "nowhere")).run()
+    assert at.warning[0].value == f"`{tmp_path / 'nowhere'}` does not exist."
     # the archive holds the report and every image it refers to, under the run's name
     with zipfile.ZipFile(io.BytesIO(report_archive(tmp_path / "many"))) as z:
         names = set(z.namelist())

@@ -1,7 +1,6 @@
 """Evaluate: run a prompt suite through generate-then-detect, or open an earlier run."""
 
 import json
-from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -70,8 +69,15 @@ with open_tab:
 
 folder = resources.kept("ev_open").strip()
 if folder:
-    path = Path(folder)
-    if not (path / "summary.json").is_file():
+    path = gendet_env.ROOT / folder  # relative: in the repository, as the output folder (absolute stays)
+    if st.session_state.get("ev_shown") != str(path):  # another run: its own categories, all shown, page 1
+        for key in ("ev_cats", "ev_only", "ev_page"):
+            st.session_state.pop(key, None)
+        resources.keep("ev_page", 1)
+        st.session_state["ev_shown"] = str(path)
+    if not path.exists():
+        st.warning(f"`{folder}` does not exist.")
+    elif not (path / "summary.json").is_file():
         st.warning(f"`{folder}` holds no summary.json: not a finished evaluation run.")
     else:
         summary = json.loads((path / "summary.json").read_text())
