@@ -37,7 +37,7 @@ def predictions_coco(detector, gt: dict, conf: float = 0.001, iou: float = 0.7, 
     conf 0.001 / iou 0.7 / max_det 300 are ultralytics' val defaults, so the two
     implementations score the same kind of prediction list.
     """
-    from PIL import Image, ImageOps
+    from datasets.images import open_as_seen
 
     results = []
     imgs = gt["images"]
@@ -45,8 +45,7 @@ def predictions_coco(detector, gt: dict, conf: float = 0.001, iou: float = 0.7, 
         chunk = imgs[start:start + batch]
         arrays = []
         for im in chunk:
-            with Image.open(im["file_name"]) as pil:
-                arrays.append(np.asarray(ImageOps.exif_transpose(pil).convert("RGB")))  # as ultralytics reads it
+            arrays.append(np.asarray(open_as_seen(im["file_name"])))  # upright, as ultralytics reads it too
         for im, dets in zip(chunk, detector.detect(arrays, conf=conf, iou=iou, imgsz=imgsz)):
             for d in dets:
                 x1, y1, x2, y2 = d.box

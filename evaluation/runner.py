@@ -56,10 +56,11 @@ def drop_torn_tail(path: Path) -> None:
     appended on resuming start on a line of their own."""
     if not path.is_file() or path.stat().st_size == 0:
         return
-    data = path.read_bytes()
-    if not data.endswith(b"\n"):
-        with open(path, "r+b") as fh:
-            fh.truncate(data.rfind(b"\n") + 1)
+    with open(path, "r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) != b"\n":  # only then is the file read, to find the last whole row
+            fh.seek(0)
+            fh.truncate(fh.read().rfind(b"\n") + 1)
 
 
 def read_rows(path: Path) -> list[dict]:
