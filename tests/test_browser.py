@@ -220,7 +220,7 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
     app_url, log = app_server
     import numpy as np
     from PIL import Image
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     photo, mask = tmp_path / "photo.png", tmp_path / "mask.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)).save(photo)
@@ -261,8 +261,8 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
         page.locator(chip.format("edit.png")).wait_for(state="attached", timeout=30_000)
         page.get_by_role("button", name="Restore these settings").click()
         page.get_by_text("was drawn from photo.png under the mask mask.png").wait_for(timeout=30_000)
-        # (in the image expander, which the rerun closed)
-        assert page.get_by_role("checkbox", name=blend, include_hidden=True).is_checked()
+        # (in the image expander, which the rerun closed; a new widget since restoring: waited for)
+        expect(page.get_by_role("checkbox", name=blend, include_hidden=True)).to_be_checked(timeout=30_000)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
     assert "set via the Session State API" not in log.read_text()
@@ -298,7 +298,7 @@ def test_evaluate_downloads_a_runs_report_in_chromium(app_url, tmp_path):
 def test_restored_settings_win_over_text_typed_and_not_sent(app_url, tmp_path):
     """A Streamlit form sends what was typed in it and not yet sent over values the server sets:
     the restored prompt was shown, and the typed one drawn. Restoring gives the form new widgets."""
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -318,8 +318,7 @@ def test_restored_settings_win_over_text_typed_and_not_sent(app_url, tmp_path):
             str(tmp_path / "a.png"))
         page.locator("[data-testid='stFileChipName'][title='a.png']").wait_for(state="attached", timeout=30_000)
         page.get_by_role("button", name="Restore these settings").click()
-        page.wait_for_timeout(1500)
-        assert page.get_by_label("Prompt").input_value() == "a dog"
+        expect(page.get_by_label("Prompt")).to_have_value("a dog", timeout=30_000)
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("Earlier in this session").wait_for(timeout=120_000)
         heads = page.locator("[data-testid='stMarkdownContainer'] strong").all_inner_texts()
