@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
+from datasets.convert.common import YOLO_SUFFIXES
+
 #: class names per task, in YOLO class-id order (datasets/FORMATS.md).
 TASKS: dict[str, list[str]] = {"catdog": ["cat", "dog"], "face": ["face"]}
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = set(YOLO_SUFFIXES)  # the files ultralytics lists in a folder
 
 #: --model shortcuts for the demo bundle's detectors (models/demo/<name>.pt).
 DEMO = gendet_env.ROOT / "models" / "demo"

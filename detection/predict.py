@@ -19,11 +19,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets.images import open_as_seen
-from detection._common import UsageError, out_folder, resolve_model, run_cli
+from detection._common import IMAGE_SUFFIXES, UsageError, out_folder, resolve_model, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
