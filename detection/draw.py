@@ -22,14 +22,40 @@ def draw_detections(image, detections: Iterable, width: int | None = None) -> Im
     draw = ImageDraw.Draw(pil)
     line = width or max(1, round(min(pil.size) / 100))
     font = ImageFont.load_default(size=max(10, min(pil.size) // 14))
+    drawn = []  # (text, box, colour): every box first, then the labels over them
     for d in detections:
         get = d.get if isinstance(d, dict) else (lambda k: getattr(d, k))
-        label, conf, (x1, y1, x2, y2) = get("label"), float(get("confidence")), get("box")
-        color = color_for(label)
-        draw.rectangle((x1, y1, x2, y2), outline=color, width=line)
-        text = f"{label} {conf:.2f}"
-        tx, ty = x1, max(0, y1 - font.size - 2)
-        box = draw.textbbox((tx, ty), text, font=font)
-        draw.rectangle(box, fill=color)
-        draw.text((tx, ty), text, fill=(0, 0, 0), font=font)
+        label, conf, box = get("label"), float(get("confidence")), tuple(map(float, get("box")))
+        drawn.append((f"{label} {conf:.2f}", box, color_for(label)))
+        draw.rectangle(box, outline=drawn[-1][2], width=line)
+    placed = []
+    for text, box, color in drawn:
+        w, h = _text_size(draw, text, font)
+        spot = label_spot(box, (w, h), pil.size, placed)
+        placed.append((spot[0], spot[1], spot[0] + w, spot[1] + h))
+        draw.rectangle(placed[-1], fill=color)
+        draw.text((spot[0] + 1, spot[1]), text, fill=(0, 0, 0), font=font)
     return pil
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    x1, y1, x2, y2 = draw.textbbox((0, 0), text, font=font)
+    return x2 + 2, y2 + 2  # a pixel of margin on each side
+
+
+def label_spot(box, size, image_size, placed) -> tuple[int, int]:
+    """Where a label of `size` (w, h) goes for `box`: above its top-left corner, else just inside it,
+    else below it, kept inside the image; the first of those that covers no label already `placed`
+    (x1, y1, x2, y2 rectangles), else the one that covers least (two labels of near boxes sat on
+    each other and could not be read)."""
+    (x1, y1, _, y2), (w, h), (W, H) = box, size, image_size
+    x = int(min(max(0, x1), max(0, W - w)))  # a label past the right edge moves left
+    candidates = [(x, int(y1) - h), (x, int(y1)), (x, int(y2)), (x, int(y2) - h)]
+    candidates = [(cx, int(min(max(0, cy), max(0, H - h)))) for cx, cy in candidates]
+
+    def covered(spot):
+        sx, sy = spot
+        return sum(max(0, min(sx + w, p[2]) - max(sx, p[0])) * max(0, min(sy + h, p[3]) - max(sy, p[1]))
+                   for p in placed)
+
+    return min(candidates, key=covered)  # min keeps the first of equals: above the box when it is free

@@ -64,3 +64,22 @@ def test_draw_marks_the_box_outline_in_the_class_colour():
     assert tuple(out[60, 20]) == (64, 128, 255) and tuple(out[90, 50]) == (64, 128, 255)  # left and bottom edges
     assert tuple(out[60, 50]) == (0, 0, 0)  # inside untouched
     assert img.sum() == 0  # the input is not modified
+
+
+def test_labels_of_near_boxes_do_not_cover_each_other():
+    """Two boxes whose top-left corners nearly meet: the second label goes inside its box instead of
+    over the first label; each label is drawn inside the image and in its class colour."""
+    from detection.draw import label_spot
+
+    assert label_spot((20, 30, 80, 90), (30, 10), (100, 100), []) == (20, 20)  # above the box when free
+    assert label_spot((22, 32, 80, 90), (30, 10), (100, 100), [(20, 20, 50, 30)]) == (22, 32)  # inside it
+    assert label_spot((90, 0, 99, 9), (30, 10), (100, 100), []) == (70, 0)  # past the edges: moved in
+    # all four spots taken: the one covering least
+    assert label_spot((0, 10, 30, 40), (30, 10), (100, 100), [(0, 0, 30, 10), (0, 10, 30, 20), (0, 30, 30, 40),
+                                                             (0, 40, 30, 45)]) == (0, 40)
+    img = np.zeros((120, 120, 3), np.uint8)
+    dets = [{"label": "cat", "confidence": 0.9, "box": (20, 40, 100, 110)},
+            {"label": "dog", "confidence": 0.8, "box": (22, 42, 90, 100)}]
+    out = np.asarray(draw_detections(img, dets, width=1))
+    cat, dog = (np.all(out == c, axis=-1) for c in ((255, 64, 64), (64, 128, 255)))
+    assert cat[:40].sum() > 200 and dog[43:60, 23:60].sum() > 200  # the cat's label above, the dog's inside

@@ -201,7 +201,7 @@ def test_detect_page_and_upload_handling(env):
 
     seen = SimpleNamespace(label="dog", confidence=0.8766, box=(10.0, 20.0, 100.4, 683.0))
     assert box_table([seen], image) == [{"label": "dog", "confidence": 0.877,
-                                         "box (x1, y1, x2, y2) in the 1000x3000 file": "15, 29, 147, 1000"}]
+                                         "box x1, y1, x2, y2": "15, 29, 147, 1000"}]
     # transparency on white, not on whatever colour the transparent pixels hold
     rgba = np.zeros((4, 4, 4), np.uint8)
     rgba[..., 0] = 255  # red everywhere, opaque only in the top row
@@ -273,6 +273,9 @@ def test_models_page_lists_what_is_loaded(env):
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "M parameters" in text and "catdog" in " ".join(s.value for s in at.subheader)
+    gen, det = env  # parameters and file sizes, both said
+    assert f"({sum(f.stat().st_size for f in gen.rglob('*.safetensors')) / 1e6:.1f} MB on disk) on cpu" in text
+    assert f"({det.stat().st_size / 1e6:.1f} MB on disk)" in text
     assert "scratch text encoder (12 tokens, width 32)" in text  # the tiny pipeline's
     assert "classes cat, dog," in text  # words, not a Python list
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
@@ -288,15 +291,45 @@ def test_generate_does_not_judge_what_no_loaded_detector_sees(env):
     at.slider(key="steps").set_value(2)
     at.number_input(key="n").set_value(1)
     at.button(key="FormSubmitter:generate-Generate").click().run()
-    verdicts = [e.value for e in at.success] + [e.value for e in at.error]
-    assert not at.exception and len(verdicts) == 1 and "face" not in verdicts[0]
-    assert verdicts[0] == "✓ ok: no cat, no dog" or "expected no" in verdicts[0]
+    verdicts = [e.value for e in at.success] + [e.value for e in at.error] + [e.value for e in at.info]
+    assert not at.exception and len(verdicts) == 1
+    # a pass is not green: the faces the prompt asks for were not looked at
+    assert (verdicts[0] == "✓ ok: no cat, no dog (face not checked)" and not at.success
+            or verdicts[0].startswith("✗ expected no"))
     assert at.warning[0].value == "Not checked: face (no detector for it is loaded; see the sidebar)."
     at.text_input(key="prompt").set_value("a purple giraffe")
     at.multiselect(key="avoid").set_value(["face"])
     at.button(key="FormSubmitter:generate-Generate").click().run()
-    assert not at.exception and len(at.success) + len(at.error) == 1  # the new entry has no verdict
+    assert not at.exception and len(at.success) + len(at.error) + len(at.info) == 1  # the new entry has no verdict
     assert "not judged" in [c.value for c in at.caption]
+
+
+def test_show_boxes_redraws_the_history_and_the_history_keeps_ten(env):
+    """"Show boxes" is outside the form: it redraws the images shown without drawing new ones. The
+    history keeps the ten generations it shows and drops the images of older ones."""
+    from types import SimpleNamespace
+
+    box = SimpleNamespace(label="cat", confidence=0.9, box=(2.0, 2.0, 12.0, 12.0))
+    old = [{"prompt": f"old {k}", "settings": {"steps": 2}, "unchecked": [], "judged": False, "notes": [],
+            "tally": None, "rows": [{"image": Image.new("RGB", (16, 16)), "seed": k, "detections": [box],
+                                     "verdict": None}]} for k in range(10)]
+    at = page("generate.py")
+    at.session_state["history"] = old
+    at.run()
+    urls = lambda: [i.proto.imgs[0].url for i in at.get("image")]  # noqa: E731 - a media URL per image shown
+    with_boxes = urls()
+    at.checkbox(key="boxes").uncheck().run()
+    assert not at.exception and len(at.session_state["history"]) == 10  # nothing drawn
+    plain = urls()
+    assert len(plain) == len(with_boxes) == 10 and not set(plain) & set(with_boxes)
+    at.checkbox(key="boxes").check().run()
+    assert urls() == with_boxes
+    at.text_input(key="prompt").set_value("a cat")
+    at.slider(key="steps").set_value(1)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    history = at.session_state["history"]
+    assert not at.exception and [e["prompt"] for e in history] == ["a cat"] + [f"old {k}" for k in range(9)]
 
 
 def test_generate_judges_negative_expectations_even_for_unreadable_prompts(env):
@@ -363,6 +396,9 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
     at.text_input(key="ev_open").set_value(str(tmp_path / "few")).run()
     assert at.radio(key="ev_only").value == "all"
     assert len([c for c in at.caption if c.value.startswith(("✓", "✗"))]) == 10
+    # rows of six, each a row of its own (six long columns let rows drift apart when captions differ)
+    grid = [[c.value for c in col.caption] for col in at.columns if any(c.value[:1] in "✓✗" for c in col.caption)]
+    assert [len(col) for col in grid] == [1] * 10 and grid[6][0].startswith("✓")  # image 6 (6 % 3 == 0) starts row 2
     at.text_input(key="ev_open").set_value(str(tmp_path / "nowhere")).run()
     assert at.warning[0].value == f"`{tmp_path / 'nowhere'}` does not exist."
     # the archive holds the report and every image it refers to, under the run's name
@@ -393,3 +429,36 @@ def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_p
     # detection.predict reads files the same way
     (tmp_path / "phone.png").write_bytes(buf.getvalue())
     assert np.array_equal(np.asarray(open_rgb(tmp_path / "phone.png")), upright)
+
+
+def test_a_job_waiting_for_the_device_says_so(monkeypatch):
+    """Two tabs at once: the second's job waits for the first and says why on its page."""
+    import threading
+    import time
+
+    from ui import resources
+
+    said = []
+
+    class Placeholder:
+        def info(self, text):
+            said.append(text)
+
+        def empty(self):
+            said.append(None)
+
+    monkeypatch.setattr(resources.st, "empty", Placeholder)
+    with resources.device_lock():  # free: no word
+        pass
+    assert said == []
+    other = threading.Thread(target=lambda: (resources._device().acquire(), time.sleep(0.5),
+                                             resources._device().release()))
+    other.start()
+    time.sleep(0.1)
+    started = time.perf_counter()
+    with resources.device_lock():
+        waited = time.perf_counter() - started
+    other.join()
+    assert waited > 0.2 and said[0].startswith("Waiting for the device: another tab") and said[1:] == [None]
+    assert resources._device().acquire(blocking=False)  # released after the job
+    resources._device().release()

@@ -37,5 +37,7 @@ for f in files or []:
     left.image(draw_detections(image, found), caption=f.name, width="stretch")
     if found:
         right.dataframe(box_table(found, image), hide_index=True)
+        w, h = image.info.get("original_size", image.size)
+        right.caption(f"Boxes in the pixels of the {w}x{h} file.")
     else:
         right.caption(f"nothing found at confidence {conf:.2f} or above")

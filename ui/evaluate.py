@@ -117,8 +117,10 @@ if folder:
             number = st.number_input(f"Page (of {pages})", 1, pages, key="ev_page")
             first = (number - 1) * PAGE
             st.caption(f"Images {first + 1}-{min(first + PAGE, len(shown))} of {len(shown)}")
-        cols = st.columns(6)
-        for k, r in enumerate(shown[first:first + PAGE]):
+        page = shown[first:first + PAGE]
+        for k, r in enumerate(page):
+            if k % 6 == 0:  # a row of its own: a long caption does not push the next row's images down
+                cols = st.columns(6)
             with cols[k % 6]:
                 picture = (draw_detections(Image.open(path / r["image"]), merge_detections(r["detections"], rules))
                            if boxes and r.get("detections") else str(path / r["image"]))

@@ -19,6 +19,7 @@ from ui.uploads import open_image
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
 BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
+SHOWN = 10  # generations kept in the history, the newest first
 
 
 def as_text(prompt: str, limit: int = 200) -> str:
@@ -92,9 +93,14 @@ if "restored_edit" in st.session_state:
 
 # outside the form: the candidate budget below shows only when this is on (a form cannot react to
 # its own widgets; a widget outside it reruns the page and keeps what was typed in the form)
-only_pass = st.checkbox("Keep only images that pass", key=resources.start("only_pass", False),
+c1, c2 = st.columns(2)
+only_pass = c1.checkbox("Keep only images that pass", key=resources.start("only_pass", False),
                         help="Draw up to a candidate budget of images and show up to Images of those the "
                              "check passes")
+# outside the form too: it redraws the images already shown, without drawing new ones
+boxes = c2.checkbox("Show boxes", key=resources.start("boxes", True),
+                    help="The boxes the judge counts: at its presence confidence, and of two boxes of "
+                         "different classes that overlap, the more confident")
 with st.form("generate"):
     prompt = st.text_input("Prompt", key=resources.start(wkey("prompt"), ""),
                            placeholder="e.g. a black cat to the left of a dog")
@@ -127,11 +133,7 @@ with st.form("generate"):
         # inpainting keeps what is outside the mask, as `generation.sample --mask` does; blending is a choice
         blend = st.checkbox("With a mask: also redraw outside it, at this strength", key=resources.start(wkey("blend"), False),
                             help="Off: the mask's white part is drawn from scratch and the rest kept as it is")
-    c1, c2 = st.columns(2)
-    boxes = c1.checkbox("Show boxes", key=resources.start("boxes", True),
-                        help="The boxes the judge counts: at its presence confidence, and of two boxes of "
-                             "different classes that overlap, the more confident")
-    budget = c2.number_input("Candidate budget", 1, 64, key=resources.start("budget", 8),
+    budget = st.number_input("Candidate budget", 1, 64, key=resources.start("budget", 8),
                              help="How many images to draw at most; up to Images of those that pass are "
                                   "shown") if only_pass else None
     go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
@@ -199,6 +201,8 @@ def draw_and_judge() -> None:
         warnings.simplefilter("always")  # e.g. a prompt longer than the text encoder reads: said on the page
         eyes = resources.judge_eyes()
         unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
+        # asked for and not looked at: a pass then says only that the rest of the prompt holds
+        unchecked = [c for c in unseen if next(iter(spec.expect[c].values())) > 0]
         if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
             spec = spec.seen_by(eyes.classes)
             notes.append(f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'}"
@@ -239,9 +243,10 @@ def draw_and_judge() -> None:
         rows = [r for r in rows if r["verdict"].passed][: int(n)]
     if init_file is not None:  # the PNGs and the history say what was redrawn
         settings.update({"init_image": init_file.name} | ({"mask": mask_file.name} if mask_file else {}))
-    st.session_state.setdefault("history", []).insert(0, {"prompt": prompt, "settings": settings, "rows": rows,
-                                                          "show_boxes": boxes, "judged": spec is not None and
-                                                          eyes is not None, "notes": notes, "tally": tally})
+    history = st.session_state.setdefault("history", [])
+    history.insert(0, {"prompt": prompt, "settings": settings, "rows": rows, "unchecked": unchecked,
+                       "judged": spec is not None and eyes is not None, "notes": notes, "tally": tally})
+    del history[SHOWN:]  # the images of entries no longer shown are not kept in memory
     if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
         st.session_state["restore"] = {wkey("seed"): first}
         st.rerun()
@@ -249,7 +254,7 @@ def draw_and_judge() -> None:
 if go:
     draw_and_judge()
 
-for k, entry in enumerate(st.session_state.get("history", [])[:10]):
+for k, entry in enumerate(st.session_state.get("history", [])):
     if k == 1:
         st.subheader("Earlier in this session")
     st.markdown(f"**{as_text(entry['prompt'])}** - {describe_settings(entry['settings'])}")
@@ -259,13 +264,16 @@ for k, entry in enumerate(st.session_state.get("history", [])[:10]):
         st.caption(entry["tally"])
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
-    cols = st.columns(4)
     for j, row in enumerate(entry["rows"]):
+        if j % 4 == 0:  # a row of its own, so a long verdict does not push the next row's images down
+            cols = st.columns(4)
         with cols[j % 4]:
-            shown = draw_detections(row["image"], row["detections"]) if entry["show_boxes"] else row["image"]
+            shown = draw_detections(row["image"], row["detections"]) if boxes else row["image"]
             st.image(shown, caption=f"seed {row['seed']}", width="stretch")
             v = row["verdict"]
-            if v is not None:
+            if v is not None and v.passed and entry["unchecked"]:  # green would claim the whole prompt
+                st.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
+            elif v is not None:
                 (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)
             elif not entry["judged"]:
                 st.caption("not judged")

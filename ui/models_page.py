@@ -1,4 +1,4 @@
-"""Models: what is loaded, its card, size and device."""
+"""Models: what is loaded, its card, its parameters and file size, and its device."""
 
 from pathlib import Path
 
@@ -7,6 +7,14 @@ import streamlit as st
 from generation.sampling_options import describe_settings
 from ui import resources
 
+
+def on_disk(path: str) -> str:
+    """"12.3 MB on disk": a file's size, or a folder's files' together."""
+    p = Path(path)
+    files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+    return f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB on disk"
+
+
 resources.sidebar()
 st.title("Models")
 p = resources.paths()
@@ -14,7 +22,7 @@ pipe = resources.generator()
 if pipe is not None:
     st.subheader("Generator")
     n_params = sum(t.numel() for t in pipe.parameters())
-    st.write(f"`{p['generator']}` - {n_params / 1e6:.2f} M parameters on {pipe.device}; "
+    st.write(f"`{p['generator']}` - {n_params / 1e6:.2f} M parameters ({on_disk(p['generator'])}) on {pipe.device}; "
              f"{pipe.image_size}x{pipe.image_size} images, {pipe.vqvae.codebook_size} codes, "
              f"{pipe.diffusion.num_timesteps} diffusion steps; {pipe.text_encoder.kind} text encoder "
              f"({pipe.text_encoder.max_length} tokens, width {pipe.text_encoder.dim}); "
@@ -26,7 +34,8 @@ if pipe is not None:
 for task, det in resources.detectors().items():
     st.subheader(f"{task} detector")
     n_params = sum(t.numel() for t in det.model.model.parameters())
-    st.write(f"`{p[task]}` - classes {', '.join(det.names)}, {n_params / 1e6:.2f} M parameters, "
+    st.write(f"`{p[task]}` - classes {', '.join(det.names)}, {n_params / 1e6:.2f} M parameters "
+             f"({on_disk(p[task])}), "
              f"image size {det.imgsz}, device {det.device}")
     metrics = {k: det.card[k] for k in ("mAP50", "mAP50-95", "precision", "recall")
                if isinstance(det.card.get(k), (int, float))}

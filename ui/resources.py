@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import streamlit as st
@@ -28,8 +29,25 @@ MISSING_HELP = ("Build the demo bundle with `make demo-models` (CPU profile) or 
 
 
 @st.cache_resource
-def device_lock() -> threading.Lock:
+def _device() -> threading.Lock:
     return threading.Lock()
+
+
+@contextmanager
+def device_lock():
+    """Hold the device for one job. Another tab's job in progress is said on the page while this one
+    waits (it used to wait with no word, as if the app had hung)."""
+    lock = _device()
+    if not lock.acquire(blocking=False):
+        note = st.empty()
+        note.info("Waiting for the device: another tab of this app is generating or detecting. "
+                  "This starts when that is done.")
+        lock.acquire()
+        note.empty()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @st.cache_resource(show_spinner="Loading the generator...")

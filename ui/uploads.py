@@ -36,9 +36,9 @@ def open_image(data: bytes, name: str, background: str = "white"):
 
 def box_table(found, image) -> list[dict]:
     """Table rows for detections on an opened upload, boxes in the uploaded file's pixels (the
-    detectors saw it downscaled when it was larger than MAX_SIDE)."""
+    detectors saw it downscaled when it was larger than MAX_SIDE). The header stays short: a long
+    one was cut at the table's default column width."""
     w, h = image.info.get("original_size", image.size)
     scale = w / image.width
     return [{"label": d.label, "confidence": round(d.confidence, 3),
-             f"box (x1, y1, x2, y2) in the {w}x{h} file": ", ".join(f"{v * scale:.0f}" for v in d.box)}
-            for d in found]
+             "box x1, y1, x2, y2": ", ".join(f"{v * scale:.0f}" for v in d.box)} for d in found]
