@@ -135,21 +135,22 @@ def main(argv: list[str] | None = None) -> int:
                         if device.type == "cuda":
                             peaks[name] = torch.cuda.max_memory_allocated(device)
                 row = {"batch": batch, "guidance": guidance, "steps": steps}
+                med = {name: statistics.median(times[name]) for name in runners}  # ratios from these, unrounded
                 for name in runners:
-                    med = statistics.median(times[name])
-                    row[f"{name}_s"] = round(med, 4)
-                    row[f"{name}_img_s"] = round(batch / med, 3)
+                    row[f"{name}_s"] = round(med[name], 4)
+                    row[f"{name}_img_s"] = round(batch / med[name], 3)
                     if name in peaks:  # torch.cuda.max_memory_allocated over one whole run
                         row[f"{name}_peak_mib_per_image"] = round(peaks[name] / 2**20 / batch, 1)
                 if len(runners) == 2:
-                    row["ratio"] = round(row["diffusers_s"] / row["ours_s"], 2)
+                    row["ratio"] = round(med["diffusers"] / med["ours"], 2)
                 if rate is not None and "ours_s" in row:
                     from benchmarks.flops import floor
 
                     f = floor(ours.transformer.config, batch, guidance != 1.0, ours.text_encoder.max_length, rate)
                     row["floor_ms_per_step"] = f["floor_ms_per_step"]
-                    row["ours_ms_per_step"] = round(1e3 * row["ours_s"] / steps, 3)  # text + decode included
-                    row["ours_over_floor"] = round(row["ours_ms_per_step"] / f["floor_ms_per_step"], 2)
+                    per_step = 1e3 * med["ours"] / steps  # ms, text + decode included
+                    row["ours_ms_per_step"] = round(per_step, 3)
+                    row["ours_over_floor"] = round(per_step / f["floor_ms_per_step"], 2)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     if rows and "ratio" in rows[0]:

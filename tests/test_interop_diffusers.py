@@ -7,6 +7,7 @@ TextToImage, and compared number by number: text embeddings, transformer log-pro
 one posterior step, decoded images, and a whole 100-step guided, truncated sampling run.
 """
 
+import json
 import pickle
 
 import pytest
@@ -271,3 +272,16 @@ def test_the_sampling_benchmark_refuses_settings_before_building_models(argv, me
     with pytest.raises(SystemExit) as e:
         sampling.main(argv)
     assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_sampling_benchmarks_ratio_comes_from_unrounded_times(capsys, monkeypatch):
+    """Seconds are printed to 4 decimals; the ratio and ms/step come from the medians themselves
+    (from the rounded ones, a run under 0.1 ms divided by zero, and short runs were off)."""
+    from benchmarks import sampling
+
+    times = iter([3e-5, 9e-5, 3e-5, 9e-5, 3e-5, 9e-5])  # ours, diffusers, per repeat
+    monkeypatch.setattr(sampling, "time_call", lambda fn, device: next(times))
+    assert sampling.main(["--shape", "test", "--steps", "2", "--batch", "1", "--guidance", "1", "--repeats", "3"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[1])
+    assert row["ours_s"] == 0.0 and row["diffusers_s"] == 0.0001 and row["ratio"] == 3.0
+    assert row["ours_img_s"] == pytest.approx(1 / 3e-5, abs=1e-3)
