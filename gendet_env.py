@@ -34,6 +34,9 @@ OFFLINE_VARS = {
 }
 for _key, _value in OFFLINE_VARS.items():
     os.environ.setdefault(_key, _value)
+# a detector .pt is a pickle, and a model YAML's `activation:` goes to eval: ultralytics' safe mode
+# (weights_only against an allow-list of its own classes, models built without eval) is not a choice
+os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"
 
 # ultralytics' USER_CONFIG_DIR is $YOLO_CONFIG_DIR/Ultralytics; check_font() looks there
 # first and downloads from GitHub only when the file is missing.
@@ -61,10 +64,15 @@ def seed_fonts() -> list[Path]:
 _format_warning = warnings.formatwarning
 
 
+class GendetWarning(UserWarning):
+    """gendet's own warnings (a long prompt cut to the model's tokens): messages for the person at
+    the terminal."""
+
+
 def _user_warning_line(message, category, filename, lineno, line=None):
-    """A UserWarning (ours: a long prompt cut to the model's tokens) is a message for the person at the
-    terminal: one line, not the source line that raised it. Other warnings keep Python's format."""
-    if category is UserWarning:
+    """Ours print as one line, not the source line that raised them. Every other warning, a
+    notebook user's own UserWarning included, keeps Python's format."""
+    if issubclass(category, GendetWarning):
         return f"warning: {message}\n"
     return _format_warning(message, category, filename, lineno, line)
 
@@ -92,28 +100,36 @@ def ultralytics():
     return ul
 
 
-def device_arg(value: str) -> str:
-    """argparse `type=` for every --device: cpu, cuda, cuda:N, N (the Nth GPU, as cuda:N) or mps,
-    checked against this machine, so a typo or a missing GPU is one clear line, not a traceback."""
-    import argparse
-
+def check_device(value) -> str:
+    """A device name checked against this machine: cpu, cuda, cuda:N, N (the Nth GPU, as cuda:N) or
+    mps, lower-cased; a typo or a missing GPU is a ValueError in one clear line, not a traceback
+    from deep inside torch or ultralytics at the first image."""
     v = str(value).strip().lower()
     if v == "cpu":
         return v
     if v.isdigit():
         v = f"cuda:{v}"
     if v != "mps" and v != "cuda" and not (v.startswith("cuda:") and v[5:].isdigit()):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a device: use cpu, cuda, cuda:N or a GPU number")
+        raise ValueError(f"{value!r} is not a device: use cpu, cuda, cuda:N or a GPU number")
     import torch  # only now: a plain cpu run and --help stay quick
 
     if v == "mps":
         if not torch.backends.mps.is_available():
-            raise argparse.ArgumentTypeError(f"{value!r}: this machine has no Apple GPU (MPS); use cpu")
+            raise ValueError(f"{value!r}: this machine has no Apple GPU (MPS); use cpu")
         return v
     if not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"{value!r}: CUDA is not available on this machine "
-                                         f"(torch {torch.__version__}); use cpu")
+        raise ValueError(f"{value!r}: CUDA is not available on this machine (torch {torch.__version__}); use cpu")
     count = torch.cuda.device_count()
     if v.startswith("cuda:") and int(v[5:]) >= count:
-        raise argparse.ArgumentTypeError(f"{value!r}: this machine has {count} GPU(s), numbered 0 to {count - 1}")
+        raise ValueError(f"{value!r}: this machine has {count} GPU(s), numbered 0 to {count - 1}")
     return v
+
+
+def device_arg(value: str) -> str:
+    """argparse `type=` for every --device: check_device's message as argparse's."""
+    import argparse
+
+    try:
+        return check_device(value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None

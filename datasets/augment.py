@@ -128,6 +128,11 @@ def apply(transform: A.Compose, image, boxes: Sequence | np.ndarray | None = Non
         if len(boxes_arr):
             raise ValueError("this transform has no bbox_params: it cannot move boxes")
         return transform(image=image)["image"], boxes_arr, labels
+    fmt = transform.processors["bboxes"].params.format
+    if fmt in ("yolo", "albumentations") and len(boxes_arr) and boxes_arr.max() > 1.0 + 1e-6:
+        # albumentations drops such boxes without a word: every box of a pixel-box call was lost
+        raise ValueError(f"boxes must be in the transform's {fmt!r} format, normalised to [0, 1]; got values up to "
+                         f"{boxes_arr.max():g} (pixel boxes? use bbox format 'pascal_voc')")
     # pass indices, map back: albumentations 2.x returns numeric labels as floats
     out = transform(image=image, bboxes=boxes_arr, class_labels=list(range(len(labels))))
     out_boxes = np.asarray(out["bboxes"], np.float32).reshape(-1, 4)

@@ -178,6 +178,10 @@ def render_scene(index: int, size: int, seed: int, with_background: bool = False
     background kinds, `min_object` makes every object's nominal side at least that fraction of
     the image (one that cannot fit at that size is left out) and `count_probs` (P(0..4 objects))
     how many objects are planned; all draw from the same random streams as the full world."""
+    backgrounds = expand_backgrounds((backgrounds,) if isinstance(backgrounds, str) else backgrounds)
+    check_args(1, size, seed, 0.0, 1, backgrounds, min_object, tuple(count_probs))  # as generate() checks them
+    if index < 0:
+        raise ValueError(f"index must be >= 0 (got {index})")
     floor = max(MIN_SIDE_PX, round(min_object * size))
     r_layout, r_bg, r_obj = _rngs(seed, index)
     kind, bg = draw.draw_background(size, r_bg, backgrounds)
@@ -435,6 +439,8 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
     (a fraction of the image side): easier worlds for a small generator; `count_probs`
     reweights how many objects a scene has, P(0..4), e.g. more two-object scenes, where the
     relation captions are."""
+    if isinstance(backgrounds, str):  # one kind: "plain" read letter by letter was "p, l, a, i, n"
+        backgrounds = (backgrounds,)
     backgrounds, count_probs = expand_backgrounds(backgrounds), tuple(float(p) for p in count_probs)
     check_args(n, size, seed, val_fraction, workers, backgrounds, min_object, count_probs)
     root = Path(out_dir)

@@ -55,10 +55,11 @@ class YoloDataset:
 
     def write_resolved_yaml(self, path: Path) -> Path:
         """A copy of data.yaml with an absolute `path:` (ultralytics then never falls back to its own
-        datasets dir). A split given as a list file becomes a list of the absolute image paths this
+        datasets dir) and no `download:`. A split given as a list file becomes a list of the absolute image paths this
         check read: ultralytics reads a list's relative lines from the working directory, not the
         dataset's root, and found none of them."""
-        cfg = {k: v for k, v in self.config.items() if k != "path"}
+        # `download:` is a script ultralytics runs (exec, or a shell) when it misses the images: dropped
+        cfg = {k: v for k, v in self.config.items() if k not in ("path", "download")}
         cfg = {"path": str(self.root.resolve()), **cfg, "names": dict(enumerate(self.names))}
         path.parent.mkdir(parents=True, exist_ok=True)
         for key in ("train", "val"):  # ultralytics wants both keys, though it reads only the split it runs on

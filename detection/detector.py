@@ -8,9 +8,10 @@
     results[0][0].label, results[0][0].box                # 'cat', (x1, y1, x2, y2) in input pixels
     results[0].to_json()
 
-Inputs (one call may mix sizes): RGB numpy arrays HxWx3 uint8 (HxW grayscale and
+Inputs (one call may mix sizes): file paths, RGB numpy arrays HxWx3 uint8 (HxW grayscale and
 HxWx4 RGBA are accepted; float arrays in [0, 1] too), PIL images in any mode
-(converted to RGB), float torch tensors [B,3,H,W] or [3,H,W] in [0, 1]. Every
+(converted to RGB), torch tensors [B,3,H,W] or [3,H,W] (uint8, or float in [0, 1]);
+`datasets.images.rgb_uint8` reads each, and files and PIL images as a viewer shows them. Every
 image is converted to a BGR uint8 array (what ultralytics expects from numpy;
 a tensor given straight to ultralytics would skip its letterbox and need sides
 divisible by 32), so boxes always come back in the input's own pixels.
@@ -18,7 +19,7 @@ divisible by 32), so boxes always come back in the input's own pixels.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401
+import gendet_env
 
 import json
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from datasets.images import as_seen
-from detection._common import UsageError, check_local_weights, names_list, quiet_ultralytics
+from datasets.images import is_tensor as _is_tensor
+from datasets.images import rgb_uint8
+from detection._common import BUNDLED, UsageError, check_local_weights, names_list, quiet_ultralytics, resolve_model
 
 
 @dataclass(frozen=True)
@@ -84,44 +86,11 @@ def default_device() -> str:
 
 
 def to_rgb_uint8(image: Any) -> np.ndarray:
-    """One image (numpy, PIL or a [3,H,W] tensor) as an HxWx3 uint8 RGB array."""
-    from PIL import Image
-
-    if isinstance(image, Image.Image):  # as predict, the app and the generator read a file
-        return np.asarray(as_seen(image), dtype=np.uint8)
-    if _is_tensor(image):
-        t = image.detach()
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise UsageError(f"expected a [3,H,W] image tensor, got shape {tuple(t.shape)}")
-        if t.is_floating_point():
-            t = (t.float().clamp(0, 1) * 255).round()
-        arr = t.to("cpu").to(dtype=__import__("torch").uint8).permute(1, 2, 0).numpy()
-        return np.ascontiguousarray(np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr)
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[..., 0]
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, axis=-1)
-        if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-            raise UsageError(f"expected an HxWx3 RGB image array, got shape {arr.shape}")
-        arr = arr[..., :3]
-        if arr.dtype != np.uint8:
-            if np.issubdtype(arr.dtype, np.floating):
-                if arr.size and np.nanmax(arr) > 1.0 + 1e-6:  # 0-255 floats clipped to a white image
-                    raise UsageError(f"a float image array holds values up to {np.nanmax(arr):g}: floats are "
-                                     "read in [0, 1] (give uint8 for 0-255)")
-                arr = (np.clip(arr, 0, 1) * 255).round()
-            elif arr.size and arr.max() > 255:  # 16-bit: stretched by its brightest value, as a 16-bit file
-                arr = np.asarray(arr, dtype=np.float64) / arr.max() * 255
-            arr = np.clip(arr, 0, 255).round().astype(np.uint8)
-        return np.ascontiguousarray(arr)
-    raise UsageError(f"unsupported image type {type(image).__name__} (numpy HxWx3 uint8 RGB, PIL image, "
-                     "or float torch tensor [B,3,H,W] in [0, 1])")
-
-
-def _is_tensor(x) -> bool:
-    return type(x).__module__.startswith("torch") and hasattr(x, "detach")
+    """One image (a file path, numpy array, PIL image or [3,H,W] tensor) as an HxWx3 uint8 RGB array."""
+    try:
+        return rgb_uint8(image)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def as_image_list(images: Any) -> list[np.ndarray]:
@@ -139,7 +108,7 @@ def as_image_list(images: Any) -> list[np.ndarray]:
             raise UsageError(f"expected a [B,3,H,W] float tensor, got shape {tuple(images.shape)}")
     elif isinstance(images, np.ndarray):
         images = list(images) if images.ndim == 4 else [images]
-    elif isinstance(images, Image.Image):
+    elif isinstance(images, (Image.Image, str, Path)):  # one image, or one file
         images = [images]
     elif not isinstance(images, Sequence):
         images = list(images)
@@ -171,22 +140,36 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None, verbose: bool = False) -> "Detector":
-        weights = check_local_weights(path)
+        """A detector from a local .pt (ultralytics weights: a pickle, so only files you trust), or the
+        bundle's "catdog" / "face" (models/demo), on
+        `device` (cpu, cuda, cuda:N, mps; default: the first GPU, else cpu), with its card."""
+        try:  # at once, not at the first image ('mps' ran on the CPU, saying nothing; 'cuda' failed in detect)
+            device = gendet_env.check_device(device) if device is not None else default_device()
+        except ValueError as e:
+            raise UsageError(f"device: {e}") from None
+        weights = check_local_weights(resolve_model(path) if str(path) in BUNDLED else path)
         quiet_ultralytics(verbose)
         from ultralytics import YOLO
 
         try:
             model = YOLO(str(weights), task="detect")
         except Exception as e:
+            if "references types outside" in str(e):  # ultralytics' safe mode (gendet_env) refused it
+                raise UsageError(f"{path}: refused: it holds Python objects outside ultralytics' checkpoint format, "
+                                 "and unpickling them could run code") from None
             raise UsageError(f"{path}: not a loadable YOLO checkpoint ({type(e).__name__}: {e})") from None
         if model.task != "detect":
             raise UsageError(f"{path}: a {model.task!r} model, expected a detection model")
-        device = device or default_device()
-        return cls(model, weights, str(device), load_card(weights, model))
+        return cls(model, weights, device, load_card(weights, model))
 
     def detect(self, images, conf: float | None = None, iou: float | None = None, imgsz: int | None = None,
                max_det: int = 300, batch: int = 16) -> list[Detections]:
         """Detect objects in each image; boxes are (x1, y1, x2, y2) in that image's own pixels."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
+        if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 32):
+            raise UsageError(f"imgsz must be an integer >= 32 (ultralytics rounds it to a multiple of 32), "
+                             f"got {imgsz!r}")
         arrays = as_image_list(images)
         conf = 0.25 if conf is None else float(conf)
         iou = 0.7 if iou is None else float(iou)
@@ -249,9 +232,15 @@ def load_card(weights: Path, model=None) -> dict:
         metrics = weights.parent / "metrics.json"
     if metrics.is_file():
         try:
-            card.update(json.loads(metrics.read_text()))
-        except json.JSONDecodeError:
-            pass
+            found = json.loads(metrics.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            found = {}
+        if not isinstance(found, dict):
+            raise UsageError(f"{metrics}: not a detector's metrics (a JSON object); move it away from {weights.name}")
+        card.update(found)
+        if "imgsz" in card and not (isinstance(card["imgsz"], int) and not isinstance(card["imgsz"], bool)
+                                    and card["imgsz"] > 0):
+            raise UsageError(f"{metrics}: imgsz must be a positive integer, got {card['imgsz']!r}")
     readme = weights.parent / "README.md"
     if readme.is_file() and not in_bundle:
         card["readme"] = readme.read_text()

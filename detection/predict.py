@@ -110,12 +110,13 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                     skipped += 1
             results = det.detect([p for _, p in chunk], conf=conf, iou=iou, imgsz=imgsz) if chunk else []
             for (path, pil), dets in zip(chunk, results):
-                stem = out / path.stem
-                draw_detections(pil, dets).save(stem.with_suffix(".png"))
+                # the names checked above (with_suffix cut "photo.v2" to "photo": over the user's photo.png)
+                png, record_path = out / f"{path.stem}.png", out / f"{path.stem}.json"
+                draw_detections(pil, dets).save(png)
                 record = {"image": str(path), "model": str(model), "names": det.names,
                           "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
-                stem.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
-                written.append(stem.with_suffix(".png"))
+                record_path.write_text(json.dumps(record, indent=1) + "\n")
+                written.append(png)
             bar.update(len(paths[start:start + batch]))
     if skipped:
         print(f"skipped {skipped} unreadable file(s) found in folders; see the warnings above", file=sys.stderr)

@@ -11,8 +11,8 @@
 sampling settings) or any `generate(prompt, seeds) -> images` function.
 
 The command line writes the passing images, best first (the expected objects' mean confidence),
-as OUT/<prompt>_<seed>.png with the settings and verdict in the PNG, and every candidate's
-verdict and detections to OUT/checked.jsonl. It exits 0 when an image passed, 1 when none did
+as OUT/<prompt>_<seed>.png with the settings and verdict in the PNG (never over another image:
+then -2, -3, ...), and appends every candidate's verdict and detections to OUT/checked.jsonl. It exits 0 when an image passed, 1 when none did
 (for scripts: try more candidates or another seed), 2 on bad input.
 """
 
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from generation.pipeline import DEFAULTS, TextToImage
     from generation.png_info import save_png
-    from generation.sample import slug
+    from generation.sample import free_path
 
     # everything that can be wrong with the command is found before a model loads
     for flag, value in (("--candidates", args.candidates), ("--batch", args.batch)):
@@ -154,15 +154,17 @@ def main(argv=None) -> int:
     for c in found:
         path = None
         if c.verdict.passed and (args.keep is None or kept < args.keep):
-            path = save_png(Image.fromarray(c.image), out / f"{slug(args.prompt)}_{c.seed}.png",
-                            {"prompt": args.prompt, "seed": c.seed, **effective, "model": str(args.model),
-                             "verdict": c.verdict.reason, "passed": True})
+            recorded = {"prompt": args.prompt, "seed": c.seed, **effective, "model": str(args.model),
+                        "verdict": c.verdict.reason, "passed": True}
+            # never over a file gendet did not write, or an image drawn otherwise (then -2, -3, ...)
+            path = save_png(Image.fromarray(c.image), free_path(out, args.prompt, c.seed, recorded), recorded)
             kept += 1
         rows.append({"prompt": args.prompt, "seed": c.seed, "passed": c.verdict.passed, "reason": c.verdict.reason,
                      "score": round(c.score, 4), "detections": c.detections, "image": path and path.name})
         print(f"seed {c.seed}: {'pass' if c.verdict.passed else 'fail'} ({c.verdict.reason})"
               + (f" -> {path}" if path else ""))
-    (out / "checked.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with open(out / "checked.jsonl", "a", encoding="utf-8") as fh:  # after the rows of earlier runs
+        fh.write("".join(json.dumps(r) + "\n" for r in rows))
     passed = sum(r["passed"] for r in rows)
     print(f"{passed} of {len(rows)} candidate{'s' * (len(rows) != 1)} pass{'es' * (len(rows) == 1)}; {kept} written to {out}")
     return 0 if passed else 1

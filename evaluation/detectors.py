@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from evaluation.judge import DEFAULT_RULES, JudgeRules
 
 TASKS = ("catdog", "face")
+TASK_CLASSES = {"catdog": ("cat", "dog"), "face": ("face",)}
 
 
 def file_sha256(path: str | Path, length: int = 16) -> str:
@@ -53,11 +54,18 @@ class JudgeDetectors:
     def load(cls, spec: str | Mapping[str, str | Path], device=None, rules: JudgeRules = DEFAULT_RULES):
         from detection.detector import Detector
 
-        paths = parse_detector_spec(spec) if isinstance(spec, str) else {k: Path(v) for k, v in spec.items()}
+        paths = parse_detector_spec(spec) if isinstance(spec, str) else {k: Path(v).expanduser() for k, v in spec.items()}
         for task, path in paths.items():
+            if task not in TASKS:
+                raise ValueError(f"unknown detector task {task!r}: use {' and/or '.join(TASKS)}")
             if not path.is_file():
                 raise FileNotFoundError(f"{task} detector {path} does not exist")
-        return cls({t: Detector.load(p, device=device) for t, p in paths.items()}, paths, rules)
+        found = {t: Detector.load(p, device=device) for t, p in paths.items()}
+        for task, det in found.items():  # a face detector given as catdog judged every cat "found 0"
+            if not set(det.names) & set(TASK_CLASSES[task]):
+                raise ValueError(f"{paths[task]}: given as the {task} detector, but it finds "
+                                 f"{', '.join(det.names)}, not {' or '.join(TASK_CLASSES[task])}")
+        return cls(found, paths, rules)
 
     @property
     def classes(self) -> set[str]:

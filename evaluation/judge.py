@@ -46,6 +46,10 @@ class JudgeRules:
     nest_cover: float | None = 0.7  # share of the smaller same-class box inside the larger; None: off (judge-1)
 
     def __post_init__(self):
+        for name in ("presence_conf", "count_conf", "position_margin", "dedup_iou", "color_distance", "nest_cover"):
+            v = getattr(self, name)
+            if not (v is None and name == "nest_cover") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"JudgeRules.{name} must be a number, got {v!r}")
         if not 0.0 <= self.color_distance <= 442.0:  # 442 = the RGB cube's diagonal
             raise ValueError(f"JudgeRules.color_distance must be in [0, 442], got {self.color_distance}")
         for name in ("presence_conf", "count_conf", "position_margin", "dedup_iou"):
@@ -210,12 +214,16 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
           rules: JudgeRules = DEFAULT_RULES, image=None) -> Verdict:
     """Judge one image. `spec` has `expect` ({class: {"count": N} | {"min": N}}), and
     optional `relations` ([[a, rel, b], ...]) and `colors` ({class: colour}) — a
-    `PromptSpec` or a plain dict. `image_size` is (width, height); `image` (HxWx3 RGB
-    uint8 array or PIL image) is only needed for colour checks."""
-    get = spec.get if isinstance(spec, Mapping) else (lambda k, default=None: getattr(spec, k, default))
-    expect = get("expect") or {}
-    relations = get("relations") or []
-    colors = get("colors") or {}
+    `PromptSpec` or a plain dict (checked as a suite entry is). `image_size` is (width,
+    height); `image` (anything `datasets.images.rgb_uint8` reads: an RGB array, PIL image,
+    tensor) is only needed for colour checks."""
+    if isinstance(spec, Mapping):  # a misspelt field judged nothing and passed
+        from evaluation.spec import spec_from_dict
+
+        spec = spec_from_dict({"prompt": "a spec given as a dict", "category": "single_object", **spec}, "spec")
+    expect, relations, colors = spec.expect or {}, spec.relations or [], spec.colors or {}
+    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2):
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}")
     width, height = image_size
     found = merge_detections(detections, rules)
     by_label = {c: [f for f in found if f.label == c] for c in {f.label for f in found} | set(expect)}
@@ -278,8 +286,11 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
         if image is None and any(f.color is None for f in present):
             checks.append(Check("color", None, f"{color} {label}: colour not judged (no image given)"))
             continue
-        from evaluation.colors import box_color  # local: numpy work only when colours are asked
+        from datasets.images import rgb_uint8  # local: numpy work only when colours are asked
+        from evaluation.colors import box_color
 
+        if image is not None:  # a float [0, 1] array or a tensor was measured as near-black
+            image = rgb_uint8(image)
         seen = [f.color or box_color(image, f.box, label, rules.color_distance) for f in present]
         ok = all(s == color for s in seen)
         wanted = next(iter(expect.get(label, {}).values()), 1)  # the prompt's number, not the found one

@@ -60,6 +60,12 @@ def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
 
 def parse_prompt(prompt: str) -> PromptSpec:
     """The expectation a prompt states; ParseError if the judge cannot read it."""
+    if not isinstance(prompt, str):
+        raise ParseError(f"a prompt is a string, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # argv bytes that were not UTF-8: the tokenizer failed mid-run
+        raise ParseError(f"{prompt!r:.60} is not valid text (a lone surrogate: bytes that were not UTF-8?)") from None
     prompt = prompt.strip()  # as a suite file's prompts are read: a run's prompts must read back the same
     text = re.sub(r"\s+", " ", prompt.lower().rstrip("."))
     if not text:

@@ -43,7 +43,7 @@ function apply(){
 
 def _svg(row: dict, rules: JudgeRules) -> str:
     """The boxes the judge counted (merged by the run's rules, as the app draws them), over the image."""
-    w, h = row["size"]
+    w, h = (float(v) for v in row["size"])  # numbers: nothing of the row goes into the page unescaped
     parts = [f'<svg viewBox="0 0 {w} {h}" preserveAspectRatio="none">']
     for d in merge_detections(row["detections"], rules):
         x1, y1, x2, y2 = d.box
@@ -63,7 +63,7 @@ def _card(order: int, row: dict, rules: JudgeRules) -> str:
     return (f'<div class="card {result}" data-category="{esc(row["category"])}" data-result="{result}" '
             f'data-prompt="{esc(row["prompt"])}" data-order="{order}">'
             f'<div class="pic"><img src="{esc(row["image"])}" alt="{esc(row["prompt"])}">{_svg(row, rules)}</div>'
-            f'<div><b>{esc(row["prompt"])}</b> <span title="seed">#{row["seed"]}</span></div>'
+            f'<div><b>{esc(row["prompt"])}</b> <span title="seed">#{int(row["seed"])}</span></div>'
             f'<div>{esc(row["category"])} &middot; expects {esc(row.get("expect", ""))}</div>'
             f'<div class="verdict">{result.upper()}</div><div>{esc(row["reason"])}</div></div>')
 
@@ -100,10 +100,10 @@ def render_report(rows: list[dict], summary: dict, title: str = "gendet evaluati
 
 def write_report(out: Path, rows: list[dict], summary: dict) -> Path:
     path = Path(out) / "report.html"
-    tmp = path.with_name("report.html.tmp")
-    tmp.write_text(render_report(rows, summary), encoding="utf-8")
-    tmp.replace(path)
-    (Path(out) / "summary.md").write_text(markdown_table(summary) + "\n")
+    for name, text in (("report.html", render_report(rows, summary)), ("summary.md", markdown_table(summary) + "\n")):
+        tmp = path.with_name(f"{name}.tmp")  # whole or not at all, even when killed mid-write
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path.with_name(name))
     return path
 
 

@@ -189,6 +189,12 @@ def main(argv=None) -> int:
     except RunConfigError as e:  # --out holds another run
         print(f"error: {e} (--out)", file=sys.stderr)
         return 2
+    except ValueError as e:  # e.g. --images-from lacks an image the run needs
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder that cannot be made or written
+        print(f"error: cannot write the run to {args.out}: {e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # every judged image is on disk: the same command goes on from there
         print(f"\ninterrupted: {args.out} keeps every image judged so far; the same command resumes the run",
               file=sys.stderr)

@@ -20,6 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from datasets.convert.common import escapes
+from datasets.images import is_tensor, rgb_uint8
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import judge
 from evaluation.suite import Suite, dump_suite
@@ -44,11 +46,19 @@ class Shard:
 
 
 def to_uint8_images(batch) -> list[np.ndarray]:
-    """HxWx3 uint8 RGB arrays from a float tensor [B,3,H,W] in [0,1], or a list of PIL/arrays."""
-    if hasattr(batch, "detach"):
-        x = batch.detach().float().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-        return list(x)
-    return [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8) for im in batch]
+    """HxWx3 uint8 RGB arrays from what a generate function returns: a tensor [B,3,H,W] (float in
+    [0, 1] or uint8), or a list of images in any form `datasets.images.rgb_uint8` reads (float
+    arrays were saved black and uint8 tensors white, and judged so)."""
+    if is_tensor(batch):
+        if batch.ndim != 4:
+            raise ValueError(f"generate returned a tensor of shape {tuple(batch.shape)}: expected [B,3,H,W] images")
+        batch = list(batch)
+    elif isinstance(batch, np.ndarray) and batch.ndim == 4:
+        batch = list(batch)
+    try:
+        return [rgb_uint8(im) for im in batch]
+    except ValueError as e:
+        raise ValueError(f"generate returned an image gendet cannot read: {e}") from None
 
 
 def drop_torn_tail(path: Path) -> None:
@@ -73,12 +83,41 @@ def read_rows(path: Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError:
             if n == len(lines):
                 break
             raise ValueError(f"{path}:{n}: not a JSON row") from None
+        problem = row_problem(row)
+        if problem:
+            raise ValueError(f"{path}:{n}: {problem}")
+        rows.append(row)
     return rows
+
+
+def row_problem(row) -> str | None:
+    """What is wrong with a results row that the report, the app and --images-from would use, or
+    None. A run folder may come from someone else: its image paths must stay inside it (one named
+    "../../secret" went into the report zip) and what report.html shows must be numbers."""
+    if not isinstance(row, dict):
+        return "a row must be a JSON object"
+    image = row.get("image", "")  # each field checked where the row has it (a summary needs few)
+    if not isinstance(image, str) or "\0" in image or escapes(image):
+        return f"'image' must be a path inside the run folder, got {image!r}"
+    if "seed" in row and (isinstance(row["seed"], bool) or not isinstance(row["seed"], int)):
+        return f"'seed' must be an integer, got {row['seed']!r}"
+    size = row.get("size", [0, 0])
+    if not (isinstance(size, list) and len(size) == 2 and all(_number(v) for v in size)):
+        return f"'size' must be [width, height], got {size!r}"
+    for d in row.get("detections") or []:
+        if not (isinstance(d, dict) and isinstance(d.get("label"), str) and _number(d.get("confidence"))
+                and isinstance(d.get("box"), list) and len(d["box"]) == 4 and all(_number(v) for v in d["box"])):
+            return f"a detection must have a label, a confidence and a box of 4 numbers, got {d!r:.120}"
+    return None
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 # how a run's seed becomes its images' seeds, recorded in run.json as "image_seeds". Runs before
@@ -100,7 +139,20 @@ def image_seeds(seed: int, images_per_prompt: int, rule: str = IMAGE_SEEDS) -> l
 
 
 class RunConfigError(ValueError):
-    """--out holds a run with other settings: it cannot be resumed by this one."""
+    """--out holds a run with other settings (it cannot be resumed by this one), or files that are
+    not a run's."""
+
+
+def foreign_folder(out: Path) -> str | None:
+    """Why `out` cannot take a new run, or None: it holds files and no run.json, so they are not an
+    evaluation run's (a user's report.html and images/ were written over)."""
+    if not out.is_dir() or (out / "run.json").is_file():
+        return None
+    held = sorted(p.name for p in out.iterdir() if not (p.name == "images" and p.is_dir() and not any(p.iterdir())))
+    if held:
+        return (f"{out} holds files that are not an evaluation run's ({', '.join(held[:3])}"
+                f"{', ...' if len(held) > 3 else ''}); choose an empty or new folder")
+    return None
 
 
 def _differences(old, new, name: str = "") -> list[str]:
@@ -148,9 +200,19 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
     if images_per_prompt < 1:
         raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
     image_seeds(seed, images_per_prompt, seed_rule)  # a bad seed or rule fails before anything is written
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     settings = dict(settings or {})
+    if hasattr(generate, "generate_for_judge"):  # a TextToImage itself, as generate_checked takes it
+        pipe, given = generate, dict(settings)
+        settings = {**pipe.defaults, **settings}  # recorded: what it samples with
+        generate = lambda prompt, seeds: pipe.generate_for_judge(prompt, seeds, **given)  # noqa: E731
+    elif not callable(generate):
+        raise TypeError(f"generate must be a function (prompt, seeds) -> images or a TextToImage, got {generate!r:.60}")
+    out = Path(out_dir)
+    if shard.rank == 0:
+        problem = foreign_folder(out)
+        if problem:
+            raise RunConfigError(problem)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
               "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
               "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),

@@ -87,6 +87,10 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
     prompt = d["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise SpecError(f"{where}: 'prompt' must be a non-empty string, got {prompt!r}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the tokenizer failed mid-run, after earlier prompts
+        raise SpecError(f"{where}: 'prompt' {prompt!r:.60} is not valid text (a lone surrogate)") from None
     where = f"{where} ({prompt!r})"
     if d["category"] not in CATEGORIES:
         raise SpecError(f"{where}: unknown category {d['category']!r}; choose from {', '.join(CATEGORIES)}")

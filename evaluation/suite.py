@@ -53,6 +53,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]`: unhashable, a TypeError in PyYAML
+                kind = "list" if isinstance(key_node, yaml.SequenceNode) else "mapping"
+                raise yaml.constructor.ConstructorError(None, None, f"a key must be a name, got a {kind}",
+                                                        key_node.start_mark)
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"{key!r} is given twice in one mapping",
@@ -105,6 +109,8 @@ def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
     category too): for evaluating a few prompts without writing a YAML file."""
     from evaluation.prompts import ParseError, parse_prompt
 
+    if isinstance(prompts, str):  # iterated, it was one prompt a letter: "prompt 1: cannot judge 't'"
+        raise SpecError(f"expected a list of prompts, got one string {prompts!r:.60}: give [{prompts!r:.60}]")
     specs = []
     for i, prompt in enumerate(prompts, 1):  # counted as a person counts them: the first is prompt 1
         try:

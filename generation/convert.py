@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from generation.sampling_options import check_settings
+from generation.files import load_torch_file
 from generation.transformer import DenoisingTransformer, TransformerConfig
 
 ACTIVATIONS = {"geglu-approximate": "gelu2", "gelu": "gelu"}
@@ -74,22 +75,11 @@ def read_json(path: Path) -> dict:
 
 
 def load_tensor_file(path: Path):
-    """torch.load(weights_only=True), its failures said plainly: a file cut short is not an
-    unsafe one, and nothing here suggests turning the check off."""
-    import pickle
-    import warnings
-
+    """`generation.files.load_torch_file`, its failure a ConversionError."""
     try:
-        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing a user can act on
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        what = str(e).split("\n\n")[-1].split(". ")[0].strip()[:160]  # torch's "Unsupported global: ..." line
-        raise ConversionError(f"{path}: refused: it holds Python objects beyond tensors, which are never unpickled "
-                              f"here ({what})") from None
-    except Exception as e:  # noqa: BLE001 - a zip archive cut short, not a PyTorch file at all, ...
-        raise ConversionError(f"{path}: not a complete PyTorch file ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0][:160]}); a download cut short?") from None
+        return load_torch_file(path)
+    except ValueError as e:
+        raise ConversionError(str(e).replace("cut short?", "a download cut short?")) from None
 
 
 def _without_variants(files: list[Path]) -> list[Path]:

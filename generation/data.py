@@ -16,7 +16,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from datasets.augment import apply, generation_transforms
-from datasets.images import open_as_seen
+from datasets.convert.common import MAX_CAPTION, escapes
+from datasets.images import as_seen, open_as_seen, rgb_uint8
 
 
 def read_captions(root: str | Path, split: str | None = None, need_captions: bool = False) -> list[dict]:
@@ -45,6 +46,12 @@ def read_captions(root: str | Path, split: str | None = None, need_captions: boo
                 caps = row["captions"] = [caps]
             if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
                 raise ValueError(f"{path}:{n}: 'captions' must be a list of strings, got {caps!r}")
+            long = next((c for c in caps if len(c) > MAX_CAPTION), None)
+            if long is not None:
+                raise ValueError(f"{path}:{n}: a caption of {len(long):,} characters; captions are at most "
+                                 f"{MAX_CAPTION:,}")
+            if escapes(row["image"]):
+                raise ValueError(f"{path}:{n}: 'image' must be a path inside {root}, got {row['image']!r}")
             if any(not c.strip() for c in caps):
                 raise ValueError(f"{path}:{n}: caption {next(k for k, c in enumerate(caps, 1) if not c.strip())} "
                                  "is empty")
@@ -82,12 +89,16 @@ def image_tensor(image, size: int | None = None, transform=None) -> torch.Tensor
 
 
 def edit_inputs(size: int, image=None, mask=None) -> dict:
-    """TextToImage's `init_image` and `inpaint_mask` from an image and a mask (files, PIL images or
-    HxWx3 arrays) of one size, each cut to the same centre square of `size` px; the mask's white
-    (over half grey) is redrawn, and its transparent parts are not (read on black). A mask without
-    white is an error: it would redraw nothing."""
+    """TextToImage's `init_image` and `inpaint_mask` from an image and a mask (files, PIL images,
+    arrays or tensors, as `datasets.images.rgb_uint8` reads them) of one size, each cut to the same
+    centre square of `size` px; the mask's white (over half grey) is redrawn, and its transparent
+    parts are not (read on black). A mask without white is an error: it would redraw nothing."""
     def opened(x, background="white"):
-        return open_image_file(x, background) if isinstance(x, (str, Path)) else x
+        if isinstance(x, (str, Path)):
+            return open_image_file(x, background)
+        if isinstance(x, Image.Image):
+            return as_seen(x, background)
+        return Image.fromarray(rgb_uint8(x))  # a float [0, 1] array was cast to uint8: black
 
     def dims(x):
         return x.size if isinstance(x, Image.Image) else (np.asarray(x).shape[1], np.asarray(x).shape[0])

@@ -30,3 +30,27 @@ def atomic_write_json(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
+
+
+def load_torch_file(path: Path):
+    """torch.load(weights_only=True), its failures said in one line: a file cut short is not an
+    unsafe one, and nothing here suggests turning the check off (torch's own message does)."""
+    import pickle
+    import re
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing a user can act on
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"(unsupported global|Unsupported operand)[^\n]*", str(e), re.IGNORECASE)
+        what = found.group(0).strip()[:160] if found else str(e).strip().splitlines()[-1][:160]
+        raise ValueError(f"{path}: refused: it holds Python objects beyond tensors, which are never unpickled "
+                         f"here ({what})") from None
+    except Exception as e:  # noqa: BLE001 - a zip archive cut short, not a PyTorch file at all, ...
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise ValueError(f"{path}: not a complete PyTorch file ({type(e).__name__}: {first}); "
+                         "cut short?") from None

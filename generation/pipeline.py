@@ -25,6 +25,8 @@ changed no token where measured, and images are decoded one by one).
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -39,6 +41,7 @@ from generation.sampling_options import check_settings
 from generation.transformer import DenoisingTransformer, TextContext, TransformerConfig
 
 FORMAT = "gendet-text-to-image-1"
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed reads a seed as 64 bits: -1 drew what 2**64 - 1 draws
 DEFAULTS = {"steps": 25, "guidance_scale": 3.0, "truncation": 0.86, "purity": False}
 
 
@@ -55,6 +58,43 @@ class GenerationOutput:
 
         arr = self.images.detach().clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
         return [Image.fromarray(a) for a in arr]
+
+
+def check_seed(seed, name: str = "seed", count: int = 1) -> int:
+    """A seed as an int in [0, 2**63), with room for `count` consecutive seeds; else a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_LIMIT - count:
+        raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
+    return int(seed)
+
+
+def sampling_arguments(steps, guidance_scale, truncation, purity, where: str = "") -> dict:
+    """The four sampling settings checked for type and range (a float step count, purity='no' or a
+    NaN guidance used to run as something else, or fail deep in the sampler)."""
+    at = f"{where}: " if where else ""
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+        raise ValueError(f"{at}steps must be an integer, got {steps!r}")
+    for name, value in (("guidance_scale", guidance_scale), ("truncation", truncation)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise ValueError(f"{at}{name} must be a number, got {value!r}")
+    if not isinstance(purity, bool):
+        raise ValueError(f"{at}purity must be True or False, got {purity!r}")
+    try:
+        check_settings(int(steps), float(truncation), float(guidance_scale))
+    except ValueError as e:
+        raise ValueError(f"{at}{e}".replace("guidance must", "guidance_scale must")) from None
+    return {"steps": int(steps), "guidance_scale": float(guidance_scale), "truncation": float(truncation),
+            "purity": purity}
+
+
+def read_json(path: Path) -> dict:
+    """A part's JSON file; a broken one is named (json's own message gives a line, not the file)."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (a generator folder holds pipeline.json, diffusion.json, "
+                                "transformer/, vqvae/ and text_encoder/)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 
 class TextToImage(nn.Module):
@@ -85,8 +125,11 @@ class TextToImage(nn.Module):
         unknown = set(defaults) - set(DEFAULTS)
         if unknown:
             raise ValueError(f"unknown sampling defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-        self.defaults.update(defaults)
-        self.defaults["steps"] = min(int(self.defaults["steps"]), self.diffusion.num_timesteps)
+        merged = {**self.defaults, **defaults}
+        checked = sampling_arguments(merged["steps"], merged["guidance_scale"], merged["truncation"],
+                                     merged["purity"], where="defaults")  # "steps": 0 loaded, then every call failed
+        self.defaults.update(checked)
+        self.defaults["steps"] = min(self.defaults["steps"], self.diffusion.num_timesteps)
 
     @property
     def device(self) -> torch.device:
@@ -123,31 +166,48 @@ class TextToImage(nn.Module):
                  inpaint_mask: torch.Tensor | None = None) -> GenerationOutput:
         """Generate num_images per prompt (or one per entry of `seeds`, for one prompt).
 
+        Seeds are integers in [0, 2**63): image i uses seed + i (or seeds[i]). Settings left None
+        are the model's defaults (`self.defaults`).
         callback(step_index, t, x0_tokens [B, h*w]) runs after every diffusion step; decode
         the tokens with `decode_tokens` for previews.
-        Editing: init_image (float [3, H, W] or [1, 3, H, W] in [0, 1], the model's size) is
+        Editing: init_image (float [3, H, W] or [1, 3, H, W] in [0, 1], the model's size; or a
+        file, PIL image or array, cut to the model's size by `generation.data.edit_inputs`) is
         tokenised; with filter_ratio in (0, 1] sampling starts from its tokens noised to that
         depth (official VQ-Diffusion filter_ratio); with inpaint_mask (bool [H, W] pixels,
-        True = regenerate) every token outside the mask stays the image's."""
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        True = regenerate; or a mask image, white = regenerate) every token outside the mask
+        stays the image's."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        elif isinstance(prompts, Sequence) and all(isinstance(p, str) for p in prompts):
+            prompts = list(prompts)
+        else:
+            raise TypeError(f"prompts must be a string or a list of strings, got {prompts!r:.80}")
         if not prompts:
             raise ValueError("no prompts given")
         if seeds is not None:
             if len(prompts) != 1:
                 raise ValueError("seeds= is for one prompt; for several, use seed= and num_images=")
-            seeds = [int(s) for s in seeds]
+            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):  # '12' drew seeds 1 and 2
+                raise TypeError(f"seeds must be a list of integers, got {seeds!r:.80}")
+            if not seeds:
+                raise ValueError("seeds is empty: give at least one seed")
+            if num_images not in (1, len(seeds)):
+                raise ValueError(f"seeds gives {len(seeds)} image(s) and num_images {num_images}: give one of them")
+            seeds = [check_seed(s, "seeds") for s in seeds]
             num_images = len(seeds)
         else:
-            base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else int(seed)
-            seeds = list(range(base, base + len(prompts) * num_images))
-        if num_images < 1:
-            raise ValueError(f"num_images must be >= 1, got {num_images}")
+            if isinstance(num_images, bool) or not isinstance(num_images, numbers.Integral) or num_images < 1:
+                raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
+            count = len(prompts) * int(num_images)
+            base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else check_seed(seed, "seed", count)
+            seeds = list(range(base, base + count))
+        num_images = int(num_images)
         T = self.diffusion.num_timesteps
-        settings = {"steps": self.defaults["steps"] if steps is None else int(steps),
-                    "guidance_scale": float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale),
-                    "truncation": float(self.defaults["truncation"] if truncation is None else truncation),
-                    "purity": bool(self.defaults["purity"] if purity is None else purity)}
-        check_settings(settings["steps"], settings["truncation"])
+        d = self.defaults
+        settings = sampling_arguments(d["steps"] if steps is None else steps,
+                                      d["guidance_scale"] if guidance_scale is None else guidance_scale,
+                                      d["truncation"] if truncation is None else truncation,
+                                      d["purity"] if purity is None else purity)
         if settings["steps"] > T:  # asked for more t values than there are: say so, do not clamp silently
             raise ValueError(f"steps must be at most this model's {T} diffusion steps, got {settings['steps']}")
         expanded = [p for p in prompts for _ in range(num_images)]
@@ -175,6 +235,20 @@ class TextToImage(nn.Module):
             if filter_ratio is not None or inpaint_mask is not None:
                 raise ValueError("filter_ratio and inpaint_mask need init_image")
             return None, None, None
+        if not torch.is_tensor(init_image) or inpaint_mask is not None and not torch.is_tensor(inpaint_mask):
+            from generation.data import edit_inputs  # files, PIL images, arrays: cut to the model's size
+
+            made = edit_inputs(self.image_size, None if torch.is_tensor(init_image) else init_image,
+                               None if inpaint_mask is None or torch.is_tensor(inpaint_mask) else inpaint_mask)
+            init_image, inpaint_mask = made.get("init_image", init_image), made.get("inpaint_mask", inpaint_mask)
+        if not init_image.is_floating_point():  # a uint8 tensor was read as values far above 1
+            raise ValueError(f"init_image is a {init_image.dtype} tensor: give floats in [0, 1] "
+                             "(or a PIL image, array or file)")
+        if init_image.numel() and not (init_image.min() >= -0.01 and init_image.max() <= 1.01):
+            raise ValueError(f"init_image holds values in [{init_image.min():g}, {init_image.max():g}]: "
+                             "give floats in [0, 1]")
+        if filter_ratio is not None and not (isinstance(filter_ratio, numbers.Real) and math.isfinite(filter_ratio)):
+            raise ValueError(f"filter_ratio must be a number in (0, 1], got {filter_ratio!r}")
         image = init_image.unsqueeze(0) if init_image.dim() == 3 else init_image
         if image.shape[0] != 1 or image.shape[1:] != (3, self.image_size, self.image_size):
             raise ValueError(f"init_image must be [3, {self.image_size}, {self.image_size}] in [0, 1], "
@@ -187,6 +261,8 @@ class TextToImage(nn.Module):
             if tuple(inpaint_mask.shape) != (self.image_size, self.image_size):
                 raise ValueError(f"inpaint_mask must be [{self.image_size}, {self.image_size}] pixels, "
                                  f"got {tuple(inpaint_mask.shape)}")
+            if not inpaint_mask.any():  # nothing to redraw: the image's own tokens, drawn "again"
+                raise ValueError("inpaint_mask marks no pixel to regenerate (True = regenerate)")
             # a token is regenerated if any of its pixels is
             pooled = torch.nn.functional.adaptive_max_pool2d(inpaint_mask.float()[None, None], (h, w))
             token_mask = pooled.flatten().bool().to(self.device).expand(batch, -1)
@@ -221,10 +297,14 @@ class TextToImage(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device | None = None) -> "TextToImage":
-        from generation.diffusers_vq import load_image_tokenizer
-        from generation.text import load_text_encoder
+        """A saved pipeline folder (`save_pretrained`'s; a bundle's generator/), on `device` (cpu,
+        cuda, cuda:N, mps; default: cuda when there is one). Loading leaves torch's global random
+        state as it was."""
+        import gendet_env  # offline, and transformers' loading bars off, before any part loads
 
-        path = Path(path)
+        path = Path(path).expanduser()
+        if path.name == "pipeline.json" and path.is_file():  # the file itself: its folder is meant
+            path = path.parent
         meta_path = path / "pipeline.json"
         if not meta_path.is_file():
             if not path.exists():
@@ -235,13 +315,23 @@ class TextToImage(nn.Module):
                     f"; an unfinished training run: its last checkpoint's model is {saved.parent} "
                     "(or finish the run with --resume)" if saved.is_file() else "")
             raise FileNotFoundError(f"{path} is not a gendet text-to-image folder (no pipeline.json){hint}")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path)
         if meta.get("format") != FORMAT:
             raise ValueError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        # checked before anything loads: 'cuda' on a machine without one failed 12 frames deep
+        device = torch.device(gendet_env.check_device(device) if device is not None else
+                              "cuda" if torch.cuda.is_available() else "cpu")
+        with torch.random.fork_rng(devices=[]):  # the random initial weights, replaced below, draw here
+            return cls._load(path, meta, device)
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict, device: torch.device) -> "TextToImage":
+        from generation.diffusers_vq import load_image_tokenizer
+        from generation.text import load_text_encoder
+
         vqvae = load_image_tokenizer(path / "vqvae", device=device)
         text = load_text_encoder(path / "text_encoder", device=device)
-        cfg = TransformerConfig.from_dict(json.loads((path / "transformer" / "config.json").read_text()))
+        cfg = TransformerConfig.from_dict(read_json(path / "transformer" / "config.json"))
         transformer = DenoisingTransformer(cfg)
         weights = path / "transformer" / "model.safetensors"
         try:
@@ -251,8 +341,13 @@ class TextToImage(nn.Module):
         null = state.pop("null_text", None)
         if null is None:
             raise ValueError(f"{weights}: no 'null_text' tensor")
-        transformer.load_state_dict(state)
-        diffusion = MaskReplaceDiffusion(**json.loads((path / "diffusion.json").read_text()))
+        try:
+            transformer.load_state_dict(state)
+        except RuntimeError as e:  # torch lists every key: the first lines say which shapes differ
+            lines = [line.strip() for line in str(e).splitlines()[1:] if line.strip()]
+            raise ValueError(f"{weights}: the weights do not fit {path / 'transformer' / 'config.json'} "
+                             f"({'; '.join(lines[:3])[:300]})") from None
+        diffusion = MaskReplaceDiffusion(**read_json(path / "diffusion.json"))
         try:
             pipe = cls(vqvae, text, transformer, diffusion, meta["image_size"], meta.get("defaults"))
         except ValueError as e:  # parts that disagree, or a defaults typo in pipeline.json

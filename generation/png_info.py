@@ -46,8 +46,11 @@ def read_settings(source) -> dict:
     name = getattr(source, "name", None) or (source if isinstance(source, (str, Path)) else "the image")
     try:
         with Image.open(source) as im:
-            im.load()
-            text = dict(getattr(im, "text", {}) or {})
+            # our chunk comes before the pixels: read without decoding them (a 12000 px square cost 565 MB)
+            text = {k: v for k, v in im.info.items() if isinstance(v, str)}
+            if KEY not in text and im.width * im.height <= 50_000_000:  # a chunk after the pixels (other tools)
+                im.load()
+                text = dict(getattr(im, "text", {}) or {})
     except Exception:  # noqa: BLE001 - PIL raises many types; ultralytics' patched open even ModuleNotFoundError
         raise ValueError(f"{name}: not a readable PNG") from None
     if KEY not in text:

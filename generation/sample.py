@@ -59,6 +59,8 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
            filter_ratio: float | None = None, mask: str | Path | None = None, batch: int = 8) -> list[Path]:
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # n=0 loaded the model to draw nothing
+        raise ValueError(f"n must be an integer >= 1, got {n!r}")
     pipe = TextToImage.from_pretrained(model, device=device)
     edit, recorded = {}, {}
     if init_image is not None or mask is not None:

@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from gendet_env import GendetWarning
 from generation.files import plain_mode
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
@@ -38,6 +39,16 @@ SPECIALS = (PAD, BOS, EOS)
 CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 FORMAT = 2  # encoder.json "format": 2 = tokenizer saved as a transformers CLIPTokenizer
 KINDS = ("scratch", "clip", "auto")
+
+
+def is_text(s: str) -> bool:
+    """Whether a string is valid Unicode text: argv bytes that were not UTF-8 arrive as lone
+    surrogates, which the tokenizer refuses with a TypeError (mid-run, after a run had started)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
@@ -50,6 +61,9 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
+        if not is_text(p):
+            raise ValueError(f"prompt {i} is not valid text: {p!r:.60} holds a lone surrogate (bytes that were "
+                             "not UTF-8?)")
         if not p.strip() and not allow_empty:
             raise ValueError(f"prompt {i} is empty: describe the image (an empty prompt is only "
                              "used internally as the classifier-free null condition)")
@@ -79,10 +93,10 @@ class TextEncoder(nn.Module):
         long = [(p, n) for p, n in zip(prompts, lengths) if n > self.max_length]
         if len(long) == 1:
             warnings.warn(f"prompt {long[0][0][:60]!r} has {long[0][1]} tokens; truncated to the model's "
-                          f"{self.max_length}", stacklevel=3)
+                          f"{self.max_length}", GendetWarning, stacklevel=3)
         elif long:
             warnings.warn(f"{len(long)} of {len(prompts)} prompts are longer than the model's {self.max_length} "
-                          f"tokens and were truncated, e.g. {long[0][0][:60]!r}", stacklevel=3)
+                          f"tokens and were truncated, e.g. {long[0][0][:60]!r}", GendetWarning, stacklevel=3)
         enc = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=self.max_length,
                              return_tensors="pt")
         mask = enc["attention_mask"].bool()

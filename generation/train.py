@@ -52,7 +52,7 @@ from tqdm import tqdm
 from generation.data import CaptionImageDataset, read_captions
 from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
-from generation.files import atomic_save_file
+from generation.files import atomic_save_file, load_torch_file
 from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, run_folder_problem
@@ -268,7 +268,7 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
         ema[k].copy_(state[f"ema.{k}"])
     pipe.diffusion.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("buf.")})
     # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
-    extra = torch.load(ck / "optimizer.pt", weights_only=True, map_location="cpu")
+    extra = load_torch_file(ck / "optimizer.pt")  # a damaged or foreign file: one line naming it
     opt.load_state_dict(extra["optimizer"])
     gen.set_state(extra["rng"])
     if noise_gen is not gen and "noise_rng" in extra:  # a CUDA run's own noise generator

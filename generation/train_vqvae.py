@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from generation.data import load_image, read_captions
+from generation.files import load_torch_file
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, run_folder_problem
 from generation.schedule import cosine_lr
@@ -180,7 +181,7 @@ def train(args) -> dict:
     if args.resume:
         vq.load_state_dict(VQVAE.from_pretrained(ck / "model", device=device).state_dict())
         # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
-        state = torch.load(ck / "state.pt", weights_only=True, map_location="cpu")
+        state = load_torch_file(ck / "state.pt")  # a damaged or foreign file: one line naming it
         if state.get("decoder_only", False) != args.decoder_only:
             raise ValueError(f"--resume: {ck} was trained {'with' if state.get('decoder_only') else 'without'} "
                              "--decoder-only; resume it the same way")

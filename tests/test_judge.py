@@ -63,7 +63,9 @@ def test_exact_count_uses_stricter_threshold_and_fails_at_n_plus_one():
 def test_absence_fails_on_any_presence_level_detection():
     spec = parse_prompt("nothing")
     assert judge(spec, [], SIZE).reason == "ok: no cat, no dog, no face"
-    assert judge({"expect": {}}, [], SIZE).reason == "ok"  # nothing asked, nothing to say
+    from evaluation.spec import PromptSpec
+
+    assert judge(PromptSpec("a photo", "negatives", {}), [], SIZE).reason == "ok"  # nothing asked, nothing to say
     assert judge(spec, [det("face", 0.29, (0, 0, 9, 9))], SIZE).passed
     v = judge(spec, [det("face", 0.3, (0, 0, 9, 9))], SIZE)
     assert not v.passed and v.reason == "expected no face, found 1 (conf 0.30)"

@@ -122,15 +122,18 @@ def test_network_use_at_import_time_fails_the_session(tmp_path):
 
 
 def test_user_warnings_print_as_one_line_for_the_terminal():
-    """Ours (a prompt cut to the model's tokens) read 'warning: ...'; other kinds keep Python's format."""
+    """Ours (a prompt cut to the model's tokens) read 'warning: ...'; other kinds, and a user's own
+    UserWarning in a process that imported gendet, keep Python's format."""
     import subprocess
     import sys
 
     code = ("import gendet_env, warnings\n"
-            "warnings.warn('prompt is long; truncated')\n"
-            "warnings.warn('old api', FutureWarning)\n")
+            "warnings.warn('prompt is long; truncated', gendet_env.GendetWarning)\n"
+            "warnings.warn('old api', FutureWarning)\n"
+            "warnings.warn('my own')\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=gendet_env.ROOT)
     lines = run.stderr.splitlines()
     assert lines[0] == "warning: prompt is long; truncated"
     assert "FutureWarning: old api" in lines[1]
+    assert lines[2] == "<string>:4: UserWarning: my own"

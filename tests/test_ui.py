@@ -269,6 +269,8 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
 
 
 def test_models_page_lists_what_is_loaded(env):
+    # a card from anyone: its remote images are not fetched by the browser (shown as their alt text)
+    (env[0].parent / "README.md").write_text("# Card\n![curves](http://203.0.113.9/x.png) ![b](//203.0.113.9/y.png)\n")
     at = page("models_page.py").run()
     assert not at.exception
     text = " ".join(m.value for m in at.markdown)
@@ -281,6 +283,8 @@ def test_models_page_lists_what_is_loaded(env):
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     assert f"samples at {defaults['steps']} steps, guidance {defaults['guidance_scale']:g}" in text
     assert any(c.value.startswith("Measured on the ") and " val images of " in c.value for c in at.caption)
+    card = next(m.value for m in at.markdown if m.value.startswith("# Card"))
+    assert "[image: curves] [image: b]" in card and "203.0.113.9" not in card
 
 
 def test_generate_does_not_judge_what_no_loaded_detector_sees(env):

@@ -80,7 +80,14 @@ if folder:
     elif not (path / "summary.json").is_file():
         st.warning(f"`{folder}` holds no summary.json: not a finished evaluation run.")
     else:
-        summary = json.loads((path / "summary.json").read_text())
+        try:  # a run folder may be damaged or come from elsewhere: a message, not a traceback
+            summary = json.loads((path / "summary.json").read_text())
+            rows = read_rows(path / "results.jsonl")
+            if not (isinstance(summary.get("overall"), dict) and isinstance(summary.get("categories"), dict)):
+                raise ValueError("summary.json has no 'overall' and 'categories'")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            st.error(f"`{folder}` holds a run gendet cannot read: {e}")
+            st.stop()
         what = "Your prompts" if summary.get("suite") == "prompts" else f"Suite {summary.get('suite')}"
         st.subheader(f"{what}: {summary['overall']['accuracy']:.1%} pass ({summary['overall']['n']} image{'s' * (summary['overall']['n'] != 1)})")
         st.caption(f"The run in `{path}`, sampled at {describe_settings(summary.get('settings') or {})}")
@@ -100,7 +107,6 @@ if folder:
             st.caption(f"Judge agreement with ground truth: {describe_agreement(summary['judge_validation'])}"
                        + (f" (on {on})" if on else ""))
         st.caption(f"Judge rules: {describe_rules(summary.get('judge', {}))}")
-        rows = read_rows(path / "results.jsonl")
         cats = sorted({r["category"] for r in rows})
         pick = st.multiselect("Categories", cats, default=cats, key="ev_cats")
         c1, c2 = st.columns([3, 1])
@@ -122,9 +128,13 @@ if folder:
             if k % 6 == 0:  # a row of its own: a long caption does not push the next row's images down
                 cols = st.columns(6)
             with cols[k % 6]:
-                picture = (draw_detections(Image.open(path / r["image"]), merge_detections(r["detections"], rules))
-                           if boxes and r.get("detections") else str(path / r["image"]))
-                st.image(picture, caption=f"{r['prompt']} #{r['seed']}", width="stretch")
+                try:
+                    with Image.open(path / r["image"]) as im:
+                        picture = (draw_detections(im, merge_detections(r["detections"], rules))
+                                   if boxes and r.get("detections") else im.convert("RGB"))
+                    st.image(picture, caption=f"{r['prompt']} #{r['seed']}", width="stretch")
+                except (OSError, ValueError) as e:  # a file missing or not an image: said in its cell
+                    st.warning(f"{r['image']}: cannot show it ({type(e).__name__})")
                 st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
         if (path / "report.html").is_file():
             st.download_button("Download the report (zip: report.html and its images)",

@@ -11,6 +11,7 @@ from detection.draw import draw_detections
 from evaluation.judge import judge, merge_detections
 from evaluation.prompts import ParseError, parse_prompt
 from evaluation.spec import PromptSpec
+from gendet_env import GendetWarning
 from generation.pipeline import DEFAULTS
 from generation.png_info import png_bytes, read_settings
 from generation.sampling_options import describe_settings
@@ -67,25 +68,30 @@ with st.expander("Load settings from a PNG made by gendet"):
     if upload is not None and st.button("Restore these settings"):
         try:
             s = read_settings(upload)  # an UploadedFile: file-like, with the upload's name for messages
-        except ValueError as e:
-            st.error(str(e))
-        else:
-            restored = {"prompt": s.get("prompt", ""), "seed": int(s.get("seed", 0)), "random_seed": False,
-                        "steps": min(int(s.get("steps", default_steps)), most_steps),
-                        "guidance": float(s.get("guidance_scale", model_defaults["guidance_scale"])),
-                        "truncation": float(s.get("truncation", model_defaults["truncation"])),
+
+            def within(value, low, high):  # the widget's range: a CLI run may have used any value
+                return min(max(value, low), high)
+
+            # each widget's type and range (a value outside a slider's range stops the page)
+            restored = {"prompt": str(s.get("prompt", "")), "seed": within(int(s.get("seed", 0)), 0, 2**31 - 1),
+                        "random_seed": False,
+                        "steps": within(int(s.get("steps", default_steps)), 1, most_steps),
+                        "guidance": within(float(s.get("guidance_scale", model_defaults["guidance_scale"])), 1.0, 10.0),
+                        "truncation": within(float(s.get("truncation", model_defaults["truncation"])), 0.5, 1.0),
                         "purity": bool(s.get("purity", model_defaults["purity"]))}
             if "init_image" in s:  # an edit: its strength comes back; the image itself must be uploaded again
-                if "filter_ratio" in s:
-                    # the slider's grid (a CLI run may have used any ratio in (0, 1])
-                    restored["strength"] = min(max(round(float(s["filter_ratio"]), 2), 0.01), 1.0)
+                if "filter_ratio" in s:  # on the slider's grid
+                    restored["strength"] = within(round(float(s["filter_ratio"]), 2), 0.01, 1.0)
                 restored["blend"] = "mask" in s and "filter_ratio" in s
+        except (TypeError, ValueError, OverflowError) as e:  # not gendet's, or a value of the wrong kind
+            st.error(f"{upload.name}: {e}" if upload.name not in str(e) else str(e))
+        else:
             before = {n: st.session_state[wkey(n)] for n in RESTORABLE if wkey(n) in st.session_state}
             st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
             st.session_state["restore"] = {wkey(n): v for n, v in (before | restored).items()}
             if "init_image" in s:
-                st.session_state["restored_edit"] = s["init_image"] + (f" under the mask {s['mask']}"
-                                                                       if "mask" in s else "")
+                st.session_state["restored_edit"] = f"{s['init_image']}" + (f" under the mask {s['mask']}"
+                                                                             if "mask" in s else "")
             st.rerun()
 if "restored_edit" in st.session_state:
     st.info(f"The restored image was drawn from {st.session_state.pop('restored_edit')}: upload it again below "
@@ -230,7 +236,7 @@ def draw_and_judge() -> None:
                 break
     preview.empty()
     bar.empty()
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}) + notes
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, GendetWarning)}) + notes
     if eyes is None:
         notes = [n for n in notes if not n.startswith("Not judged")] + ["Not judged: no detector is loaded "
                                                                          "(see the sidebar)."]

@@ -1,5 +1,6 @@
 """Models: what is loaded, its card, its parameters and file size, and its device."""
 
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -13,6 +14,12 @@ def on_disk(path: str) -> str:
     p = Path(path)
     files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
     return f"{sum(f.stat().st_size for f in files) / 1e6:.1f} MB on disk"
+
+
+def offline_markdown(text: str) -> str:
+    """A card as markdown, its images from elsewhere shown as their alt text: a model folder may come
+    from anyone, and `![](http://...)` would have the browser fetch from the network."""
+    return re.sub(r"!\[([^\]]*)\]\(\s*<?(?:[a-z][a-z0-9+.-]*:|//)[^)]*\)", r"[image: \1]", text, flags=re.IGNORECASE)
 
 
 resources.sidebar()
@@ -30,7 +37,7 @@ if pipe is not None:
     card = Path(p["generator"]).parent / "README.md"
     if card.is_file():
         with st.expander("Bundle model card (data, commands, measured metrics)"):
-            st.markdown(card.read_text())
+            st.markdown(offline_markdown(card.read_text()))
 for task, det in resources.detectors().items():
     st.subheader(f"{task} detector")
     n_params = sum(t.numel() for t in det.model.model.parameters())
@@ -46,4 +53,4 @@ for task, det in resources.detectors().items():
                        f"at image size {det.card.get('imgsz', det.imgsz)} (mAP50-95: COCO's mean over IoU 0.5-0.95)")
     if det.card.get("readme"):
         with st.expander("Training card"):
-            st.markdown(det.card["readme"])
+            st.markdown(offline_markdown(det.card["readme"]))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import random
+import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -12,6 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SPLITS = ("train", "val")
+# a caption is a sentence or two (CLIP reads 77 tokens); one of 300,000 characters stalled the BPE
+# tokenizer's training for minutes, with no word
+MAX_CAPTION = 2000
 CATDOG_NAMES = {0: "cat", 1: "dog"}
 FACE_NAMES = {0: "face"}
 TASK_NAMES = {"catdog": CATDOG_NAMES, "face": FACE_NAMES}
@@ -265,6 +270,13 @@ def load_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ConvertError(f"invalid JSON: {e.msg} (column {e.colno})", path, line=e.lineno) from e
+
+
+def escapes(name: str) -> bool:
+    """Whether a path a dataset file gives for one of its images (relative to its folder) leads out of
+    that folder: absolute, or up through "..". Such a file went into a dataset, or a zip, unasked."""
+    name = posixpath.normpath(name.replace("\\", "/"))
+    return posixpath.isabs(name) or re.match(r"[A-Za-z]:", name) is not None or name == ".." or name.startswith("../")
 
 
 def read_lines(path: Path) -> list[str]:

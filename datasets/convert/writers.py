@@ -50,6 +50,10 @@ class Output:
         existing = [name for name in self.OWNED if (self.out / name).exists()]
         if existing and not overwrite:
             raise OutputExists(self.out, existing)
+        if existing and not (self.out / "convert_report.json").is_file():  # not a conversion: never deleted
+            raise ConvertError(f"overwriting replaces an earlier conversion (one writes convert_report.json), but "
+                               f"{', '.join(existing)} here came from elsewhere; choose another output folder",
+                               self.out)
         self._made_final = not self.final.exists()
         self.out = self.final / self.STAGING
         if self.out.exists():  # left by a conversion that was killed
@@ -114,8 +118,8 @@ class Output:
         elif self.copy:
             shutil.copy2(src, dst)
         else:
-            try:
-                os.link(src, dst)
+            try:  # the file itself: a link to a symlink is a link that may point nowhere from here
+                os.link(src.resolve(), dst)
             except OSError:
                 shutil.copy2(src, dst)
         return f"images/{split}/{name}"
