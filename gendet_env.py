@@ -100,6 +100,16 @@ def ultralytics():
     return ul
 
 
+def shown_path(path) -> str:
+    """A path as recorded in files people share (PNG settings): relative to the repository when it
+    is inside it ("models/demo/generator", not the machine's absolute path), else as given."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(ROOT)) if p.is_absolute() else str(path)
+    except ValueError:
+        return str(path)
+
+
 def check_device(value) -> str:
     """A device name checked against this machine: cpu, cuda, cuda:N, N (the Nth GPU, as cuda:N) or
     mps, lower-cased; a typo or a missing GPU is a ValueError in one clear line, not a traceback

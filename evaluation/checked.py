@@ -154,7 +154,7 @@ def main(argv=None) -> int:
     for c in found:
         path = None
         if c.verdict.passed and (args.keep is None or kept < args.keep):
-            recorded = {"prompt": args.prompt, "seed": c.seed, **effective, "model": str(args.model),
+            recorded = {"prompt": args.prompt, "seed": c.seed, **effective, "model": gendet_env.shown_path(args.model),
                         "verdict": c.verdict.reason, "passed": True}
             # never over a file gendet did not write, or an image drawn otherwise (then -2, -3, ...)
             path = save_png(Image.fromarray(c.image), free_path(out, args.prompt, c.seed, recorded), recorded)

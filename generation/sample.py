@@ -80,7 +80,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
                       purity=purity, callback=lambda i, t, x0: bar.update(), filter_ratio=filter_ratio, **edit)
         out.mkdir(parents=True, exist_ok=True)  # only now: a failed run leaves no empty folder behind
         for image, s in zip(result.pil(), result.seeds):  # written as each batch ends: an interrupt keeps them
-            settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": str(model)}
+            settings = {"prompt": prompt, "seed": s, **result.settings, **recorded, "model": gendet_env.shown_path(model)}
             paths.append(save_png(image, free_path(out, prompt, s, settings), settings))
     bar.close()
     elapsed = time.time() - t0

@@ -58,3 +58,12 @@ def test_settings_read_in_words():
     assert describe_settings(edit) == "25 steps, scene.png redrawn at strength 0.6"
     assert describe_settings({**edit, "mask": "m.png"}) == "25 steps, scene.png redrawn at strength 0.6 inside m.png"
     assert describe_settings({"init_image": "scene.png", "mask": "m.png"}) == "scene.png inpainted inside m.png"
+
+
+def test_shared_pngs_record_the_bundle_by_its_place_in_the_repository(tmp_path):
+    """A PNG people pass around names the model as models/demo/generator, not this machine's path."""
+    import gendet_env
+
+    assert gendet_env.shown_path(gendet_env.ROOT / "models" / "demo" / "generator") == "models/demo/generator"
+    assert gendet_env.shown_path(tmp_path / "gen") == str(tmp_path / "gen")  # elsewhere: as given
+    assert gendet_env.shown_path("runs/x") == "runs/x"
