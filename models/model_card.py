@@ -138,6 +138,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
               f"| face.pt | YOLO face detector (ultralytics) | {_mb(bundle / 'face.pt'):.1f} |", "",
               "## Measured", "",
               f"- VQ-VAE: val PSNR {vq.get('val_psnr', float('nan')):.2f} dB pooled"
+              + (f" over {vq['val_images']} val images" if vq.get("val_images") else "")
               + (f" ({vq['val_psnr_per_image']:.2f} dB per image)" if "val_psnr_per_image" in vq else "")
               + f", {vq.get('codes_used')} codes used, "
               f"perplexity {vq.get('perplexity', float('nan')):.1f}"
@@ -226,7 +227,7 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
         r = speed[0]
         lines += [f"{'Evaluation and speed' if hardware.is_file() else 'Hardware'}: {r['gpu'] or 'no GPU'}; "
                   f"{r['cores']} CPU cores ({r['cpu']}).", ""]
-    lines += ["| stage | seconds |", "|---|---|"]
+    lines += ["| stage | seconds (the whole stage, with its checks and exports) |", "|---|---|"]
     lines += [f"| {k} | {v:.0f} |" for k, v in sorted(times.items(), key=lambda kv: (
         STAGES.index(kv[0]) if kv[0] in STAGES else len(STAGES)))]
     path = bundle / "README.md"

@@ -178,7 +178,8 @@ def test_cli_resume_is_bit_identical_and_logs_metrics(tmp_path, gan, precision):
     final = json.loads((full / "metrics.json").read_text())
     assert final["step"] == 6 and final["val_split"] == "val" and 1 <= final["codes_used"] <= 16
     assert final["precision"] == precision and final["val_psnr_per_image"] >= final["val_psnr"]
-    # metrics.json's PSNR is the saved model's encode -> decode PSNR on the 2 val images
+    # metrics.json's PSNR is the saved model's encode -> decode PSNR on the 2 val images, and says so
+    assert final["val_images"] == 2
     vq = VQVAE.from_pretrained(full)
     val = train_vqvae.as_float(train_vqvae.load_images(train_vqvae.image_paths(data, "val"), 32, quiet=True), "cpu")
     assert final["val_psnr"] == pytest.approx(train_vqvae.psnr(vq.decode(vq.encode(val)), val), abs=1e-4)

@@ -18,6 +18,21 @@ from ui import resources
 
 PAGE = 120  # images shown at once: 20 rows of 6
 
+
+def unreadable(run) -> str | None:
+    """What keeps a run folder from being shown, or None: it may be damaged, or come from elsewhere
+    (rows naming files outside it are refused by read_rows)."""
+    try:
+        summary = json.loads((run / "summary.json").read_text())
+        read_rows(run / "results.jsonl")
+    except (OSError, ValueError) as e:
+        return str(e)
+    if not (isinstance(summary, dict) and isinstance(summary.get("overall"), dict)
+            and isinstance(summary.get("categories"), dict)):
+        return "summary.json has no 'overall' and 'categories'"
+    return None
+
+
 resources.sidebar()
 st.title("Evaluate")
 run_tab, open_tab = st.tabs(["Run a suite", "Open a run"])
@@ -79,15 +94,11 @@ if folder:
         st.warning(f"`{folder}` does not exist.")
     elif not (path / "summary.json").is_file():
         st.warning(f"`{folder}` holds no summary.json: not a finished evaluation run.")
+    elif problem := unreadable(path):
+        st.error(f"`{folder}` holds a run gendet cannot read: {problem}")
     else:
-        try:  # a run folder may be damaged or come from elsewhere: a message, not a traceback
-            summary = json.loads((path / "summary.json").read_text())
-            rows = read_rows(path / "results.jsonl")
-            if not (isinstance(summary.get("overall"), dict) and isinstance(summary.get("categories"), dict)):
-                raise ValueError("summary.json has no 'overall' and 'categories'")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-            st.error(f"`{folder}` holds a run gendet cannot read: {e}")
-            st.stop()
+        summary = json.loads((path / "summary.json").read_text())
+        rows = read_rows(path / "results.jsonl")
         what = "Your prompts" if summary.get("suite") == "prompts" else f"Suite {summary.get('suite')}"
         st.subheader(f"{what}: {summary['overall']['accuracy']:.1%} pass ({summary['overall']['n']} image{'s' * (summary['overall']['n'] != 1)})")
         st.caption(f"The run in `{path}`, sampled at {describe_settings(summary.get('settings') or {})}")
