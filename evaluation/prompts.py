@@ -121,8 +121,8 @@ def parse_prompt(prompt: str) -> PromptSpec:
         category = "faces"
     elif named:
         category = "colors"
-    elif any(p[2] or p[1] > 1 for p in phrases):
-        category = "counting"
+    elif any(p[2] or p[1] > 1 for p in phrases) or any(n > 1 for n, _ in totals.values()):
+        category = "counting"  # "a white cat and a black cat" asks for two cats, as "two cats" does
     elif len(labels) > 1:
         category = "two_objects"
     else:

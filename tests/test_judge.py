@@ -327,6 +327,10 @@ def test_prompts_given_read_back_as_a_suite_file_reads_them():
     # a relation within one class is judged as the count it implies, and filed so
     spec = parse_prompt("a black cat to the left of a white cat")
     assert spec.category == "counting" and spec.expect["cat"] == {"min": 2} and spec.relations == ()
+    # so is one class named twice ("single_object" held prompts that ask for two)
+    for prompt in ("a cat and a cat", "a white cat and a black cat", "a face and a face"):
+        assert parse_prompt(prompt).category == ("faces" if "face" in prompt else "counting"), prompt
+    assert parse_prompt("a white cat and a dog").category == "colors"
 
 
 def test_colours_cover_every_cat_seen_and_say_the_prompts_number():
