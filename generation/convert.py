@@ -274,11 +274,23 @@ def convert_diffusers(src: str | Path, out: str | Path, defaults: dict | None = 
 
 
 def save_pipeline(pipe, out: Path) -> None:
-    """Into a new folder, or over an earlier conversion (check_out allowed no other)."""
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / "vqvae").exists():  # its kind may change (our VQ-VAE or a wrapped VQModel): no stale files
-        shutil.rmtree(out / "vqvae")
-    pipe.save_pretrained(out)
+    """Into a new folder, or over an earlier conversion (check_out allowed no other). Written whole
+    beside it first and then swapped in: a failure midway leaves the earlier conversion as it was
+    (its vqvae/ was deleted before the new one was saved), and no stale file of it stays."""
+    staged, old = out.with_name(f".{out.name}.converting"), out.with_name(f".{out.name}.replaced")
+    for leftover in (staged, old):  # from a conversion that was killed
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        pipe.save_pretrained(staged)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rename(old)
+    staged.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def check_tokenizer(tok, vocab_size: int, where: Path) -> None:

@@ -180,7 +180,7 @@ def test_a_converted_pipeline_fine_tunes(converted, tmp_path):
     assert tuned("a cat", steps=2, seed=0).images.shape == (1, 3, 8, 8)
 
 
-def test_broken_sources_and_outs_are_refused_in_one_line(tmp_path, capsys):
+def test_broken_sources_and_outs_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
     """From a walk with broken downloads: each was converted without a word (or gave a traceback)."""
     import json
     import shutil
@@ -259,6 +259,19 @@ def test_broken_sources_and_outs_are_refused_in_one_line(tmp_path, capsys):
     for _ in range(2):
         assert main(["--from", "diffusers", str(src), "--out", str(tmp_path / "again")]) == 0
     assert "null condition: learned" in capsys.readouterr().out
+    # a conversion that fails while saving leaves the earlier one whole (its vqvae/ was deleted first)
+    before = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()}
+
+    def fails_midway(self, path):
+        (path / "vqvae").mkdir(parents=True)
+        (path / "vqvae" / "half.json").write_text("{")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(TextToImage, "save_pretrained", fails_midway)
+    with pytest.raises(OSError, match="No space left"):
+        convert_diffusers(src, tmp_path / "again")
+    after = {p.relative_to(tmp_path / "again"): p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file()}
+    assert after == before and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".again")) == []
 
 
 @pytest.mark.parametrize("argv, message", [
