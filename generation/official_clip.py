@@ -47,14 +47,21 @@ def tokenizer_from_bpe(bpe_path: str | Path, max_length: int = 77, end_idx: int 
     from transformers import CLIPTokenizer
 
     bpe_path = Path(bpe_path)
-    try:
-        lines = gzip.open(bpe_path).read().decode("utf-8").rstrip("\n").split("\n")
-    except (OSError, UnicodeDecodeError) as e:
+    wanted = end_idx - 256 - 2  # merges after the header line: only those are read
+    lines = []
+    try:  # line by line, each at most 1,000 bytes: a small .gz can expand to gigabytes on one line
+        with gzip.open(bpe_path) as fh:
+            for _ in range(wanted + 1):
+                line = fh.readline(1000)
+                if not line:
+                    break
+                lines.append(line.decode("utf-8").rstrip("\n"))
+    except (OSError, EOFError, UnicodeDecodeError) as e:
         raise ClipError(f"{bpe_path}: not a gzipped BPE merges file ({e})") from None
-    merges = [tuple(line.split()) for line in lines[1:end_idx - 256 - 2 + 1]]
+    merges = [tuple(line.split()) for line in lines[1:]]
     bad = next((i for i, m in enumerate(merges) if len(m) != 2), None)
     if bad is not None:
-        raise ClipError(f"{bpe_path}: line {bad + 2} is not a merge of two symbols: {lines[bad + 1]!r}")
+        raise ClipError(f"{bpe_path}: line {bad + 2} is not a merge of two symbols: {lines[bad + 1][:80]!r}")
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]

@@ -266,3 +266,18 @@ def test_a_data_yamls_download_script_is_dropped(tmp_path):
                                                       "download": "import os; os.system('echo x')"}))
     written = yaml.safe_load(load_dataset(scenes / "data.yaml").write_resolved_yaml(tmp_path / "r.yaml").read_text())
     assert "download" not in written and written["names"] == {0: "cat", 1: "dog"}
+
+
+def test_a_bpe_file_that_expands_to_one_huge_line_is_refused_at_once(tmp_path):
+    """A 50 KB .gz holding a 50 MB line: refused after its first kilobyte, and the message quotes 80
+    characters of it, not all of them."""
+    import gzip
+
+    from generation.official_clip import ClipError, tokenizer_from_bpe
+
+    with gzip.open(tmp_path / "bpe.txt.gz", "wb") as fh:
+        fh.write(b"#version: 0.2\n" + b"a" * 50_000_000 + b"\n")
+    assert (tmp_path / "bpe.txt.gz").stat().st_size < 100_000
+    with pytest.raises(ClipError, match="line 2 is not a merge of two symbols") as e:
+        tokenizer_from_bpe(tmp_path / "bpe.txt.gz")
+    assert len(str(e.value)) < 300
