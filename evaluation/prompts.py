@@ -19,7 +19,7 @@ import re
 
 from datasets.scenes import COUNT_WORDS, EMPTY_CAPTIONS, PHOTO_PREFIX
 from evaluation.judge import CLASSES
-from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec
+from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec, text_problem
 
 RELATION_WORDS = {"to the left of": "left_of", "to the right of": "right_of", "above": "above", "below": "below"}
 NUMBERS = {w: n for n, w in COUNT_WORDS.items()} | {str(n): n for n in COUNT_WORDS}
@@ -62,10 +62,9 @@ def parse_prompt(prompt: str) -> PromptSpec:
     """The expectation a prompt states; ParseError if the judge cannot read it."""
     if not isinstance(prompt, str):
         raise ParseError(f"a prompt is a string, got {type(prompt).__name__}")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:  # argv bytes that were not UTF-8: the tokenizer failed mid-run
-        raise ParseError(f"{prompt!r:.60} is not valid text (a lone surrogate: bytes that were not UTF-8?)") from None
+    problem = text_problem(prompt)
+    if problem:
+        raise ParseError(problem)
     prompt = prompt.strip()  # as a suite file's prompts are read: a run's prompts must read back the same
     text = re.sub(r"\s+", " ", prompt.lower().rstrip("."))
     if not text:

@@ -7,6 +7,7 @@ The schema is the suite YAML's (evaluation/suites/*.yaml):
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 
 from datasets.scenes_draw import FUR_RGB
@@ -74,6 +75,20 @@ class PromptSpec:
         return "; ".join(p for p in parts if p)
 
 
+def text_problem(prompt: str) -> str | None:
+    """Why a prompt is not text a run can keep, or None: a lone surrogate (argv bytes that were not
+    UTF-8: the tokenizer failed mid-run), or a control character such as NUL (written raw into
+    results.jsonl, PNG text and report.html)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{prompt!r:.60} is not valid text (a lone surrogate: bytes that were not UTF-8?)"
+    bad = next((c for c in prompt if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+    if bad is not None:
+        return f"{prompt!r:.60} holds the control character U+{ord(bad):04X}"
+    return None
+
+
 def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
     """Validate one suite entry; errors name `where` (e.g. "suite.yaml, prompt 3") and the field."""
     if not isinstance(d, dict):
@@ -87,10 +102,9 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
     prompt = d["prompt"]
     if not isinstance(prompt, str) or not prompt.strip():
         raise SpecError(f"{where}: 'prompt' must be a non-empty string, got {prompt!r}")
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate: the tokenizer failed mid-run, after earlier prompts
-        raise SpecError(f"{where}: 'prompt' {prompt!r:.60} is not valid text (a lone surrogate)") from None
+    problem = text_problem(prompt)
+    if problem:
+        raise SpecError(f"{where}: 'prompt' {problem}")
     where = f"{where} ({prompt!r})"
     if d["category"] not in CATEGORIES:
         raise SpecError(f"{where}: unknown category {d['category']!r}; choose from {', '.join(CATEGORIES)}")

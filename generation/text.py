@@ -42,13 +42,14 @@ KINDS = ("scratch", "clip", "auto")
 
 
 def is_text(s: str) -> bool:
-    """Whether a string is valid Unicode text: argv bytes that were not UTF-8 arrive as lone
-    surrogates, which the tokenizer refuses with a TypeError (mid-run, after a run had started)."""
+    """Whether a string is text a prompt may be: valid Unicode (argv bytes that were not UTF-8 arrive
+    as lone surrogates, which the tokenizer refuses with a TypeError, mid-run) without control
+    characters such as NUL (kept raw in PNG text and reports)."""
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:
         return False
-    return True
+    return not any(ord(c) < 32 and c not in "\t\n\r" or 127 <= ord(c) < 160 for c in s)
 
 
 def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
@@ -63,7 +64,7 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
             raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
         if not is_text(p):
             raise ValueError(f"prompt {i} is not valid text: {p!r:.60} holds a lone surrogate (bytes that were "
-                             "not UTF-8?)")
+                             "not UTF-8?) or a control character")
         if not p.strip() and not allow_empty:
             raise ValueError(f"prompt {i} is empty: describe the image (an empty prompt is only "
                              "used internally as the classifier-free null condition)")

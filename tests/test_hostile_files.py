@@ -221,6 +221,12 @@ def test_text_that_is_not_text_and_yaml_keys_that_are_not_names_are_refused(tmp_
         spec_from_dict({"prompt": lone, "category": "single_object", "expect": {"cat": {"min": 1}}})
     with pytest.raises(ValueError, match="prompt 0 is not valid text"):
         check_prompts([lone], allow_empty=False)
+    for nul in ("a cat\x00", "two\x1b[31m dogs"):  # kept raw in results.jsonl, PNG text and report.html
+        with pytest.raises(ParseError, match="holds the control character U\\+00"):
+            parse_prompt(nul)
+        with pytest.raises(ValueError, match="is not valid text"):
+            check_prompts([nul], allow_empty=False)
+    assert parse_prompt("two\tcats").category == "counting"  # whitespace is not a control character here
     (tmp_path / "s.yaml").write_text("name: s\n? [a, b]\n: 1\nprompts: []\n")
     with pytest.raises(SpecError, match=r"s.yaml:2:\d+: not valid YAML: a key must be a name, got a list"):
         load_suite(tmp_path / "s.yaml")
