@@ -434,7 +434,8 @@ def check_args(n: int, size: int, seed: int, val_fraction: float, workers: int,
 def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: float = 0.1,
              workers: int = 1, progress: bool = True, backgrounds: tuple[str, ...] = draw.BACKGROUNDS,
              min_object: float = 0.0, count_probs: tuple[float, ...] = COUNT_PROBS) -> Path:
-    """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `backgrounds`
+    """Write a scenes dataset root (datasets/FORMATS.md) and return its path. `out_dir` is new,
+    empty, or an earlier scenes dataset, which is replaced (another folder is refused). `backgrounds`
     limits the background kinds (e.g. PLAIN_BACKGROUNDS; "plain" stands for those), `min_object` the smallest object
     (a fraction of the image side): easier worlds for a small generator; `count_probs`
     reweights how many objects a scene has, P(0..4), e.g. more two-object scenes, where the
