@@ -30,7 +30,9 @@ def as_seen(image: Image.Image, background: str = "white") -> Image.Image:
     return upright.convert("RGB")
 
 
-MAX_PIXELS = 100_000_000  # a 12000 px square PNG of 560 KB decoded to 3.3 GB; photos stay under this
+# PIL's own decompression-bomb limit (179 MP), checked before decoding with a message that says so
+# (a 108 MP phone photo must open; a 560 KB PNG of 12000 px squared decodes to 3.3 GB all the same)
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 def open_as_seen(path, background: str = "white") -> Image.Image:
@@ -64,7 +66,10 @@ def rgb_uint8(image: Any) -> np.ndarray:
         t = image.detach()
         if t.ndim != 3 or t.shape[0] not in (1, 3):
             raise ValueError(f"expected a [3,H,W] image tensor, got shape {tuple(t.shape)}")
-        image = t.to("cpu").permute(1, 2, 0).numpy()  # then read as the array it is
+        t = t.to("cpu")
+        if t.is_floating_point():  # numpy has no bfloat16
+            t = t.float()
+        image = t.permute(1, 2, 0).numpy()  # then read as the array it is
     if not isinstance(image, np.ndarray):
         raise ValueError(f"unsupported image type {type(image).__name__} (a file path, PIL image, numpy "
                          "HxWx3 RGB array, or torch tensor [3,H,W]; floats in [0, 1])")

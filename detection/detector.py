@@ -144,7 +144,7 @@ class Detector:
         bundle's "catdog" / "face" (models/demo), on
         `device` (cpu, cuda, cuda:N, mps; default: the first GPU, else cpu), with its card."""
         try:  # at once, not at the first image ('mps' ran on the CPU, saying nothing; 'cuda' failed in detect)
-            device = gendet_env.check_device(device) if device is not None else default_device()
+            device = gendet_env.check_device(device) if device not in (None, "") else default_device()
         except ValueError as e:
             raise UsageError(f"device: {e}") from None
         weights = check_local_weights(resolve_model(path) if str(path) in BUNDLED else path)
@@ -165,11 +165,14 @@ class Detector:
     def detect(self, images, conf: float | None = None, iou: float | None = None, imgsz: int | None = None,
                max_det: int = 300, batch: int = 16) -> list[Detections]:
         """Detect objects in each image; boxes are (x1, y1, x2, y2) in that image's own pixels."""
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        from generation.sampling_options import whole  # any integer type, or 128.0
+
+        if whole(batch) is None or batch < 1:
             raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
-        if imgsz is not None and (isinstance(imgsz, bool) or not isinstance(imgsz, int) or imgsz < 32):
+        if imgsz is not None and (whole(imgsz) is None or imgsz < 32):
             raise UsageError(f"imgsz must be an integer >= 32 (ultralytics rounds it to a multiple of 32), "
                              f"got {imgsz!r}")
+        batch, imgsz = whole(batch), None if imgsz is None else whole(imgsz)
         arrays = as_image_list(images)
         conf = 0.25 if conf is None else float(conf)
         iou = 0.7 if iou is None else float(iou)

@@ -22,6 +22,7 @@ import gendet_env
 
 import argparse
 import json
+import time
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,7 @@ def main(argv=None) -> int:
                                  **settings, callback=lambda i, t, x0: bar.update())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")  # which run a row of the appended log came from
     rows, kept = [], 0
     for c in found:
         path = None
@@ -159,8 +161,9 @@ def main(argv=None) -> int:
             # never over a file gendet did not write, or an image drawn otherwise (then -2, -3, ...)
             path = save_png(Image.fromarray(c.image), free_path(out, args.prompt, c.seed, recorded), recorded)
             kept += 1
-        rows.append({"prompt": args.prompt, "seed": c.seed, "passed": c.verdict.passed, "reason": c.verdict.reason,
-                     "score": round(c.score, 4), "detections": c.detections, "image": path and path.name})
+        rows.append({"run": started, "prompt": args.prompt, "seed": c.seed, "passed": c.verdict.passed,
+                     "reason": c.verdict.reason, "score": round(c.score, 4), "detections": c.detections,
+                     "image": path and path.name})
         print(f"seed {c.seed}: {'pass' if c.verdict.passed else 'fail'} ({c.verdict.reason})"
               + (f" -> {path}" if path else ""))
     with open(out / "checked.jsonl", "a", encoding="utf-8") as fh:  # after the rows of earlier runs

@@ -81,7 +81,9 @@ def pooled_outcomes(paths: list[Path]) -> dict[tuple, tuple[str, bool]]:
 
 def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) -> dict:
     """{"overall": block, "categories": {name: block}}; a block counts n pairs, passes in a
-    and b, gained, lost and the sign test's p. Both runs must hold the same images."""
+    and b, gained, lost and the sign test's p. Both runs must hold the same images. A prompt filed
+    under another category in b (a newer parser's reading) is counted under b's, and listed under
+    "refiled"."""
     if a.keys() != b.keys():
         only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
         raise ValueError(f"the runs hold different images: {len(only_a)} only in the first (e.g. {only_a[:2]}), "
@@ -89,10 +91,11 @@ def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) 
                          "images per prompt and seed (a run at a seed above 0 made before 2026-12-05 drew image k "
                          "with seed + k, so its images are not a newer run's at that seed)")
     pairs: dict[str, list[tuple[bool, bool]]] = {}
+    refiled = {}  # prompts a newer parser files otherwise ("a white cat and a black cat": counting)
     for key, (category, passed) in a.items():
         if b[key][0] != category:
-            raise ValueError(f"prompt {key[0]!r} is {category!r} in the first run and {b[key][0]!r} in the second")
-        pairs.setdefault(category, []).append((passed, b[key][1]))
+            refiled[key[0]] = (category, b[key][0])
+        pairs.setdefault(b[key][0], []).append((passed, b[key][1]))
 
     def block(rows: list[tuple[bool, bool]]) -> dict:
         gained = sum(1 for x, y in rows if y and not x)
@@ -101,7 +104,8 @@ def compare(a: dict[tuple, tuple[str, bool]], b: dict[tuple, tuple[str, bool]]) 
                 "gained": gained, "lost": lost, "p": sign_test(gained, lost)}
 
     return {"overall": block([p for rows in pairs.values() for p in rows]),
-            "categories": {c: block(rows) for c, rows in sorted(pairs.items())}}
+            "categories": {c: block(rows) for c, rows in sorted(pairs.items())},
+            **({"refiled": {p: list(c) for p, c in sorted(refiled.items())}} if refiled else {})}
 
 
 def markdown_table(result: dict) -> str:
@@ -132,6 +136,10 @@ def main(argv=None) -> int:
         print(f"warning: the runs were judged by different rules ({judges[0]}; {judges[1]}): judge one again "
               "by the other's rules to compare the images alone (evaluation.run --images-from RUN --judge ...)",
               file=sys.stderr)
+    if result.get("refiled"):  # the same images, counted under the second run's categories
+        (prompt, (was, now)), n = next(iter(result["refiled"].items())), len(result["refiled"])
+        print(f"warning: {n} prompt{'s' * (n != 1)} filed under other categories in the two runs (e.g. {prompt!r}: "
+              f"{was}, then {now}); compared under the second run's", file=sys.stderr)
     print(f"first: {names[0]}\nsecond: {names[1]}\n")
     print(markdown_table(result))
     if args.json_out:

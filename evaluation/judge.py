@@ -28,6 +28,7 @@ that produced it. The rules, in the order they are applied:
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -48,7 +49,7 @@ class JudgeRules:
     def __post_init__(self):
         for name in ("presence_conf", "count_conf", "position_margin", "dedup_iou", "color_distance", "nest_cover"):
             v = getattr(self, name)
-            if not (v is None and name == "nest_cover") and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            if not (v is None and name == "nest_cover") and (isinstance(v, (bool, str)) or not isinstance(v, numbers.Real)):
                 raise ValueError(f"JudgeRules.{name} must be a number, got {v!r}")
         if not 0.0 <= self.color_distance <= 442.0:  # 442 = the RGB cube's diagonal
             raise ValueError(f"JudgeRules.color_distance must be in [0, 442], got {self.color_distance}")
@@ -210,6 +211,34 @@ def _where(a: Found, b: Found, margin_px: float) -> str:
     return " and ".join(words) if words else "level with"
 
 
+def checked_dict_spec(d: Mapping):
+    """A spec given as a dict, its shape checked: 'expect' maps labels (any a detector gives) to
+    {count: N} or {min: N}; 'colors' maps labels to colour names; 'relations' are [a, relation, b].
+    Other fields (an id, a category) are the caller's."""
+    from evaluation.spec import PromptSpec
+    from generation.sampling_options import whole
+
+    expect = d.get("expect")
+    if not isinstance(expect, Mapping):
+        raise ValueError(f"spec: 'expect' must map labels to {{count: N}} or {{min: N}}, got {expect!r:.80}")
+    clean = {}
+    for label, rule in expect.items():
+        kind, n = next(iter(rule.items())) if isinstance(rule, Mapping) and len(rule) == 1 else (None, None)
+        if kind not in ("count", "min") or whole(n) is None or n < (1 if kind == "min" else 0):
+            raise ValueError(f"spec: expect.{label} must be {{count: N}} (N >= 0) or {{min: N}} (N >= 1), got {rule!r}")
+        clean[label] = {kind: whole(n)}
+    colors = d.get("colors") or {}
+    if not (isinstance(colors, Mapping) and all(isinstance(c, str) for c in colors.values())):
+        raise ValueError(f"spec: 'colors' must map labels to colour names, got {colors!r:.80}")
+    relations = []
+    for k, rel in enumerate(d.get("relations") or []):
+        if not (isinstance(rel, (list, tuple)) and len(rel) == 3 and rel[1] in RELATIONS):
+            raise ValueError(f"spec: relations[{k}] must be [a, relation, b] with a relation of "
+                             f"{', '.join(RELATIONS)}, got {rel!r}")
+        relations.append(tuple(rel))
+    return PromptSpec(str(d.get("prompt", "")), str(d.get("category", "")), clean, dict(colors), tuple(relations))
+
+
 def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
           rules: JudgeRules = DEFAULT_RULES, image=None) -> Verdict:
     """Judge one image. `spec` has `expect` ({class: {"count": N} | {"min": N}}), and
@@ -218,13 +247,12 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
     height); `image` (anything `datasets.images.rgb_uint8` reads: an RGB array, PIL image,
     tensor) is only needed for colour checks."""
     if isinstance(spec, Mapping):  # a misspelt field judged nothing and passed
-        from evaluation.spec import spec_from_dict
-
-        spec = spec_from_dict({"prompt": "a spec given as a dict", "category": "single_object", **spec}, "spec")
+        spec = checked_dict_spec(spec)
     expect, relations, colors = spec.expect or {}, spec.relations or [], spec.colors or {}
-    if not (isinstance(image_size, (tuple, list)) and len(image_size) == 2):
-        raise ValueError(f"image_size must be (width, height), got {image_size!r}")
-    width, height = image_size
+    try:
+        width, height = (float(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"image_size must be (width, height), got {image_size!r}") from None
     found = merge_detections(detections, rules)
     by_label = {c: [f for f in found if f.label == c] for c in {f.label for f in found} | set(expect)}
     counts = {c: len(v) for c, v in sorted(by_label.items())}

@@ -148,7 +148,8 @@ def foreign_folder(out: Path) -> str | None:
     evaluation run's (a user's report.html and images/ were written over)."""
     if not out.is_dir() or (out / "run.json").is_file():
         return None
-    held = sorted(p.name for p in out.iterdir() if not (p.name == "images" and p.is_dir() and not any(p.iterdir())))
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")  # .DS_Store, .gitkeep
+                  and not (p.name == "images" and p.is_dir() and not any(p.iterdir())))
     if held:
         return (f"{out} holds files that are not an evaluation run's ({', '.join(held[:3])}"
                 f"{', ...' if len(held) > 3 else ''}); choose an empty or new folder")
@@ -163,6 +164,10 @@ def _differences(old, new, name: str = "") -> list[str]:
     if old == new:
         return []
     if isinstance(old, list) and isinstance(new, list):  # the prompts: too long to print
+        if len(old) == len(new):  # the first entry that differs, and how
+            first = next(((a, b) for a, b in zip(old, new) if a != b), None)
+            if first and isinstance(first[0], dict) and isinstance(first[1], dict):
+                return [f"{name}: {first[0].get('prompt')!r} has {_differences(first[0], first[1])[0]}"]
         return [f"{name}: {len(old)} there, {len(new)} now" if len(old) != len(new) else f"{name}: other values"]
     shown = ["unset" if v is None else repr(v) for v in (old, new)]
     return [f"{name}: {shown[0]} there, {shown[1]} now"]
@@ -179,8 +184,12 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         if old != config:
             diff = _differences(old, config)
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
+            hint = ""
+            if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):
+                hint = (f"; the same prompts, with other expectations (an edited suite, or a newer gendet's "
+                        f"reading): --suite {out / 'suite.yaml'} resumes it as it began")
             raise RunConfigError(f"{out} holds a run with other settings ({'; '.join(diff[:3])}{more}): rerun with "
-                             "its settings to resume it, or start a new run in another folder")
+                                 f"its settings to resume it, or start a new run in another folder{hint}")
     else:
         dump_suite(suite.name, suite.prompts, out / "suite.yaml")
         write_json(config, path)

@@ -25,11 +25,9 @@ changed no token where measured, and images are decoded one by one).
 from __future__ import annotations
 
 import json
-import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from safetensors.torch import load_file
@@ -37,7 +35,7 @@ from torch import nn
 
 from generation.diffusion import MaskReplaceDiffusion
 from generation.files import atomic_save_file, atomic_write_json
-from generation.sampling_options import check_settings
+from generation.sampling_options import check_settings, finite_number, whole
 from generation.transformer import DenoisingTransformer, TextContext, TransformerConfig
 
 FORMAT = "gendet-text-to-image-1"
@@ -62,28 +60,34 @@ class GenerationOutput:
 
 def check_seed(seed, name: str = "seed", count: int = 1) -> int:
     """A seed as an int in [0, 2**63), with room for `count` consecutive seeds; else a ValueError naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= SEED_LIMIT - count:
+    n = whole(seed)
+    if n is None or not 0 <= n <= SEED_LIMIT - count:
         raise ValueError(f"{name} must be an integer in [0, 2**63), got {seed!r}")
-    return int(seed)
+    return n
 
 
 def sampling_arguments(steps, guidance_scale, truncation, purity, where: str = "") -> dict:
     """The four sampling settings checked for type and range (a float step count, purity='no' or a
     NaN guidance used to run as something else, or fail deep in the sampler)."""
     at = f"{where}: " if where else ""
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral):
+    n_steps = whole(steps)
+    if n_steps is None:
         raise ValueError(f"{at}steps must be an integer, got {steps!r}")
+    numbers_ = {}
     for name, value in (("guidance_scale", guidance_scale), ("truncation", truncation)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise ValueError(f"{at}{name} must be a number, got {value!r}")
-    if not isinstance(purity, bool):
+        try:
+            if isinstance(value, (bool, str, bytes)):
+                raise TypeError
+            numbers_[name] = float(value)  # a numpy or 0-d tensor number too
+        except (TypeError, ValueError):
+            raise ValueError(f"{at}{name} must be a number, got {value!r}") from None
+    if isinstance(purity, (str, bytes)) or purity not in (True, False):  # 'no' ran as True
         raise ValueError(f"{at}purity must be True or False, got {purity!r}")
     try:
-        check_settings(int(steps), float(truncation), float(guidance_scale))
+        check_settings(n_steps, numbers_["truncation"], numbers_["guidance_scale"])
     except ValueError as e:
         raise ValueError(f"{at}{e}".replace("guidance must", "guidance_scale must")) from None
-    return {"steps": int(steps), "guidance_scale": float(guidance_scale), "truncation": float(truncation),
-            "purity": purity}
+    return {"steps": n_steps, **numbers_, "purity": bool(purity)}
 
 
 def read_json(path: Path) -> dict:
@@ -178,17 +182,18 @@ class TextToImage(nn.Module):
         stays the image's."""
         if isinstance(prompts, str):
             prompts = [prompts]
-        elif isinstance(prompts, Sequence) and all(isinstance(p, str) for p in prompts):
-            prompts = list(prompts)
-        else:
+        elif isinstance(prompts, Iterable) and not isinstance(prompts, bytes):
+            prompts = [str(p) if isinstance(p, str) else p for p in prompts]  # numpy's str_ too
+        if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
             raise TypeError(f"prompts must be a string or a list of strings, got {prompts!r:.80}")
         if not prompts:
             raise ValueError("no prompts given")
         if seeds is not None:
             if len(prompts) != 1:
                 raise ValueError("seeds= is for one prompt; for several, use seed= and num_images=")
-            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence):  # '12' drew seeds 1 and 2
+            if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Iterable):  # '12' drew seeds 1 and 2
                 raise TypeError(f"seeds must be a list of integers, got {seeds!r:.80}")
+            seeds = list(seeds)  # a tuple, range, array or tensor of seeds
             if not seeds:
                 raise ValueError("seeds is empty: give at least one seed")
             if num_images not in (1, len(seeds)):
@@ -196,12 +201,12 @@ class TextToImage(nn.Module):
             seeds = [check_seed(s, "seeds") for s in seeds]
             num_images = len(seeds)
         else:
-            if isinstance(num_images, bool) or not isinstance(num_images, numbers.Integral) or num_images < 1:
+            if whole(num_images) is None or num_images < 1:
                 raise ValueError(f"num_images must be an integer >= 1, got {num_images!r}")
             count = len(prompts) * int(num_images)
             base = int(torch.randint(0, 2**31 - 1, ()).item()) if seed is None else check_seed(seed, "seed", count)
             seeds = list(range(base, base + count))
-        num_images = int(num_images)
+        num_images = whole(num_images)
         T = self.diffusion.num_timesteps
         d = self.defaults
         settings = sampling_arguments(d["steps"] if steps is None else steps,
@@ -247,7 +252,7 @@ class TextToImage(nn.Module):
         if init_image.numel() and not (init_image.min() >= -0.01 and init_image.max() <= 1.01):
             raise ValueError(f"init_image holds values in [{init_image.min():g}, {init_image.max():g}]: "
                              "give floats in [0, 1]")
-        if filter_ratio is not None and not (isinstance(filter_ratio, numbers.Real) and math.isfinite(filter_ratio)):
+        if filter_ratio is not None and not finite_number(filter_ratio):
             raise ValueError(f"filter_ratio must be a number in (0, 1], got {filter_ratio!r}")
         image = init_image.unsqueeze(0) if init_image.dim() == 3 else init_image
         if image.shape[0] != 1 or image.shape[1:] != (3, self.image_size, self.image_size):

@@ -5,6 +5,33 @@ from __future__ import annotations
 
 import argparse
 import math
+import operator
+
+
+def whole(value) -> int | None:
+    """An integer given as any integer type (int, numpy, a 0-d tensor) or a float with nothing after
+    the point (2.0), else None. True and "2" are not taken for numbers (purity='no' once ran as on)."""
+    if isinstance(value, (bool, str, bytes)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        pass
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(f) if f.is_integer() else None
+
+
+def finite_number(value) -> bool:
+    """Whether `value` is a finite number of any numeric type (not a bool or a string)."""
+    if isinstance(value, (bool, str, bytes)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def check_settings(steps: int | None = None, truncation: float | None = None, guidance: float | None = None) -> None:

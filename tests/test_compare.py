@@ -88,8 +88,14 @@ def test_mismatched_runs_and_bad_files_are_named(tmp_path, capsys):
     c = write_run(tmp_path / "c", [{"prompt": "a cat", "verdict": {"passed": True}}])
     assert main([str(a), str(c)]) == 2
     assert "c/results.jsonl: row 1 has no 'image_index' field" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="'single' in the first run and 'counting'"):
-        compare({("a cat", 0, 0): ("single", True)}, {("a cat", 0, 0): ("counting", True)})
+    # a prompt a newer parser files otherwise: compared under the second run's category, and said
+    result = compare({("a cat", 0, 0): ("single", True)}, {("a cat", 0, 0): ("counting", False)})
+    assert result["refiled"] == {"a cat": ["single", "counting"]} and list(result["categories"]) == ["counting"]
+    assert result["overall"]["lost"] == 1
+    d = write_run(tmp_path / "d", [row("a cat", 0, "counting", True), row("a cat", 1, "counting", True)])
+    assert main([str(a), str(d)]) == 0
+    assert "warning: 1 prompt filed under other categories in the two runs (e.g. 'a cat': single, then counting)" \
+        in capsys.readouterr().err
 
 
 def test_runs_joined_by_commas_are_pooled_and_an_image_in_two_is_refused(tmp_path, capsys):

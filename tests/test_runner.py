@@ -179,7 +179,8 @@ def test_runner_resumes_without_repeating_work(tmp_path):
     first = suite.prompts[0]
     edited = Suite(suite.name, (PromptSpec(first.prompt, first.category, {**first.expect, "dog": {"min": 1}}),
                                 *suite.prompts[1:]), suite.path)
-    with pytest.raises(ValueError, match=r"other settings \(specs: other values\)"):
+    with pytest.raises(ValueError, match=r"other settings \(specs: 'a cat' has expect.dog.count: 0 there, unset now\)"
+                                         r".*--suite .*suite.yaml resumes it as it began"):
         run_suite(edited, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
     assert (tmp_path / "suite.yaml").is_file() and load_suite(tmp_path / "suite.yaml").prompts == suite.prompts
     # other settings in the same folder are refused

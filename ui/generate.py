@@ -277,7 +277,7 @@ for k, entry in enumerate(st.session_state.get("history", [])):
             shown = draw_detections(row["image"], row["detections"]) if boxes else row["image"]
             st.image(shown, caption=f"seed {row['seed']}", width="stretch")
             v = row["verdict"]
-            if v is not None and v.passed and entry["unchecked"]:  # green would claim the whole prompt
+            if v is not None and v.passed and entry.get("unchecked"):  # green would claim the whole prompt
                 st.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
             elif v is not None:
                 (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from datasets.convert.common import (
     CATDOG_NAMES, SKIP_CROWD, SKIP_DEGENERATE, SKIP_MISSING_IMAGE, SKIP_NEGATIVE, SKIP_UNKNOWN_IMAGE_ID,
-    SKIP_OTHER_YEAR, SKIP_UNSPLIT_FILE, ConvertError, ConvertReport, escapes, load_json, number, progress_iter,
+    SKIP_OTHER_YEAR, SKIP_UNSPLIT_FILE, ConvertError, ConvertReport, load_json, number, progress_iter,
     split_keys)
 from datasets.convert.writers import YoloWriter
 
@@ -91,9 +91,6 @@ def load_coco(path: Path, *, captions: bool = False):
     for i, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise ConvertError("image record needs 'id' and 'file_name'", path, record=f"images[{i}]")
-        if escapes(img["file_name"]):
-            raise ConvertError(f"'file_name' must be a path inside the image folder, got {img['file_name']!r}",
-                               path, record=f"images[{i}]")
         if img["id"] in seen:  # pycocotools would keep the last one and merge their annotations
             raise ConvertError(f"image id {img['id']!r} is also images[{seen[img['id']]}]'s", path,
                                record=f"images[{i}]")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 SPLITS = ("train", "val")
-# a caption is a sentence or two (CLIP reads 77 tokens); one of 300,000 characters stalled the BPE
-# tokenizer's training for minutes, with no word
-MAX_CAPTION = 2000
+# a caption is a sentence or a paragraph (CLIP reads 77 tokens); one of 300,000 characters stalled
+# the BPE tokenizer's training for minutes, with no word
+MAX_CAPTION = 10_000
 CATDOG_NAMES = {0: "cat", 1: "dog"}
 FACE_NAMES = {0: "face"}
 TASK_NAMES = {"catdog": CATDOG_NAMES, "face": FACE_NAMES}
@@ -51,6 +51,8 @@ BOX_SKIPS = (SKIP_CROWD, SKIP_DEGENERATE, SKIP_OUTSIDE, SKIP_INVALID_FACE)
 
 WARN_SIZE = "annotation's image size differs from the file's (boxes read in the annotation's)"
 WARN_REENCODED = "image re-encoded as PNG (a format YOLO training does not read)"
+WARN_OUTSIDE = "image outside the source folder (linked or copied in as given)"
+WARN_CAPTION_CUT = f"caption over {MAX_CAPTION:,} characters, cut to that"
 WARN_ORIENTATION = "image re-encoded as PNG without its EXIF orientation (boxes are in its stored pixels)"
 
 EXAMPLES = 5  # skipped (or warned) files named per reason in the report
@@ -276,7 +278,7 @@ def escapes(name: str) -> bool:
     """Whether a path a dataset file gives for one of its images (relative to its folder) leads out of
     that folder: absolute, or up through "..". Such a file went into a dataset, or a zip, unasked."""
     name = posixpath.normpath(name.replace("\\", "/"))
-    return posixpath.isabs(name) or re.match(r"[A-Za-z]:", name) is not None or name == ".." or name.startswith("../")
+    return posixpath.isabs(name) or re.match(r"[A-Za-z]:/", name) is not None or name == ".." or name.startswith("../")
 
 
 def read_lines(path: Path) -> list[str]:
