@@ -466,3 +466,21 @@ def test_a_job_waiting_for_the_device_says_so(monkeypatch):
     assert waited > 0.2 and said[0].startswith("Waiting for the device: another tab") and said[1:] == [None]
     assert resources._device().acquire(blocking=False)  # released after the job
     resources._device().release()
+
+
+def test_restored_settings_fit_the_form_and_say_what_moved():
+    """A PNG from the CLI may hold values the form's widgets cannot show (guidance 0.5, 200 steps):
+    moved into range and said; a value of the wrong type is an error, not a stopped page."""
+    from ui.restore import form_values
+
+    defaults = {"guidance_scale": 3.0, "truncation": 0.86, "purity": False}
+    values, moved = form_values({"prompt": "a cat", "seed": 3, "steps": 200, "guidance_scale": 0.5,
+                                 "truncation": 0.9, "init_image": "a.png", "filter_ratio": 0.004}, defaults, 25, 100)
+    assert (values["steps"], values["guidance"], values["truncation"], values["strength"]) == (100, 1.0, 0.9, 0.01)
+    assert values["blend"] is False and values["seed"] == 3
+    assert moved == ["steps 200 is outside this form's 1-100: set to 100",
+                     "guidance 0.5 is outside this form's 1-10: set to 1", "strength 0.004 is outside this form's 0.01-1: set to 0.01"]
+    assert form_values({}, defaults, 25, 100) == ({"prompt": "", "seed": 0, "random_seed": False, "steps": 25,
+                                                   "guidance": 3.0, "truncation": 0.86, "purity": False}, [])
+    with pytest.raises(ValueError):
+        form_values({"seed": "abc"}, defaults, 25, 100)

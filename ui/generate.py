@@ -16,6 +16,7 @@ from generation.pipeline import DEFAULTS
 from generation.png_info import png_bytes, read_settings
 from generation.sampling_options import describe_settings
 from ui import resources
+from ui.restore import GUIDANCE, STRENGTH, TRUNCATION, form_values
 from ui.uploads import open_image
 
 IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
@@ -68,31 +69,21 @@ with st.expander("Load settings from a PNG made by gendet"):
     if upload is not None and st.button("Restore these settings"):
         try:
             s = read_settings(upload)  # an UploadedFile: file-like, with the upload's name for messages
-
-            def within(value, low, high):  # the widget's range: a CLI run may have used any value
-                return min(max(value, low), high)
-
-            # each widget's type and range (a value outside a slider's range stops the page)
-            restored = {"prompt": str(s.get("prompt", "")), "seed": within(int(s.get("seed", 0)), 0, 2**31 - 1),
-                        "random_seed": False,
-                        "steps": within(int(s.get("steps", default_steps)), 1, most_steps),
-                        "guidance": within(float(s.get("guidance_scale", model_defaults["guidance_scale"])), 1.0, 10.0),
-                        "truncation": within(float(s.get("truncation", model_defaults["truncation"])), 0.5, 1.0),
-                        "purity": bool(s.get("purity", model_defaults["purity"]))}
-            if "init_image" in s:  # an edit: its strength comes back; the image itself must be uploaded again
-                if "filter_ratio" in s:  # on the slider's grid
-                    restored["strength"] = within(round(float(s["filter_ratio"]), 2), 0.01, 1.0)
-                restored["blend"] = "mask" in s and "filter_ratio" in s
+            restored, moved = form_values(s, model_defaults, default_steps, most_steps)
         except (TypeError, ValueError, OverflowError) as e:  # not gendet's, or a value of the wrong kind
             st.error(f"{upload.name}: {e}" if upload.name not in str(e) else str(e))
         else:
             before = {n: st.session_state[wkey(n)] for n in RESTORABLE if wkey(n) in st.session_state}
             st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
             st.session_state["restore"] = {wkey(n): v for n, v in (before | restored).items()}
+            if moved:
+                st.session_state["restore_moved"] = moved
             if "init_image" in s:
                 st.session_state["restored_edit"] = f"{s['init_image']}" + (f" under the mask {s['mask']}"
                                                                              if "mask" in s else "")
             st.rerun()
+if "restore_moved" in st.session_state:  # the PNG's settings the form could not take as they were
+    st.warning("Restored, but " + "; ".join(st.session_state.pop("restore_moved")) + ".")
 if "restored_edit" in st.session_state:
     st.info(f"The restored image was drawn from {st.session_state.pop('restored_edit')}: upload it again below "
             "(Start from an image) to draw it again.")
@@ -117,10 +108,10 @@ with st.form("generate"):
     c1, c2, c3, c4 = st.columns(4)
     steps = c1.slider("Steps", 1, most_steps, step=1, key=wkey("steps"),  # started above
                       help="Denoiser calls: more is slower and usually better, up to the model's diffusion steps")
-    guidance = c2.slider("Guidance scale", 1.0, 10.0, step=0.5,
+    guidance = c2.slider("Guidance scale", *GUIDANCE, step=0.5,
                          key=resources.start(wkey("guidance"), float(model_defaults["guidance_scale"])),
                          help="How strongly the image follows the prompt (classifier-free guidance); 1 = off")
-    truncation = c3.slider("Truncation", 0.5, 1.0, step=0.01,
+    truncation = c3.slider("Truncation", *TRUNCATION, step=0.01,
                            key=resources.start(wkey("truncation"), float(model_defaults["truncation"])),
                            help="Each token is drawn from the most likely codes holding this share of the "
                                 "probability: lower is safer and plainer; 1 = off")
@@ -132,7 +123,7 @@ with st.form("generate"):
         c1, c2 = st.columns(2)
         init_file = c1.file_uploader("Image (cut to a centre square)", type=IMAGE_TYPES, key="init_file")
         mask_file = c2.file_uploader("Mask: white = redraw (optional)", type=IMAGE_TYPES, key="mask_file")
-        strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised)", 0.01, 1.0,
+        strength = st.slider("Redraw strength (filter ratio: how far the image's tokens are noised)", *STRENGTH,
                              step=0.01, key=resources.start(wkey("strength"), 0.5),
                              help="How far the image's tokens are noised before the model redraws them: low "
                                   "stays close to the image, 1 redraws it entirely")
