@@ -227,6 +227,8 @@ class TextToImage(nn.Module):
         x_init, start_t, token_mask = self._edit_inputs(init_image, filter_ratio, inpaint_mask, B)
         if start_t is not None:
             settings["filter_ratio"] = float(filter_ratio)
+        if token_mask is not None:  # an inpainting says so, and how much of the image it redrew
+            settings["inpaint_tokens"] = int(token_mask[0].sum())
         tokens = self.diffusion.sample(denoise, B, cfg.seq_len, steps=settings["steps"],
                                        guidance_scale=settings["guidance_scale"], truncation=settings["truncation"],
                                        purity=settings["purity"], generator=generators, callback=callback,

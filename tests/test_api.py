@@ -142,6 +142,7 @@ def test_editing_takes_a_pil_image_or_array_as_the_tensor_it_documents():
     out = pipe("a cat", steps=2, init_image=tensor, inpaint_mask=mask, seed=1)
     same = pipe("a cat", steps=2, init_image=tensor, inpaint_mask=torch.from_numpy(mask), seed=1)
     assert torch.equal(out.tokens, same.tokens)
+    assert out.settings["inpaint_tokens"] == 8  # the top half of a 4x4 token grid: said in the settings
 
 
 def test_loading_a_generator_names_what_is_wrong_and_keeps_the_random_state(tmp_path):
