@@ -31,6 +31,7 @@ import numpy as np
 from datasets.images import is_tensor as _is_tensor
 from datasets.images import rgb_uint8
 from detection._common import BUNDLED, UsageError, check_local_weights, names_list, quiet_ultralytics, resolve_model
+from generation.sampling_options import whole  # any integer type, or 128.0 (no torch: stays light)
 
 
 @dataclass(frozen=True)
@@ -165,8 +166,6 @@ class Detector:
     def detect(self, images, conf: float | None = None, iou: float | None = None, imgsz: int | None = None,
                max_det: int = 300, batch: int = 16) -> list[Detections]:
         """Detect objects in each image; boxes are (x1, y1, x2, y2) in that image's own pixels."""
-        from generation.sampling_options import whole  # any integer type, or 128.0
-
         if whole(batch) is None or batch < 1:
             raise UsageError(f"batch must be an integer >= 1, got {batch!r}")
         if imgsz is not None and (whole(imgsz) is None or imgsz < 32):

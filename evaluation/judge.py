@@ -243,7 +243,7 @@ def judge(spec, detections: Iterable[Any], image_size: tuple[int, int],
           rules: JudgeRules = DEFAULT_RULES, image=None) -> Verdict:
     """Judge one image. `spec` has `expect` ({class: {"count": N} | {"min": N}}), and
     optional `relations` ([[a, rel, b], ...]) and `colors` ({class: colour}) — a
-    `PromptSpec` or a plain dict (checked as a suite entry is). `image_size` is (width,
+    `PromptSpec` or a plain dict (its shape checked: `checked_dict_spec`). `image_size` is (width,
     height); `image` (anything `datasets.images.rgb_uint8` reads: an RGB array, PIL image,
     tensor) is only needed for colour checks."""
     if isinstance(spec, Mapping):  # a misspelt field judged nothing and passed
