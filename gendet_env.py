@@ -2,8 +2,9 @@
 
 Every entry point (CLIs, the app, tests/conftest.py) imports this module. It
 sets the offline variables with setdefault (a caller may still override
-them), keeps every cache inside the project, and gives ultralytics a local
-font so its `check_font` never reaches for the network.
+them), forces ultralytics' safe loading (no override: a detector file must
+not run code), keeps every cache inside the project, and gives ultralytics a
+local font so its `check_font` never reaches for the network.
 """
 
 from __future__ import annotations
