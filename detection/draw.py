@@ -31,7 +31,7 @@ def draw_detections(image, detections: Iterable, width: int | None = None) -> Im
     placed = []
     for text, box, color in drawn:
         w, h = _text_size(draw, text, font)
-        spot = label_spot(box, (w, h), pil.size, placed)
+        spot = label_spot(box, (w, h), pil.size, placed, [b for _, b, _ in drawn])
         placed.append((spot[0], spot[1], spot[0] + w, spot[1] + h))
         draw.rectangle(placed[-1], fill=color)
         draw.text((spot[0] + 1, spot[1]), text, fill=(0, 0, 0), font=font)
@@ -43,19 +43,28 @@ def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
     return x2 + 2, y2 + 2  # a pixel of margin on each side
 
 
-def label_spot(box, size, image_size, placed) -> tuple[int, int]:
-    """Where a label of `size` (w, h) goes for `box`: above its top-left corner, else just inside it,
-    else below it, kept inside the image; the first of those that covers no label already `placed`
-    (x1, y1, x2, y2 rectangles), else the one that covers least (two labels of near boxes sat on
-    each other and could not be read)."""
-    (x1, y1, _, y2), (w, h), (W, H) = box, size, image_size
-    x = int(min(max(0, x1), max(0, W - w)))  # a label past the right edge moves left
-    candidates = [(x, int(y1) - h), (x, int(y1)), (x, int(y2)), (x, int(y2) - h)]
-    candidates = [(cx, int(min(max(0, cy), max(0, H - h)))) for cx, cy in candidates]
+def label_spot(box, size, image_size, placed, boxes=()) -> tuple[int, int]:
+    """Where a label of `size` (w, h) goes for `box`: above its top-left corner, inside it, below
+    it, inside its bottom, or at its right edge above or below; kept inside the image. The spot
+    chosen covers least: other labels already `placed` (two labels on each other could not be
+    read) weigh most, then the share of each box in `boxes` it hides (a label over a small box hid
+    it), then the order above, so a free spot above the box wins."""
+    (x1, y1, x2, y2), (w, h), (W, H) = box, size, image_size
 
-    def covered(spot):
+    def inside(x, y):  # moved into the image: a label past an edge moves in
+        return int(min(max(0, x), max(0, W - w))), int(min(max(0, y), max(0, H - h)))
+
+    candidates = [inside(x, y) for x, y in ((x1, y1 - h), (x1, y1), (x1, y2), (x1, y2 - h),
+                                            (x2 - w, y1 - h), (x2 - w, y2))]
+
+    def overlap(spot, rect):
         sx, sy = spot
-        return sum(max(0, min(sx + w, p[2]) - max(sx, p[0])) * max(0, min(sy + h, p[3]) - max(sy, p[1]))
-                   for p in placed)
+        return max(0, min(sx + w, rect[2]) - max(sx, rect[0])) * max(0, min(sy + h, rect[3]) - max(sy, rect[1]))
 
-    return min(candidates, key=covered)  # min keeps the first of equals: above the box when it is free
+    def cost(k):
+        spot = candidates[k]
+        labels = sum(overlap(spot, p) for p in placed) / (w * h)
+        hidden = sum(overlap(spot, b) / max(1.0, (b[2] - b[0]) * (b[3] - b[1])) for b in boxes)
+        return 4 * labels + hidden + 0.1 * k
+
+    return candidates[min(range(len(candidates)), key=cost)]

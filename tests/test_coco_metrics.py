@@ -67,19 +67,26 @@ def test_draw_marks_the_box_outline_in_the_class_colour():
 
 
 def test_labels_of_near_boxes_do_not_cover_each_other():
-    """Two boxes whose top-left corners nearly meet: the second label goes inside its box instead of
-    over the first label; each label is drawn inside the image and in its class colour."""
+    """Two boxes whose top-left corners nearly meet: the second label goes below its box instead of
+    over the first label; a label that would hide a small box goes beside it; each label is drawn
+    inside the image and in its class colour."""
     from detection.draw import label_spot
 
-    assert label_spot((20, 30, 80, 90), (30, 10), (100, 100), []) == (20, 20)  # above the box when free
-    assert label_spot((22, 32, 80, 90), (30, 10), (100, 100), [(20, 20, 50, 30)]) == (22, 32)  # inside it
-    assert label_spot((90, 0, 99, 9), (30, 10), (100, 100), []) == (70, 0)  # past the edges: moved in
-    # all four spots taken: the one covering least
+    assert label_spot((20, 30, 80, 90), (30, 10), (100, 100), [], [(20, 30, 80, 90)]) == (20, 20)  # above: free
+    assert label_spot((22, 32, 80, 90), (30, 10), (100, 100), [(20, 20, 50, 30)],
+                      [(20, 30, 80, 90), (22, 32, 80, 90)]) == (22, 90)  # above taken, inside hides: below
+    # inside its box when that hides little and the rest is taken
+    assert label_spot((22, 32, 80, 90), (30, 10), (100, 100), [(20, 20, 50, 30), (22, 90, 52, 100)],
+                      [(22, 32, 80, 90)]) == (22, 32)
+    assert label_spot((90, 0, 99, 9), (30, 10), (100, 100), [], [(90, 0, 99, 9)]) == (70, 9)  # in, under the box
+    # a 19 px box at the top: its label under it, not over it (the box was hidden)
+    assert label_spot((91, 4, 110, 23), (40, 12), (128, 128), [], [(91, 4, 110, 23)]) == (88, 23)
+    # every spot taken: the one covering least
     assert label_spot((0, 10, 30, 40), (30, 10), (100, 100), [(0, 0, 30, 10), (0, 10, 30, 20), (0, 30, 30, 40),
-                                                             (0, 40, 30, 45)]) == (0, 40)
+                                                             (0, 40, 30, 45)], [(0, 10, 30, 40)]) == (0, 40)
     img = np.zeros((120, 120, 3), np.uint8)
     dets = [{"label": "cat", "confidence": 0.9, "box": (20, 40, 100, 110)},
             {"label": "dog", "confidence": 0.8, "box": (22, 42, 90, 100)}]
     out = np.asarray(draw_detections(img, dets, width=1))
     cat, dog = (np.all(out == c, axis=-1) for c in ((255, 64, 64), (64, 128, 255)))
-    assert cat[:40].sum() > 200 and dog[43:60, 23:60].sum() > 200  # the cat's label above, the dog's inside
+    assert cat[:40].sum() > 200 and dog[101:, 23:60].sum() > 200  # the cat's label above, the dog's below

@@ -118,6 +118,16 @@ def test_the_app_says_a_damaged_run_cannot_be_read(tmp_path, monkeypatch):
     assert not at.exception
     assert any("holds a run gendet cannot read" in e.value and "results.jsonl:2: 'image' must be a path inside"
                in e.value for e in at.error)
+    # an image that is not one, and one missing: said in their cells; a broken summary.json: named
+    _finished_run(tmp_path / "run2", 3)
+    (tmp_path / "run2" / "images" / "0000_0.png").write_text("not a png")
+    (tmp_path / "run2" / "images" / "0001_0.png").unlink()
+    at.text_input(key="ev_open").set_value(str(tmp_path / "run2")).run()
+    assert not at.exception and [w.value for w in at.warning][-2:] == ["#0: not an image", "#1: missing"]
+    (tmp_path / "run2" / "summary.json").write_text('{"overall": ')
+    at.text_input(key="ev_open").set_value(str(tmp_path / "run2") + " ").run()  # the same folder, read again
+    assert any(e.value.endswith("holds a run gendet cannot read: summary.json: Expecting value: line 1 column 13 "
+                                "(char 12)") for e in at.error)
 
 
 def test_a_new_run_never_writes_into_a_folder_of_other_files(tmp_path):

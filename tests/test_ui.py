@@ -55,7 +55,8 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     assert any("expected" in v or v.startswith("✓ ok: 1 cat") for v in verdicts)
     # this env has no face detector: "no face" is not checked, and the page says so
     assert all("face" not in v for v in verdicts)
-    assert [w.value for w in at.warning] == ["Not checked: face (no detector for it is loaded; see the sidebar)."]
+    assert [w.value for w in at.warning] == ["Not checked: that there is no face (no detector for it is loaded; "
+                                             "see the sidebar)."]
     assert len(at.get("download_button")) == 2
 
 

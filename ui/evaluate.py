@@ -24,8 +24,11 @@ def unreadable(run) -> str | None:
     (rows naming files outside it are refused by read_rows)."""
     try:
         summary = json.loads((run / "summary.json").read_text())
+    except (OSError, ValueError) as e:  # json's message gives a line and column, not the file
+        return f"summary.json: {e}"
+    try:
         read_rows(run / "results.jsonl")
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # read_rows names the file and line
         return str(e)
     if not (isinstance(summary, dict) and isinstance(summary.get("overall"), dict)
             and isinstance(summary.get("categories"), dict)):
@@ -144,8 +147,9 @@ if folder:
                         picture = (draw_detections(im, merge_detections(r["detections"], rules))
                                    if boxes and r.get("detections") else im.convert("RGB"))
                     st.image(picture, caption=f"{r['prompt']} #{r['seed']}", width="stretch")
-                except (OSError, ValueError) as e:  # a file missing or not an image: said in its cell
-                    st.warning(f"{r['image']}: cannot show it ({type(e).__name__})")
+                except Exception as e:  # noqa: BLE001 - missing or not an image: said in its cell (PIL raises many
+                    # types, and ultralytics' patched Image.open a ModuleNotFoundError for a HEIF plugin)
+                    st.warning(f"#{r['seed']}: {'missing' if isinstance(e, FileNotFoundError) else 'not an image'}")
                 st.caption(("✓ " if r["passed"] else "✗ ") + r["reason"])
         if (path / "report.html").is_file():
             st.download_button("Download the report (zip: report.html and its images)",

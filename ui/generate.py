@@ -76,14 +76,14 @@ with st.expander("Load settings from a PNG made by gendet"):
             before = {n: st.session_state[wkey(n)] for n in RESTORABLE if wkey(n) in st.session_state}
             st.session_state["form_version"] = st.session_state.get("form_version", 0) + 1
             st.session_state["restore"] = {wkey(n): v for n, v in (before | restored).items()}
-            if moved:
-                st.session_state["restore_moved"] = moved
+            st.session_state["restore_moved"] = [f"Restored the settings of {upload.name}"] + moved
             if "init_image" in s:
                 st.session_state["restored_edit"] = f"{s['init_image']}" + (f" under the mask {s['mask']}"
                                                                              if "mask" in s else "")
             st.rerun()
-if "restore_moved" in st.session_state:  # the PNG's settings the form could not take as they were
-    st.warning("Restored, but " + "; ".join(st.session_state.pop("restore_moved")) + ".")
+if "restore_moved" in st.session_state:  # said after the rerun, with what the form could not take as it was
+    done, *moved = st.session_state.pop("restore_moved")
+    (st.warning if moved else st.success)(done + (", but " + "; ".join(moved) if moved else "") + ".")
 if "restored_edit" in st.session_state:
     st.info(f"The restored image was drawn from {st.session_state.pop('restored_edit')}: upload it again below "
             "(Start from an image) to draw it again.")
@@ -178,8 +178,6 @@ def draw_and_judge() -> None:
         st.warning("A mask needs the image it covers: upload one too (the mask was not used).")
     first = random.randrange(2**31 - 1) if random_seed else int(seed)
     count = int(budget) if only_pass and spec is not None else int(n)
-    bar = st.progress(0.0, text="sampling")
-    preview = st.empty()
     every = max(1, steps // 5)
     seeds = list(range(first, first + count))
     batches = [seeds[i:i + BATCH] for i in range(0, count, BATCH)]  # image k depends on its seed alone
@@ -195,6 +193,9 @@ def draw_and_judge() -> None:
             preview.image(frames, width=96, caption=[f"preview, step {i + 1}"] * len(frames))
 
     with resources.device_lock(), warnings.catch_warnings(record=True) as caught:
+        # drawn once the device is ours: a waiting tab showed an empty bar above its waiting note
+        bar = st.progress(0.0, text="sampling")
+        preview = st.empty()
         warnings.simplefilter("always")  # e.g. a prompt longer than the text encoder reads: said on the page
         eyes = resources.judge_eyes()
         unseen = sorted(c for c in spec.expect if c not in eyes.classes) if spec and eyes else []
@@ -202,7 +203,9 @@ def draw_and_judge() -> None:
         unchecked = [c for c in unseen if next(iter(spec.expect[c].values())) > 0]
         if unseen:  # no detector for a class: a verdict on it would be a guess ("found 0 cats" without eyes for cats)
             spec = spec.seen_by(eyes.classes)
-            notes.append(f"Not checked: {', '.join(unseen)} (no detector for {'it' if len(unseen) == 1 else 'them'}"
+            absent = [c for c in unseen if c not in unchecked]  # the prompt's implied "no dog"
+            what = " and ".join(filter(None, [", ".join(unchecked), absent and "that there is no " + " or ".join(absent)]))
+            notes.append(f"Not checked: {what} (no detector for {'it' if len(unseen) == 1 else 'them'}"
                          " is loaded; see the sidebar).")
             spec = spec if spec.expect else None
         keep_passing = only_pass and spec is not None and eyes is not None

@@ -17,9 +17,13 @@ def on_disk(path: str) -> str:
 
 
 def offline_markdown(text: str) -> str:
-    """A card as markdown, its images from elsewhere shown as their alt text: a model folder may come
-    from anyone, and `![](http://...)` would have the browser fetch from the network."""
-    return re.sub(r"!\[([^\]]*)\]\(\s*<?(?:[a-z][a-z0-9+.-]*:|//)[^)]*\)", r"[image: \1]", text, flags=re.IGNORECASE)
+    """A card as markdown, its images shown as their alt text: a model folder may come from anyone,
+    and `![](http://...)` would have the browser fetch from the network (a relative one would be
+    fetched from this app, which does not serve the folder). Inline images, with parentheses in
+    their address too, and reference-style ones `![x][ref]`."""
+    inline = r"!\[([^\]]*)\]\((?:[^()]|\([^()]*\))*\)"
+    reference = r"!\[([^\]]*)\]\[[^\]]*\]"
+    return re.sub(reference, r"[image: \1]", re.sub(inline, r"[image: \1]", text))
 
 
 resources.sidebar()
