@@ -19,7 +19,8 @@ import re
 
 from datasets.scenes import COUNT_WORDS, EMPTY_CAPTIONS, PHOTO_PREFIX
 from evaluation.judge import CLASSES
-from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec, text_problem
+from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec
+from generation.sampling_options import text_problem
 
 RELATION_WORDS = {"to the left of": "left_of", "to the right of": "right_of", "above": "above", "below": "below"}
 NUMBERS = {w: n for n, w in COUNT_WORDS.items()} | {str(n): n for n in COUNT_WORDS}

@@ -7,11 +7,11 @@ The schema is the suite YAML's (evaluation/suites/*.yaml):
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field
 
 from datasets.scenes_draw import FUR_RGB
 from evaluation.judge import CLASSES, RELATIONS, plural
+from generation.sampling_options import text_problem
 
 CATEGORIES = ("single_object", "two_objects", "counting", "position", "faces", "negatives", "colors")
 COLOR_CLASSES = ("cat", "dog")
@@ -73,20 +73,6 @@ class PromptSpec:
         parts += [f"{a} {rel.replace('_', ' ')} {b}" for a, rel, b in self.relations]
         parts += [f"{col} {plural(c, next(iter(self.expect.get(c, {}).values()), 1))}" for c, col in self.colors.items()]
         return "; ".join(p for p in parts if p)
-
-
-def text_problem(prompt: str) -> str | None:
-    """Why a prompt is not text a run can keep, or None: a lone surrogate (argv bytes that were not
-    UTF-8: the tokenizer failed mid-run), or a control character such as NUL (written raw into
-    results.jsonl, PNG text and report.html)."""
-    try:
-        prompt.encode("utf-8")
-    except UnicodeEncodeError:
-        return f"{prompt!r:.60} is not valid text (a lone surrogate: bytes that were not UTF-8?)"
-    bad = next((c for c in prompt if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
-    if bad is not None:
-        return f"{prompt!r:.60} holds the control character U+{ord(bad):04X}"
-    return None
 
 
 def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:

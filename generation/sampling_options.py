@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import operator
+import unicodedata
 
 
 def whole(value) -> int | None:
@@ -32,6 +33,20 @@ def finite_number(value) -> bool:
         return math.isfinite(float(value))
     except (TypeError, ValueError):
         return False
+
+
+def text_problem(prompt: str) -> str | None:
+    """Why a prompt is not text a run can keep, or None: a lone surrogate (argv bytes that were not
+    UTF-8: the tokenizer failed mid-run), or a control character such as NUL (written raw into
+    results.jsonl, PNG text and report.html)."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{prompt!r:.60} is not valid text (a lone surrogate: bytes that were not UTF-8?)"
+    bad = next((c for c in prompt if unicodedata.category(c) == "Cc" and c not in "\t\n\r"), None)
+    if bad is not None:
+        return f"{prompt!r:.60} holds the control character U+{ord(bad):04X}"
+    return None
 
 
 def check_settings(steps: int | None = None, truncation: float | None = None, guidance: float | None = None) -> None:

@@ -32,6 +32,7 @@ from torch import nn
 
 from gendet_env import GendetWarning
 from generation.files import plain_mode
+from generation.sampling_options import text_problem
 
 BOS, EOS, PAD = "<|startoftext|>", "<|endoftext|>", "<|pad|>"
 SPECIALS = (PAD, BOS, EOS)
@@ -39,17 +40,6 @@ SPECIALS = (PAD, BOS, EOS)
 CLIP_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 FORMAT = 2  # encoder.json "format": 2 = tokenizer saved as a transformers CLIPTokenizer
 KINDS = ("scratch", "clip", "auto")
-
-
-def is_text(s: str) -> bool:
-    """Whether a string is text a prompt may be: valid Unicode (argv bytes that were not UTF-8 arrive
-    as lone surrogates, which the tokenizer refuses with a TypeError, mid-run) without control
-    characters such as NUL (kept raw in PNG text and reports)."""
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return not any(ord(c) < 32 and c not in "\t\n\r" or 127 <= ord(c) < 160 for c in s)
 
 
 def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
@@ -62,9 +52,9 @@ def check_prompts(prompts: Sequence[str], allow_empty: bool) -> list[str]:
     for i, p in enumerate(prompts):
         if not isinstance(p, str):
             raise TypeError(f"prompt {i} is {type(p).__name__}, expected str")
-        if not is_text(p):
-            raise ValueError(f"prompt {i} is not valid text: {p!r:.60} holds a lone surrogate (bytes that were "
-                             "not UTF-8?) or a control character")
+        problem = text_problem(p)
+        if problem:
+            raise ValueError(f"prompt {i} is not valid text: {problem}")
         if not p.strip() and not allow_empty:
             raise ValueError(f"prompt {i} is empty: describe the image (an empty prompt is only "
                              "used internally as the classifier-free null condition)")
