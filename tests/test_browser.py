@@ -213,6 +213,27 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
         assert "a black cat and a dog" in " ".join(str(v) for v in im.info.values())
 
 
+def test_a_widget_used_mid_drawing_draws_again_instead_of_dropping_it(bundle_url, tmp_path):
+    """Show boxes clicked while the bundled generator draws: Streamlit stops the page and runs it
+    anew, and the drawing starts again in that run (it used to be dropped, with no images)."""
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1400})
+        open_generate(page, bundle_url, "a white dog", timeout=60_000)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text(re.compile(r"step \d+ of \d+")).first.wait_for(timeout=60_000)
+        page.get_by_test_id("stCheckbox").filter(has_text="Show boxes").click()
+        expect(page.get_by_text("Drawing again from the start")).to_be_visible(timeout=60_000)
+        expect(page.get_by_role("button", name="Download PNG")).to_have_count(4, timeout=120_000)
+        expect(page.get_by_text("Drawing again from the start")).to_have_count(0)
+        assert page.get_by_text("Earlier in this session").count() == 0  # drawn once, not twice
+        assert page.locator("[data-testid='stException']").count() == 0
+        page.screenshot(path=tmp_path / "redrawn.png", full_page=True)
+        browser.close()
+
+
 def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
     """Upload an image (and then a mask over it, kept outside it or blended), click Generate: four
     judged images made from it, the settings line names the redraw strength and the upload. Restoring its PNG sets the form's

@@ -58,6 +58,9 @@ def test_generate_shows_images_verdicts_and_downloads(env):
     assert [w.value for w in at.warning] == ["Not checked: that there is no face (no detector for it is loaded; "
                                              "see the sidebar)."]
     assert len(at.get("download_button")) == 2
+    # the buttons are a row of their own, so they line up whatever the length of the verdicts above
+    with_buttons = [c for c in at.columns if c.get("download_button")]
+    assert len(with_buttons) == 2 and not any(c.success or c.error or c.get("image") for c in with_buttons)
 
 
 def test_generate_keeps_the_passing_candidates_of_a_budget_drawn_in_batches(env):
@@ -485,3 +488,52 @@ def test_restored_settings_fit_the_form_and_say_what_moved():
                                                    "guidance": 3.0, "truncation": 0.86, "purity": False}, [])
     with pytest.raises(ValueError):
         form_values({"seed": "abc"}, defaults, 25, 100)
+
+
+def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp_path):
+    """A widget used mid-job makes Streamlit stop the page and run it anew: the job runs again in
+    that run (Generate draws again; Evaluate goes on from the prompts done) instead of being lost."""
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a cat")
+    at.slider(key="steps").set_value(2)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    assert len(at.session_state["history"]) == 1 and at.session_state["jobs"] == {}
+    at.run()  # a rerun with no job: nothing drawn
+    assert len(at.session_state["history"]) == 1
+    at.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}  # started, then stopped by a rerun
+    at.run()
+    assert not at.exception and len(at.session_state["history"]) == 2 and at.session_state["jobs"] == {}
+    assert [e["prompt"] for e in at.session_state["history"]] == ["a cat", "a cat"]
+
+    ev = page("evaluate.py").run()
+    ev.number_input(key="ev_n").set_value(1)
+    ev.slider(key="ev_steps").set_value(2)
+    ev.text_area(key="ev_prompts").set_value("a cat\na photo of nothing")
+    ev.text_input(key="ev_out").set_value(str(tmp_path / "run"))
+    ev.button(key="ev_run").click().run()
+    run = tmp_path / "run"
+    results = (run / "results.jsonl").read_text().splitlines()
+    assert len(results) == 2 and not ev.info
+    # stopped after its first prompt: the second's row and the summary not yet written
+    (run / "results.jsonl").write_text(results[0] + "\n")
+    (run / "summary.json").unlink()
+    first = run / json.loads(results[0])["image"]
+    first_written = first.stat().st_mtime_ns
+    settings = json.loads((run / "run.json").read_text())["settings"]
+    ev = page("evaluate.py")
+    ev.session_state["jobs"] = {"evaluate": {"runs": 1, "params": {
+        "prompts": ["a cat", "a photo of nothing"], "suite": "smoke", "per_prompt": 1, "out_dir": run,
+        "settings": settings}}}
+    ev.run()
+    assert not ev.exception and ev.session_state["jobs"] == {}
+    assert ev.info[0].value.startswith(f"Going on with the run in `{run}`")
+    assert [json.loads(r)["prompt"] for r in (run / "results.jsonl").read_text().splitlines()] == \
+        ["a cat", "a photo of nothing"]
+    assert first.stat().st_mtime_ns == first_written and (run / "summary.json").is_file()
+    assert ev.subheader[0].value.startswith("Your prompts:")  # the finished run is opened
+
+    app = AppTest.from_file(str(UI / "streamlit_app.py"), default_timeout=60)
+    app.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}
+    app.run()  # the home page runs: Generate's unfinished drawing is not started again on coming back
+    assert not app.exception and app.session_state["jobs"] == {}

@@ -57,30 +57,41 @@ with run_tab:
                              key=resources.start("ev_out", str(gendet_env.ROOT / "runs" / "app_eval")))
     out_dir = gendet_env.ROOT / out_text.strip() if out_text.strip() else None  # an absolute path stays as it is
     if st.button("Run", type="primary", key="ev_run"):
-        eyes = resources.judge_eyes()
-        if pipe is None or eyes is None:
+        if pipe is None or resources.judge_eyes() is None:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         elif out_dir is None:
             st.error("Choose an output folder for the run.")
         elif out_dir.exists() and not out_dir.is_dir():
             st.error(f"`{out_dir}` is a file, not a folder: choose a folder for the run.")
-        else:
-            settings = {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}  # recorded in run.json
-            bar = st.progress(0.0, text="starting")
-            with resources.device_lock():
-                try:
-                    lines = [line.strip() for line in own.splitlines() if line.strip()]
-                    suite = suite_from_prompts(lines) if lines else load_suite(suite_name)
-                    run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings), eyes, out_dir,
-                              images_per_prompt=int(per_prompt), settings=settings, progress=False,
-                              on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
-                except ValueError as e:
-                    st.error(str(e))
-                except OSError as e:  # a folder that cannot be made or written
-                    st.error(f"Cannot write the run to `{out_dir}`: {e.strerror or e}.")
-                else:
-                    resources.keep("ev_open", str(out_dir))
-            bar.empty()
+        else:  # the run goes on with these values if the page reruns before it ends
+            resources.start_job("evaluate", {
+                "prompts": [line.strip() for line in own.splitlines() if line.strip()], "suite": suite_name,
+                "per_prompt": int(per_prompt), "out_dir": out_dir,
+                "settings": {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}})  # recorded in run.json
+    started, again = resources.job("evaluate")
+    if started is not None:
+        eyes = resources.judge_eyes()
+        if again:
+            st.info(f"Going on with the run in `{started['out_dir']}`: the page reran before it ended (a widget "
+                    "was used). The prompts already done are kept.")
+        bar = st.progress(0.0, text="starting")
+        with resources.device_lock():
+            try:
+                if pipe is None or eyes is None:  # changed in the sidebar since the click
+                    raise ValueError("The evaluation needs a generator and at least one detector (see the sidebar).")
+                lines, settings = started["prompts"], started["settings"]
+                suite = suite_from_prompts(lines) if lines else load_suite(started["suite"])
+                run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings), eyes,
+                          started["out_dir"], images_per_prompt=started["per_prompt"], settings=settings,
+                          progress=False, on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
+            except ValueError as e:
+                st.error(str(e))
+            except OSError as e:  # a folder that cannot be made or written
+                st.error(f"Cannot write the run to `{started['out_dir']}`: {e.strerror or e}.")
+            else:
+                resources.keep("ev_open", str(started["out_dir"]))
+        resources.job_done("evaluate")
+        bar.empty()
 
 with open_tab:
     resources.kept_text_input("Run folder (holds summary.json)", "ev_open")

@@ -134,10 +134,13 @@ with st.form("generate"):
                              help="How many images to draw at most; up to Images of those that pass are "
                                   "shown") if only_pass else None
     go = st.form_submit_button("Generate", type="primary", disabled=pipe is None)
+if go:  # a second click mid-run starts it anew, with the form as it is now
+    resources.start_job("generate")
 
-def draw_and_judge() -> None:
-    """Sample, detect, judge, and put the result on top of the history. A bad input returns with a
-    message: the history below is still drawn (st.stop would hide it)."""
+def draw_and_judge() -> int | None:
+    """Sample, detect, judge, and put the result on top of the history; returns the first seed when
+    Random seed drew it. A bad input returns with a message: the history below is still drawn
+    (st.stop would hide it)."""
     if not prompt.strip():
         st.error("Write a prompt first: describe the image you want.")
         return
@@ -247,12 +250,20 @@ def draw_and_judge() -> None:
     history.insert(0, {"prompt": prompt, "settings": settings, "rows": rows, "unchecked": unchecked,
                        "judged": spec is not None and eyes is not None, "notes": notes, "tally": tally})
     del history[SHOWN:]  # the images of entries no longer shown are not kept in memory
-    if random_seed:  # the Seed field shows the draw's first seed: Random seed off then draws it again
-        st.session_state["restore"] = {wkey("seed"): first}
-        st.rerun()
+    return first if random_seed else None
 
-if go:
-    draw_and_judge()
+started, again = resources.job("generate")
+if started is not None:
+    restarted = st.empty()
+    if again:
+        restarted.info("Drawing again from the start: the page reran before the drawing in progress ended "
+                       "(a widget was used).")
+    first_seed = draw_and_judge()
+    restarted.empty()
+    resources.job_done("generate")
+    if first_seed is not None:  # the Seed field shows the draw's first seed: Random seed off then draws it again
+        st.session_state["restore"] = {wkey("seed"): first_seed}
+        st.rerun()
 
 for k, entry in enumerate(st.session_state.get("history", [])):
     if k == 1:
@@ -264,20 +275,23 @@ for k, entry in enumerate(st.session_state.get("history", [])):
         st.caption(entry["tally"])
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
-    for j, row in enumerate(entry["rows"]):
-        if j % 4 == 0:  # a row of its own, so a long verdict does not push the next row's images down
-            cols = st.columns(4)
-        with cols[j % 4]:
+    for row_start in range(0, len(entry["rows"]), 4):
+        # images, verdicts and buttons each a row of their own: a verdict of two lines beside one of
+        # one pushed that column's button down, out of line with its neighbours'
+        four = list(enumerate(entry["rows"]))[row_start:row_start + 4]
+        for column, (j, row) in zip(st.columns(4), four):
             shown = draw_detections(row["image"], row["detections"]) if boxes else row["image"]
-            st.image(shown, caption=f"seed {row['seed']}", width="stretch")
+            column.image(shown, caption=f"seed {row['seed']}", width="stretch")
+        for column, (j, row) in zip(st.columns(4), four):
             v = row["verdict"]
             if v is not None and v.passed and entry.get("unchecked"):  # green would claim the whole prompt
-                st.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
+                column.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
             elif v is not None:
-                (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)
+                (column.success if v.passed else column.error)(("✓ " if v.passed else "✗ ") + v.reason)
             elif not entry["judged"]:
-                st.caption("not judged")
+                column.caption("not judged")
+        for column, (j, row) in zip(st.columns(4), four):
             settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
-            st.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
-                               "image/png", key=f"dl_{k}_{j}")
+            column.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
+                                   "image/png", key=f"dl_{k}_{j}")
 resources.remember_widgets()

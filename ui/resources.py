@@ -50,6 +50,35 @@ def device_lock():
         lock.release()
 
 
+def start_job(page: str, params: dict | None = None) -> None:
+    """Begin a page's long job (Generate's drawing, Evaluate's run) with the values of the click."""
+    st.session_state.setdefault("jobs", {})[page] = {"params": params or {}, "runs": 0}
+
+
+def job(page: str) -> tuple[dict | None, bool]:
+    """(params, again) of the page's job not yet done, or (None, False). A widget used mid-job (Show
+    boxes, a second click) makes Streamlit stop the script and run it anew, which used to drop the
+    job: it now runs again in the new run (again = True), until job_done(). Leaving the page drops
+    it (drop_jobs)."""
+    started = st.session_state.get("jobs", {}).get(page)
+    if started is None:
+        return None, False
+    started["runs"] += 1
+    return started["params"], started["runs"] > 1
+
+
+def job_done(page: str) -> None:
+    st.session_state.get("jobs", {}).pop(page, None)
+
+
+def drop_jobs(but: str) -> None:
+    """Forget the jobs of the pages other than the one about to run: a page left mid-job does not
+    start its job again when the user comes back."""
+    jobs = st.session_state.get("jobs", {})
+    for page in [p for p in jobs if p != but]:
+        del jobs[page]
+
+
 @st.cache_resource(show_spinner="Loading the generator...")
 def load_generator(path: str):
     from generation.pipeline import TextToImage

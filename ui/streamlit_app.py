@@ -9,6 +9,8 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `from ui import ...` under `streamlit run ui`
 
+from ui import resources  # noqa: E402
+
 st.set_page_config(page_title="gendet", page_icon=":material/pets:", layout="wide")
 # Material icons ship with Streamlit as a font: no emoji font needed on the machine
 pages = [st.Page("home.py", title="Home", icon=":material/home:", default=True),
@@ -16,4 +18,6 @@ pages = [st.Page("home.py", title="Home", icon=":material/home:", default=True),
          st.Page("detect.py", title="Detect", icon=":material/center_focus_strong:"),
          st.Page("evaluate.py", title="Evaluate", icon=":material/bar_chart:"),
          st.Page("models_page.py", title="Models", icon=":material/inventory_2:", url_path="models")]
-st.navigation(pages).run()
+page = st.navigation(pages)
+resources.drop_jobs(but=page.url_path)
+page.run()
