@@ -478,12 +478,14 @@ def test_predict_skips_unreadable_files_found_in_a_folder(trained, tmp_path, cap
         (folder / image.name).write_bytes(image.read_bytes())
     (folder / "bad.png").write_text("not a picture")  # found by the check up front
     _png_with_broken_pixels(good[0], folder / "broken.png")  # found only when decoded, mid-run
+    Image.open(good[1]).save(folder / "still.gif")  # a GIF too: read by PIL, as the app's uploads are
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         run_cli(det_predict.main, ["--model", str(out / "best.pt"), str(folder), "--out", str(tmp_path / "p")])
     captured = capsys.readouterr()
     assert e.value.code == 0
-    assert sorted(p.name for p in (tmp_path / "p").glob("*.json")) == sorted(f"{i.stem}.json" for i in good)
+    assert sorted(p.name for p in (tmp_path / "p").glob("*.json")) == sorted([f"{i.stem}.json" for i in good]
+                                                                                  + ["still.json"])
     warnings = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
     assert len(warnings) == 2 and any(str(folder / "bad.png") in w for w in warnings)
     assert any(str(folder / "broken.png") in w for w in warnings)

@@ -190,10 +190,19 @@ def test_detect_page_and_upload_handling(env):
     assert not at.exception and at.info[0].value == "Choose at least one detector above."
     import io
 
-    from ui.uploads import open_image
+    from ui.uploads import IMAGE_TYPES, open_image
 
     image, note = open_image(b"not an image", "junk.png")
-    assert image is None and note == "junk.png: not a readable image (PNG, JPEG or WebP)"
+    assert image is None and note == "junk.png: not a readable image (PNG, JPEG, WebP, BMP, TIFF or GIF)"
+    # every format the uploaders take opens to the same pixels (GIF: through its palette)
+    assert at.get("file_uploader")[0].proto.type == [f".{t}" for t in IMAGE_TYPES]
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    for kind in ("BMP", "TIFF", "GIF", "WEBP"):
+        buf = io.BytesIO()
+        original = Image.fromarray(pixels).quantize(64) if kind == "GIF" else Image.fromarray(pixels)
+        original.save(buf, format=kind, **({"lossless": True} if kind == "WEBP" else {}))
+        image, note = open_image(buf.getvalue(), f"x.{kind.lower()}")
+        assert note is None and np.array_equal(np.asarray(image), np.asarray(original.convert("RGB"))), kind
     buf = io.BytesIO()
     Image.fromarray(np.zeros((3000, 1000, 3), np.uint8)).save(buf, format="PNG")
     image, note = open_image(buf.getvalue(), "tall.png")

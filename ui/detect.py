@@ -4,7 +4,7 @@ import streamlit as st
 
 from detection.draw import draw_detections
 from ui import resources
-from ui.uploads import box_table, open_image
+from ui.uploads import IMAGE_TYPES, box_table, open_image
 
 resources.sidebar()
 st.title("Detect")
@@ -16,7 +16,7 @@ chosen = st.multiselect("Detectors", list(available), default=list(available), k
 c1, c2 = st.columns(2)
 conf = c1.slider("Confidence threshold", 0.05, 0.95, 0.3, 0.05, key="det_conf")
 iou = c2.slider("NMS IoU", 0.1, 0.95, 0.7, 0.05, key="det_iou")
-files = st.file_uploader("Images", type=["png", "jpg", "jpeg", "webp"], accept_multiple_files=True, key="det_files")
+files = st.file_uploader("Images", type=IMAGE_TYPES, accept_multiple_files=True, key="det_files")
 if not chosen:
     st.info("Choose at least one detector above.")
     files = []

@@ -17,9 +17,8 @@ from generation.png_info import png_bytes, read_settings
 from generation.sampling_options import describe_settings
 from ui import resources
 from ui.restore import GUIDANCE, STRENGTH, TRUNCATION, form_values
-from ui.uploads import open_image
+from ui.uploads import IMAGE_TYPES, open_image
 
-IMAGE_TYPES = ["png", "jpg", "jpeg", "webp"]
 BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
 SHOWN = 10  # generations kept in the history, the newest first
 

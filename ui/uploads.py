@@ -9,6 +9,8 @@ from datasets.images import as_seen, is_transparent
 
 MAX_SIDE = 2048          # larger uploads are downscaled (detectors run at a few hundred pixels anyway)
 MAX_PIXELS = 50_000_000  # refuse decompression bombs before decoding them
+# what the uploaders take: the still formats PIL reads (an animated GIF or WebP gives its first frame)
+IMAGE_TYPES = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif"]
 
 
 def open_image(data: bytes, name: str, background: str = "white"):
@@ -25,7 +27,7 @@ def open_image(data: bytes, name: str, background: str = "white"):
             w, h = image.size
     except Exception:  # noqa: BLE001 - corrupt files, non-images: a message, never a traceback (PIL's
         # error, or ultralytics' patched open failing to import a HEIF plugin, says nothing to a user)
-        return None, f"{name}: not a readable image (PNG, JPEG or WebP)"
+        return None, f"{name}: not a readable image (PNG, JPEG, WebP, BMP, TIFF or GIF)"
     notes = [f"{name}: transparent parts shown on {background}"] if transparent else []
     if max(image.size) > MAX_SIDE:
         image.thumbnail((MAX_SIDE, MAX_SIDE))
