@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -313,6 +314,7 @@ def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
             "objects": objects, "captions": captions}
 
 
+# what a scenes dataset is made of; meta.json last (written last, the mark of a whole dataset)
 MANAGED = ("images", "annotations", "catdog", "face", "captions.jsonl", "objects.jsonl", "meta.json")
 
 
@@ -325,26 +327,42 @@ def previous_meta(root: Path) -> dict | None:
     return meta if isinstance(meta, dict) and str(meta.get("generator", "")).startswith("scenes") else None
 
 
-def _prepare(root: Path) -> None:
-    """Empty dir or an earlier scenes dataset (its files are replaced); refuse anything else."""
+def _check_out(root: Path) -> None:
+    """--out must be new, empty, or an earlier scenes dataset (whose files are replaced, once the
+    new one is whole); anything else is refused. A folder of our files without meta.json is one
+    whose run was cut short (before the swap below existed): replaced too."""
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: --out exists and is not a folder")
-    if root.exists() and any(root.iterdir()):
-        if previous_meta(root) is None:
+    if root.is_dir() and any(root.iterdir()) and previous_meta(root) is None:
+        if not {p.name for p in root.iterdir()} <= set(MANAGED):
             raise FileExistsError(f"{root} is not empty and holds no scenes dataset (meta.json); "
                                   "choose an empty or new --out directory")
-        for name in MANAGED:
-            path = root / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+
+
+def _make_folders(root: Path) -> None:
     for split in ("train", "val"):
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         for task in YOLO_TASKS:
             (root / task / "images" / split).mkdir(parents=True, exist_ok=True)
             (root / task / "labels" / split).mkdir(parents=True, exist_ok=True)
     (root / "annotations").mkdir(exist_ok=True)
+
+
+def _swap_in(staged: Path, root: Path) -> None:
+    """Put the dataset drawn in `staged` at `root`, in place of an earlier one's files (other files
+    there stay). Renames only: a kill leaves the old dataset or the new one, and meta.json, the
+    mark of a whole dataset, goes first and comes last."""
+    root.mkdir(parents=True, exist_ok=True)
+    old = root.absolute().with_name(f".{root.absolute().name}.replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    old.mkdir()
+    for name in reversed(MANAGED):
+        if (root / name).exists():
+            os.replace(root / name, old / name)
+    for name in MANAGED:
+        os.replace(staged / name, root / name)
+    staged.rmdir()
+    shutil.rmtree(old)
 
 
 def _dump(path: Path, obj) -> None:
@@ -445,23 +463,35 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
     backgrounds, count_probs = expand_backgrounds(backgrounds), tuple(float(p) for p in count_probs)
     check_args(n, size, seed, val_fraction, workers, backgrounds, min_object, count_probs)
     root = Path(out_dir)
-    _prepare(root)
+    _check_out(root)
+    # drawn beside --out and swapped in whole: a run cut short left a folder that a rerun refused,
+    # and the earlier dataset there already deleted
+    staged = root.absolute().with_name(f".{root.absolute().name}.drawing")
+    shutil.rmtree(staged, ignore_errors=True)  # a run killed before it could clean up
+    _make_folders(staged)
     n_train, n_val = split_sizes(n, val_fraction)
-    job = partial(_write_one, root=root, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
+    job = partial(_write_one, root=staged, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
                   min_object=min_object, count_probs=count_probs)
     bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
     records = []
-    if workers == 1:
-        for i in range(n):
-            records.append(job(i))
-            bar.update()
-    else:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for rec in pool.imap(job, range(n), chunksize=32):  # imap keeps index order
-                records.append(rec)
+    try:
+        if workers == 1:
+            for i in range(n):
+                records.append(job(i))
                 bar.update()
-    bar.close()
-    _write_index_files(root, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object, count_probs)
+        else:  # the workers leave Ctrl-C to this process, which stops them (each printed a traceback)
+            with multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
+                                                          initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+                for rec in pool.imap(job, range(n), chunksize=32):  # imap keeps index order
+                    records.append(rec)
+                    bar.update()
+        bar.close()
+        _write_index_files(staged, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object,
+                           count_probs)
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    _swap_in(staged, root)
     return root
 
 
@@ -512,6 +542,10 @@ def main(argv=None) -> int:
                         count_probs=count_probs)
     except FileExistsError as e:
         ap.error(str(e))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out} is as it was (the scenes are drawn beside it and put in place when "
+              "all are done); run the same command again", file=sys.stderr)
+        return 130
     if previous is not None:  # the same --out twice is allowed (scripts resume), but never silently
         print(f"note: replaced the existing scenes dataset at {root} ({previous.get('n', '?')} images, "
               f"seed {previous.get('seed', '?')})", file=sys.stderr)

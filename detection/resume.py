@@ -10,7 +10,7 @@ from pathlib import Path
 from detection._common import UsageError
 
 # what a run writes into --out (val/: multi-GPU re-validation): anything else there is someone else's
-RUN_FILES = {"best.pt", "metrics.json", "metrics.json.tmp", "curves.png", "results.png", "README.md", "data.yaml",
+RUN_FILES = {"best.pt", "best.pt.tmp", "metrics.json", "metrics.json.tmp", "curves.png", "results.png", "README.md", "data.yaml",
              "run.json", "ultralytics", "val"}
 LAST = Path("ultralytics") / "weights" / "last.pt"  # ultralytics' resumable checkpoint, inside --out
 

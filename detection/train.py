@@ -262,7 +262,7 @@ def train(
     run = run_settings(out, dict(task=task, model=model, epochs=int(epochs), augment=augment, seed=int(seed),
                                   time_limit=time_limit), command, resume)
     ds = load_dataset(data, task)
-    overrides, augment_note = augment_settings(run["augment"])
+    overrides = augment_settings(run["augment"])[0]
     if not resume:
         source, kind = resolve_model(model)
         run["init"] = "fine-tuned from " + source if kind == "pt" else "from scratch (" + source + ")"
@@ -276,12 +276,27 @@ def train(
     try:
         yolo = YOLO(weights, task="detect")
     except Exception as e:
-        what = weights if resume else f"--model {model}"
-        raise UsageError(f"{what}: cannot load ({type(e).__name__}: {e})") from None
+        said = (str(e).strip().splitlines() or [""])[0]  # ultralytics' own advice (re-download ...) does not apply
+        if not resume:
+            raise UsageError(f"--model {model}: cannot load ({type(e).__name__}: {said})") from None
+        best = out / LAST.parent / "best.pt"  # ultralytics writes last.pt in place: a kill can cut it short
+        way = (f"train on from its best epoch with --model {best} and a new --out" if best.is_file() else
+               f"delete {out} to start over")
+        raise UsageError(f"{weights}: cannot load ({type(e).__name__}: {said}); if a kill cut it short, {way}") \
+            from None
     if yolo.task != "detect":
         raise UsageError(f"--model {model}: a {yolo.task!r} model, expected a detection model")
     if resume:
-        done, total = resume_point(yolo.ckpt or {}, out)
+        try:
+            done, total = resume_point(yolo.ckpt or {}, out)
+        except UsageError:
+            if (out / "metrics.json").is_file() or _rank() > 0:
+                raise
+            # trained to its end and stopped before its outputs were written (ultralytics' final
+            # validation, our copies): they are written now, from the run's own best weights
+            print("the run was trained to its end; writing its outputs", flush=True)
+            return _write_outputs(out, run, ds, data_yaml, YOLO, dev, imgsz, batch, metrics_obj=None,
+                                  weights=_finished_weights(out), session_seconds=None, device=dev)
         if stop_at is not None and not done < stop_at < total:
             raise UsageError(f"--stop-at {stop_at}: the run in {out} is at epoch {done} of {total}")
         run["resumed_from"] = run["resumed_from"] + [done]
@@ -319,21 +334,39 @@ def train(
     if _rank() > 0:  # torchrun worker: rank 0 writes the outputs
         return {}
     trainer = yolo.trainer
-    run_dir = Path(trainer.save_dir)
     weights = Path(trainer.best) if Path(trainer.best).exists() else Path(trainer.last)
     if not weights.exists():
-        raise RuntimeError(f"ultralytics wrote no weights into {run_dir / 'weights'}")
-    best = out / "best.pt"
-    shutil.copyfile(weights, best)
+        raise RuntimeError(f"ultralytics wrote no weights into {Path(trainer.save_dir) / 'weights'}")
+    return _write_outputs(out, run, ds, data_yaml, YOLO, dev, imgsz, batch, metrics_obj=getattr(yolo, "metrics", None),
+                          weights=weights, session_seconds=seconds, device=getattr(trainer, "device", dev))
 
-    metrics_obj = getattr(yolo, "metrics", None)
-    if not hasattr(metrics_obj, "box"):  # DDP: the validator ran in a subprocess; validate best.pt here
+
+def _finished_weights(out: Path) -> Path:
+    folder = out / LAST.parent
+    return next(p for p in (folder / "best.pt", folder / "last.pt") if p.is_file())
+
+
+def _write_outputs(out: Path, run: dict, ds, data_yaml: Path, YOLO, dev, imgsz: int, batch: int, *, metrics_obj,
+                   weights: Path, session_seconds: float | None, device) -> dict:
+    """best.pt, curves, README.md, and metrics.json last (with best.pt, the mark of a finished run:
+    a run stopped before it can be completed with --resume). metrics_obj: ultralytics' final
+    validation, or None to validate best.pt here (DDP ran it in a subprocess; a completion has none).
+    session_seconds: this session's training time, or None to take it from results.csv."""
+    task = run["task"]
+    best = out / "best.pt"
+    tmp = out / "best.pt.tmp"
+    shutil.copyfile(weights, tmp)
+    tmp.replace(best)
+    if not hasattr(metrics_obj, "box"):
         val_device = dev[0] if isinstance(dev, list) else dev
         metrics_obj = YOLO(str(best)).val(data=str(data_yaml), imgsz=int(imgsz), batch=int(batch),
                                           device=val_device, plots=False, verbose=False,
                                           project=str(out), name="val", exist_ok=True)
+    run_dir = out / "ultralytics"
     rows = _read_results_csv(run_dir / "results.csv")
     earlier = earlier_seconds(rows, run["resumed_from"])
+    if session_seconds is None:  # `time` is cumulative within a session
+        session_seconds = rows[-1]["time"] if rows and isinstance(rows[-1].get("time"), float) else 0.0
     metrics = {
         "task": task,
         "names": ds.names,
@@ -346,24 +379,24 @@ def train(
         "batch": int(batch),
         "model": run["model"],
         "init": run["init"],
-        "augment": augment_note,
+        "augment": augment_settings(run["augment"])[1],
         "data": str(ds.yaml_path),
         "data_hash": ds.data_hash(),
         "n_train": len(ds.images["train"]),
         "n_val": len(ds.images["val"]),
         "command": "\n".join(run["commands"]),
-        "seconds": round(seconds + earlier, 2),
-        "seconds_per_epoch": _seconds_per_epoch(rows, seconds + earlier, earlier),
-        "device": str(getattr(trainer, "device", dev)),
+        "seconds": round(session_seconds + earlier, 2),
+        "seconds_per_epoch": _seconds_per_epoch(rows, session_seconds + earlier, earlier),
+        "device": str(device),
         "seed": run["seed"],
         "ultralytics": _ul_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(out / "metrics.json", metrics)
     if (run_dir / "results.png").exists():
         shutil.copyfile(run_dir / "results.png", out / "results.png")
     plot_curves(rows, out / "curves.png", title=f"{task} ({Path(run['model']).name})")
     (out / "README.md").write_text(model_card(metrics))
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 
@@ -574,11 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
-    m = train(data=a.data, task=a.task, out=a.out, model=a.model, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
-              device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
-              time_limit=a.time_limit, plots=not a.no_plots, verbose=not a.quiet, resume=a.resume,
-              stop_at=a.stop_at, command=command_line() if argv is None else
-              "python -m detection.train " + " ".join(argv))
+    try:
+        m = train(data=a.data, task=a.task, out=a.out, model=a.model, epochs=a.epochs, imgsz=a.imgsz, batch=a.batch,
+                  device=a.device, workers=a.workers, augment=a.augment, patience=a.patience, seed=a.seed,
+                  time_limit=a.time_limit, plots=not a.no_plots, verbose=not a.quiet, resume=a.resume,
+                  stop_at=a.stop_at, command=command_line() if argv is None else
+                  "python -m detection.train " + " ".join(argv))
+    except KeyboardInterrupt:
+        last = Path(a.out).expanduser().resolve() / LAST
+        print("\n" + (f"interrupted: {last} holds the last finished epoch; the same command with --resume goes on "
+                      "from there" if last.is_file() else
+                      f"interrupted before an epoch ended: nothing to resume in {a.out}; run the same command again"),
+              file=sys.stderr)
+        return 130
     if not m or "paused_after" in m:  # a torchrun worker other than rank 0, or --stop-at (train printed it)
         return 0
     print(f"{a.task}: mAP50 {m['mAP50']:.3f}  mAP50-95 {m['mAP50-95']:.3f}  "

@@ -145,10 +145,15 @@ def main(argv=None) -> int:
 
     effective = {**{k: pipe.defaults[k] for k in DEFAULTS}, **settings}
     batches = -(-args.candidates // args.batch)
-    with tqdm(total=effective["steps"] * batches, desc=f"{args.candidates} candidates", unit="step",
-              disable=args.quiet) as bar:
-        found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True, batch=args.batch,
-                                 **settings, callback=lambda i, t, x0: bar.update())
+    try:
+        with tqdm(total=effective["steps"] * batches, desc=f"{args.candidates} candidates", unit="step",
+                  disable=args.quiet) as bar:
+            found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True,
+                                     batch=args.batch, **settings, callback=lambda i, t, x0: bar.update())
+    except KeyboardInterrupt:  # the best are kept, so all are drawn before any is written
+        print(f"\ninterrupted: nothing written to {args.out} (the candidates are ranked once all are drawn); "
+              "fewer --candidates take less time", file=sys.stderr)
+        return 130
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")  # which run a row of the appended log came from

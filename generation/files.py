@@ -25,10 +25,10 @@ def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) ->
     os.replace(tmp, path)
 
 
-def atomic_write_json(obj, path: Path) -> None:
+def atomic_write_json(obj, path: Path, indent: int | None = 1) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.write_text(json.dumps(obj, indent=indent) + "\n")
     os.replace(tmp, path)
 
 

@@ -2,18 +2,41 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 
 def open_log(path: Path, resume_step: int | None):
     """Open a training log for appending. A fresh run (resume_step None) starts an empty log; a
-    resumed one forgets the rows written after its checkpoint, since those steps run again."""
+    resumed one forgets the rows written after its checkpoint, since those steps run again, and a
+    last row a kill cut short."""
     if resume_step is None:
         path.unlink(missing_ok=True)
     elif path.is_file():
-        rows = [x for x in path.read_text().splitlines() if x.strip() and json.loads(x).get("step", 0) <= resume_step]
+        lines = [x for x in path.read_text().splitlines() if x.strip()]
+        rows = []
+        for number, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                if number == len(lines):  # torn by a kill mid-write: its step runs again
+                    break
+                raise ValueError(f"{path}: line {number} is not JSON; the log is damaged") from None
+            if row.get("step", 0) <= resume_step:
+                rows.append(line)
         path.write_text("".join(r + "\n" for r in rows))
     return open(path, "a")
+
+
+def recover_checkpoint(out: Path) -> None:
+    """Finish a checkpoint swap that a kill interrupted. The trainers write checkpoint.tmp/ whole,
+    then rename checkpoint/ to checkpoint.old/ and checkpoint.tmp/ to checkpoint/: between the two
+    renames there is no checkpoint/, and --resume found nothing (a plain start then trained over it)."""
+    final, tmp, old = out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"
+    if not final.exists() and old.is_dir():
+        os.replace(tmp if tmp.is_dir() else old, final)  # tmp was complete before the first rename
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def run_folder_problem(out: Path, resume: bool, tool: str, run_files: set[str], trained: tuple[str, ...]) -> str | None:

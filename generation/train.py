@@ -52,10 +52,10 @@ from tqdm import tqdm
 from generation.data import CaptionImageDataset, read_captions
 from generation.diffusers_vq import load_image_tokenizer
 from generation.diffusion import MaskReplaceDiffusion
-from generation.files import atomic_save_file, load_torch_file
+from generation.files import atomic_save_file, atomic_write_json, load_torch_file
 from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
-from generation.runlog import interrupted, open_log, run_folder_problem
+from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.train_config import ConfigError, load_config
@@ -65,7 +65,7 @@ from generation.vqvae import VQVAE
 
 # what a run writes in its out folder: anything else there belongs to someone else
 RUN_FILES = {"checkpoint", "checkpoint.tmp", "checkpoint.old", "pipeline", "samples", "log.jsonl",
-             "tokens.safetensors", "tokens.safetensors.tmp", "tokens.json"}
+             "tokens.safetensors", "tokens.safetensors.tmp", "tokens.json", "tokens.json.tmp"}
 
 
 # ---------------------------------------------------------------------- tokens cache
@@ -106,12 +106,16 @@ def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool, write: bo
     folders = [out] + ([Path(cfg["init"]).parent] if "init" in cfg else [])
     for folder in folders:  # the init's training folder holds its pipeline/ and its cache
         if (folder / "tokens.safetensors").is_file() and (folder / "tokens.json").is_file():
-            meta = json.loads((folder / "tokens.json").read_text())
+            try:
+                meta = json.loads((folder / "tokens.json").read_text())
+            except ValueError:  # cut short by a kill (before it was written atomically): tokenised again
+                continue
             if meta.get("key") == digest:
                 tensors = load_file(str(folder / "tokens.safetensors"))
                 if folder != out and write:
-                    shutil.copyfile(folder / "tokens.safetensors", cache)
-                    meta_path.write_text(json.dumps(meta))
+                    meta_path.unlink(missing_ok=True)
+                    atomic_save_file(tensors, cache)
+                    atomic_write_json(meta, meta_path, indent=None)
                 return {s: (tensors[s], meta["captions"][s]) for s in meta["captions"]}
     result, captions = {}, {}
     for split in ("train", "val"):
@@ -129,8 +133,9 @@ def tokenize_dataset(cfg: dict, vq, out: Path, device, progress: bool, write: bo
         result[split] = torch.cat(ids)
         captions[split] = ds.captions
     if write:
+        meta_path.unlink(missing_ok=True)  # the key last: a cache is found only once both files are whole
         atomic_save_file(result, cache)
-        meta_path.write_text(json.dumps({"key": digest, "captions": captions}))
+        atomic_write_json({"key": digest, "captions": captions}, meta_path, indent=None)
     return {s: (result[s], captions[s]) for s in result}
 
 
@@ -544,6 +549,7 @@ def main(argv=None) -> int:
         if args.no_samples:
             cfg["train"]["sample_every"] = 0
         option = "--out" if args.out is not None else f"the out: folder of {args.config}"
+        recover_checkpoint(Path(cfg["out"]))
         problem = out_folder_problem(Path(cfg["out"]), option) or run_folder_problem(
             Path(cfg["out"]), args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
         if problem:

@@ -39,7 +39,7 @@ from tqdm import tqdm
 from generation.data import load_image, read_captions
 from generation.files import load_torch_file
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
-from generation.runlog import interrupted, open_log, run_folder_problem
+from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
 from generation.vqvae import VQVAE, VQVAEConfig
 
@@ -388,6 +388,7 @@ def main(argv=None) -> int:
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
+    recover_checkpoint(Path(args.out))
     out_problem = out_folder_problem(Path(args.out), "--out") or run_folder_problem(
         Path(args.out), args.resume, "train_vqvae", RUN_FILES, trained=("checkpoint", "model.safetensors"))
     for problem in (number_problems(args), out_problem):

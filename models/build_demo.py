@@ -18,6 +18,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -175,21 +176,50 @@ MORE_ROUNDS = {name: name.replace("generator_", "t2i_") for name in STAGES if na
 ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor codes
 
 
+_running: list[subprocess.Popen] = []  # the stage in progress, for the SIGTERM handler
+
+
 def run(cmd: list[str], log: Path) -> float:
-    """Run a stage as its own process (its CLI is the recipe); returns seconds taken."""
+    """Run a stage as its own process (its CLI is the recipe); returns seconds taken. Interrupted
+    (Ctrl-C reaches the stage too; SIGTERM is passed on to it as one), it waits for the stage to
+    end and logs its last words: a trainer says there where it can go on from."""
     print("$", " ".join(cmd), flush=True)
     t0 = time.time()
     with open(log, "ab") as fh:
         fh.write(("$ " + " ".join(cmd) + "\n").encode())
         fh.flush()
         stage = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
-        for line in stage.stdout:  # ultralytics colours its log whatever the output: plain text here
-            fh.write(ANSI.sub(b"", line))
-            fh.flush()
-        code = stage.wait()
+        _running.append(stage)
+        try:
+            for line in stage.stdout:  # ultralytics colours its log whatever the output: plain text here
+                fh.write(ANSI.sub(b"", line))
+                fh.flush()
+            code = stage.wait()
+        except BaseException:
+            try:
+                rest = stage.communicate(timeout=60)[0]
+            except subprocess.TimeoutExpired:  # it does not end: no orphan goes on writing into the work folder
+                stage.kill()
+                rest = stage.communicate()[0]
+            fh.write(ANSI.sub(b"", rest or b""))
+            raise
+        finally:
+            _running.remove(stage)
     if code != 0:
         raise SystemExit(f"stage failed (exit {code}): {' '.join(cmd)}; see {log}")
     return time.time() - t0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a job scheduler, `kill`) ends the build as Ctrl-C does: the stage in progress gets
+    SIGINT, the build waits for it. Before, the stage went on as an orphan, and a build started
+    again next to it trained into the same folder."""
+    def handler(signum, frame):
+        for stage in _running:
+            stage.send_signal(signal.SIGINT)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def default_bundle(profile: str, work: Path) -> Path:
@@ -252,10 +282,16 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     if trained_before and (trained_before / "metrics.json").is_file() and not (vq / "metrics.json").exists():
         # a tokenizer trained beforehand (on the CPU machine) and committed: a lent GPU's one call
         # then goes to the generator; the card names where it came from
-        shutil.copytree(trained_before, vq, dirs_exist_ok=True)
-        metrics = json.loads((vq / "metrics.json").read_text())
+        # copied beside it and renamed: metrics.json, the stage's mark of done, comes with every other file
+        copying = work / "vqvae.copying"
+        shutil.rmtree(copying, ignore_errors=True)
+        shutil.copytree(trained_before, copying)
+        metrics = json.loads((copying / "metrics.json").read_text())
         metrics["restored_from"] = f"trained beforehand: {p['vqvae_from']}/README.md"
-        (vq / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        (copying / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+        if vq.exists():  # an earlier copy cut short
+            shutil.rmtree(vq)
+        copying.rename(vq)
         print(f"[vqvae] from {trained_before}")
     resume = ["--resume"] if (vq / "checkpoint").is_dir() else []
     if stage("vqvae", vq / "metrics.json", [py, "-m", "generation.train_vqvae", "--data", str(gen_scenes), "--out",
@@ -308,7 +344,8 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
     on_cpu = (device or "cpu") == "cpu"
     detector = p["detector_cpu"] if on_cpu and "detector_cpu" in p else p["detector"]
     for task in ("catdog", "face"):
-        if stage(task, work / task / "best.pt", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
+        # metrics.json is the last thing detection.train writes: best.pt alone is a run stopped before its end
+        if stage(task, work / task / "metrics.json", [py, "-m", "detection.train", "--task", task, "--data", str(scenes),
                                                  *detector, "--device", device or "cpu", "--out",
                                                  str(work / task), *detector_resume(work / task), "--quiet"]):
             return work
@@ -339,11 +376,12 @@ def build(profile: str, device: str | None, work: Path | None = None, bundle: Pa
 
 
 def detector_resume(out: Path) -> list[str]:
-    """["--resume"] for a detector run that was interrupted (ultralytics' last.pt, no best.pt yet):
-    detection.train refuses to start over in its folder."""
+    """["--resume"] for a detector run that was interrupted (ultralytics' last.pt, no metrics.json
+    yet): detection.train refuses to start over in its folder, and resuming a run trained to its end
+    writes its outputs."""
     from detection.resume import LAST  # where ultralytics keeps its resumable checkpoint
 
-    return ["--resume"] if (out / LAST).is_file() and not (out / "best.pt").exists() else []
+    return ["--resume"] if (out / LAST).is_file() and not (out / "metrics.json").exists() else []
 
 
 def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defaults: dict | None = None) -> None:
@@ -359,24 +397,39 @@ def assemble(generator: Path, work: Path, bundle: Path, half: bool = False, defa
         raise SystemExit(f"cannot assemble {bundle}: missing {', '.join(map(str, missing))} (the bundle is left as "
                          "it was; on a machine without the build's work folder see `python -m models.restore_work`)")
     bundle.mkdir(parents=True, exist_ok=True)
-    gen = bundle / "generator"
-    if gen.exists():
-        shutil.rmtree(gen)
-    shutil.copytree(generator, gen)
+    # made whole beside the bundle's generator, then swapped in: the app loads models/demo by
+    # default, and a kill midway left it with no generator or a half-copied one
+    gen, staged, old = bundle / "generator", bundle / ".generator.new", bundle / ".generator.old"
+    for leftover in (staged, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    shutil.copytree(generator, staged)
     if defaults:
         from generation.files import atomic_write_json
 
-        meta = json.loads((gen / "pipeline.json").read_text())
-        atomic_write_json({**meta, "defaults": {**meta["defaults"], **defaults}}, gen / "pipeline.json")
+        meta = json.loads((staged / "pipeline.json").read_text())
+        atomic_write_json({**meta, "defaults": {**meta["defaults"], **defaults}}, staged / "pipeline.json")
     if half:
         from models.half import halve
 
-        halve(gen)
+        halve(staged)
+    if gen.exists():
+        gen.rename(old)
+    staged.rename(gen)
+    shutil.rmtree(old, ignore_errors=True)
     for task in ("catdog", "face"):
-        shutil.copy2(work / task / "best.pt", bundle / f"{task}.pt")
+        copy_over(work / task / "best.pt", bundle / f"{task}.pt")
         # repository-relative paths, as in judge_validation.json: the clone can move
         metrics = (work / task / "metrics.json").read_text().replace(f"{ROOT}/", "")
-        (bundle / f"{task}.metrics.json").write_text(metrics)
+        tmp = bundle / f".{task}.metrics.json.tmp"
+        tmp.write_text(metrics)
+        tmp.replace(bundle / f"{task}.metrics.json")
+
+
+def copy_over(source: Path, target: Path) -> None:
+    """shutil.copy2, through a temporary file beside the target: a kill leaves the old file whole."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copy2(source, tmp)
+    tmp.replace(target)
 
 
 def main(argv=None) -> int:
@@ -394,7 +447,14 @@ def main(argv=None) -> int:
                                                  "(e.g. catdog,face on a machine that has only the scenes)")
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
-    path = build(args.profile, args.device, args.work, args.bundle, args.until, only)
+    stop_on_sigterm()
+    try:
+        path = build(args.profile, args.device, args.work, args.bundle, args.until, only)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the stage in progress was stopped (its last words are in build.log); the same "
+              "command goes on: finished stages are kept, and a training stage resumes from its checkpoint",
+              file=sys.stderr)
+        return 130
     print(f"stopped after {args.until} ({path})" if args.until else f"built {path}")
     return 0
 

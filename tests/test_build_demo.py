@@ -354,7 +354,8 @@ def test_the_card_names_the_folders_it_was_built_in(tmp_path):
 
 
 def test_build_demo_resumes_an_interrupted_detector(tmp_path, monkeypatch):
-    """models.build_demo passes --resume to a detector stage whose run has a last.pt and no best.pt."""
+    """models.build_demo passes --resume to a detector stage whose run has a last.pt and no
+    metrics.json (detection.train's last output: a best.pt alone is a run stopped before its end)."""
     import models.build_demo as recipe
 
     ran = []
@@ -362,6 +363,7 @@ def test_build_demo_resumes_an_interrupted_detector(tmp_path, monkeypatch):
     work = tmp_path / "work"
     (work / "catdog" / "ultralytics" / "weights").mkdir(parents=True)
     (work / "catdog" / "ultralytics" / "weights" / "last.pt").write_bytes(b"")
+    (work / "catdog" / "best.pt").write_bytes(b"")
     recipe.build("smoke", "cpu", work, tmp_path / "bundle", until="face", only={"catdog", "face"})
     detectors = {cmd[cmd.index("--task") + 1]: cmd for cmd in ran if "detection.train" in cmd}
     assert "--resume" in detectors["catdog"] and "--resume" not in detectors["face"]
@@ -377,3 +379,49 @@ def test_stage_logs_are_plain_text(tmp_path):
     log = tmp_path / "build.log"
     run([sys.executable, "-c", r"print('\x1b[34m\x1b[1mtrain:\x1b[0m 40 images'); print('done')"], log)
     assert log.read_text().splitlines()[1:] == ["train: 40 images", "done"]
+
+
+def test_a_terminated_build_stops_its_stage_and_logs_its_last_words(tmp_path):
+    """SIGTERM to the build alone: the stage gets SIGINT, the build waits for it, logs what it said
+    and says in one line how to go on. Before, the stage trained on as an orphan."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from models.build_demo import ROOT
+
+    stage = ("import os, sys, time\nprint('stage', os.getpid(), flush=True)\ntry:\n    time.sleep(60)\n"
+             "except KeyboardInterrupt:\n    print('interrupted: the same command with --resume goes on', flush=True)\n"
+             "    sys.exit(130)\n")
+    build = ("import sys\nfrom pathlib import Path\nimport models.build_demo as b\nb.stop_on_sigterm()\n"
+             f"try:\n    b.run([sys.executable, '-c', {stage!r}], Path({str(tmp_path / 'build.log')!r}))\n"
+             "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    parent = subprocess.Popen([sys.executable, "-c", build], cwd=ROOT, start_new_session=True)
+    log = tmp_path / "build.log"
+    for _ in range(300):
+        if "stage " in (log.read_text() if log.is_file() else ""):
+            break
+        time.sleep(0.1)
+    child = int(log.read_text().split("stage ")[1].split()[0])
+    parent.send_signal(signal.SIGTERM)
+    assert parent.wait(30) == 130
+    assert "interrupted: the same command with --resume goes on" in log.read_text()
+    with pytest.raises(ProcessLookupError):  # no orphan left training
+        os.kill(child, 0)
+
+
+def test_build_demo_says_in_a_line_how_to_go_on_after_ctrl_c(tmp_path, monkeypatch, capsys):
+    import models.build_demo as recipe
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recipe, "build", interrupted)
+    assert recipe.main(["--profile", "smoke", "--work", str(tmp_path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: the stage in progress was stopped") and len(err.splitlines()) == 1
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # main installed the build's handler in this process

@@ -765,3 +765,61 @@ def test_a_byte_order_mark_is_not_text_and_dropped_captions_are_named(tmp_path):
     (cub / "text" / "001.Albatross" / "bird.txt").write_bytes("\ufeffa bird\n".encode("utf-8"))
     convert("cub", cub, tmp_path / "cub_out", val_fraction=0.0)
     assert read_captions(tmp_path / "cub_out")["bird.jpg"]["captions"] == ["a bird"]  # no U+FEFF in the caption
+
+
+def test_ctrl_c_during_the_swap_waits_and_a_kill_after_it_keeps_the_new_conversion(tmp_path, monkeypatch, capsys):
+    """The swap into --out is renames with Ctrl-C held off: a Ctrl-C there lets it end (before, the
+    earlier images were deleted first, and a Ctrl-C left some of them under the earlier captions).
+    Stopped while clearing the earlier files away, the new conversion is whole; a rerun tidies up."""
+    import os
+    import signal
+
+    import datasets.convert.writers as writers
+
+    src = pets_fixture(tmp_path / "pets")
+    out = tmp_path / "out"
+    convert("pets", src, out, val_fraction=0.5)
+    expected = tmp_path / "expected"
+    convert("pets", src, expected, val_fraction=0.2)
+    real_replace = os.replace
+    pressed = []
+
+    def ctrl_c_midway(a, b):  # Ctrl-C between the swap's first and second rename
+        if not pressed:
+            pressed.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        real_replace(a, b)
+
+    monkeypatch.setattr(writers.os, "replace", ctrl_c_midway)
+    convert("pets", src, out, val_fraction=0.2, overwrite=True)
+    monkeypatch.setattr(writers.os, "replace", real_replace)
+    assert pressed and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def whole(folder):  # the report names its folder: the rest byte for byte
+        return {k: v for k, v in tree(folder).items() if k.name != "convert_report.json"}
+
+    assert whole(out) == whole(expected) and sorted(p.name for p in out.iterdir()) == sorted(
+        p.name for p in expected.iterdir())
+    real_rmtree = writers.shutil.rmtree
+
+    def ctrl_c_while_clearing(path, *args, **kwargs):  # the earlier files deleted: Ctrl-C waits for that too
+        if path.name == writers.Output.REPLACED and path.is_dir():
+            os.kill(os.getpid(), signal.SIGINT)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(writers.shutil, "rmtree", ctrl_c_while_clearing)
+    assert main(["pets", str(src), "--out", str(out), "--val-fraction", "0.5", "--overwrite", "--quiet"]) == 0
+    assert not (out / writers.Output.REPLACED).exists() and not (out / writers.Output.STAGING).exists()
+    monkeypatch.setattr(writers.shutil, "rmtree", real_rmtree)
+    # Ctrl-C before the swap: said in a line, the output as it was
+    before = tree(out)
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writers.Output, "_commit", interrupted)
+    capsys.readouterr()
+    assert main(["pets", str(src), "--out", str(out), "--val-fraction", "0.2", "--overwrite", "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted: {out} is as it was (a conversion is written beside its "
+                                               "files and put in place when done); run the same command again")
+    assert tree(out) == before

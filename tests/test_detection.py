@@ -679,6 +679,13 @@ def test_stop_at_then_resume_trains_each_epoch_once_and_a_finished_run_is_kept(t
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["epoch"] == 0 and ckpt["optimizer"] is not None  # not stripped: resumable
     assert "holds a detection.train run; pass --resume" in _refused(_tiny_args(scenes, out), capsys)
+    # ultralytics writes last.pt in place: one cut short by a kill is named, with a way on
+    whole = last.read_bytes()
+    last.write_bytes(whole[: len(whole) // 2])
+    err = _refused(_tiny_args(scenes, out, "--resume"), capsys)
+    assert err.startswith(f"error: {last}: cannot load (") and \
+        f"if a kill cut it short, train on from its best epoch with --model {last.parent / 'best.pt'}" in err
+    last.write_bytes(whole)
     # a run stopped after writing epoch 2's results row but before its checkpoint: the row goes
     results = out / "ultralytics" / "results.csv"
     header, row = results.read_text().splitlines()
@@ -702,12 +709,23 @@ def test_stop_at_then_resume_trains_each_epoch_once_and_a_finished_run_is_kept(t
     err = _refused(_tiny_args(scenes, out, "--resume"), capsys)
     assert f"the run in {out} is finished, nothing to resume" in err and f"--model {out / 'best.pt'}" in err
     assert (out / "best.pt").read_bytes() == best
-    # ultralytics finished (last.pt stripped) but our outputs were never written: finished too, not retrained
-    (out / "best.pt").unlink()
-    (out / "metrics.json").unlink()
+    # ultralytics finished (last.pt stripped) and the run was stopped before our outputs were written
+    # (its final validation takes seconds to minutes): --resume writes them, nothing is trained again
+    for name in ("best.pt", "metrics.json", "README.md", "curves.png"):
+        (out / name).unlink()
+    assert "holds a detection.train run; pass --resume" in _refused(_tiny_args(scenes, out), capsys)
+    assert det_train.main(_tiny_args(scenes, out, "--resume")) == 0
+    assert "the run was trained to its end; writing its outputs" in capsys.readouterr().out
+    done = json.loads((out / "metrics.json").read_text())
+    assert (out / "best.pt").read_bytes() == best and (out / "README.md").is_file() and (out / "curves.png").is_file()
+    for key in ("mAP50", "mAP50-95", "precision", "recall"):  # best.pt validated again: the same figures
+        assert done[key] == pytest.approx(m[key], abs=1e-6), key
+    assert done["per_class"] == m["per_class"]
+    assert (done["epochs_completed"], done["resumed_from"]) == (3, [1])
+    assert done["seconds"] == pytest.approx(float(rows[0][1]) + float(rows[-1][1]), abs=0.01)
+    assert [float(r.split(",")[0]) for r in results.read_text().splitlines()[1:]] == [1, 2, 3]  # not retrained
     err = _refused(_tiny_args(scenes, out, "--resume"), capsys)
     assert f"the run in {out} is finished, nothing to resume" in err and "Traceback" not in err
-    assert not (out / "best.pt").exists()
 
 
 def test_out_folders_that_are_not_a_fresh_or_resumable_run_are_refused_up_front(tmp_path, capsys):
@@ -878,3 +896,22 @@ def test_evaluate_runs_on_a_dataset_with_a_train_split_only(trained, tmp_path):
     (data / "data.yaml").write_text("train: images/train\nnames: [cat, dog]\n")  # no val: ultralytics' traceback
     report = det_eval.evaluate(out / "best.pt", data, "train", tmp_path / "ev", device="cpu")
     assert report["images"] == 1 and report["split"] == "train"
+
+
+def test_ctrl_c_says_where_the_run_can_go_on_from(tmp_path, monkeypatch, capsys):
+    from detection.resume import LAST
+
+    def interrupted(**kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(det_train, "train", interrupted)
+    out = tmp_path / "run"
+    argv = ["--task", "catdog", "--data", str(tmp_path), "--out", str(out)]
+    assert det_train.main(argv) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted before an epoch ended: nothing to resume in {out}; "
+                                               "run the same command again")
+    (out / LAST).parent.mkdir(parents=True)
+    (out / LAST).write_bytes(b"")
+    assert det_train.main(argv) == 130
+    assert capsys.readouterr().err.strip() == (f"interrupted: {out.resolve() / LAST} holds the last finished epoch; "
+                                               "the same command with --resume goes on from there")

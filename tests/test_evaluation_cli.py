@@ -229,6 +229,21 @@ def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp
     assert checked(["a purple giraffe", "--avoid", "cat", "--candidates", "2", *common,
                     "--out", str(tmp_path / "giraffe")]) in (0, 1)  # unreadable, but its exclusion is judged
     assert len((tmp_path / "giraffe" / "checked.jsonl").read_text().splitlines()) == 2
+    # Ctrl-C while drawing: one line, nothing written
+    import evaluation.checked as checked_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    checked_module.generate_checked, real = interrupted, checked_module.generate_checked
+    try:
+        assert checked(["a cat", *common, "--out", str(tmp_path / "stopped")]) == 130
+    finally:
+        checked_module.generate_checked = real
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"interrupted: nothing written to {tmp_path / 'stopped'} (the candidates are ranked once all are drawn); "
+        "fewer --candidates take less time")
+    assert not (tmp_path / "stopped").exists()
 
 
 def test_run_evaluates_prompts_given_on_the_command_line(tiny_detector, tmp_path, capsys):

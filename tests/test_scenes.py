@@ -206,6 +206,58 @@ def test_rewriting_an_earlier_root_says_so(tmp_path, capsys):
     assert json.loads((out / "meta.json").read_text())["n"] == 2
 
 
+def test_a_run_cut_short_leaves_the_earlier_dataset_whole_and_a_rerun_works(tmp_path, monkeypatch, capsys):
+    """Scenes are drawn beside --out and swapped in whole: interrupted (Ctrl-C, a crash) the earlier
+    dataset is as it was and the same command runs again. Before, --out had been emptied first, and
+    the rerun was refused (a folder of scenes files without meta.json)."""
+    out = tmp_path / "ds"
+    assert main(["--out", str(out), "--n", "6", "--size", "32", "--quiet", "--seed", "1"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = scenes._write_index_files
+
+    def cut_short(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scenes, "_write_index_files", cut_short)
+    capsys.readouterr()
+    assert main(["--out", str(out), "--n", "9", "--size", "32", "--quiet"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted: {out} is as it was (the scenes are drawn beside it and put in place when all are "
+                   "done); run the same command again")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing left beside it
+    monkeypatch.setattr(scenes, "_write_index_files", real)
+    assert main(["--out", str(out), "--n", "9", "--size", "32", "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["n"] == 9 and len(list((out / "images").rglob("*.png"))) == 9
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    # a folder a run of an earlier version left cut short (its files, no meta.json) is replaced too
+    (out / "meta.json").unlink()
+    assert main(["--out", str(out), "--n", "3", "--size", "32", "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["n"] == 3 and len(list((out / "images").rglob("*.png"))) == 3
+
+
+def test_ctrl_c_with_workers_says_one_line(tmp_path):
+    """Ctrl-C during a two-worker run: one line, no worker tracebacks, nothing at --out."""
+    import signal
+    import time
+
+    out = tmp_path / "ds"
+    run = subprocess.Popen([sys.executable, "-m", "datasets.scenes", "--out", str(out), "--n", "20000", "--size", "64",
+                            "--workers", "2", "--quiet"], cwd=Path(__file__).resolve().parents[1],
+                           stderr=subprocess.PIPE, text=True)
+    drawing = tmp_path / ".ds.drawing" / "images" / "train"
+    for _ in range(300):
+        if drawing.is_dir() and any(drawing.iterdir()):
+            break
+        time.sleep(0.1)
+    run.send_signal(signal.SIGINT)
+    err = run.communicate(timeout=60)[1]
+    assert run.returncode == 130, err
+    assert err.strip().splitlines() == [f"interrupted: {out} is as it was (the scenes are drawn beside it and put "
+                                        "in place when all are done); run the same command again"]
+    assert not out.exists() and not (tmp_path / ".ds.drawing").exists()
+
+
 def test_missing_out_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         main(["--n", "3"])

@@ -1,6 +1,7 @@
 """The two training CLIs end to end on a tiny scenes set: outputs, metrics, exact resume."""
 
 import json
+import shutil
 import re
 import sys
 import time
@@ -44,7 +45,16 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
     # interrupted (time limit) after its first step, with the same --steps: the same lr curve
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--time-limit", "1e-9",
                              *VQ_ARGS]) == 0
+    # killed mid-way through its checkpoint swap (checkpoint/ renamed to .old, the complete .tmp not yet
+    # in place) and while writing a log row: --resume goes on from the checkpoint, not from nothing
+    ckpt = half / "checkpoint"
+    shutil.copytree(ckpt, half / "checkpoint.tmp")
+    ckpt.rename(half / "checkpoint.old")
+    with open(half / "metrics.jsonl", "a") as f:
+        f.write('{"step": 7, "lo')
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--resume", *VQ_ARGS]) == 0
+    assert not (half / "checkpoint.old").exists() and not (half / "checkpoint.tmp").exists()
+    assert [json.loads(x)["step"] for x in (half / "metrics.jsonl").read_text().splitlines()] == [1, 5, 10]
     a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert train_vqvae.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), *VQ_ARGS]) == 2
@@ -111,12 +121,19 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     (tmp_path / "half.yaml").write_text(yaml.safe_dump(half_cfg))
     assert t2i.main(["--config", str(tmp_path / "half.yaml"), "--device", "cpu", "--quiet", "--stop-at", "3"]) == 0
     assert not (tmp_path / "half" / "pipeline").exists() and (tmp_path / "half" / "checkpoint").is_dir()
-    # a run killed after its checkpoint has logged steps that the resume runs again: they are dropped
+    # a run killed after its checkpoint has logged steps that the resume runs again: they are dropped,
+    # and so is a row cut short; a token cache's key cut short is a stale cache (tokenised again), and
+    # a kill between the checkpoint swap's two renames leaves the checkpoint for --resume
     with open(tmp_path / "half" / "log.jsonl", "a") as f:
-        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n")
+        f.write(json.dumps({"step": 4, "loss": -1.0}) + "\n" + '{"step": 5, "lo')
+    key = tmp_path / "half" / "tokens.json"
+    key.write_text(key.read_text()[:40])
+    shutil.copytree(tmp_path / "half" / "checkpoint", tmp_path / "half" / "checkpoint.tmp")
+    (tmp_path / "half" / "checkpoint").rename(tmp_path / "half" / "checkpoint.old")
     capsys.readouterr()
     assert t2i.main(["--config", str(tmp_path / "half.yaml"), "--device", "cpu", "--quiet", "--resume"]) == 0
     assert f"resumed from step 3 of 6 ({tmp_path / 'half' / 'checkpoint'})" in capsys.readouterr().err
+    assert json.loads(key.read_text())["key"]  # written again, whole
     half_log = [json.loads(x) for x in (tmp_path / "half" / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r.get("loss"), r.get("val_loss")) for r in half_log] == \
         [(r["step"], r.get("loss"), r.get("val_loss")) for r in log]

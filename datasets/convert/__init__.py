@@ -198,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         return error(f"{e.path}: --out already holds {', '.join(e.existing)}; pass --overwrite to replace them")
     except (ConvertError, ValueError, OSError) as e:  # OSError: unreadable source, unwritable --out
         return error(str(e))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {args.out} is as it was (a conversion is written beside its files and put in "
+              "place when done); run the same command again", file=sys.stderr)
+        return 130
     print(report.summary())
     print(f"  report: {Path(args.out) / 'convert_report.json'}")
     return 0

@@ -6,12 +6,28 @@ import json
 import os
 import re
 import shutil
+import signal
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from datasets.convert.common import (
     SKIP_MISSING_IMAGE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_OUTSIDE, SKIP_UNREADABLE_IMAGE, SPLITS,
     TASK_NAMES, WARN_ORIENTATION, WARN_REENCODED, WARN_SIZE, YOLO_FORMATS, YOLO_SUFFIXES, ConvertError, ConvertReport,
     ImageInfo, image_info)
+
+
+@contextmanager
+def _deaf_to_ctrl_c():
+    """Ignore Ctrl-C for a few renames (main thread only: signal handlers live there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class OutputExists(ConvertError):
@@ -33,6 +49,7 @@ class Output:
 
     OWNED = ("images", "labels", "data.yaml", "captions.jsonl", "convert_report.json")
     STAGING = ".converting"
+    REPLACED = ".replaced"  # the earlier conversion's files, on their way out
 
     def __init__(self, out, report: ConvertReport, *, copy: bool = False, overwrite: bool = False):
         self.final = Path(out)
@@ -56,8 +73,8 @@ class Output:
                                self.out)
         self._made_final = not self.final.exists()
         self.out = self.final / self.STAGING
-        if self.out.exists():  # left by a conversion that was killed
-            shutil.rmtree(self.out)
+        for leftover in (self.out, self.final / self.REPLACED):  # left by a conversion that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
         for split in SPLITS:
             (self.out / "images" / split).mkdir(parents=True, exist_ok=True)
 
@@ -65,23 +82,30 @@ class Output:
         return self
 
     def __exit__(self, kind, value, traceback) -> None:
-        if kind is not None:  # the output stays as it was: drop what this conversion wrote
+        if kind is not None and self.out != self.final:  # the output stays as it was: drop what this conversion wrote
             shutil.rmtree(self.out, ignore_errors=True)
             if self._made_final and self.final.is_dir() and not any(self.final.iterdir()):
                 self.final.rmdir()
 
     def _commit(self) -> None:
-        """Replace the output's earlier files with the staged ones (overwrite was checked at the start)."""
-        for name in self.OWNED:
-            old = self.final / name
-            if old.is_symlink() or old.is_file():
-                old.unlink()
-            elif old.is_dir():
-                shutil.rmtree(old)
-            if (self.out / name).exists():
-                (self.out / name).rename(old)
-        self.out.rmdir()
-        self.out = self.final
+        """Replace the output's earlier files with the staged ones (overwrite was checked at the start).
+        Renames, then the earlier files deleted, Ctrl-C held off till the end: the output holds the earlier conversion or
+        this one, whole (it used to delete the earlier images first, and a Ctrl-C then left part of
+        them under the earlier captions). convert_report.json, the mark of a conversion, goes first
+        and comes last."""
+        replaced = self.final / self.REPLACED
+        shutil.rmtree(replaced, ignore_errors=True)
+        replaced.mkdir()
+        with _deaf_to_ctrl_c():
+            for name in reversed(self.OWNED):
+                if (self.final / name).exists() or (self.final / name).is_symlink():
+                    os.replace(self.final / name, replaced / name)
+            for name in self.OWNED:
+                if (self.out / name).exists():
+                    os.replace(self.out / name, self.final / name)
+            self.out.rmdir()
+            self.out = self.final
+            shutil.rmtree(replaced)  # a Ctrl-C here would leave this conversion with the word that it was not
 
     def _unique_name(self, split: str, src: Path, ext: str | None = None) -> str:
         used = self._used[split]
