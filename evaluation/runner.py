@@ -173,6 +173,18 @@ def _differences(old, new, name: str = "") -> list[str]:
     return [f"{name}: {shown[0]} there, {shown[1]} now"]
 
 
+def _same_files(config: dict) -> dict:
+    """config with its model paths resolved, for comparing: `models/demo/catdog.pt`, its absolute
+    path and the default are one file (a resume was refused when the README's two forms met)."""
+    def resolved(value):
+        if isinstance(value, dict):
+            return {k: str(Path(v).resolve()) if k in ("path", "images_from") and isinstance(v, str) else resolved(v)
+                    for k, v in value.items()}
+        return value
+
+    return {**config, "models": resolved(config.get("models", {}))}
+
+
 def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
     """A resumed run must have the settings of the run it continues. A new one records them, and
     its suite as suite.yaml: what `--images-from` judges again, whatever file it came from."""
@@ -181,8 +193,8 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         old = json.loads(path.read_text())
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
-        if old != config:
-            diff = _differences(old, config)
+        if _same_files(old) != _same_files(config):
+            diff = _differences(_same_files(old), _same_files(config))
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):

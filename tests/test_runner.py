@@ -434,3 +434,26 @@ def test_the_report_draws_the_boxes_the_judge_counted():
     summary = {"overall": {"accuracy": 1.0, "ci95": [0.0, 1.0], "n": 1}, "categories": {}, "suite": "s"}
     for rules, boxes in ((DEFAULT_RULES, 1), (JUDGE_1, 3)):
         assert render_report([row], {**summary, "judge": rules.to_dict()}).count("<rect") == boxes
+
+
+def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, monkeypatch):
+    """`models/demo/catdog.pt`, its absolute path and the default are the same file: the README's
+    two forms of a command resume each other's run. Another file is still refused."""
+    suite = load_suite("smoke")
+    world = SceneWorld()
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+
+    def models(path):
+        return {"generator": {"path": path, "sha256": "a"}, "detectors": {"catdog": {"path": path, "sha256": "b"}}}
+
+    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+              models=models("models/x.pt"))
+    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+              models=models(str(tmp_path / "models" / "x.pt")))
+    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+              models=models("./models/../models/x.pt"))
+    with pytest.raises(ValueError, match=r"models.detectors.catdog.path: '.*/models/x.pt' there, '.*/models/y.pt' now"):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+                  models=models("models/y.pt"))
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["models"] == models("models/x.pt")  # as given
