@@ -112,13 +112,14 @@ def write_card(work: Path, bundle: Path, profile: str, times: dict) -> Path:
              f"{rebuild_command(work, profile)}, commands in its build.log).", "",
              *([SMOKE_NOTE, ""] if profile == "smoke" else []),
              "## Data", "",
-             f"- `datasets.scenes` {meta.get('generator')}, seed {meta.get('seed')}, {meta.get('n')} images at "
+             f"- `datasets.scenes` {meta.get('generator')} (its drawing version, meta.json's `generator`), seed "
+             f"{meta.get('seed')}, {meta.get('n')} images at "
              f"{meta.get('size')}x{meta.get('size')} (train {meta.get('splits', {}).get('train')}, "
              f"val {meta.get('splits', {}).get('val')})"]
     gen_meta = _load(work / "generator_scenes" / "meta.json")
     if gen_meta:
         lines.append(f"- the generator (VQ-VAE and transformer) learns the same scenes drawn on "
-                     f"{' and '.join(gen_meta['backgrounds'])} backgrounds only (`--backgrounds`)"
+                     f"{' and '.join(gen_meta['backgrounds'])} backgrounds only (`--backgrounds {','.join(gen_meta['backgrounds'])}`)"
                      + (f", every object at least {gen_meta['min_object']:g} of the image side (`--min-object`)"
                         if gen_meta.get("min_object") else "")
                      + "; the detectors train and are validated on all of them")
