@@ -353,7 +353,7 @@ def _swap_in(staged: Path, root: Path) -> None:
     there stay). Renames only: a kill leaves the old dataset or the new one, and meta.json, the
     mark of a whole dataset, goes first and comes last."""
     root.mkdir(parents=True, exist_ok=True)
-    old = root.absolute().with_name(f".{root.absolute().name}.replaced")
+    old = root.resolve().with_name(f".{root.resolve().name}.replaced")
     shutil.rmtree(old, ignore_errors=True)
     old.mkdir()
     for name in reversed(MANAGED):
@@ -466,7 +466,7 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
     _check_out(root)
     # drawn beside --out and swapped in whole: a run cut short left a folder that a rerun refused,
     # and the earlier dataset there already deleted
-    staged = root.absolute().with_name(f".{root.absolute().name}.drawing")
+    staged = root.resolve().with_name(f".{root.resolve().name}.drawing")  # beside where the files go: renames stay on one disk
     shutil.rmtree(staged, ignore_errors=True)  # a run killed before it could clean up
     _make_folders(staged)
     n_train, n_val = split_sizes(n, val_fraction)

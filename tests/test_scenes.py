@@ -236,6 +236,21 @@ def test_a_run_cut_short_leaves_the_earlier_dataset_whole_and_a_rerun_works(tmp_
     assert json.loads((out / "meta.json").read_text())["n"] == 3 and len(list((out / "images").rglob("*.png"))) == 3
 
 
+def test_an_out_that_is_a_link_gets_the_dataset_where_it_points(tmp_path):
+    """--out a symlink to a folder elsewhere: drawn beside the folder it names (renames cannot
+    cross disks), and the link stays a link."""
+    target = tmp_path / "disk" / "scenes"
+    target.mkdir(parents=True)
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "scenes"
+    link.symlink_to(target)
+    for n in (3, 4):  # new, then replaced
+        assert main(["--out", str(link), "--n", str(n), "--size", "32", "--quiet"]) == 0
+        assert link.is_symlink() and json.loads((target / "meta.json").read_text())["n"] == n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk", "links"]
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["scenes"]
+
+
 def test_ctrl_c_with_workers_says_one_line(tmp_path):
     """Ctrl-C during a two-worker run: one line, no worker tracebacks, nothing at --out."""
     import signal
