@@ -542,6 +542,21 @@ def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp
     assert first.stat().st_mtime_ns == first_written and (run / "summary.json").is_file()
     assert ev.subheader[0].value.startswith("Your prompts:")  # the finished run is opened
 
+    # a job that fails is done: it is not run, and failed, again at every rerun
+    broken = page("generate.py")
+    broken.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}
+    broken.session_state["prompt"] = "a cat"
+    import generation.pipeline
+
+    real = generation.pipeline.TextToImage.__call__
+    generation.pipeline.TextToImage.__call__ = lambda self, *a, **k: 1 / 0
+    try:
+        broken.run()
+    finally:
+        generation.pipeline.TextToImage.__call__ = real
+    assert broken.exception and broken.exception[0].value == "division by zero"
+    assert broken.session_state["jobs"] == {}
+
     app = AppTest.from_file(str(UI / "streamlit_app.py"), default_timeout=60)
     app.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}
     app.run()  # the home page runs: Generate's unfinished drawing is not started again on coming back

@@ -75,7 +75,7 @@ with run_tab:
             st.info(f"Going on with the run in `{started['out_dir']}`: the page reran before it ended (a widget "
                     "was used). The prompts already done are kept.")
         bar = st.progress(0.0, text="starting")
-        with resources.device_lock():
+        with resources.running("evaluate"), resources.device_lock():
             try:
                 if pipe is None or eyes is None:  # changed in the sidebar since the click
                     raise ValueError("The evaluation needs a generator and at least one detector (see the sidebar).")
@@ -90,7 +90,6 @@ with run_tab:
                 st.error(f"Cannot write the run to `{started['out_dir']}`: {e.strerror or e}.")
             else:
                 resources.keep("ev_open", str(started["out_dir"]))
-        resources.job_done("evaluate")
         bar.empty()
 
 with open_tab:

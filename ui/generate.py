@@ -257,9 +257,9 @@ if started is not None:
     if again:
         restarted.info("Drawing again from the start: the page reran before the drawing in progress ended "
                        "(a widget was used).")
-    first_seed = draw_and_judge()
+    with resources.running("generate"):
+        first_seed = draw_and_judge()
     restarted.empty()
-    resources.job_done("generate")
     if first_seed is not None:  # the Seed field shows the draw's first seed: Random seed off then draws it again
         st.session_state["restore"] = {wkey("seed"): first_seed}
         st.rerun()

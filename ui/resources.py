@@ -71,6 +71,18 @@ def job_done(page: str) -> None:
     st.session_state.get("jobs", {}).pop(page, None)
 
 
+@contextmanager
+def running(page: str):
+    """Run the page's job: done when the block ends, or fails (a job that raised would run, and
+    fail, again at every rerun). Streamlit's stop for a rerun is no Exception: the job stays."""
+    try:
+        yield
+    except Exception:
+        job_done(page)
+        raise
+    job_done(page)
+
+
 def drop_jobs(but: str) -> None:
     """Forget the jobs of the pages other than the one about to run: a page left mid-job does not
     start its job again when the user comes back."""
