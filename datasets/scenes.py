@@ -316,6 +316,7 @@ def _write_one(index: int, root: Path, size: int, seed: int, n_train: int,
 
 # what a scenes dataset is made of; meta.json last (written last, the mark of a whole dataset)
 MANAGED = ("images", "annotations", "catdog", "face", "captions.jsonl", "objects.jsonl", "meta.json")
+DRAWING, REPLACED = ".drawing", ".replaced"  # inside --out: the new dataset, then the earlier one on its way out
 
 
 def previous_meta(root: Path) -> dict | None:
@@ -333,8 +334,10 @@ def _check_out(root: Path) -> None:
     whose run was cut short (before the swap below existed): replaced too."""
     if root.exists() and not root.is_dir():
         raise FileExistsError(f"{root}: --out exists and is not a folder")
-    if root.is_dir() and any(root.iterdir()) and previous_meta(root) is None:
-        if not {p.name for p in root.iterdir()} <= set(MANAGED):
+    if root.is_dir() and previous_meta(root) is None:
+        names = {p.name for p in root.iterdir()} - {DRAWING, REPLACED}  # a killed run's leftovers
+        cut_short = {"images", "annotations", "catdog", "face"} <= names <= set(MANAGED)  # an older version's
+        if names and not cut_short:
             raise FileExistsError(f"{root} is not empty and holds no scenes dataset (meta.json); "
                                   "choose an empty or new --out directory")
 
@@ -348,20 +351,20 @@ def _make_folders(root: Path) -> None:
     (root / "annotations").mkdir(exist_ok=True)
 
 
-def _swap_in(staged: Path, root: Path) -> None:
-    """Put the dataset drawn in `staged` at `root`, in place of an earlier one's files (other files
-    there stay). Renames only: a kill leaves the old dataset or the new one, and meta.json, the
-    mark of a whole dataset, goes first and comes last."""
-    root.mkdir(parents=True, exist_ok=True)
-    old = root.resolve().with_name(f".{root.resolve().name}.replaced")
+def _swap_in(root: Path) -> None:
+    """Put the dataset drawn in root/DRAWING in place of an earlier one's files (other files there
+    stay). Renames within --out (a mount point, a folder whose parent is not the user's): a kill
+    leaves the old dataset or the new one, and meta.json, the mark of a whole dataset, goes first
+    and comes last."""
+    old = root / REPLACED
     shutil.rmtree(old, ignore_errors=True)
     old.mkdir()
     for name in reversed(MANAGED):
         if (root / name).exists():
             os.replace(root / name, old / name)
     for name in MANAGED:
-        os.replace(staged / name, root / name)
-    staged.rmdir()
+        os.replace(root / DRAWING / name, root / name)
+    (root / DRAWING).rmdir()
     shutil.rmtree(old)
 
 
@@ -464,9 +467,10 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
     check_args(n, size, seed, val_fraction, workers, backgrounds, min_object, count_probs)
     root = Path(out_dir)
     _check_out(root)
-    # drawn beside --out and swapped in whole: a run cut short left a folder that a rerun refused,
-    # and the earlier dataset there already deleted
-    staged = root.resolve().with_name(f".{root.resolve().name}.drawing")  # beside where the files go: renames stay on one disk
+    made = not root.exists()
+    # drawn in --out/.drawing and swapped in whole: a run cut short left a folder that a rerun
+    # refused, and the earlier dataset there already deleted
+    staged = root / DRAWING
     shutil.rmtree(staged, ignore_errors=True)  # a run killed before it could clean up
     _make_folders(staged)
     n_train, n_val = split_sizes(n, val_fraction)
@@ -490,8 +494,10 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
                            count_probs)
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
+        if made and not any(root.iterdir()):
+            root.rmdir()
         raise
-    _swap_in(staged, root)
+    _swap_in(root)
     return root
 
 
@@ -543,8 +549,8 @@ def main(argv=None) -> int:
     except FileExistsError as e:
         ap.error(str(e))
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {args.out} is as it was (the scenes are drawn beside it and put in place when "
-              "all are done); run the same command again", file=sys.stderr)
+        print(f"\ninterrupted: {args.out} is as it was (the scenes are drawn in it, in {DRAWING}/, and put in place "
+              "when all are done); run the same command again", file=sys.stderr)
         return 130
     if previous is not None:  # the same --out twice is allowed (scripts resume), but never silently
         print(f"note: replaced the existing scenes dataset at {root} ({previous.get('n', '?')} images, "

@@ -24,19 +24,15 @@ from detection.detector import Detector
 from detection.draw import draw_detections
 
 
-# the files a folder stands for: ultralytics' image suffixes and GIF (read here by PIL, not by ultralytics)
-FOLDER_SUFFIXES = IMAGE_SUFFIXES | {".gif"}
-
-
 def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
     """(file, found in a folder) pairs: files as given; a folder stands for the image files directly
     in it (by suffix, sorted)."""
     paths = []
     for item in map(Path, images):
         if item.is_dir():
-            found = sorted(f for f in item.iterdir() if f.is_file() and f.suffix.lower() in FOLDER_SUFFIXES)
+            found = sorted(f for f in item.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise UsageError(f"{item}: a folder with no image files ({', '.join(sorted(FOLDER_SUFFIXES))})")
+                raise UsageError(f"{item}: a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             paths += [(f, True) for f in found]
             inside = sorted(f.name for f in item.iterdir() if f.is_dir())
             if inside:  # not read: said, so no image is left out unseen

@@ -365,7 +365,8 @@ def _write_outputs(out: Path, run: dict, ds, data_yaml: Path, YOLO, dev, imgsz: 
     run_dir = out / "ultralytics"
     rows = _read_results_csv(run_dir / "results.csv")
     earlier = earlier_seconds(rows, run["resumed_from"])
-    if session_seconds is None:  # `time` is cumulative within a session
+    completed = session_seconds is None
+    if completed:  # `time` is cumulative within a session: its epochs, not its start and final validation
         session_seconds = rows[-1]["time"] if rows and isinstance(rows[-1].get("time"), float) else 0.0
     metrics = {
         "task": task,
@@ -391,6 +392,8 @@ def _write_outputs(out: Path, run: dict, ds, data_yaml: Path, YOLO, dev, imgsz: 
         "seed": run["seed"],
         "ultralytics": _ul_version(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"seconds_from": "results.csv (the epochs' time): the run stopped before its outputs, which a --resume "
+                            "wrote"} if completed else {}),
     }
     if (run_dir / "results.png").exists():
         shutil.copyfile(run_dir / "results.png", out / "results.png")

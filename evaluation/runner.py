@@ -194,7 +194,8 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
         if _same_files(old) != _same_files(config):
-            diff = _differences(_same_files(old), _same_files(config))
+            real = {d.split(": ")[0] for d in _differences(_same_files(old), _same_files(config))}
+            diff = [d for d in _differences(old, config) if d.split(": ")[0] in real]  # as recorded and given
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):

@@ -207,7 +207,7 @@ def test_rewriting_an_earlier_root_says_so(tmp_path, capsys):
 
 
 def test_a_run_cut_short_leaves_the_earlier_dataset_whole_and_a_rerun_works(tmp_path, monkeypatch, capsys):
-    """Scenes are drawn beside --out and swapped in whole: interrupted (Ctrl-C, a crash) the earlier
+    """Scenes are drawn in --out/.drawing and swapped in whole: interrupted (Ctrl-C, a crash) the earlier
     dataset is as it was and the same command runs again. Before, --out had been emptied first, and
     the rerun was refused (a folder of scenes files without meta.json)."""
     out = tmp_path / "ds"
@@ -222,22 +222,27 @@ def test_a_run_cut_short_leaves_the_earlier_dataset_whole_and_a_rerun_works(tmp_
     capsys.readouterr()
     assert main(["--out", str(out), "--n", "9", "--size", "32", "--quiet"]) == 130
     err = capsys.readouterr().err.strip()
-    assert err == (f"interrupted: {out} is as it was (the scenes are drawn beside it and put in place when all are "
-                   "done); run the same command again")
+    assert err == (f"interrupted: {out} is as it was (the scenes are drawn in it, in .drawing/, and put in place "
+                   "when all are done); run the same command again")
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]  # nothing left beside it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"] and not (out / ".drawing").exists()
     monkeypatch.setattr(scenes, "_write_index_files", real)
     assert main(["--out", str(out), "--n", "9", "--size", "32", "--quiet"]) == 0
     assert json.loads((out / "meta.json").read_text())["n"] == 9 and len(list((out / "images").rglob("*.png"))) == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
-    # a folder a run of an earlier version left cut short (its files, no meta.json) is replaced too
+    # a folder a run of an earlier version left cut short (its files, no meta.json) is replaced too;
+    # a user's folder with an images/ of their own is not
     (out / "meta.json").unlink()
+    mine = tmp_path / "mine"
+    (mine / "images").mkdir(parents=True)
+    with pytest.raises(SystemExit):
+        main(["--out", str(mine), "--n", "3", "--size", "32", "--quiet"])
     assert main(["--out", str(out), "--n", "3", "--size", "32", "--quiet"]) == 0
     assert json.loads((out / "meta.json").read_text())["n"] == 3 and len(list((out / "images").rglob("*.png"))) == 3
 
 
 def test_an_out_that_is_a_link_gets_the_dataset_where_it_points(tmp_path):
-    """--out a symlink to a folder elsewhere: drawn beside the folder it names (renames cannot
+    """--out a symlink to a folder elsewhere (a mount point, say): drawn inside it (renames cannot
     cross disks), and the link stays a link."""
     target = tmp_path / "disk" / "scenes"
     target.mkdir(parents=True)
@@ -260,7 +265,7 @@ def test_ctrl_c_with_workers_says_one_line(tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "datasets.scenes", "--out", str(out), "--n", "20000", "--size", "64",
                             "--workers", "2", "--quiet"], cwd=Path(__file__).resolve().parents[1],
                            stderr=subprocess.PIPE, text=True)
-    drawing = tmp_path / ".ds.drawing" / "images" / "train"
+    drawing = out / ".drawing" / "images" / "train"
     for _ in range(300):
         if drawing.is_dir() and any(drawing.iterdir()):
             break
@@ -268,9 +273,9 @@ def test_ctrl_c_with_workers_says_one_line(tmp_path):
     run.send_signal(signal.SIGINT)
     err = run.communicate(timeout=60)[1]
     assert run.returncode == 130, err
-    assert err.strip().splitlines() == [f"interrupted: {out} is as it was (the scenes are drawn beside it and put "
-                                        "in place when all are done); run the same command again"]
-    assert not out.exists() and not (tmp_path / ".ds.drawing").exists()
+    assert err.strip().splitlines() == [f"interrupted: {out} is as it was (the scenes are drawn in it, in .drawing/, "
+                                        "and put in place when all are done); run the same command again"]
+    assert not out.exists()  # made by the run: gone with it
 
 
 def test_missing_out_is_a_usage_error(capsys):
