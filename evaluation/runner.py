@@ -253,6 +253,8 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
     todo = [(i, s) for i, s in mine if any((i, k) not in done for k in range(images_per_prompt))]
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval {suite.name}", unit="prompt",
                disable=not progress or shard.rank != 0)
+    if on_prompt and len(todo) < len(mine):  # a resumed run: its bar starts at the prompts done
+        on_prompt(len(mine) - len(todo), len(mine))
     with open(results, "a", encoding="utf-8") as fh:
         for step, (i, spec) in enumerate(todo, start=1):
             seeds = image_seeds(seed, images_per_prompt, seed_rule)

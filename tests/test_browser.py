@@ -230,6 +230,17 @@ def test_a_widget_used_mid_drawing_draws_again_instead_of_dropping_it(bundle_url
         expect(page.get_by_text("Drawing again from the start")).to_have_count(0)
         assert page.get_by_text("Earlier in this session").count() == 0  # drawn once, not twice
         assert page.locator("[data-testid='stException']").count() == 0
+        # two quick uses: the second stopped a run waiting for the device, which then kept it for ever
+        page.get_by_label("Prompt").fill("two faces")
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text(re.compile(r"step \d+ of \d+")).first.wait_for(timeout=60_000)
+        boxes = page.get_by_test_id("stCheckbox").filter(has_text="Show boxes")
+        boxes.click()
+        page.wait_for_timeout(400)
+        boxes.click()
+        expect(page.get_by_role("button", name="Download PNG")).to_have_count(8, timeout=120_000)
+        assert page.get_by_text("Earlier in this session").count() == 1
+        assert page.locator("[data-testid='stException']").count() == 0
         page.screenshot(path=tmp_path / "redrawn.png", full_page=True)
         browser.close()
 

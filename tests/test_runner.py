@@ -156,7 +156,11 @@ def test_runner_resumes_without_repeating_work(tmp_path):
         run_suite(suite, flaky, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
     assert len(read_rows(tmp_path / "results.jsonl")) == 6
     world.calls.clear()
-    run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    told = []  # the app's progress bar: a resumed run starts at the prompts already done
+    run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False,
+              on_prompt=lambda done, total: told.append((done, total)))
+    n = len(suite.prompts)
+    assert told == [(d, n) for d in range(3, n + 1)]
     rows = read_rows(tmp_path / "results.jsonl")
     assert len(rows) == 2 * len(suite.prompts)
     assert len({(r["prompt_index"], r["image_index"]) for r in rows}) == len(rows)

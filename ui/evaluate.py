@@ -70,10 +70,12 @@ with run_tab:
                 "settings": {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}})  # recorded in run.json
     started, again = resources.job("evaluate")
     if started is not None:
+        resources.remember_widgets()  # the fields as set for this run, should the user leave before it ends
         eyes = resources.judge_eyes()
+        going_on = st.empty()
         if again:
-            st.info(f"Going on with the run in `{started['out_dir']}`: the page reran before it ended (a widget "
-                    "was used). The prompts already done are kept.")
+            going_on.info(f"Going on with the run in `{started['out_dir']}`: the page reran before it ended (a "
+                          "widget was used). The prompts already done are kept.")
         bar = st.progress(0.0, text="starting")
         with resources.running("evaluate"), resources.device_lock():
             try:
@@ -81,15 +83,27 @@ with run_tab:
                     raise ValueError("The evaluation needs a generator and at least one detector (see the sidebar).")
                 lines, settings = started["prompts"], started["settings"]
                 suite = suite_from_prompts(lines) if lines else load_suite(started["suite"])
-                run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings), eyes,
-                          started["out_dir"], images_per_prompt=started["per_prompt"], settings=settings,
-                          progress=False, on_prompt=lambda d, n: bar.progress(d / n, text=f"prompt {d} of {n}"))
+                done, steps_each = [0], settings["steps"]
+
+                def on_prompt(d, n):
+                    done[0] = d
+                    bar.progress(d / n, text=f"prompt {d} of {n}")
+
+                def on_step(i, t, x0):  # each step a point where Streamlit can stop this run for a newer one
+                    n = len(suite.prompts)
+                    bar.progress(min(1.0, (done[0] + (i + 1) / steps_each) / n),
+                                 text=f"prompt {done[0] + 1} of {n}, step {i + 1} of {steps_each}")
+
+                run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings, callback=on_step),
+                          eyes, started["out_dir"], images_per_prompt=started["per_prompt"], settings=settings,
+                          progress=False, on_prompt=on_prompt)
             except ValueError as e:
                 st.error(str(e))
             except OSError as e:  # a folder that cannot be made or written
                 st.error(f"Cannot write the run to `{started['out_dir']}`: {e.strerror or e}.")
             else:
                 resources.keep("ev_open", str(started["out_dir"]))
+        going_on.empty()
         bar.empty()
 
 with open_tab:

@@ -253,6 +253,7 @@ def draw_and_judge() -> int | None:
 
 started, again = resources.job("generate")
 if started is not None:
+    resources.remember_widgets()  # the form as sent, should the user leave before the drawing ends
     restarted = st.empty()
     if again:
         restarted.info("Drawing again from the start: the page reran before the drawing in progress ended "
@@ -274,23 +275,22 @@ for k, entry in enumerate(st.session_state.get("history", [])):
         st.caption(entry["tally"])
     if not entry["rows"]:
         st.warning("No image passed the check; raise the candidate budget or change the prompt.")
-    for row_start in range(0, len(entry["rows"]), 4):
-        # images, verdicts and buttons each a row of their own: a verdict of two lines beside one of
-        # one pushed that column's button down, out of line with its neighbours'
-        four = list(enumerate(entry["rows"]))[row_start:row_start + 4]
-        for column, (j, row) in zip(st.columns(4), four):
+    for j, row in enumerate(entry["rows"]):
+        if j % 4 == 0:  # a row of its own, so a long verdict does not push the next row's images down
+            cols = st.columns(4)
+        with cols[j % 4]:
             shown = draw_detections(row["image"], row["detections"]) if boxes else row["image"]
-            column.image(shown, caption=f"seed {row['seed']}", width="stretch")
-        for column, (j, row) in zip(st.columns(4), four):
+            st.image(shown, caption=f"seed {row['seed']}", width="stretch")
+            # the button above the verdict: verdicts differ in length, so buttons under them did not line
+            # up; and each stays with its image where narrow screens stack the columns
+            settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
+            st.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
+                               "image/png", key=f"dl_{k}_{j}")
             v = row["verdict"]
             if v is not None and v.passed and entry.get("unchecked"):  # green would claim the whole prompt
-                column.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
+                st.info(f"✓ {v.reason} ({', '.join(entry['unchecked'])} not checked)")
             elif v is not None:
-                (column.success if v.passed else column.error)(("✓ " if v.passed else "✗ ") + v.reason)
+                (st.success if v.passed else st.error)(("✓ " if v.passed else "✗ ") + v.reason)
             elif not entry["judged"]:
-                column.caption("not judged")
-        for column, (j, row) in zip(st.columns(4), four):
-            settings = {"prompt": entry["prompt"], "seed": row["seed"], **entry["settings"]}
-            column.download_button("Download PNG", png_bytes(row["image"], settings), f"gendet_{row['seed']}.png",
-                                   "image/png", key=f"dl_{k}_{j}")
+                st.caption("not judged")
 resources.remember_widgets()

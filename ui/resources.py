@@ -33,20 +33,40 @@ def _device() -> threading.Lock:
     return threading.Lock()
 
 
+@st.cache_resource
+def _holder() -> dict:
+    """Which browser session holds the device: a run waiting behind its own session's older run
+    (stopped by a widget, finishing its step) is not waiting for "another tab"."""
+    return {"session": None}
+
+
+def _session() -> str | None:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else None
+
+
 @contextmanager
 def device_lock():
-    """Hold the device for one job. Another tab's job in progress is said on the page while this one
+    """Hold the device for one job. Another job in progress is said on the page while this one
     waits (it used to wait with no word, as if the app had hung)."""
-    lock = _device()
+    lock, holder = _device(), _holder()
+    note = None
     if not lock.acquire(blocking=False):
         note = st.empty()
-        note.info("Waiting for the device: another tab of this app is generating or detecting. "
-                  "This starts when that is done.")
+        ours = holder["session"] is not None and holder["session"] == _session()
+        note.info("Waiting for the device: this page's earlier run is finishing its step." if ours else
+                  "Waiting for the device: another tab of this app is generating or detecting. This starts when "
+                  "that is done.")
         lock.acquire()
-        note.empty()
-    try:
+    try:  # from here on the lock is released whatever happens: Streamlit may stop this run at any st call
+        holder["session"] = _session()
+        if note is not None:
+            note.empty()
         yield
     finally:
+        holder["session"] = None
         lock.release()
 
 
