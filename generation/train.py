@@ -368,6 +368,12 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     tokens_seen, t0, logged_at = 0, time.time(), step  # the rates count the steps since the last row
     pipe.train()
     pipe.vqvae.eval()
+    grid = out / "samples" / f"step_{step:07d}.png"
+    if (resume and rank == 0 and tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"])
+            and not grid.is_file()):  # stopped between its checkpoint and its grid: drawn now, as it would have been
+        sample_grid(pipe, cfg, grid, progress)
+        pipe.train()
+        pipe.vqvae.eval()
     end = tc["steps"] if stop_at is None else min(stop_at, tc["steps"])
     start = time.time()
     ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]

@@ -116,6 +116,14 @@ def test_train_writes_pipeline_logs_and_resumes_bit_identically(scenes, vqvae_di
     assert (tmp_path / "full" / "samples" / "step_0000006.png").is_file()
     pipe = TextToImage.from_pretrained(tmp_path / "full" / "pipeline", device="cpu")
     assert pipe("a cat", steps=3).images.shape == (1, 3, 32, 32)
+    # stopped after its last checkpoint and before its grid and export: --resume draws and writes them
+    grid = tmp_path / "full" / "samples" / "step_0000006.png"
+    drawn, weights = grid.read_bytes(), (tmp_path / "full" / "pipeline" / "transformer" / "model.safetensors").read_bytes()
+    grid.unlink()
+    shutil.rmtree(tmp_path / "full" / "pipeline")
+    assert t2i.main(["--config", str(full), "--device", "cpu", "--quiet", "--resume"]) == 0
+    assert grid.read_bytes() == drawn
+    assert (tmp_path / "full" / "pipeline" / "transformer" / "model.safetensors").read_bytes() == weights
     # 3 steps, stop, resume to 6: the same weights as 6 in one go
     half_cfg = config(scenes, vqvae_dir, tmp_path / "half", 6)
     (tmp_path / "half.yaml").write_text(yaml.safe_dump(half_cfg))
