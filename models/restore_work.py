@@ -50,13 +50,14 @@ def restore(card_path: Path, work: Path, bundle: Path | None = None) -> list[str
         _dump(work / rel, obj)
         written.append(rel)
 
-    m = _find(r"`datasets.scenes` (\S+), seed (\d+), (\d+) images at (\d+)x\d+ \(train (\d+), val (\d+)\)", card,
+    m = _find(r"`datasets.scenes` (\S+)(?: \(its drawing version, meta.json's `generator`\))?, seed (\d+), (\d+) images "
+              r"at (\d+)x\d+ \(train (\d+), val (\d+)\)", card,
               "Data line")
     version, (seed, n, size, train, val) = m.group(1), map(int, m.groups()[1:])
     scenes = {"generator": version, "seed": seed, "n": n, "size": size, "splits": {"train": train, "val": val},
               "restored": note}
     dump("scenes/meta.json", scenes)
-    m = re.search(r"drawn on (.+?) backgrounds only \(`--backgrounds`\)(?:, every object at least ([\d.]+))?", card)
+    m = re.search(r"drawn on (.+?) backgrounds only \(`--backgrounds[^`]*`\)(?:, every object at least ([\d.]+))?", card)
     if m:
         dump("generator_scenes/meta.json", {**scenes, "backgrounds": m.group(1).split(" and "),
                                             "min_object": float(m.group(2) or 0)})
