@@ -40,6 +40,15 @@ def slug(prompt: str) -> str:
     return re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60] or "image"
 
 
+def _comparable(settings: dict) -> dict:
+    """Settings as JSON has them, the model named as PNGs name it now: an image drawn before
+    b841453 recorded the repository's bundle by its absolute path, and was then not "the same"."""
+    settings = json.loads(json.dumps(settings))
+    if isinstance(settings.get("model"), str):
+        settings["model"] = gendet_env.shown_path(settings["model"])
+    return settings
+
+
 def free_path(out: Path, prompt: str, seed: int, settings: dict) -> Path:
     """OUT/<slug>_<seed>.png, unless a file of that name holds an image drawn otherwise (other
     steps, guidance, model...): then -2, -3, ... An image is never written over by another."""
@@ -47,7 +56,7 @@ def free_path(out: Path, prompt: str, seed: int, settings: dict) -> Path:
     for k in itertools.count(1):
         path = out / (f"{base}.png" if k == 1 else f"{base}-{k}.png")
         try:
-            if not path.exists() or read_settings(path) == json.loads(json.dumps(settings)):
+            if not path.exists() or _comparable(read_settings(path)) == _comparable(settings):
                 return path
         except ValueError:  # a PNG gendet did not write: not ours to replace either
             continue

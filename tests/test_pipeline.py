@@ -280,3 +280,19 @@ def test_inpainting_keeps_the_image_outside_the_mask_and_editing_starts_midway()
         pipe("a cat", filter_ratio=0.5)
     with pytest.raises(ValueError, match="inpaint_mask must be"):
         pipe("a cat", init_image=image, inpaint_mask=torch.ones(8, 8, dtype=torch.bool))
+
+
+def test_an_image_recorded_with_the_bundles_absolute_path_is_drawn_again_in_place(tmp_path):
+    """PNGs made before b841453 name the repository's bundle by its absolute path; the same image
+    drawn again (the model now recorded as models/demo/generator) replaces it, not a -2 copy.
+    Another model is still another image."""
+    import gendet_env
+    from PIL import Image
+
+    from generation.png_info import save_png
+    from generation.sample import free_path
+
+    old = {"prompt": "a cat", "seed": 0, "steps": 50, "model": str(gendet_env.ROOT / "models" / "demo" / "generator")}
+    save_png(Image.new("RGB", (8, 8)), tmp_path / "a_cat_0.png", old)
+    assert free_path(tmp_path, "a cat", 0, {**old, "model": "models/demo/generator"}) == tmp_path / "a_cat_0.png"
+    assert free_path(tmp_path, "a cat", 0, {**old, "model": "/elsewhere/generator"}) == tmp_path / "a_cat_0-2.png"
