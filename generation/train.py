@@ -244,6 +244,7 @@ def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen
     atomic_save_file(state, tmp / "train_state.safetensors")
     torch.save({"optimizer": opt.state_dict(), "step": step, "rng": gen.get_state(),
                 "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    shutil.rmtree(old, ignore_errors=True)  # one a kill left half-deleted would block the rename below
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)

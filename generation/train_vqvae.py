@@ -114,6 +114,7 @@ def save_checkpoint(out: Path, vq, disc, opt, opt_d, step, gen, decoder_only=Fal
                 "opt_d": opt_d.state_dict() if opt_d else None, "rng": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "decoder_only": decoder_only}, tmp / "state.pt")
     old = out / "checkpoint.old"
+    shutil.rmtree(old, ignore_errors=True)  # one a kill left half-deleted would block the rename below
     if final.exists():
         os.replace(final, old)
     os.replace(tmp, final)

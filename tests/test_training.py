@@ -47,6 +47,12 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
                              *VQ_ARGS]) == 0
     # killed mid-way through its checkpoint swap (checkpoint/ renamed to .old, the complete .tmp not yet
     # in place) and while writing a log row: --resume goes on from the checkpoint, not from nothing
+    # a kill while an earlier swap deleted checkpoint.old left part of it: the next swap goes through
+    (half / "checkpoint.old" / "model").mkdir(parents=True)
+    (half / "checkpoint.old" / "model" / "config.json").write_text("{}")
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--time-limit", "1e-9",
+                             "--resume", *VQ_ARGS]) == 0
+    assert not (half / "checkpoint.old").exists()
     ckpt = half / "checkpoint"
     shutil.copytree(ckpt, half / "checkpoint.tmp")
     ckpt.rename(half / "checkpoint.old")
@@ -54,7 +60,7 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
         f.write('{"step": 7, "lo')
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--resume", *VQ_ARGS]) == 0
     assert not (half / "checkpoint.old").exists() and not (half / "checkpoint.tmp").exists()
-    assert [json.loads(x)["step"] for x in (half / "metrics.jsonl").read_text().splitlines()] == [1, 5, 10]
+    assert [json.loads(x)["step"] for x in (half / "metrics.jsonl").read_text().splitlines()] == [1, 2, 5, 10]
     a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert train_vqvae.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"), *VQ_ARGS]) == 2

@@ -88,11 +88,11 @@ class Output:
                 self.final.rmdir()
 
     def _commit(self) -> None:
-        """Replace the output's earlier files with the staged ones (overwrite was checked at the start).
-        Renames, then the earlier files deleted, Ctrl-C held off till the end: the output holds the earlier conversion or
-        this one, whole (it used to delete the earlier images first, and a Ctrl-C then left part of
-        them under the earlier captions). convert_report.json, the mark of a conversion, goes first
-        and comes last."""
+        """Replace the output's earlier files with the staged ones (overwrite was checked at the start):
+        renames, then the earlier files deleted, with Ctrl-C held off till the end. The output holds
+        the earlier conversion or this one, whole (the earlier images used to go first, and a Ctrl-C
+        left part of them under the earlier captions). convert_report.json, the mark of a
+        conversion, goes first and comes last."""
         replaced = self.final / self.REPLACED
         shutil.rmtree(replaced, ignore_errors=True)
         replaced.mkdir()
@@ -105,7 +105,7 @@ class Output:
                     os.replace(self.out / name, self.final / name)
             self.out.rmdir()
             self.out = self.final
-            shutil.rmtree(replaced)  # a Ctrl-C here would leave this conversion with the word that it was not
+            shutil.rmtree(replaced)  # held off too: a Ctrl-C here would say "as it was" of a conversion in place
 
     def _unique_name(self, split: str, src: Path, ext: str | None = None) -> str:
         used = self._used[split]
