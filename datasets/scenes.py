@@ -33,6 +33,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets import scenes_draw as draw
+from datasets.signals import ctrl_c_held
 
 GENERATOR = "scenes-2"  # scenes-2: empty scenes also get "a photo of ..." captions
 CLASSES = ("cat", "dog", "face")
@@ -336,8 +337,10 @@ def _check_out(root: Path) -> None:
         raise FileExistsError(f"{root}: --out exists and is not a folder")
     if root.is_dir() and previous_meta(root) is None:
         names = {p.name for p in root.iterdir()} - {DRAWING, REPLACED}  # a killed run's leftovers
-        cut_short = {"images", "annotations", "catdog", "face"} <= names <= set(MANAGED)  # an older version's
-        if names and not cut_short:
+        # killed mid-swap (SIGKILL: Ctrl-C is held off there), or an older version's run cut short
+        swapping = (root / REPLACED).is_dir() and names <= set(MANAGED)
+        cut_short = {"images", "annotations", "catdog", "face"} <= names <= set(MANAGED)
+        if names and not (swapping or cut_short):
             raise FileExistsError(f"{root} is not empty and holds no scenes dataset (meta.json); "
                                   "choose an empty or new --out directory")
 
@@ -359,13 +362,14 @@ def _swap_in(root: Path) -> None:
     old = root / REPLACED
     shutil.rmtree(old, ignore_errors=True)
     old.mkdir()
-    for name in reversed(MANAGED):
-        if (root / name).exists():
-            os.replace(root / name, old / name)
-    for name in MANAGED:
-        os.replace(root / DRAWING / name, root / name)
-    (root / DRAWING).rmdir()
-    shutil.rmtree(old)
+    with ctrl_c_held():  # and the earlier files' deletion: a Ctrl-C would say "as it was" of the new dataset
+        for name in reversed(MANAGED):
+            if (root / name).exists():
+                os.replace(root / name, old / name)
+        for name in MANAGED:
+            os.replace(root / DRAWING / name, root / name)
+        (root / DRAWING).rmdir()
+        shutil.rmtree(old)
 
 
 def _dump(path: Path, obj) -> None:

@@ -355,7 +355,12 @@ def _write_outputs(out: Path, run: dict, ds, data_yaml: Path, YOLO, dev, imgsz: 
     task = run["task"]
     best = out / "best.pt"
     tmp = out / "best.pt.tmp"
-    shutil.copyfile(weights, tmp)
+    if session_seconds is None:  # killed before ultralytics' end may have left it with its optimizer: strip as it does
+        from ultralytics.utils.torch_utils import strip_optimizer
+
+        strip_optimizer(weights, s=str(tmp))
+    else:
+        shutil.copyfile(weights, tmp)
     tmp.replace(best)
     if not hasattr(metrics_obj, "box"):
         val_device = dev[0] if isinstance(dev, list) else dev

@@ -35,8 +35,12 @@ def recover_checkpoint(out: Path) -> None:
     renames there is no checkpoint/, and --resume found nothing (a plain start then trained over it)."""
     final, tmp, old = out / "checkpoint", out / "checkpoint.tmp", out / "checkpoint.old"
     if not final.exists() and old.is_dir():
-        os.replace(tmp if tmp.is_dir() else old, final)  # tmp was complete before the first rename
-        shutil.rmtree(old, ignore_errors=True)
+        try:
+            os.replace(tmp if tmp.is_dir() else old, final)  # tmp was complete before the first rename
+        except OSError:  # another process (a torchrun rank) did it first
+            pass
+        if final.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def run_folder_problem(out: Path, resume: bool, tool: str, run_files: set[str], trained: tuple[str, ...]) -> str | None:

@@ -197,10 +197,14 @@ def run(cmd: list[str], log: Path) -> float:
             code = stage.wait()
         except BaseException:
             try:
-                rest = stage.communicate(timeout=60)[0]
-            except subprocess.TimeoutExpired:  # it does not end: no orphan goes on writing into the work folder
-                stage.kill()
-                rest = stage.communicate()[0]
+                rest = stage.communicate(timeout=5)[0]
+            except subprocess.TimeoutExpired:  # the signal reached this process alone (`kill -INT PID`)
+                stage.send_signal(signal.SIGINT)
+                try:
+                    rest = stage.communicate(timeout=60)[0]
+                except subprocess.TimeoutExpired:  # it does not end: no orphan goes on writing into the work folder
+                    stage.kill()
+                    rest = stage.communicate()[0]
             fh.write(ANSI.sub(b"", rest or b""))
             raise
         finally:

@@ -398,18 +398,21 @@ def test_a_terminated_build_stops_its_stage_and_logs_its_last_words(tmp_path):
     build = ("import sys\nfrom pathlib import Path\nimport models.build_demo as b\nb.stop_on_sigterm()\n"
              f"try:\n    b.run([sys.executable, '-c', {stage!r}], Path({str(tmp_path / 'build.log')!r}))\n"
              "except KeyboardInterrupt:\n    sys.exit(130)\n")
-    parent = subprocess.Popen([sys.executable, "-c", build], cwd=ROOT, start_new_session=True)
     log = tmp_path / "build.log"
-    for _ in range(300):
-        if "stage " in (log.read_text() if log.is_file() else ""):
-            break
-        time.sleep(0.1)
-    child = int(log.read_text().split("stage ")[1].split()[0])
-    parent.send_signal(signal.SIGTERM)
-    assert parent.wait(30) == 130
-    assert "interrupted: the same command with --resume goes on" in log.read_text()
-    with pytest.raises(ProcessLookupError):  # no orphan left training
-        os.kill(child, 0)
+    # SIGTERM, and SIGINT sent to the build alone (`kill -INT PID`, not the terminal's Ctrl-C to the group)
+    for sent in (signal.SIGTERM, signal.SIGINT):
+        log.unlink(missing_ok=True)
+        parent = subprocess.Popen([sys.executable, "-c", build], cwd=ROOT, start_new_session=True)
+        for _ in range(300):
+            if "stage " in (log.read_text() if log.is_file() else ""):
+                break
+            time.sleep(0.1)
+        child = int(log.read_text().split("stage ")[1].split()[0])
+        parent.send_signal(sent)
+        assert parent.wait(30) == 130
+        assert "interrupted: the same command with --resume goes on" in log.read_text()
+        with pytest.raises(ProcessLookupError):  # no orphan left training
+            os.kill(child, 0)
 
 
 def test_build_demo_says_in_a_line_how_to_go_on_after_ctrl_c(tmp_path, monkeypatch, capsys):

@@ -230,6 +230,30 @@ def test_a_run_cut_short_leaves_the_earlier_dataset_whole_and_a_rerun_works(tmp_
     assert main(["--out", str(out), "--n", "9", "--size", "32", "--quiet"]) == 0
     assert json.loads((out / "meta.json").read_text())["n"] == 9 and len(list((out / "images").rglob("*.png"))) == 9
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds"]
+    # Ctrl-C while the earlier dataset is cleared away is held off: the new one is in place, said so
+    import os
+    import signal
+
+    real_rmtree = scenes.shutil.rmtree
+
+    def ctrl_c_while_clearing(path, *args, **kwargs):
+        if Path(path).name == ".replaced" and Path(path).is_dir():
+            os.kill(os.getpid(), signal.SIGINT)
+        real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(scenes.shutil, "rmtree", ctrl_c_while_clearing)
+    assert main(["--out", str(out), "--n", "5", "--size", "32", "--quiet"]) == 0
+    monkeypatch.setattr(scenes.shutil, "rmtree", real_rmtree)
+    assert json.loads((out / "meta.json").read_text())["n"] == 5 and sorted(p.name for p in out.iterdir()) == \
+        sorted(scenes.MANAGED)
+    # killed mid-swap (SIGKILL): part of each dataset, both hidden folders; the same command goes on
+    (out / ".replaced").mkdir()
+    os.replace(out / "meta.json", out / ".replaced" / "meta.json")
+    os.replace(out / "face", out / ".replaced" / "face")
+    (out / ".drawing").mkdir()
+    assert main(["--out", str(out), "--n", "4", "--size", "32", "--quiet"]) == 0
+    assert json.loads((out / "meta.json").read_text())["n"] == 4 and sorted(p.name for p in out.iterdir()) == \
+        sorted(scenes.MANAGED)
     # a folder a run of an earlier version left cut short (its files, no meta.json) is replaced too;
     # a user's folder with an images/ of their own is not
     (out / "meta.json").unlink()

@@ -47,19 +47,21 @@ def test_train_vqvae_writes_model_metrics_and_resumes_exactly(scenes, vqvae_dir,
                              *VQ_ARGS]) == 0
     # killed mid-way through its checkpoint swap (checkpoint/ renamed to .old, the complete .tmp not yet
     # in place) and while writing a log row: --resume goes on from the checkpoint, not from nothing
+    shutil.copytree(half / "checkpoint", tmp_path / "step1")
     # a kill while an earlier swap deleted checkpoint.old left part of it: the next swap goes through
     (half / "checkpoint.old" / "model").mkdir(parents=True)
     (half / "checkpoint.old" / "model" / "config.json").write_text("{}")
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--time-limit", "1e-9",
                              "--resume", *VQ_ARGS]) == 0
     assert not (half / "checkpoint.old").exists()
-    ckpt = half / "checkpoint"
-    shutil.copytree(ckpt, half / "checkpoint.tmp")
-    ckpt.rename(half / "checkpoint.old")
+    ckpt = half / "checkpoint"  # at step 2; the swap to it killed between its renames
+    ckpt.rename(half / "checkpoint.tmp")
+    shutil.copytree(tmp_path / "step1", half / "checkpoint.old")
     with open(half / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "lo')
     assert train_vqvae.main(["--data", str(scenes), "--out", str(half), "--steps", "10", "--resume", *VQ_ARGS]) == 0
     assert not (half / "checkpoint.old").exists() and not (half / "checkpoint.tmp").exists()
+    # resumed from step 2 (.tmp), not 1 (.old): step 2's row is kept
     assert [json.loads(x)["step"] for x in (half / "metrics.jsonl").read_text().splitlines()] == [1, 2, 5, 10]
     a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(half / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

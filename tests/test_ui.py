@@ -589,6 +589,14 @@ def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp
     assert broken.exception and broken.exception[0].value == "division by zero"
     assert broken.session_state["jobs"] == {}
 
+    # the generator gone since the click (the sidebar's path changed): no drawing, no traceback
+    gone = page("generate.py")
+    gone.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}
+    gone.session_state["kept"] = {"path_generator": str(tmp_path / "nowhere")}
+    gone.run()
+    assert not gone.exception and gone.session_state["jobs"] == {}
+    assert gone.warning[0].value.startswith(f"No generator at `{tmp_path / 'nowhere'}`")
+
     app = AppTest.from_file(str(UI / "streamlit_app.py"), default_timeout=60)
     app.session_state["jobs"] = {"generate": {"params": {}, "runs": 1}}
     app.run()  # the home page runs: Generate's unfinished drawing is not started again on coming back

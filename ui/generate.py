@@ -258,8 +258,8 @@ if started is not None:
     if again:
         restarted.info("Drawing again from the start: the page reran before the drawing in progress ended "
                        "(a widget was used).")
-    with resources.running("generate"):
-        first_seed = draw_and_judge()
+    with resources.running("generate"):  # the generator may be gone since the click (the page says why)
+        first_seed = draw_and_judge() if pipe is not None else None
     restarted.empty()
     if first_seed is not None:  # the Seed field shows the draw's first seed: Random seed off then draws it again
         st.session_state["restore"] = {wkey("seed"): first_seed}

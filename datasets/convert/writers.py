@@ -6,28 +6,13 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
-from contextlib import contextmanager
 from pathlib import Path
 
 from datasets.convert.common import (
     SKIP_MISSING_IMAGE, SKIP_NO_CAPTIONS, SKIP_NO_USABLE_BOX, SKIP_OUTSIDE, SKIP_UNREADABLE_IMAGE, SPLITS,
     TASK_NAMES, WARN_ORIENTATION, WARN_REENCODED, WARN_SIZE, YOLO_FORMATS, YOLO_SUFFIXES, ConvertError, ConvertReport,
     ImageInfo, image_info)
-
-
-@contextmanager
-def _deaf_to_ctrl_c():
-    """Ignore Ctrl-C for a few renames (main thread only: signal handlers live there)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+from datasets.signals import ctrl_c_held
 
 
 class OutputExists(ConvertError):
@@ -96,7 +81,7 @@ class Output:
         replaced = self.final / self.REPLACED
         shutil.rmtree(replaced, ignore_errors=True)
         replaced.mkdir()
-        with _deaf_to_ctrl_c():
+        with ctrl_c_held():
             for name in reversed(self.OWNED):
                 if (self.final / name).exists() or (self.final / name).is_symlink():
                     os.replace(self.final / name, replaced / name)
