@@ -51,7 +51,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="models/demo/catdog.pt", help="detector .pt (default: the demo cat/dog one)")
     ap.add_argument("--data", default=None, help="scenes root or YOLO folder whose val images are used "
                                                  "(default: random images of --size)")
-    ap.add_argument("--size", type=int, default=64, help="image side for random images (default 64)")
+    ap.add_argument("--size", type=int, default=None,
+                    help="image side for random images (default: the detector's own training size)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes to time (default 1 32)")
     ap.add_argument("--device", type=gendet_env.device_arg, default="0" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when a GPU is there)")
@@ -60,11 +61,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batch) or args.repeats < 1:
         ap.error("--batch sizes and --repeats must be >= 1")
-    if args.size < 1:
+    if args.size is not None and args.size < 1:
         ap.error(f"--size must be >= 1 (got {args.size})")
     model = Path(args.model)
-    images = load_images(args.data, max(args.batch), args.size)
     det = Detector.load(model, device=args.device)  # a missing or bad .pt: a UsageError naming it
+    images = load_images(args.data, max(args.batch), args.size or det.imgsz)
     det.detect(images[:max(args.batch)], batch=max(args.batch))  # warm-up: lazy init, allocator, kernel choice
     gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
     results = []

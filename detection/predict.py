@@ -11,7 +11,7 @@ from __future__ import annotations
 import gendet_env  # noqa: F401
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from datasets.images import open_as_seen
 from detection._common import IMAGE_SUFFIXES, UsageError, out_folder, resolve_model, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
+from generation.files import atomic_write_json
 
 
 def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
@@ -112,10 +113,16 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
             for (path, pil), dets in zip(chunk, results):
                 # the names checked above (with_suffix cut "photo.v2" to "photo": over the user's photo.png)
                 png, record_path = out / f"{path.stem}.png", out / f"{path.stem}.json"
-                draw_detections(pil, dets).save(png)
+                tmp = png.with_name(png.name + ".tmp")  # a Ctrl-C never leaves half a PNG
+                try:
+                    draw_detections(pil, dets).save(tmp, format="PNG")
+                except BaseException:
+                    tmp.unlink(missing_ok=True)
+                    raise
+                os.replace(tmp, png)
                 record = {"image": str(path), "model": str(model), "names": det.names,
                           "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
-                record_path.write_text(json.dumps(record, indent=1) + "\n")
+                atomic_write_json(record, record_path)
                 written.append(png)
             bar.update(len(paths[start:start + batch]))
     if skipped:

@@ -28,7 +28,11 @@ def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) ->
 def atomic_write_json(obj, path: Path, indent: int | None = 1) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed or interrupted write leaves no litter
+        raise
     os.replace(tmp, path)
 
 

@@ -319,6 +319,42 @@ def test_cli_entry_points(trained, tmp_path, capsys):
     assert exit_.value.code == 2 and "--conf must be in [0, 1], got 2.0" in capsys.readouterr().err
 
 
+def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, tmp_path, monkeypatch):
+    """A Ctrl-C while a PNG or its JSON is being written leaves the earlier run's file as it was,
+    never half a file under the final name."""
+    from PIL import Image
+
+    scenes, out = trained
+    image = sorted((scenes / "images" / "val").iterdir())[0]
+    det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.001, progress=False)
+    png, record = tmp_path / f"{image.stem}.png", tmp_path / f"{image.stem}.json"
+    before = png.read_bytes(), record.read_text()
+    real_save = Image.Image.save
+
+    def save_half(self, fp, *args, **kwargs):
+        real_save(self, fp, *args, **kwargs)
+        Path(fp).write_bytes(Path(fp).read_bytes()[:100])  # the bytes so far, then the Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", save_half)
+    with pytest.raises(KeyboardInterrupt):
+        det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.5, progress=False)
+    monkeypatch.undo()
+    assert (png.read_bytes(), record.read_text()) == before
+    real_write = Path.write_text
+
+    def write_half(self, text, *args, **kwargs):
+        real_write(self, text[:10], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.5, progress=False)
+    monkeypatch.undo()
+    assert json.loads(record.read_text()) == json.loads(before[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, record.name])  # no .tmp left
+
+
 def test_coco_metrics_agree_with_ultralytics_ap_on_random_predictions():
     """A second, independent implementation on the same synthetic predictions: ultralytics'
     greedy matching (match_predictions) + ap_per_class. Catches a misread COCOeval result (stats
@@ -629,6 +665,22 @@ def test_detection_speed_benchmark_times_the_public_path(trained, tmp_path, caps
         with pytest.raises(SystemExit) as e:
             run_cli(detection_speed.main, argv)
         assert e.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_detection_speed_noise_defaults_to_the_detectors_size(tmp_path):
+    """Without --data the noise images are as large as the detector was trained on (the
+    bundle's 128 px), not a fixed 64 px that would time a quarter of the real work."""
+    from benchmarks import detection_speed
+
+    bundle = Path(__file__).resolve().parents[1] / "models" / "demo"
+    report = tmp_path / "speed.json"
+    assert detection_speed.main(["--model", str(bundle / "catdog.pt"), "--batch", "1", "--device", "cpu",
+                                 "--repeats", "1", "--json-out", str(report)]) == 0
+    (row,) = json.loads(report.read_text())
+    assert row["imgsz"] == 128 and row["input"] == "128x128"
+    assert detection_speed.main(["--model", str(bundle / "catdog.pt"), "--batch", "1", "--device", "cpu",
+                                 "--repeats", "1", "--size", "80", "--json-out", str(report)]) == 0
+    assert json.loads(report.read_text())[0]["input"] == "80x80"
 
 
 def test_detect_leaves_torch_threads_as_they_were(trained):
