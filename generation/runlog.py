@@ -61,8 +61,12 @@ def run_folder_problem(out: Path, resume: bool, tool: str, run_files: set[str], 
     return None
 
 
-def interrupted(out: Path, every: int) -> str:
-    """What a Ctrl-C'd trainer says instead of a traceback: where it can go on from."""
+def interrupted(out: Path, every: int, step: int | None = None) -> str:
+    """What a Ctrl-C'd trainer says instead of a traceback: where it can go on from (`step`: it
+    stopped after that step with a checkpoint; None: it was stopped at once)."""
+    if step is not None:
+        return (f"stopped after step {step}: {out / 'checkpoint'} holds it; "
+                "the same command with --resume goes on from there")
     if (out / "checkpoint").is_dir():
         return (f"interrupted: {out / 'checkpoint'} holds the last checkpoint (one every {every} steps); "
                 "the same command with --resume goes on from there")

@@ -24,7 +24,9 @@ the text is worth to the model), writes sample grids (OUT/samples/: every
 `steps`; `sample_every: 0` or --no-samples draws none) and atomic checkpoints
 (OUT/checkpoint/); the final pipeline, with the EMA weights, goes to OUT/pipeline/ (load
 it with TextToImage.from_pretrained).
-A resumed run on CPU continues bit-identically (tested). An out folder that holds a run's checkpoint
+Ctrl-C or SIGTERM (Slurm, `kill`, torchrun passing either on) ends the step under way, saves a
+checkpoint and stops (exit 130; a second Ctrl-C stops at once, losing the steps since the last
+checkpoint). A resumed run on CPU continues bit-identically (tested). An out folder that holds a run's checkpoint
 needs --resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
 """
 
@@ -57,6 +59,7 @@ from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
+from generation.stop_signal import StopAfterStep, StoppedAtStep
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.train_config import ConfigError, load_config
 from generation.train_vqvae import out_folder_problem
@@ -381,58 +384,65 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     deadline = min(ends) if ends else None
     timed_out = False
     wrote = None  # what this run has written, for the caller's "wrote" line
-    while step < end:
-        idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
-        # non_blocking: a plain copy to a GPU waits for every queued kernel first
-        x0 = train_ids[idx].to(device, non_blocking=True)
-        text_ids, text_mask = captions.pick(idx.tolist(), gen)
-        drop = torch.rand(len(idx), generator=gen) < tc["drop_text"]
-        elapsed = (time.time() - start) / max(1e-9, deadline - start) if schedule_by_time else 0.0
-        lr = lr_at(step, tc, elapsed)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with autocast:
-            loss, stats = model(x0, text_ids, text_mask, drop, noise_gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
-        opt.step()
-        with torch.no_grad():  # one fused update of every EMA tensor (a launch per tensor on a GPU otherwise)
-            torch._foreach_lerp_([ema[n] for n in params], [p.detach() for p in params.values()], 1 - tc["ema_decay"])
-        step += 1
-        tokens_seen += x0.numel()
-        if rank == 0:
-            bar.update()
-            # reading a number off the GPU waits for it: only on the steps that log
-            if step % tc["log_every"] == 0 or step == tc["steps"]:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                dt = time.time() - t0
-                row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
-                       "it_s": (step - logged_at) / dt if dt > 0 else None,
-                       "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision}
-                row |= {k: float(v) for k, v in stats.items()}
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-                tokens_seen, t0, logged_at = 0, time.time(), step
-            if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
-                log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
-                log.flush()
-        if deadline is not None:
-            timed_out = time.time() >= deadline
-            if distributed:  # every rank stops at the same step
-                flag = torch.tensor([float(timed_out)], device=device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-                timed_out = bool(flag.item())
-        if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out):
-            save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
-            wrote = out / "checkpoint"
-        # after the checkpoint: a grid that fails loses no training
-        if rank == 0 and tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"]):
-            sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png", progress)
-            pipe.train()
-            pipe.vqvae.eval()
-        if timed_out:
-            break
+    stopping = False
+    with StopAfterStep(announce=rank == 0) as stop:  # Ctrl-C, SIGTERM: this step ends with a checkpoint
+        while step < end:
+            idx = torch.randint(0, len(train_ids), (tc["batch_size"],), generator=gen)
+            # non_blocking: a plain copy to a GPU waits for every queued kernel first
+            x0 = train_ids[idx].to(device, non_blocking=True)
+            text_ids, text_mask = captions.pick(idx.tolist(), gen)
+            drop = torch.rand(len(idx), generator=gen) < tc["drop_text"]
+            elapsed = (time.time() - start) / max(1e-9, deadline - start) if schedule_by_time else 0.0
+            lr = lr_at(step, tc, elapsed)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with autocast:
+                loss, stats = model(x0, text_ids, text_mask, drop, noise_gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(list(params.values()), tc["grad_clip"])
+            opt.step()
+            with torch.no_grad():  # one fused update of every EMA tensor (a launch per tensor on a GPU otherwise)
+                torch._foreach_lerp_([ema[n] for n in params], [p.detach() for p in params.values()],
+                                     1 - tc["ema_decay"])
+            step += 1
+            tokens_seen += x0.numel()
+            if rank == 0:
+                bar.update()
+                # reading a number off the GPU waits for it: only on the steps that log
+                if step % tc["log_every"] == 0 or step == tc["steps"]:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    dt = time.time() - t0
+                    row = {"step": step, "loss": loss.item(), "lr": lr, "grad_norm": float(grad_norm),
+                           "it_s": (step - logged_at) / dt if dt > 0 else None,
+                           "tokens_s": tokens_seen / dt if dt > 0 else None, "precision": precision}
+                    row |= {k: float(v) for k, v in stats.items()}
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                    tokens_seen, t0, logged_at = 0, time.time(), step
+                if "val" in data and (step % tc["val_every"] == 0 or step == tc["steps"]):
+                    log.write(json.dumps({"step": step, **validate(model, data["val"], tc, device)}) + "\n")
+                    log.flush()
+            if deadline is not None:
+                timed_out = time.time() >= deadline
+            stopping = stop.requested and not distributed
+            if distributed and (deadline is not None or step % tc["log_every"] == 0):  # every rank stops at one step
+                flags = torch.tensor([float(timed_out), float(stop.requested)], device=device)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                timed_out, stopping = bool(flags[0].item()), bool(flags[1].item())
+            stopping = stopping and step < end  # on the last step the run ends as it would have
+            if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out or stopping):
+                save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
+                wrote = out / "checkpoint"
+            if stopping:
+                break
+            # after the checkpoint: a grid that fails loses no training
+            if rank == 0 and tc["sample_every"] and (step % tc["sample_every"] == 0 or step == tc["steps"]):
+                sample_grid(pipe, cfg, out / "samples" / f"step_{step:07d}.png", progress)
+                pipe.train()
+                pipe.vqvae.eval()
+            if timed_out:
+                break
     bar.close()
     if rank == 0:
         if timed_out and log is not None:
@@ -441,12 +451,16 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                        f"time limit: --stop-by {utc(stop_by)}" if deadline == stop_by else
                        f"time limit of {minutes:.4g} min")
             log.write(json.dumps({"step": step, "stopped": stopped}) + "\n")
+        if stopping and log is not None:
+            log.write(json.dumps({"step": step, "stopped": stop.name}) + "\n")
         if step == tc["steps"] or timed_out:
             wrote = export_ema(pipe, ema, out / "pipeline")
         log.close()
     if distributed:
         dist.barrier()
         dist.destroy_process_group()
+    if stopping:
+        raise StoppedAtStep(step)
     return wrote
 
 
@@ -573,9 +587,11 @@ def main(argv=None) -> int:
         if made and Path(cfg["out"]).is_dir() and not any(Path(cfg["out"]).iterdir()):
             Path(cfg["out"]).rmdir()  # a run that failed before writing anything leaves no empty folder
         return 2
-    except KeyboardInterrupt:
-        said = interrupted(Path(cfg["out"]), cfg["train"]["ckpt_every"]) if cfg else "interrupted"
-        print(f"\n{said}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        said = interrupted(Path(cfg["out"]), cfg["train"]["ckpt_every"], getattr(e, "step", None)) if cfg \
+            else "interrupted"
+        if int(os.environ.get("RANK", 0)) == 0:  # under torchrun, one line rather than one a rank
+            print(f"\n{said}", file=sys.stderr)
         return 130
     if path is not None:  # rank 0: what it wrote
         print(f"wrote {path}")

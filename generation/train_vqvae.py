@@ -11,7 +11,8 @@ commitment loss, and optionally a patch-GAN hinge loss after --gan-start steps.
 tokens stay exactly the same, so a generator trained on them keeps working with the new decoder.
 Every --val-every steps: PSNR on val images (pooled and per image), codebook usage and
 perplexity, to OUT/metrics.jsonl; at the end OUT/metrics.json and the model in
-OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; --resume
+OUT/ (config.json + model.safetensors). Checkpoints (OUT/checkpoint/) are atomic; Ctrl-C or
+SIGTERM ends the step under way with one (a second Ctrl-C stops at once); --resume
 with the same --steps (the cosine lr follows them) continues bit-identically on CPU. An --out
 that holds a run needs --resume, and one that holds other files is refused, not written over.
 Convolutions run channels-last under bf16 autocast where the hardware has native bf16
@@ -41,6 +42,7 @@ from generation.files import load_torch_file
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
+from generation.stop_signal import StopAfterStep, StoppedAtStep
 from generation.vqvae import VQVAE, VQVAEConfig
 
 # what a run writes in its out folder (the model itself lands beside its checkpoint)
@@ -202,57 +204,68 @@ def train(args) -> dict:
     start = time.time()
     rate = Throughput(step, args.batch)
     deadline = start + 60 * args.time_limit if args.time_limit else None
-    while step < args.steps:
-        vq.train()
-        idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
-        x = as_float(train_imgs[idx], device).contiguous(memory_format=torch.channels_last)
-        lr = lr_at(step, args, (time.time() - start) / (60 * args.time_limit) if args.schedule_by_time else 0.0)
-        for group in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
-            group["lr"] = lr
-        with training_autocast(device, precision):
-            if args.decoder_only:  # the tokens were computed once, up front
-                rec, qloss = (vq.decoder(vq.embed_ids(train_ids[idx].to(device))).float() + 1) / 2, 0.0
-            else:
-                rec, ids, qloss = vq(x)
-            loss = F.mse_loss(rec, x) + qloss
-            if args.loss == "l1+mse":
-                loss = loss + (rec - x).abs().mean()
-            if disc and step >= args.gan_start:
-                loss = loss + args.gan_weight * -disc(rec).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if disc and step >= args.gan_start:
+    stopped_at = None
+    with StopAfterStep() as stop:
+        while step < args.steps:
+            vq.train()
+            idx = torch.randint(0, len(train_imgs), (args.batch,), generator=gen)
+            x = as_float(train_imgs[idx], device).contiguous(memory_format=torch.channels_last)
+            lr = lr_at(step, args, (time.time() - start) / (60 * args.time_limit) if args.schedule_by_time else 0.0)
+            for group in [*opt.param_groups, *(opt_d.param_groups if opt_d else [])]:
+                group["lr"] = lr
             with training_autocast(device, precision):
-                d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-        step += 1
-        bar.update()
-        if step % args.val_every == 0 or step == args.steps:
-            images_s = rate(step)
-            metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
-            rate.restart()
-            metrics["val_split"] = "val" if len(val_imgs) else "train[:64] (no val images)"
-            metrics |= {"step": step, "train_loss": loss.item(), "precision": precision, "images_s": images_s}
-            log.write(json.dumps(metrics) + "\n")
-            log.flush()
-        if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
-            # the training batch's PSNR, beside the last validation's (metrics.jsonl's figure)
-            bar.set_postfix(loss=f"{loss.item():.4f}", batch_psnr=f"{psnr(rec.detach(), x):.2f}",
-                            val_psnr=f"{metrics['val_psnr']:.2f}" if metrics else "-",
-                            **({} if args.decoder_only else {"codes": vq.last_stats.get("codes_used")}))
-        if step % args.ckpt_every == 0 or step == args.steps:
-            save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
-        if deadline is not None and time.time() >= deadline and step < args.steps:
-            # out of time: this step's numbers, a checkpoint to --resume from, and the model
-            metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {
-                "step": step, "stopped": f"time limit of {args.time_limit} min (of {args.steps} steps)"}
-            log.write(json.dumps(metrics) + "\n")
-            save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
-            break
+                if args.decoder_only:  # the tokens were computed once, up front
+                    rec, qloss = (vq.decoder(vq.embed_ids(train_ids[idx].to(device))).float() + 1) / 2, 0.0
+                else:
+                    rec, ids, qloss = vq(x)
+                loss = F.mse_loss(rec, x) + qloss
+                if args.loss == "l1+mse":
+                    loss = loss + (rec - x).abs().mean()
+                if disc and step >= args.gan_start:
+                    loss = loss + args.gan_weight * -disc(rec).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if disc and step >= args.gan_start:
+                with training_autocast(device, precision):
+                    d_loss = F.relu(1 - disc(x)).mean() + F.relu(1 + disc(rec.detach())).mean()
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+            step += 1
+            bar.update()
+            if step % args.val_every == 0 or step == args.steps:
+                images_s = rate(step)
+                metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device)
+                rate.restart()
+                metrics["val_split"] = "val" if len(val_imgs) else "train[:64] (no val images)"
+                metrics |= {"step": step, "train_loss": loss.item(), "precision": precision, "images_s": images_s}
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+            if step % 10 == 0 or step == args.steps:  # .item() syncs the GPU: not every step
+                # the training batch's PSNR, beside the last validation's (metrics.jsonl's figure)
+                bar.set_postfix(loss=f"{loss.item():.4f}", batch_psnr=f"{psnr(rec.detach(), x):.2f}",
+                                val_psnr=f"{metrics['val_psnr']:.2f}" if metrics else "-",
+                                **({} if args.decoder_only else {"codes": vq.last_stats.get("codes_used")}))
+            if step % args.ckpt_every == 0 or step == args.steps:
+                save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
+            if deadline is not None and time.time() >= deadline and step < args.steps:
+                # out of time: this step's numbers, a checkpoint to --resume from, and the model
+                metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {
+                    "step": step, "stopped": f"time limit of {args.time_limit} min (of {args.steps} steps)"}
+                log.write(json.dumps(metrics) + "\n")
+                save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
+                break
+            if stop.requested and step < args.steps:  # Ctrl-C or SIGTERM: keep this step, end here
+                if step % args.ckpt_every:
+                    save_checkpoint(out, vq, disc, opt, opt_d, step, gen, args.decoder_only)
+                log.write(json.dumps({"step": step, "stopped": stop.name}) + "\n")
+                stopped_at = step
+                break
     bar.close()
+    if stopped_at is not None:
+        log.close()
+        raise StoppedAtStep(stopped_at)
     if not metrics:  # resumed a finished run: report its numbers again
         metrics = evaluate(vq, val_imgs if len(val_imgs) else train_imgs[:64], device) | {"step": step}
     log.close()
@@ -404,8 +417,8 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\n{interrupted(Path(args.out), args.ckpt_every)}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"\n{interrupted(Path(args.out), args.ckpt_every, getattr(e, 'step', None))}", file=sys.stderr)
         return 130
     print(json.dumps(metrics))
     return 0

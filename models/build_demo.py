@@ -177,6 +177,14 @@ ANSI = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")  # terminal colour and cursor code
 
 
 _running: list[subprocess.Popen] = []  # the stage in progress, for the SIGTERM handler
+TRAINERS = ("generation.train", "generation.train_vqvae")
+
+
+def polite_signal(cmd: list[str]) -> int:
+    """How the build asks a stage to stop. The trainers take SIGTERM as they take a first Ctrl-C (end
+    the step under way with a checkpoint), and a second SIGTERM, unlike a second Ctrl-C, does not cut
+    that short: the stage may have had the terminal's Ctrl-C already. Other stages end on SIGINT."""
+    return signal.SIGTERM if any(part in TRAINERS for part in cmd) else signal.SIGINT
 
 
 def run(cmd: list[str], log: Path) -> float:
@@ -199,7 +207,7 @@ def run(cmd: list[str], log: Path) -> float:
             try:
                 rest = stage.communicate(timeout=5)[0]
             except subprocess.TimeoutExpired:  # the signal reached this process alone (`kill -INT PID`)
-                stage.send_signal(signal.SIGINT)
+                stage.send_signal(polite_signal(cmd))
                 try:
                     rest = stage.communicate(timeout=60)[0]
                 except subprocess.TimeoutExpired:  # it does not end: no orphan goes on writing into the work folder
@@ -215,12 +223,12 @@ def run(cmd: list[str], log: Path) -> float:
 
 
 def stop_on_sigterm() -> None:
-    """SIGTERM (a job scheduler, `kill`) ends the build as Ctrl-C does: the stage in progress gets
-    SIGINT, the build waits for it. Before, the stage went on as an orphan, and a build started
+    """SIGTERM (a job scheduler, `kill`) ends the build as Ctrl-C does: the stage in progress is
+    asked to stop (`polite_signal`), the build waits for it. Before, the stage went on as an orphan, and a build started
     again next to it trained into the same folder."""
     def handler(signum, frame):
         for stage in _running:
-            stage.send_signal(signal.SIGINT)
+            stage.send_signal(polite_signal(stage.args))
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)

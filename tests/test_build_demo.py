@@ -7,6 +7,7 @@ those stages again. Then the card, and resumption."""
 import contextlib
 import io
 import json
+import re
 import os
 import subprocess
 from types import SimpleNamespace
@@ -413,6 +414,43 @@ def test_a_terminated_build_stops_its_stage_and_logs_its_last_words(tmp_path):
         assert "interrupted: the same command with --resume goes on" in log.read_text()
         with pytest.raises(ProcessLookupError):  # no orphan left training
             os.kill(child, 0)
+
+
+def test_ctrl_c_lets_a_training_stage_finish_its_step_however_long_it_takes(tmp_path):
+    """The terminal's Ctrl-C reaches the build and its stage. A trainer then ends its step with a
+    checkpoint; the build, 5 s on, asks again in case the signal had missed the stage, and used
+    to ask with a second SIGINT, which cut the trainer's step short and lost it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from models.build_demo import ROOT, polite_signal
+
+    assert polite_signal(["python", "-m", "generation.train", "--config", "c.yaml"]) == signal.SIGTERM
+    assert polite_signal(["python", "-m", "generation.train_vqvae"]) == signal.SIGTERM
+    assert polite_signal(["python", "-m", "evaluation.run", "--out", "generation.training"]) == signal.SIGINT
+    stage = ("import os, sys, time\nfrom generation.stop_signal import StopAfterStep\n"
+             "print('stage', os.getpid(), flush=True)\nwith StopAfterStep() as stop:\n"
+             "    for step in range(1, 1000):\n        time.sleep(0.2)\n        if stop.requested:\n"
+             "            time.sleep(8)  # the rest of a long step (a validation, a sample grid)\n"
+             "            print(f'stopped after step {step}, with its checkpoint', flush=True)\n"
+             "            sys.exit(130)\n")
+    # the stage's command names a trainer (an argument the script ignores), as the build's own do
+    build = ("import sys\nfrom pathlib import Path\nimport models.build_demo as b\nb.stop_on_sigterm()\n"
+             f"try:\n    b.run([sys.executable, '-c', {stage!r}, 'generation.train'], "
+             f"Path({str(tmp_path / 'build.log')!r}))\nexcept KeyboardInterrupt:\n    sys.exit(130)\n")
+    log = tmp_path / "build.log"
+    parent = subprocess.Popen([sys.executable, "-c", build], cwd=ROOT, start_new_session=True)
+    for _ in range(300):
+        if "stage " in (log.read_text() if log.is_file() else ""):
+            break
+        time.sleep(0.1)
+    os.killpg(parent.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground group
+    assert parent.wait(40) == 130
+    said = log.read_text().split("\nstage ", 1)[1]  # what the stage printed (the log shows its script first)
+    assert re.search(r"stopped after step \d+, with its checkpoint", said) and "KeyboardInterrupt" not in said, said
 
 
 def test_build_demo_says_in_a_line_how_to_go_on_after_ctrl_c(tmp_path, monkeypatch, capsys):

@@ -644,6 +644,49 @@ def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp
     assert (tmp_path / "ddp" / "pipeline" / "pipeline.json").is_file()
 
 
+def test_torchrun_stopped_by_sigterm_saves_one_checkpoint_every_rank_agrees_on(scenes, vqvae_dir, tmp_path):
+    """SIGTERM to torchrun (a scheduler's end of job): torchrun passes it to both ranks, which stop
+    at one step (they agree at the next logged step) with a checkpoint, well inside torchrun's
+    30 s grace before it kills them."""
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        torchrun = shutil.which("torchrun")
+    cfg = config(scenes, vqvae_dir, tmp_path / "ddp", 100_000)
+    cfg["train"] |= {"ckpt_every": 100_000, "val_every": 100_000}
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                            str(port), "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device",
+                            "cpu", "--quiet", "--no-samples"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                           stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "ddp" / "log.jsonl"
+    try:
+        deadline = time.time() + 120
+        while not (log.is_file() and '"step": 6' in log.read_text()) and time.time() < deadline:
+            assert run.poll() is None, run.stderr.read()[-3000:]
+            time.sleep(0.2)
+        run.send_signal(signal.SIGTERM)
+        err = run.communicate(timeout=60)[1]
+    finally:
+        run.kill()
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    step = rows[-1]["step"]
+    assert rows[-1] == {"step": step, "stopped": "SIGTERM"} and step >= 6 and step % 2 == 0, err[-3000:]
+    assert torch.load(tmp_path / "ddp" / "checkpoint" / "optimizer.pt", weights_only=True)["step"] == step
+    assert err.count(f"stopped after step {step}: ") == 1 and err.count("SIGTERM: stopping after this step") == 1
+
+
 def test_the_logged_rate_counts_the_steps_since_the_last_row(scenes, vqvae_dir, tmp_path, monkeypatch):
     """it_s divided log_every by the time since the last row, also for a row off that grid (the last
     step, the first after a resume): 5 steps logged every 2 gave the last row 2 steps' rate for 1."""
@@ -679,6 +722,88 @@ def test_ctrl_c_says_where_to_go_on_from_instead_of_a_traceback(scenes, vqvae_di
     monkeypatch.setattr(train_vqvae, "train", interrupted)
     assert train_vqvae.main(["--data", str(scenes), "--out", str(tmp_path / "vq"), "--steps", "2"]) == 130
     assert "interrupted before the first checkpoint (one every " in capsys.readouterr().err
+
+
+def signal_at_step(module, monkeypatch, signum, at: int):
+    """Send `signum` to this process while step `at` is computed (its lr asked for): a real
+    signal, handled by whatever handler the trainer has installed."""
+    import os
+
+    real = module.lr_at
+
+    def lr_at(step, *args, **kwargs):
+        if step == at:
+            os.kill(os.getpid(), signum)
+        return real(step, *args, **kwargs)
+
+    monkeypatch.setattr(module, "lr_at", lr_at)
+
+
+def test_ctrl_c_or_sigterm_mid_run_ends_the_step_with_a_checkpoint(scenes, vqvae_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    """The first Ctrl-C (or SIGTERM) lets the step finish and saves it: no step since the last
+    periodic checkpoint is lost, and --resume ends on the uninterrupted run's weights."""
+    import signal
+
+    straight, stopped = tmp_path / "straight.yaml", tmp_path / "stopped.yaml"
+    straight.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "straight", 6)))
+    stopped.write_text(yaml.safe_dump(config(scenes, vqvae_dir, tmp_path / "stopped", 6)))
+    assert t2i.main(["--config", str(straight), "--device", "cpu", "--quiet"]) == 0
+    with monkeypatch.context() as m:
+        signal_at_step(t2i, m, signal.SIGINT, 3)  # step 4 is under way; checkpoints come every 3 steps
+        capsys.readouterr()
+        assert t2i.main(["--config", str(stopped), "--device", "cpu", "--quiet"]) == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert capsys.readouterr().err == (
+        "\nCtrl-C: stopping after this step, with a checkpoint (Ctrl-C again to stop at once, without it)\n"
+        f"\nstopped after step 4: {tmp_path / 'stopped' / 'checkpoint'} holds it; the same command with --resume "
+        "goes on from there\n")
+    assert torch.load(tmp_path / "stopped" / "checkpoint" / "optimizer.pt", weights_only=True)["step"] == 4
+    assert not (tmp_path / "stopped" / "pipeline").exists()
+    log = [json.loads(x) for x in (tmp_path / "stopped" / "log.jsonl").read_text().splitlines()]
+    assert log[-1] == {"step": 4, "stopped": "Ctrl-C"}
+    assert t2i.main(["--config", str(stopped), "--device", "cpu", "--quiet", "--resume"]) == 0
+    a = load_file(str(tmp_path / "straight" / "pipeline" / "transformer" / "model.safetensors"))
+    b = load_file(str(tmp_path / "stopped" / "pipeline" / "transformer" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the VQ-VAE trainer, stopped by SIGTERM (a scheduler's, or `kill`) between its checkpoints (every 5)
+    vq = tmp_path / "vq"
+    with monkeypatch.context() as m:
+        signal_at_step(train_vqvae, m, signal.SIGTERM, 2)
+        assert train_vqvae.main(["--data", str(scenes), "--out", str(vq), "--steps", "10", *VQ_ARGS]) == 130
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert capsys.readouterr().err.endswith(f"stopped after step 3: {vq / 'checkpoint'} holds it; the same command "
+                                            "with --resume goes on from there\n")
+    assert torch.load(vq / "checkpoint" / "state.pt", weights_only=True)["step"] == 3
+    assert not (vq / "model.safetensors").exists()
+    assert train_vqvae.main(["--data", str(scenes), "--out", str(vq), "--steps", "10", "--resume", *VQ_ARGS]) == 0
+    a, b = load_file(str(vqvae_dir / "model.safetensors")), load_file(str(vq / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_ctrl_c_stops_at_once_and_an_ignored_one_stays_ignored():
+    import os
+    import signal
+
+    from generation.stop_signal import StopAfterStep
+
+    with StopAfterStep() as stop:
+        assert not stop.requested
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.name == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun's SIGTERM after the terminal's Ctrl-C: still one stop
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler runs between bytecodes; it must have raised by now
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a background job's: Ctrl-C is not for it
+    try:
+        with StopAfterStep() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            assert not stop.requested
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_the_token_cache_is_keyed_by_the_images_bytes_too(scenes, vqvae_dir, tmp_path):
