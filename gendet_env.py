@@ -9,6 +9,7 @@ local font so its `check_font` never reaches for the network.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import warnings
@@ -144,3 +145,42 @@ def device_arg(value: str) -> str:
         return check_device(value)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+
+
+class FolderBusy(ValueError):
+    """Another process is writing the folder a run was given."""
+
+
+@contextlib.contextmanager
+def held(folder: Path, tool: str):
+    """Hold `folder` (created if missing) for this run while it writes there. A second run into the
+    same folder, from another terminal or a job started twice, is refused at once: two used to
+    write side by side (every image counted twice, a log of both runs' rows, checkpoints torn).
+    An OS lock (flock) on the folder itself: it adds no file, and a killed run holds nothing. A run
+    that fails before writing anything takes away the folders it made."""
+    folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; runs are not guarded there
+        fcntl = None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise FolderBusy(f"{folder}: another run is writing there now (this {tool} run would mix its "
+                                 "files with that one's); wait for it to end, or choose another out folder") from None
+        try:
+            yield
+        except BaseException:
+            for path in made:  # a run refused or failed before writing anything leaves no empty folders
+                try:
+                    path.rmdir()
+                except OSError:  # not empty: it holds what the run wrote
+                    break
+            raise
+    finally:
+        os.close(fd)  # the lock goes with it

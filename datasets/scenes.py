@@ -15,7 +15,7 @@ Drawing lives in `datasets.scenes_draw`.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401  (offline-safe environment, as every entry point)
+import gendet_env  # offline-safe environment, as every entry point
 
 import argparse
 import json
@@ -472,37 +472,38 @@ def generate(out_dir, n: int, size: int = 128, seed: int = 0, val_fraction: floa
     root = Path(out_dir)
     _check_out(root)
     made = not root.exists()
-    # drawn in --out/.drawing and swapped in whole: a run cut short left a folder that a rerun
-    # refused, and the earlier dataset there already deleted
-    staged = root / DRAWING
-    shutil.rmtree(staged, ignore_errors=True)  # a run killed before it could clean up
-    _make_folders(staged)
-    n_train, n_val = split_sizes(n, val_fraction)
-    job = partial(_write_one, root=staged, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
-                  min_object=min_object, count_probs=count_probs)
-    bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
-    records = []
-    try:
-        if workers == 1:
-            for i in range(n):
-                records.append(job(i))
-                bar.update()
-        else:  # the workers leave Ctrl-C to this process, which stops them (each printed a traceback)
-            with multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
-                                                          initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
-                for rec in pool.imap(job, range(n), chunksize=32):  # imap keeps index order
-                    records.append(rec)
+    with gendet_env.held(root, "datasets.scenes"):  # a second run drawing into the same --out is refused
+        # drawn in --out/.drawing and swapped in whole: a run cut short left a folder that a rerun
+        # refused, and the earlier dataset there already deleted
+        staged = root / DRAWING
+        shutil.rmtree(staged, ignore_errors=True)  # a run killed before it could clean up
+        _make_folders(staged)
+        n_train, n_val = split_sizes(n, val_fraction)
+        job = partial(_write_one, root=staged, size=size, seed=seed, n_train=n_train, backgrounds=backgrounds,
+                      min_object=min_object, count_probs=count_probs)
+        bar = tqdm(total=n, desc="scenes", unit="img", disable=not progress)
+        records = []
+        try:
+            if workers == 1:
+                for i in range(n):
+                    records.append(job(i))
                     bar.update()
-        bar.close()
-        _write_index_files(staged, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object,
-                           count_probs)
-    except BaseException:
-        shutil.rmtree(staged, ignore_errors=True)
-        if made and not any(root.iterdir()):
-            root.rmdir()
-        raise
-    _swap_in(root)
-    return root
+            else:  # the workers leave Ctrl-C to this process, which stops them (each printed a traceback)
+                with multiprocessing.get_context("fork").Pool(workers, initializer=signal.signal,
+                                                              initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
+                    for rec in pool.imap(job, range(n), chunksize=32):  # imap keeps index order
+                        records.append(rec)
+                        bar.update()
+            bar.close()
+            _write_index_files(staged, records, n, size, seed, val_fraction, n_train, n_val, backgrounds, min_object,
+                               count_probs)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            if made and not any(root.iterdir()):
+                root.rmdir()
+            raise
+        _swap_in(root)
+        return root
 
 
 # ---------------------------------------------------------------- CLI
@@ -550,7 +551,7 @@ def main(argv=None) -> int:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
                         progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object,
                         count_probs=count_probs)
-    except FileExistsError as e:
+    except (FileExistsError, gendet_env.FolderBusy) as e:
         ap.error(str(e))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} is as it was (the scenes are drawn in it, in {DRAWING}/, and put in place "

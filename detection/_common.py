@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401  (offline variables before anything imports ultralytics)
+import gendet_env  # first: offline variables before anything imports ultralytics
 
 import json
 import re
@@ -122,10 +122,10 @@ def run_cli(main: Callable[..., int | None], argv: list[str] | None = None) -> N
     """Run `main(argv)`: UsageError and friends become one line on stderr and exit code 2."""
     try:
         code = main(argv)
-    except UsageError as e:
+    except (UsageError, gendet_env.FolderBusy) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    except FileNotFoundError as e:
+    except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # an input missing, an --out not writable
         print(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:

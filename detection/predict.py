@@ -11,6 +11,7 @@ from __future__ import annotations
 import gendet_env  # noqa: F401
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -63,6 +64,19 @@ def open_rgb(path: Path) -> Image.Image:
         raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
+def not_ours(out: Path, stem: str) -> Path | None:
+    """OUT/<stem>.png or .json when it is there and an earlier predict did not write it (the user's
+    own files are never written over; an earlier run's are, as a rerun should)."""
+    png, record = out / f"{stem}.png", out / f"{stem}.json"
+    if not png.exists() and not record.exists():
+        return None
+    try:
+        ours = {"image", "model", "names", "imgsz"} <= set(json.loads(record.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):  # missing, unreadable, not JSON, not an object
+        ours = False
+    return None if ours else (record if record.exists() else png)
+
+
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
             device: str | None = None, progress: bool = True, batch: int = 16, imgsz: int | None = None) -> list[Path]:
     """Detect in each image file (a folder: the images in it); write OUT/<stem>.png (boxes drawn) and
@@ -95,6 +109,10 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
     taken = [out / f"{stem}{ext}" for stem in stems for ext in (".png", ".json")]
     if any(t.resolve() in inputs for t in taken):
         raise UsageError(f"--out {out}: its results would write over input images there; choose another folder")
+    theirs = next((f for stem in stems if (f := not_ours(out, stem))), None)
+    if theirs:
+        raise UsageError(f"--out {out}: {theirs.name} there is not an earlier detection.predict output and would be "
+                         "written over; choose another folder")
     det = Detector.load(model, device=device)
     out.mkdir(parents=True, exist_ok=True)
     written = []

@@ -79,9 +79,10 @@ otherwise fetches from GitHub.
 
 from __future__ import annotations
 
-import gendet_env  # noqa: F401  (first: offline variables, fonts)
+import gendet_env  # first: offline variables, fonts
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
 import re
@@ -247,6 +248,14 @@ def train(
     if stop_at is not None and (stop_at < 1 or (not resume and stop_at >= epochs)):
         raise UsageError(f"--stop-at {stop_at}: must be >= 1 and below --epochs {epochs}")
     out = Path(out).expanduser().resolve()
+    # rank 0 holds the folder (torchrun's other ranks share it): a second run into it is refused
+    with gendet_env.held(out_folder(out), "detection.train") if _rank() <= 0 else contextlib.nullcontext():
+        return _train_held(out, data, task, model, epochs, imgsz, batch, device, workers, augment, patience,
+                           seed, time_limit, plots, verbose, command, resume, stop_at)
+
+
+def _train_held(out, data, task, model, epochs, imgsz, batch, device, workers, augment, patience, seed, time_limit,
+                plots, verbose, command, resume, stop_at) -> dict:
     problem = out_problem(out_folder(out), resume)  # before anything slow: the error is instant
     if problem:
         raise UsageError(problem)
@@ -262,6 +271,11 @@ def train(
     run = run_settings(out, dict(task=task, model=model, epochs=int(epochs), augment=augment, seed=int(seed),
                                   time_limit=time_limit), command, resume)
     ds = load_dataset(data, task)
+    given = Path(data).expanduser().resolve()
+    for root in (given.parent if given.is_file() else given, Path(ds.root).resolve()):
+        if out == root or root in out.parents:  # predict and convert refuse the same
+            raise UsageError(f"--out {out} is inside the dataset {root}: the run's plots would join its training "
+                             "images, and rebuilding the dataset would delete the run; choose a folder outside it")
     overrides = augment_settings(run["augment"])[0]
     if not resume:
         source, kind = resolve_model(model)

@@ -10,6 +10,9 @@ prompt and writes its own shard; rank 0 merges the shards and writes the summary
 
 from __future__ import annotations
 
+import gendet_env
+
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -174,10 +177,13 @@ def _differences(old, new, name: str = "") -> list[str]:
 
 
 def _same_files(config: dict) -> dict:
-    """config with its model paths resolved, for comparing: `models/demo/catdog.pt`, its absolute
-    path and the default are one file (a resume was refused when the README's two forms met)."""
+    """config with each model named by its weights' sha256 where recorded, else by its resolved path,
+    for comparing: `models/demo/catdog.pt`, its absolute path, the default, and a relative path
+    given from another working directory are one file (a resume was refused when two met)."""
     def resolved(value):
         if isinstance(value, dict):
+            if value.get("sha256") and "path" in value:
+                return {k: v for k, v in value.items() if k != "path"}
             return {k: str(Path(v).resolve()) if k in ("path", "images_from") and isinstance(v, str) else resolved(v)
                     for k, v in value.items()}
         return value
@@ -195,7 +201,9 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
             config = {k: v for k, v in config.items() if k != "specs"}
         if _same_files(old) != _same_files(config):
             real = {d.split(": ")[0] for d in _differences(_same_files(old), _same_files(config))}
-            diff = [d for d in _differences(old, config) if d.split(": ")[0] in real]  # as recorded and given
+            within = {key.rsplit(".", 1)[0] for key in real}  # another model: its path shown beside its sha256
+            diff = [d for d in _differences(old, config)  # as recorded and given
+                    if d.split(": ")[0] in real or d.split(": ")[0].rsplit(".", 1)[0] in within]
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):
@@ -234,56 +242,58 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
         problem = foreign_folder(out)
         if problem:
             raise RunConfigError(problem)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
-              "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
-              "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
-              "models": models or {}}
-    if shard.rank == 0:
-        _check_run_config(out, config, suite)
-    if barrier:
-        barrier()
-    if shard.rank != 0:
-        _check_run_config(out, config, suite)
+    with gendet_env.held(out, "evaluation") if shard.rank == 0 else contextlib.nullcontext():
+        # a second run into this folder is refused: two side by side counted every image twice
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
+                  "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
+                  "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
+                  "models": models or {}}
+        if shard.rank == 0:
+            _check_run_config(out, config, suite)
+        if barrier:
+            barrier()
+        if shard.rank != 0:
+            _check_run_config(out, config, suite)
 
-    results = out / shard.results_name()
-    drop_torn_tail(results)
-    done = {(r["prompt_index"], r["image_index"]) for r in read_rows(results)}
-    mine = [(i, s) for i, s in enumerate(suite.prompts) if i % shard.world == shard.rank]
-    todo = [(i, s) for i, s in mine if any((i, k) not in done for k in range(images_per_prompt))]
-    bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval {suite.name}", unit="prompt",
-               disable=not progress or shard.rank != 0)
-    if on_prompt and len(todo) < len(mine):  # a resumed run: its bar starts at the prompts done
-        on_prompt(len(mine) - len(todo), len(mine))
-    with open(results, "a", encoding="utf-8") as fh:
-        for step, (i, spec) in enumerate(todo, start=1):
-            seeds = image_seeds(seed, images_per_prompt, seed_rule)
-            images = to_uint8_images(generate(spec.prompt, seeds))
-            if len(images) != len(seeds):
-                raise RuntimeError(f"generate returned {len(images)} images for {len(seeds)} seeds")
-            found = eyes.detect(images)
-            for k, (image, dets) in enumerate(zip(images, found)):
-                if (i, k) in done:
-                    continue
-                name = f"images/{i:04d}_{k}.png"
-                Image.fromarray(image).save(out / name)
-                h, w = image.shape[:2]
-                verdict = judge(spec, dets, (w, h), eyes.rules, image=image)  # the rules it detected by
-                row = {"prompt": spec.prompt, "prompt_index": i, "category": spec.category,
-                       "expect": spec.expectation_text, "image_index": k, "seed": seeds[k],
-                       "settings": settings, "image": name, "size": [w, h], "detections": dets,
-                       "verdict": verdict.to_dict(), "passed": verdict.passed, "reason": verdict.reason}
-                fh.write(json.dumps(row) + "\n")
-                fh.flush()
-            bar.update()
-            if on_prompt:
-                on_prompt(len(mine) - len(todo) + step, len(mine))
-    bar.close()
-    if barrier:
-        barrier()
-    if shard.rank != 0:
-        return None
-    return finish(out, suite, config, shard.world, judge_validation)
+        results = out / shard.results_name()
+        drop_torn_tail(results)
+        done = {(r["prompt_index"], r["image_index"]) for r in read_rows(results)}
+        mine = [(i, s) for i, s in enumerate(suite.prompts) if i % shard.world == shard.rank]
+        todo = [(i, s) for i, s in mine if any((i, k) not in done for k in range(images_per_prompt))]
+        bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"eval {suite.name}", unit="prompt",
+                   disable=not progress or shard.rank != 0)
+        if on_prompt and len(todo) < len(mine):  # a resumed run: its bar starts at the prompts done
+            on_prompt(len(mine) - len(todo), len(mine))
+        with open(results, "a", encoding="utf-8") as fh:
+            for step, (i, spec) in enumerate(todo, start=1):
+                seeds = image_seeds(seed, images_per_prompt, seed_rule)
+                images = to_uint8_images(generate(spec.prompt, seeds))
+                if len(images) != len(seeds):
+                    raise RuntimeError(f"generate returned {len(images)} images for {len(seeds)} seeds")
+                found = eyes.detect(images)
+                for k, (image, dets) in enumerate(zip(images, found)):
+                    if (i, k) in done:
+                        continue
+                    name = f"images/{i:04d}_{k}.png"
+                    Image.fromarray(image).save(out / name)
+                    h, w = image.shape[:2]
+                    verdict = judge(spec, dets, (w, h), eyes.rules, image=image)  # the rules it detected by
+                    row = {"prompt": spec.prompt, "prompt_index": i, "category": spec.category,
+                           "expect": spec.expectation_text, "image_index": k, "seed": seeds[k],
+                           "settings": settings, "image": name, "size": [w, h], "detections": dets,
+                           "verdict": verdict.to_dict(), "passed": verdict.passed, "reason": verdict.reason}
+                    fh.write(json.dumps(row) + "\n")
+                    fh.flush()
+                bar.update()
+                if on_prompt:
+                    on_prompt(len(mine) - len(todo) + step, len(mine))
+        bar.close()
+        if barrier:
+            barrier()
+        if shard.rank != 0:
+            return None
+        return finish(out, suite, config, shard.world, judge_validation)
 
 
 def finish(out: Path, suite: Suite, config: dict, world: int = 1, judge_validation: dict | None = None) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import gendet_env
 
 import argparse
+import contextlib
 import hashlib
 import itertools
 import json
@@ -570,20 +571,27 @@ def main(argv=None) -> int:
         if args.no_samples:
             cfg["train"]["sample_every"] = 0
         option = "--out" if args.out is not None else f"the out: folder of {args.config}"
-        recover_checkpoint(Path(cfg["out"]))
-        problem = out_folder_problem(Path(cfg["out"]), option) or run_folder_problem(
-            Path(cfg["out"]), args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
+        out = Path(cfg["out"])
+        problem = out_folder_problem(out, option)
         if problem:
             raise ConfigError(problem)
-        if not (Path(cfg["data"]) / "captions.jsonl").is_file():
-            given = "--data" if args.data is not None else f"data: in {args.config}"
-            raise ConfigError(f"{given}: {cfg['data']} holds no captions.jsonl (give a datasets.scenes root or a "
-                              "captions dataset, e.g. from datasets.convert)")
-        made = not Path(cfg["out"]).exists()
-        path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
-                     args.schedule_by_time, args.stop_by)
+        made = not out.exists()
+        # rank 0 holds the folder (torchrun's other ranks share it); a second run into it is refused
+        with gendet_env.held(out, "generation.train") if int(os.environ.get("RANK", 0)) == 0 \
+                else contextlib.nullcontext():
+            recover_checkpoint(out)
+            problem = run_folder_problem(out, args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
+            if problem:
+                raise ConfigError(problem)
+            if not (Path(cfg["data"]) / "captions.jsonl").is_file():
+                given = "--data" if args.data is not None else f"data: in {args.config}"
+                raise ConfigError(f"{given}: {cfg['data']} holds no captions.jsonl (give a datasets.scenes root "
+                                  "or a captions dataset, e.g. from datasets.convert)")
+            path = train(cfg, args.resume, args.device, not args.quiet, args.stop_at, args.time_limit,
+                         args.schedule_by_time, args.stop_by)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        made = made and not isinstance(e, gendet_env.FolderBusy)  # the folder is the other run's
         if made and Path(cfg["out"]).is_dir() and not any(Path(cfg["out"]).iterdir()):
             Path(cfg["out"]).rmdir()  # a run that failed before writing anything leaves no empty folder
         return 2

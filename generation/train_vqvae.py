@@ -402,20 +402,27 @@ def main(argv=None) -> int:
                          "time is further along), so the run ends on its low lr wherever the clock stops it")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    recover_checkpoint(Path(args.out))
-    out_problem = out_folder_problem(Path(args.out), "--out") or run_folder_problem(
-        Path(args.out), args.resume, "train_vqvae", RUN_FILES, trained=("checkpoint", "model.safetensors"))
-    for problem in (number_problems(args), out_problem):
+    out = Path(args.out)
+    for problem in (out_folder_problem(out, "--out"), number_problems(args)):
         if problem:
             ap.error(problem)
     if args.schedule_by_time and not args.time_limit:
         ap.error("--schedule-by-time needs --time-limit")
     if args.decoder_only and not (args.init or args.resume):
         ap.error("--decoder-only needs --init DIR (the trained VQ-VAE whose decoder to fine-tune)")
+    made = not out.exists()
     try:
-        metrics = train(args)
+        with gendet_env.held(out, "train_vqvae"):  # a second run into the same folder is refused
+            recover_checkpoint(out)
+            problem = run_folder_problem(out, args.resume, "train_vqvae", RUN_FILES,
+                                         trained=("checkpoint", "model.safetensors"))
+            if problem:
+                ap.error(problem)
+            metrics = train(args)
     except (FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        if made and not isinstance(e, gendet_env.FolderBusy) and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a run that failed before writing anything leaves no empty folder
         return 2
     except KeyboardInterrupt as e:
         print(f"\n{interrupted(Path(args.out), args.ckpt_every, getattr(e, 'step', None))}", file=sys.stderr)

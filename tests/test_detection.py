@@ -355,6 +355,32 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, record.name])  # no .tmp left
 
 
+def test_predict_never_writes_over_files_it_did_not_write(trained, tmp_path):
+    """OUT/<stem>.png and .json were written over whatever was there: a user's own photo.png in the
+    folder was lost to the drawing of photo.jpg. An earlier predict's outputs are still replaced."""
+    scenes, out = trained
+    image = sorted((scenes / "images" / "val").iterdir())[0]
+    photo = tmp_path / "in" / "photo.jpg"
+    photo.parent.mkdir()
+    Image.open(image).convert("RGB").save(photo)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "photo.png").write_bytes(b"the user's own picture")
+    with pytest.raises(UsageError, match=r"photo\.png there is not an earlier detection\.predict output"):
+        det_predict.predict(out / "best.pt", [photo], results, progress=False)
+    assert (results / "photo.png").read_bytes() == b"the user's own picture"
+    (results / "photo.png").unlink()
+    (results / "photo.json").write_text('{"mine": 1}')
+    with pytest.raises(UsageError, match=r"photo\.json there is not"):
+        det_predict.predict(out / "best.pt", [photo], results, progress=False)
+    (results / "photo.json").unlink()
+    det_predict.predict(out / "best.pt", [photo], results, conf=0.001, progress=False)
+    first = json.loads((results / "photo.json").read_text())
+    det_predict.predict(out / "best.pt", [photo], results, conf=0.5, progress=False)  # its own: replaced
+    assert json.loads((results / "photo.json").read_text())["detections"] == \
+        [d for d in first["detections"] if d["confidence"] >= 0.5]
+
+
 def test_coco_metrics_agree_with_ultralytics_ap_on_random_predictions():
     """A second, independent implementation on the same synthetic predictions: ultralytics'
     greedy matching (match_predictions) + ap_per_class. Catches a misread COCOeval result (stats
@@ -545,6 +571,19 @@ def test_detector_is_exported_by_the_package():
     code = "import sys, detection; print('detection.detector' in sys.modules, 'ultralytics' in sys.modules)"
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.stdout.split() == ["False", "False"], res.stderr
+
+
+def test_train_refuses_an_out_folder_inside_its_dataset(trained):
+    """An --out inside the dataset put the run's plots among the training images (the next run
+    counted them as backgrounds), and rebuilding the dataset deleted the run without a word."""
+    from detection import train as det_train
+
+    scenes, _ = trained
+    before = sorted(p for p in scenes.rglob("*"))
+    for out in (scenes / "catdog" / "images" / "train" / "run", scenes / "runs" / "catdog"):
+        with pytest.raises(UsageError, match=f"--out {out} is inside the dataset {scenes}"):
+            det_train.train(scenes, "catdog", out, epochs=1, plots=False)
+    assert sorted(p for p in scenes.rglob("*")) == before  # nothing made there, not even an empty folder
 
 
 def test_train_help_shows_the_defaults():

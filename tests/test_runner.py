@@ -196,6 +196,39 @@ def test_runner_resumes_without_repeating_work(tmp_path):
                   settings={"steps": 3, "truncation": 0.9})
 
 
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
+    """Two runs started on one --out (two terminals, a job submitted twice) wrote side by side:
+    every image counted twice in the summary. The second is refused; the first ends whole."""
+    import threading
+
+    import gendet_env
+
+    suite = load_suite("smoke")
+    world = SceneWorld()
+    started, go_on = threading.Event(), threading.Event()
+
+    def slow(prompt, seeds):
+        started.set()
+        go_on.wait(60)
+        return world.generate(prompt, seeds)
+
+    first = threading.Thread(target=run_suite, args=(suite, slow, make_eyes(world), tmp_path),
+                             kwargs={"images_per_prompt": 2, "progress": False})
+    first.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(gendet_env.FolderBusy, match=f"{tmp_path}: another run is writing there now \\(this evaluation run"):
+            run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    finally:
+        go_on.set()
+        first.join(120)
+    rows = read_rows(tmp_path / "results.jsonl")
+    assert sorted((r["prompt_index"], r["image_index"]) for r in rows) == \
+        [(i, k) for i in range(len(suite.prompts)) for k in range(2)]
+    summary = run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+    assert summary["overall"]["n"] == 2 * len(suite.prompts)  # the folder is free again once the run ends
+
+
 def test_sharded_run_merges_to_the_single_process_result(tmp_path):
     suite = load_suite("smoke")
     world = SceneWorld()
@@ -448,8 +481,8 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
 
-    def models(path):
-        return {"generator": {"path": path, "sha256": "a"}, "detectors": {"catdog": {"path": path, "sha256": "b"}}}
+    def models(path, sha="b"):
+        return {"generator": {"path": path, "sha256": "a"}, "detectors": {"catdog": {"path": path, "sha256": sha}}}
 
     run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
               models=models("models/x.pt"))
@@ -457,7 +490,16 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
               models=models(str(tmp_path / "models" / "x.pt")))
     run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
               models=models("./models/../models/x.pt"))
-    with pytest.raises(ValueError, match=r"\(models.detectors.catdog.path: 'models/x.pt' there, 'models/y.pt' now;"):
+    with pytest.raises(ValueError, match=r"\(models.detectors.catdog.path: 'models/x.pt' there, 'models/y.pt' now; "
+                                         r"models.detectors.catdog.sha256: 'b' there, 'c' now\)"):
         run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-                  models=models("models/y.pt"))
+                  models=models("models/y.pt", sha="c"))
+    with pytest.raises(ValueError, match=r"\(models.detectors.catdog.sha256: 'b' there, 'c' now\)"):  # retrained
+        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+                  models=models("models/x.pt", sha="c"))
     assert json.loads((tmp_path / "run" / "run.json").read_text())["models"] == models("models/x.pt")  # as given
+    # the same relative paths given from another working directory: the same weights, so the same run
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+              models=models(str(tmp_path / "models" / "x.pt")))  # 'models/x.pt' recorded: no such file from here

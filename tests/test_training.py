@@ -806,6 +806,38 @@ def test_a_second_ctrl_c_stops_at_once_and_an_ignored_one_stays_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
+def test_every_writer_refuses_a_folder_another_run_is_writing(scenes, vqvae_dir, tmp_path, capsys):
+    """Two runs on one out folder (two terminals, a job submitted twice) used to write side by side:
+    two trainers tore each other's checkpoints and logs, two detector runs left no weights at all,
+    two scenes runs crashed midway. While a run holds the folder, each is refused in one line and
+    nothing in the folder changes."""
+    import gendet_env
+    from datasets import scenes as scenes_cli
+    from detection import train as det_train
+    from detection._common import run_cli
+
+    busy = tmp_path / "busy"  # made by the other run a moment ago, nothing in it yet
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(config(scenes, vqvae_dir, busy, 3)))
+    with gendet_env.held(busy, "other"):
+        capsys.readouterr()
+        assert t2i.main(["--config", str(cfg), "--device", "cpu", "--quiet"]) == 2
+        assert capsys.readouterr().err == (f"error: {busy}: another run is writing there now (this generation.train "
+                                           "run would mix its files with that one's); wait for it to end, or choose "
+                                           "another out folder\n")
+        assert train_vqvae.main(["--data", str(scenes), "--out", str(busy), "--steps", "2", *VQ_ARGS]) == 2
+        assert "another run is writing there now (this train_vqvae run" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as e:
+            scenes_cli.main(["--out", str(busy), "--n", "2", "--size", "32", "--quiet"])
+        assert e.value.code == 2 and "another run is writing there now (this datasets.scenes run" in \
+            capsys.readouterr().err
+        with pytest.raises(SystemExit) as e:
+            run_cli(det_train.main, ["--task", "catdog", "--data", str(scenes), "--out", str(busy), "--epochs", "1"])
+        assert e.value.code == 2 and "another run is writing there now (this detection.train run" in \
+            capsys.readouterr().err
+        assert busy.is_dir() and not any(busy.iterdir())  # not written in, and not removed as "empty"
+
+
 def test_the_token_cache_is_keyed_by_the_images_bytes_too(scenes, vqvae_dir, tmp_path):
     """Images replaced under the same names (same captions.jsonl) used to reuse stale tokens."""
     import shutil
