@@ -35,9 +35,13 @@ from generation.png_info import read_settings, save_png
 DEFAULT_MODEL = gendet_env.ROOT / "models" / "demo" / "generator"
 
 
-def slug(prompt: str) -> str:
-    """A file name's start from the prompt: its words (any script's letters, "café" too), joined by _."""
-    return re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60] or "image"
+def slug(prompt: str, max_bytes: int = 120) -> str:
+    """A file name's start from the prompt: its words (any script's letters, "café" too), joined by _.
+
+    At most 60 characters and `max_bytes` UTF-8 bytes (cut at a character boundary): file systems
+    count a name's 255 in bytes, and 60 four-byte letters with a long seed went over."""
+    name = re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60]
+    return name.encode()[:max_bytes].decode(errors="ignore") or "image"
 
 
 def _comparable(settings: dict) -> dict:
