@@ -215,6 +215,21 @@ def test_a_long_prompt_in_four_byte_letters_makes_a_file_name_under_255_bytes(tm
     assert png.name == "\U00010428" * 30 + f"_{10 ** 18}.png" and len(png.name.encode()) == 144
 
 
+def test_sample_records_a_prompt_without_the_bom_and_cr_of_the_file_it_came_from(tmp_path):
+    """`generation.sample "$(cat prompt.txt)"` on a Notepad file kept '\\ufeffa cat\\r' in the PNG (and
+    the file name); evaluation.run strips them. Both record 'a cat' now."""
+    from generation.png_info import read_settings
+    from generation.sample import main, sample
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    assert main(["\ufeffa cat\r", "--model", str(tmp_path / "gen"), "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    [png] = (tmp_path / "cli").glob("*.png")
+    assert png.name == "a_cat_0.png" and read_settings(png)["prompt"] == "a cat"
+    [png] = sample("a cat\r\n", tmp_path / "gen", tmp_path / "api", n=1, steps=2, progress=False)
+    assert read_settings(png)["prompt"] == "a cat"
+
+
 def test_sample_cli_edits_and_inpaints_a_given_image(tmp_path, capsys):
     """--init-image (cut to a centre square at the model's size), --filter-ratio and --mask (white =
     redraw) give what the pipeline gives on the same tensors; the PNGs record the edit."""
