@@ -79,7 +79,8 @@ def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) 
     """mAP50, mAP75, mAP50-95 and per-class AP with COCOeval (maxDets 100, all areas).
 
     A class without ground truth gets NaN (undefined), not 0: averaging a 0 in
-    would punish a model for a class the data never shows.
+    would punish a model for a class the data never shows. A split without any
+    object gets None for the means (pycocotools' -1, "no data"): nothing to measure.
     """
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -90,7 +91,7 @@ def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) 
         coco_gt.dataset = {k: v for k, v in gt.items()}
         coco_gt.createIndex()
         if not predictions:
-            return _empty(names)
+            return _empty(gt, names)
         coco_dt = coco_gt.loadRes([dict(p) for p in predictions])
         ev = COCOeval(coco_gt, coco_dt, "bbox")
         ev.evaluate()
@@ -103,13 +104,18 @@ def coco_map(gt: dict, predictions: list[dict], names: list[str] | None = None) 
         p = prec[:, :, k]
         ap = lambda q: float(np.mean(q[q > -1])) if (q > -1).any() else float("nan")  # noqa: E731
         per_class[names[cat_id - 1]] = {"AP50": ap(p[0]), "AP50-95": ap(p)}
-    return {"mAP50": float(ev.stats[1]), "mAP75": float(ev.stats[2]), "mAP50-95": float(ev.stats[0]),
+    stat = lambda i: float(ev.stats[i]) if ev.stats[i] > -1 else None  # noqa: E731
+    return {"mAP50": stat(1), "mAP75": stat(2), "mAP50-95": stat(0),
             "per_class": per_class,
             "precision_curve_50": {names[c - 1]: prec[0, :, k].tolist() for k, c in enumerate(ev.params.catIds)},
             "recall_points": ev.params.recThrs.tolist()}
 
 
-def _empty(names) -> dict:
-    return {"mAP50": 0.0, "mAP75": 0.0, "mAP50-95": 0.0,
-            "per_class": {n: {"AP50": 0.0, "AP50-95": 0.0} for n in names},
+def _empty(gt: dict, names) -> dict:
+    """No predictions: 0 where there was something to find, else undefined (as coco_map)."""
+    seen = {a["category_id"] for a in gt["annotations"]}
+    v = 0.0 if seen else None
+    ap = lambda k: 0.0 if k + 1 in seen else float("nan")  # noqa: E731
+    return {"mAP50": v, "mAP75": v, "mAP50-95": v,
+            "per_class": {n: {"AP50": ap(k), "AP50-95": ap(k)} for k, n in enumerate(names)},
             "precision_curve_50": {}, "recall_points": []}

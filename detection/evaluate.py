@@ -97,18 +97,36 @@ def evaluate(model: str | Path, data: str | Path, split: str = "val", out: str |
     preds = predictions_from_ultralytics(ul_predictions, gt) if ul_predictions.is_file() else []
     coco = coco_map(gt, preds, det.names)
     own = coco_map(gt, predictions_coco(det, gt, imgsz=imgsz), det.names)
-    gap = max(abs(coco["mAP50"] - ul["mAP50"]), abs(coco["mAP50-95"] - ul["mAP50-95"]))
+    if not gt["annotations"]:  # ultralytics says 0 for want of objects; pycocotools says "no data"
+        ul.update({"mAP50": None, "mAP50-95": None})
+    gap = max_gap(coco, ul)
     keys = ("mAP50", "mAP75", "mAP50-95", "per_class")
     report = {"model": str(model), "data": str(dataset.yaml_path), "split": split, "images": len(gt["images"]),
               "objects": len(gt["annotations"]), "imgsz": imgsz,
               # over data.yaml and this split's files only; the training card's data_hash covers every split
               "split_hash": dataset.data_hash(),
-              "pycocotools": {k: coco[k] for k in keys}, "ultralytics": ul,
-              "detector": {k: own[k] for k in keys}, "predictions": len(preds),
-              "max_gap": gap, "agree": gap <= tolerance, "tolerance": tolerance}
+              "pycocotools": _nulls({k: coco[k] for k in keys}), "ultralytics": ul,
+              "detector": _nulls({k: own[k] for k in keys}), "predictions": len(preds),
+              "max_gap": gap, "agree": gap is None or gap <= tolerance, "tolerance": tolerance}
     write_json(out / "eval.json", report)
     plot_pr(coco, out / "pr_curve.png", f"{Path(model).name} on {split}")
     return report
+
+
+def max_gap(coco: dict, ul: dict) -> float | None:
+    """Largest mAP50 / mAP50-95 gap over the metrics both could measure; None when there are none."""
+    gaps = [abs(coco[k] - ul[k]) for k in ("mAP50", "mAP50-95") if coco[k] is not None and ul[k] is not None]
+    return max(gaps) if gaps else None
+
+
+def _nulls(metrics: dict) -> dict:
+    """Undefined per-class AP (NaN: no such object in the split) as None, so eval.json holds null."""
+    per_class = {n: {k: None if v != v else v for k, v in ap.items()} for n, ap in metrics["per_class"].items()}
+    return {**metrics, "per_class": per_class}
+
+
+def _cell(v) -> str:
+    return f"{'n/a':>12}" if v is None or v != v else f"{v:>12.4f}"
 
 
 # what the table's three columns are (the module's docstring says more)
@@ -135,15 +153,15 @@ def main(argv=None) -> int:
     r = evaluate(args.model, args.data, args.split, out, args.imgsz, args.device, args.tolerance)
     print(f"{'':14}{'pycocotools':>12}{'ultralytics':>12}{'detector':>12}")
     for key in ("mAP50", "mAP50-95"):
-        print(f"{key:14}{r['pycocotools'][key]:>12.4f}{r['ultralytics'][key]:>12.4f}{r['detector'][key]:>12.4f}")
+        print(f"{key:14}" + "".join(_cell(r[c][key]) for c in ("pycocotools", "ultralytics", "detector")))
     for name, v in r["pycocotools"]["per_class"].items():
         u = r["ultralytics"]["per_class"].get(name, {})
         d = r["detector"]["per_class"].get(name, {})
         for key in ("AP50", "AP50-95"):
-            print(f"{name + ' ' + key:14}{v[key]:>12.4f}{u.get(key, float('nan')):>12.4f}"
-                  f"{d.get(key, float('nan')):>12.4f}")
+            print(f"{name + ' ' + key:14}{_cell(v[key])}{_cell(u.get(key))}{_cell(d.get(key))}")
     print(COLUMNS)
-    print(f"largest gap, pycocotools against ultralytics: {r['max_gap']:.4f} (tolerance {r['tolerance']}); "
+    gap = "n/a (no objects)" if r["max_gap"] is None else f"{r['max_gap']:.4f}"
+    print(f"largest gap, pycocotools against ultralytics: {gap} (tolerance {r['tolerance']}); "
           f"{r['images']} images, {r['objects']} objects -> {out / 'eval.json'}")
     if not r["agree"]:
         print(f"warning: pycocotools and ultralytics disagree by {r['max_gap']:.4f} > {r['tolerance']}",

@@ -81,7 +81,7 @@ def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_can
 def main(argv=None) -> int:
     from evaluation.prompts import ParseError
     from evaluation.run import DEFAULT_DETECTORS, DEMO
-    from generation.sampling_options import add_sampling_options, sampling_settings
+    from generation.sampling_options import add_sampling_options, clean_prompt, sampling_settings
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.checked", description=__doc__.split("\n\n")[0],
                                  epilog="Exit status: 0 when an image passed, 1 when none did, 2 on bad input.")
@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="out", help="output folder (default ./out)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    args.prompt = clean_prompt(args.prompt)  # recorded in the PNGs and checked.jsonl as meant
     from generation.pipeline import DEFAULTS, TextToImage
     from generation.png_info import save_png
     from generation.sample import free_path

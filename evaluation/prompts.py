@@ -20,7 +20,7 @@ import re
 from datasets.scenes import COUNT_WORDS, EMPTY_CAPTIONS, PHOTO_PREFIX
 from evaluation.judge import CLASSES
 from evaluation.spec import COLOR_CLASSES, COLORS, PromptSpec
-from generation.sampling_options import text_problem
+from generation.sampling_options import clean_prompt, text_problem
 
 RELATION_WORDS = {"to the left of": "left_of", "to the right of": "right_of", "above": "above", "below": "below"}
 NUMBERS = {w: n for n, w in COUNT_WORDS.items()} | {str(n): n for n in COUNT_WORDS}
@@ -66,7 +66,7 @@ def parse_prompt(prompt: str) -> PromptSpec:
     problem = text_problem(prompt)
     if problem:
         raise ParseError(problem)
-    prompt = prompt.strip()  # as a suite file's prompts are read: a run's prompts must read back the same
+    prompt = clean_prompt(prompt)  # as a suite file's prompts are read: a run's prompts must read back the same
     text = re.sub(r"\s+", " ", prompt.lower().rstrip("."))
     if not text:
         raise ParseError("cannot judge an empty prompt")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from datasets.scenes_draw import FUR_RGB
 from evaluation.judge import CLASSES, RELATIONS, plural
-from generation.sampling_options import text_problem
+from generation.sampling_options import clean_prompt, text_problem
 
 CATEGORIES = ("single_object", "two_objects", "counting", "position", "faces", "negatives", "colors")
 COLOR_CLASSES = ("cat", "dog")
@@ -86,7 +86,7 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
     if unknown:
         raise SpecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
     prompt = d["prompt"]
-    if not isinstance(prompt, str) or not prompt.strip():
+    if not isinstance(prompt, str) or not clean_prompt(prompt):
         raise SpecError(f"{where}: 'prompt' must be a non-empty string, got {prompt!r}")
     problem = text_problem(prompt)
     if problem:
@@ -137,4 +137,4 @@ def spec_from_dict(d: dict, where: str = "prompt") -> PromptSpec:
         if (a, OPPOSITE[r], b) in relations or (b, r, a) in relations:
             raise SpecError(f"{where}: relations[{k}]: {a} {r} {b} contradicts an earlier relation")
         relations.append((a, r, b))
-    return PromptSpec(prompt.strip(), d["category"], clean, dict(colors), tuple(relations))
+    return PromptSpec(clean_prompt(prompt), d["category"], clean, dict(colors), tuple(relations))

@@ -117,8 +117,8 @@ def suite_from_prompts(prompts: list[str], name: str = "prompts") -> Suite:
             specs.append(parse_prompt(prompt))
         except ParseError as e:
             raise SpecError(f"prompt {i}: {e}") from None
-        if prompt_key(prompt) in [prompt_key(s.prompt) for s in specs[:-1]]:
-            raise SpecError(f"prompt {i}: {prompt!r} is given twice (case and spacing do not reach the model)")
+        if prompt_key(specs[-1].prompt) in [prompt_key(s.prompt) for s in specs[:-1]]:
+            raise SpecError(f"prompt {i}: {specs[-1].prompt!r} is given twice (case and spacing do not reach the model)")
     if not specs:
         raise SpecError("no prompts given")
     return Suite(name, tuple(specs), Path(f"<{len(specs)} prompts>"))

@@ -29,15 +29,19 @@ from pathlib import Path
 from tqdm import tqdm
 
 from generation.pipeline import TextToImage
-from generation.sampling_options import add_sampling_options, sampling_settings
+from generation.sampling_options import add_sampling_options, clean_prompt, sampling_settings
 from generation.png_info import read_settings, save_png
 
 DEFAULT_MODEL = gendet_env.ROOT / "models" / "demo" / "generator"
 
 
-def slug(prompt: str) -> str:
-    """A file name's start from the prompt: its words (any script's letters, "café" too), joined by _."""
-    return re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60] or "image"
+def slug(prompt: str, max_bytes: int = 120) -> str:
+    """A file name's start from the prompt: its words (any script's letters, "café" too), joined by _.
+
+    At most 60 characters and `max_bytes` UTF-8 bytes (cut at a character boundary): file systems
+    count a name's 255 in bytes, and 60 four-byte letters with a long seed went over."""
+    name = re.sub(r"\W+", "_", prompt.lower()).strip("_")[:60]
+    return name.encode()[:max_bytes].decode(errors="ignore") or "image"
 
 
 def _comparable(settings: dict) -> dict:
@@ -68,6 +72,7 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
            filter_ratio: float | None = None, mask: str | Path | None = None, batch: int = 8) -> list[Path]:
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    prompt = clean_prompt(prompt) if isinstance(prompt, str) else prompt  # recorded in each PNG as meant
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # n=0 loaded the model to draw nothing
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     pipe = TextToImage.from_pretrained(model, device=device)
@@ -119,7 +124,8 @@ def main(argv=None) -> int:
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     # checked before the model loads, so a typo fails at once and without a progress bar
-    if not args.prompt.strip():
+    args.prompt = clean_prompt(args.prompt)
+    if not args.prompt:
         ap.error("the prompt is empty: describe the image")
     for flag, value in (("--n", args.n), ("--batch", args.batch)):
         if value < 1:

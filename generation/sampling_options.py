@@ -35,6 +35,13 @@ def finite_number(value) -> bool:
         return False
 
 
+def clean_prompt(prompt: str) -> str:
+    """A prompt as meant: without a leading UTF-8 BOM (a file saved by Windows Notepad, read with
+    `$(cat prompt.txt)`: "\\ufefftwo cats" was not a prompt the judge reads) or the spaces, CR and
+    newline around it. Every CLI and suite reads prompts through it, so a run records the same text."""
+    return prompt.strip().lstrip("\ufeff").strip()
+
+
 def text_problem(prompt: str) -> str | None:
     """Why a prompt is not text a run can keep, or None: a lone surrogate (argv bytes that were not
     UTF-8: the tokenizer failed mid-run), or a control character such as NUL (written raw into

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -191,10 +192,11 @@ def run(cmd: list[str], log: Path) -> float:
     """Run a stage as its own process (its CLI is the recipe); returns seconds taken. Interrupted
     (Ctrl-C reaches the stage too; SIGTERM is passed on to it as one), it waits for the stage to
     end and logs its last words: a trainer says there where it can go on from."""
-    print("$", " ".join(cmd), flush=True)
+    shown = shlex.join(cmd)  # quoted: a path with spaces can be copied and run as shown
+    print("$", shown, flush=True)
     t0 = time.time()
     with open(log, "ab") as fh:
-        fh.write(("$ " + " ".join(cmd) + "\n").encode())
+        fh.write(("$ " + shown + "\n").encode())
         fh.flush()
         stage = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=ROOT)
         _running.append(stage)
@@ -218,7 +220,7 @@ def run(cmd: list[str], log: Path) -> float:
         finally:
             _running.remove(stage)
     if code != 0:
-        raise SystemExit(f"stage failed (exit {code}): {' '.join(cmd)}; see {log}")
+        raise SystemExit(f"stage failed (exit {code}): {shown}; see {log}")
     return time.time() - t0
 
 

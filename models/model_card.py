@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from statistics import stdev
 
@@ -58,7 +59,11 @@ def _commands(log: Path, root: Path) -> list[str]:
     for line in lines:
         if not line.startswith("$ "):
             continue
-        words = [w for w in line[2:].replace(f"{root}/", "").split() if w != "--resume"]
+        try:  # build_demo quotes its commands (shlex.join); an unbalanced quote is an older log's
+            words = shlex.split(line[2:])
+        except ValueError:
+            words = line[2:].split()
+        words = [w.replace(f"{root}/", "") for w in words if w != "--resume"]
         words[0] = "python"
         # the same module may run several times as different stages: per detector task, per
         # generator config, the judge validation with and without --through-vqvae, per scenes folder
@@ -66,12 +71,12 @@ def _commands(log: Path, root: Path) -> list[str]:
                    words[words.index("--config") + 1] if "--config" in words[:-1] else
                    ("--through-vqvae" in words, words[words.index("--out") + 1] if "--out" in words[:-1] else None))
         key = (words[2] if len(words) > 2 and words[1] == "-m" else words[0], variant)
-        if key[0] == "datasets.scenes" and last.get(key) == " ".join(words):
+        if key[0] == "datasets.scenes" and last.get(key) == shlex.join(words):
             continue  # the same scenes drawn again (on another machine: the same files) stay before their readers
         # at its last run's position: a stage rerun after a new one (the evaluation of a bundle
         # with a new generator round) is listed after it, as the bundle was made
         last.pop(key, None)
-        last[key] = " ".join(words)
+        last[key] = shlex.join(words)
     return list(last.values())
 
 
@@ -95,7 +100,7 @@ def rebuild_command(work: Path, profile: str) -> str:
     named as given."""
     if Path(work).parts[-2:] == ("runs", f"demo_{profile}"):
         return f"`python -m models.build_demo --profile {profile}` (work folder `runs/demo_{profile}/`"
-    return f"`python -m models.build_demo --profile {profile} --work {work}` (work folder `{work}/`"
+    return f"`python -m models.build_demo --profile {profile} --work {shlex.quote(str(work))}` (work folder `{work}/`"
 
 
 # the smoke profile trains for seconds on 40 tiny scenes: a dry run of the recipe, not models to use

@@ -371,6 +371,28 @@ def test_build_demo_resumes_an_interrupted_detector(tmp_path, monkeypatch):
     assert recipe.detector_resume(work / "face") == []
 
 
+def test_logged_and_card_commands_are_quoted_so_a_path_with_spaces_runs_as_copied(tmp_path):
+    """build.log and the card joined a command's words with spaces: `--out /my runs/w` ran as two words."""
+    import shlex
+    import sys
+
+    from models.build_demo import run
+    from models.model_card import _commands, rebuild_command
+
+    log = tmp_path / "my logs" / "build.log"
+    log.parent.mkdir()
+    cmd = [sys.executable, "-c", "print('done')", str(tmp_path / "my runs" / "w")]
+    run(cmd, log)
+    assert log.read_text().splitlines()[0] == "$ " + shlex.join(cmd)
+    assert shlex.split(log.read_text().splitlines()[0][2:]) == cmd
+    root = tmp_path / "my repo"
+    log.write_text(f"$ '/my venv/python' -m datasets.scenes --n 8 --out '{root}/w/my scenes'\n"
+                   "$ /venv/python -m evaluation.run --out w/eval\n")  # an older, unquoted line reads as before
+    assert _commands(log, root) == ["python -m datasets.scenes --n 8 --out 'w/my scenes'",
+                                    "python -m evaluation.run --out w/eval"]
+    assert f"--work '{tmp_path}/my work'`" in rebuild_command(tmp_path / "my work", "smoke")
+
+
 def test_stage_logs_are_plain_text(tmp_path):
     """ultralytics colours its log lines even into a file: build.log keeps the text, not the codes."""
     import sys

@@ -90,3 +90,11 @@ def test_labels_of_near_boxes_do_not_cover_each_other():
     out = np.asarray(draw_detections(img, dets, width=1))
     cat, dog = (np.all(out == c, axis=-1) for c in ((255, 64, 64), (64, 128, 255)))
     assert cat[:40].sum() > 200 and dog[101:, 23:60].sum() > 200  # the cat's label above, the dog's below
+
+
+def test_a_split_without_objects_has_no_map_rather_than_minus_one():
+    g = gt([[]])  # one image, nothing on it: pycocotools' stats say -1 ("no data")
+    for p in ([pred(1, 0, (0, 0, 20, 20), 0.9)], []):
+        m = coco_map(g, p)
+        assert m["mAP50"] is None and m["mAP75"] is None and m["mAP50-95"] is None
+        assert all(math.isnan(ap["AP50"]) for ap in m["per_class"].values())

@@ -246,6 +246,23 @@ def test_pets_voc_head_boxes_to_yolo_catdog(tmp_path):
     assert not report.warnings
 
 
+def test_pets_finds_images_saved_as_JPG_or_jpeg(tmp_path):
+    """pets looked for NAME.jpg only: a copy with .JPG / .jpeg files skipped them as missing."""
+    src = pets_fixture(tmp_path / "pets")
+    (src / "images" / "Bengal_7.jpg").rename(src / "images" / "Bengal_7.JPG")
+    (src / "images" / "beagle_3.jpg").rename(src / "images" / "beagle_3.jpeg")
+    (src / "images" / "pug_2.jpg").rename(src / "images" / "pug_2.JPEG")
+    (src / "images" / "Abyssinian_1.png").write_bytes(b"not the image")  # not a .jpg variant: never taken
+    out = tmp_path / "out"
+    report = convert("pets", src, out, val_fraction=0.5, seed=3)
+    assert C.SKIP_MISSING_IMAGE not in report.skipped and sum(report.images.values()) == 4
+    for name, word, w, h, (x1, y1, x2, y2) in PETS:
+        want = (("cat", "dog").index(word), x1 - 1, y1 - 1, x2, y2)
+        assert close(read_yolo(out, split_of(out, name), name, w, h), [want]), name
+    moved = next((out / "images" / split_of(out, "beagle_3")).glob("beagle_3.*"))
+    assert same_bytes(moved, src / "images" / "beagle_3.jpeg")
+
+
 def test_pets_malformed_list_and_xml(tmp_path):
     src = pets_fixture(tmp_path / "pets")
     (src / "annotations" / "test.txt").write_text("beagle_3 13 2 3\npug_9 26 two 17\n")

@@ -994,6 +994,25 @@ def test_evaluate_refuses_one_file_name_twice_in_a_split_before_running(trained,
     assert not (tmp_path / "ev" / "ultralytics").exists()
 
 
+def test_evaluate_on_a_split_without_objects_reports_n_a_not_a_gap_of_one(trained, tmp_path, capsys):
+    from detection._common import run_cli
+
+    scenes, out = trained
+    data = _tiny_yolo(tmp_path / "ds", "")  # one image, no object: pycocotools said -1, the gap 1.0
+    with pytest.raises(SystemExit) as e:
+        run_cli(det_eval.main, ["--model", str(out / "best.pt"), "--data", str(data), "--split", "val",
+                                "--out", str(tmp_path / "ev"), "--device", "cpu", "--strict"])
+    o = capsys.readouterr()
+    assert e.value.code == 0 and "warning" not in o.err and "-1.0000" not in o.out
+    assert re.search(r"^mAP50\s+n/a\s+n/a\s+n/a$", o.out, re.M), o.out
+    assert "pycocotools against ultralytics: n/a (no objects)" in o.out
+    report = json.loads((tmp_path / "ev" / "eval.json").read_text())
+    assert report["max_gap"] is None and report["agree"] is True
+    for column in ("pycocotools", "ultralytics", "detector"):
+        assert report[column]["mAP50"] is None and report[column]["mAP50-95"] is None
+    assert report["pycocotools"]["per_class"]["cat"] == {"AP50": None, "AP50-95": None}
+
+
 def test_evaluate_runs_on_a_dataset_with_a_train_split_only(trained, tmp_path):
     _, out = trained
     data = _tiny_yolo(tmp_path / "ds", "0 0.5 0.5 0.2 0.2\n")

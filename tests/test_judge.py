@@ -333,6 +333,23 @@ def test_prompts_given_read_back_as_a_suite_file_reads_them():
     assert parse_prompt("a white cat and a dog").category == "colors"
 
 
+def test_a_prompt_from_a_notepad_file_loses_its_bom_and_carriage_return(tmp_path):
+    """'\\ufefftwo cats' (a file saved by Windows Notepad) failed with "should start with a, an...";
+    a CR stayed on a prompt. Both go, wherever the prompt comes from."""
+    from evaluation.suite import suite_from_prompts
+
+    suite = suite_from_prompts(["\ufefftwo cats\r", "a dog\r\n"])
+    assert [s.prompt for s in suite.prompts] == ["two cats", "a dog"]
+    assert suite.prompts[0].expect["cat"] == {"count": 2} and suite.prompts[0] == parse_prompt("two cats")
+    with pytest.raises(SpecError, match=r"prompt 2: 'a cat' is given twice"):
+        suite_from_prompts(["a cat", "\ufeffa cat"])
+    spec = spec_from_dict({"prompt": "\ufeffa cat\r", "category": "single_object", "expect": {"cat": {"min": 1}}})
+    assert spec.prompt == "a cat"
+    (tmp_path / "notepad.yaml").write_bytes("\ufeffname: notepad\r\nprompts:\r\n  - prompt: \"two cats\\r\"\r\n"
+                                            "    category: counting\r\n    expect: {cat: {count: 2}}\r\n".encode())
+    assert [s.prompt for s in load_suite(tmp_path / "notepad.yaml").prompts] == ["two cats"]
+
+
 def test_colours_cover_every_cat_seen_and_say_the_prompts_number():
     """Rule 5: every detection at presence confidence, also one below the counting threshold; the
     reason names the colour for the prompt's number of cats, not the number found."""

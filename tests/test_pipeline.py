@@ -201,6 +201,35 @@ def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     assert not (tmp_path / "o").exists()  # and a failed run leaves no empty output folder
 
 
+def test_a_long_prompt_in_four_byte_letters_makes_a_file_name_under_255_bytes(tmp_path):
+    """slug cut at 60 characters: 60 four-byte letters, _, a 19-digit seed and .png made 264 bytes
+    (OSError: File name too long, after drawing). It is cut at 120 bytes, between characters."""
+    from generation.sample import main, slug
+
+    assert slug("a" + "\U00010428" * 70) == "a" + "\U00010428" * 29  # 117 bytes; a 30th letter makes 121
+    assert slug("é" * 70) == "é" * 60 and slug("two dogs") == "two_dogs"
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    assert main(["\U00010428" * 70, "--model", str(tmp_path / "gen"), "--n", "1", "--seed", str(10 ** 18),
+                 "--steps", "2", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    [png] = (tmp_path / "out").glob("*.png")
+    assert png.name == "\U00010428" * 30 + f"_{10 ** 18}.png" and len(png.name.encode()) == 144
+
+
+def test_sample_records_a_prompt_without_the_bom_and_cr_of_the_file_it_came_from(tmp_path):
+    """`generation.sample "$(cat prompt.txt)"` on a Notepad file kept '\\ufeffa cat\\r' in the PNG (and
+    the file name); evaluation.run strips them. Both record 'a cat' now."""
+    from generation.png_info import read_settings
+    from generation.sample import main, sample
+
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    assert main(["\ufeffa cat\r", "--model", str(tmp_path / "gen"), "--n", "1", "--steps", "2",
+                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    [png] = (tmp_path / "cli").glob("*.png")
+    assert png.name == "a_cat_0.png" and read_settings(png)["prompt"] == "a cat"
+    [png] = sample("a cat\r\n", tmp_path / "gen", tmp_path / "api", n=1, steps=2, progress=False)
+    assert read_settings(png)["prompt"] == "a cat"
+
+
 def test_sample_cli_edits_and_inpaints_a_given_image(tmp_path, capsys):
     """--init-image (cut to a centre square at the model's size), --filter-ratio and --mask (white =
     redraw) give what the pipeline gives on the same tensors; the PNGs record the edit."""

@@ -13,7 +13,7 @@ from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from evaluation.summary import describe_agreement
 from generation.pipeline import DEFAULTS
-from generation.sampling_options import describe_settings
+from generation.sampling_options import clean_prompt, describe_settings
 from ui import resources
 
 PAGE = 120  # images shown at once: 20 rows of 6
@@ -65,7 +65,7 @@ with run_tab:
             st.error(f"`{out_dir}` is a file, not a folder: choose a folder for the run.")
         else:  # the run goes on with these values if the page reruns before it ends
             resources.start_job("evaluate", {
-                "prompts": [line.strip() for line in own.splitlines() if line.strip()], "suite": suite_name,
+                "prompts": [p for p in map(clean_prompt, own.splitlines()) if p], "suite": suite_name,
                 "per_prompt": int(per_prompt), "out_dir": out_dir,
                 "settings": {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}})  # recorded in run.json
     started, again = resources.job("evaluate")

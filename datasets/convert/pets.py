@@ -56,6 +56,17 @@ def _parse_voc_xml(path: Path) -> tuple[int | None, int | None, list[tuple[str, 
     return width or None, height or None, objects
 
 
+def _jpegs_by_stem(folder: Path) -> dict[str, Path]:
+    """name -> its image, whatever the case of .jpg / .jpeg (copies of the set re-saved elsewhere
+    have .JPG or .jpeg). One listing of the folder, not a lookup per name; name.jpg first."""
+    found: dict[str, Path] = {}
+    files = sorted(folder.iterdir(), key=lambda p: (p.suffix != ".jpg", p.name)) if folder.is_dir() else []
+    for path in files:
+        if path.suffix.lower() in (".jpg", ".jpeg") and path.is_file():
+            found.setdefault(path.stem, path)
+    return found
+
+
 def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bool = False,
                  overwrite: bool = False, progress: bool = False) -> ConvertReport:
     """Oxford-IIIT Pet head boxes -> YOLO ``catdog``. The class comes from the species column
@@ -82,15 +93,16 @@ def convert_pets(src, out, *, val_fraction: float = 0.1, seed: int = 0, copy: bo
         if xml.stem not in seen:
             report.skip(SKIP_UNLISTED, file=xml)
     assign = split_keys([name for name, _ in entries], val_fraction, seed)
+    images = _jpegs_by_stem(src / "images")
     with YoloWriter(out, report, "catdog", copy=copy, overwrite=overwrite) as writer:
         for name, species in progress_iter(entries, progress, "pets", len(entries)):
             xml = ann_dir / "xmls" / f"{name}.xml"
             if not xml.is_file():
                 report.skip(SKIP_NO_XML, file=xml)
                 continue
-            image = src / "images" / f"{name}.jpg"
-            if not image.is_file():
-                report.skip(SKIP_MISSING_IMAGE, file=image)
+            image = images.get(name)
+            if image is None:
+                report.skip(SKIP_MISSING_IMAGE, file=src / "images" / f"{name}.jpg")
                 continue
             width, height, objects = _parse_voc_xml(xml)
             cls = species - 1
