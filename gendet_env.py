@@ -147,7 +147,11 @@ def device_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-class FolderBusy(ValueError):
+class RunFolderError(ValueError):
+    """The folder a run was given cannot take it: not writable, or another run is writing there."""
+
+
+class FolderBusy(RunFolderError):
     """Another process is writing the folder a run was given."""
 
 
@@ -159,6 +163,9 @@ def held(folder: Path, tool: str):
     An OS lock (flock) on the folder itself: it adds no file, and a killed run holds nothing. A run
     that fails before writing anything takes away the folders it made."""
     folder = Path(folder)
+    problem = unwritable(folder, "out folder")
+    if problem:  # a clear line, not a PermissionError's traceback
+        raise RunFolderError(problem)
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -184,3 +191,21 @@ def held(folder: Path, tool: str):
             raise
     finally:
         os.close(fd)  # the lock goes with it
+
+
+def unwritable(out, option: str = "--out") -> str | None:
+    """Why `out` (a folder, made later if missing) cannot be written, or None; checked up front, so
+    a run does not draw for a minute and then fail at its first file. Probed with a nameless
+    temporary file in the deepest folder that exists: nothing is left behind."""
+    import tempfile
+
+    out = Path(out)
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
+    if not existing.is_dir():
+        return f"{option} {out}: {existing} is a file, not a folder"
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        return f"{option} {out}: cannot write in {existing} ({e.strerror or e})"
+    return None

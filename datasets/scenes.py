@@ -551,7 +551,7 @@ def main(argv=None) -> int:
         root = generate(args.out, args.n, args.size, args.seed, args.val_fraction, args.workers,
                         progress=not args.quiet, backgrounds=backgrounds, min_object=args.min_object,
                         count_probs=count_probs)
-    except (FileExistsError, gendet_env.FolderBusy) as e:
+    except (FileExistsError, gendet_env.RunFolderError) as e:
         ap.error(str(e))
     except KeyboardInterrupt:
         print(f"\ninterrupted: {args.out} is as it was (the scenes are drawn in it, in {DRAWING}/, and put in place "

@@ -122,7 +122,7 @@ def run_cli(main: Callable[..., int | None], argv: list[str] | None = None) -> N
     """Run `main(argv)`: UsageError and friends become one line on stderr and exit code 2."""
     try:
         code = main(argv)
-    except (UsageError, gendet_env.FolderBusy) as e:
+    except (UsageError, gendet_env.RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except (FileNotFoundError, PermissionError, NotADirectoryError) as e:  # an input missing, an --out not writable

@@ -135,6 +135,9 @@ def main(argv=None) -> int:
                      f"{' and '.join(asked)}")
         spec = spec.excluding(avoid) if avoid else spec
     settings = sampling_settings(ap, args)
+    problem = gendet_env.unwritable(args.out)
+    if problem:  # said now, not after every candidate is drawn
+        ap.error(problem)
     try:
         pipe = TextToImage.from_pretrained(args.model, device=args.device)
         eyes = JudgeDetectors.load(args.detectors, device=args.device)

@@ -244,6 +244,10 @@ def main(argv=None) -> int:
             ap.error(f"{flag} only applies with --through-generator")
     if args.filter_ratio is None:
         args.filter_ratio = 0.5
+    out = args.out or gendet_env.ROOT / "runs" / "judge_val" / args.data.resolve().name
+    problem = gendet_env.unwritable(out)
+    if problem:  # said now, not after the whole validation
+        ap.error(problem)
     try:
         eyes = JudgeDetectors.load(args.detectors, device=args.device, rules=VERSIONS[args.judge])
         eyes.warn_unseen()  # prompts that expect such an object cannot pass: say so before the numbers
@@ -260,7 +264,6 @@ def main(argv=None) -> int:
         key = "through_vqvae" if args.through_vqvae else "through_generator"
         report[key] = trip.info() | {"originals_true_captions_failed": plain["true_captions_failed"],
                                      "originals_recall_by_size": plain["recall_by_size"]}
-    out = args.out or gendet_env.ROOT / "runs" / "judge_val" / args.data.resolve().name
     out.mkdir(parents=True, exist_ok=True)
     name = ("tokenizer_ceiling.json" if args.through_vqvae else
             f"completion_r{args.filter_ratio:g}.json" if args.through_generator else "judge_validation.json")

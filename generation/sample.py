@@ -75,6 +75,9 @@ def sample(prompt: str, model: str | Path, out: str | Path, n: int = 4, seed: in
     prompt = clean_prompt(prompt) if isinstance(prompt, str) else prompt  # recorded in each PNG as meant
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:  # n=0 loaded the model to draw nothing
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
+    problem = gendet_env.unwritable(out)
+    if problem:  # said now, not after the drawing
+        raise ValueError(problem)
     pipe = TextToImage.from_pretrained(model, device=device)
     edit, recorded = {}, {}
     if init_image is not None or mask is not None:

@@ -141,6 +141,39 @@ def test_a_default_above_T_is_capped_where_it_is_set(tmp_path):
         TextToImage.from_pretrained(tmp_path / "gen", device="cpu")
 
 
+def test_an_out_folder_that_cannot_be_written_is_said_before_any_drawing(tmp_path, capsys, monkeypatch):
+    """generation.sample, evaluation.checked and validate_judge found an unwritable --out at their
+    first file, after a minute of drawing, with a PermissionError's traceback. Now at once, in a line,
+    and no model is loaded; the runs that hold their folder (trainers, evaluation, scenes) say it too."""
+    from pathlib import Path
+
+    import gendet_env
+    from evaluation import checked, validate_judge
+    from generation import sample
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("loaded a model for a run that cannot write its output")
+
+    monkeypatch.setattr(TextToImage, "from_pretrained", no_model)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    out = blocker / "sub"
+    assert sample.main(["a cat", "--out", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"error: --out {out}: {blocker} is a file, not a folder\n"
+    for main, argv in ((checked.main, ["a cat", "--out", str(out)]),
+                       (validate_judge.main, ["--data", str(tmp_path), "--out", str(out)])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2 and f"error: --out {out}: {blocker} is a file, not a folder" in capsys.readouterr().err
+    with pytest.raises(gendet_env.RunFolderError, match=f"out folder {out}: {blocker} is a file"):
+        with gendet_env.held(out, "test"):
+            pass
+    if Path("/proc").is_dir():  # a read-only file system, which root cannot write either
+        assert gendet_env.unwritable("/proc/gendet/out").startswith("--out /proc/gendet/out: cannot write in /proc (")
+    assert gendet_env.unwritable(tmp_path / "new" / "deeper") is None and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # the probe left nothing
+
+
 def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):
     from generation.png_info import read_settings
     from generation.sample import main, sample
