@@ -752,6 +752,32 @@ def test_an_exif_turned_photo_goes_in_the_frame_its_boxes_were_drawn_in(tmp_path
     assert report.warnings == {C.WARN_ORIENTATION: 1}  # and no size warning for the turned one
 
 
+@pytest.mark.parametrize("orientation", [5, 7])
+def test_a_mirrored_quarter_turn_is_turned_too(tmp_path, orientation):
+    """EXIF 5 and 7 (transpose, transverse) show the photo 100 wide and 160 high like 6 does:
+    its boxes, drawn on the turned photo, are kept as they are (read in the stored frame they
+    would be refused or misplaced)."""
+    from ultralytics.utils.patches import imread
+
+    stored = np.random.default_rng(0).integers(0, 256, (100, 160, 3), dtype=np.uint8)  # 160 wide, 100 high
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(root / "val2017" / "shown.jpg", exif=exif.tobytes(), quality=95)
+    assert C.common.image_info(root / "val2017" / "shown.jpg").shown_size == (100, 160)
+    images = [{"id": 2, "file_name": "shown.jpg", "width": 100, "height": 160}]
+    anns = [{"id": 2, "image_id": 2, "category_id": 17, "bbox": [10, 120, 20, 30], "iscrowd": 0}]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": COCO_CATS}))
+    out = tmp_path / "out"
+    convert("coco", root, out, val_fraction=0.0)
+    shown = out / "images" / "train" / "shown.jpg"
+    assert same_bytes(shown, root / "val2017" / "shown.jpg") and imread(str(shown)).shape == (160, 100, 3)
+    assert close(read_yolo(out, "train", "shown", 100, 160), [(0, 10, 120, 30, 150)])
+
+
 def test_a_byte_order_mark_is_not_text_and_dropped_captions_are_named(tmp_path):
     root = tmp_path / "mine"
     image(root / "x.png", 8, 8)
