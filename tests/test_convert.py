@@ -377,6 +377,15 @@ def test_split_keys_is_a_seeded_permutation():
         C.split_keys(keys, 1.0)
 
 
+def test_split_keys_leaves_both_splits_non_empty():
+    """3 images at val_fraction 0.9: round(2.7) = 3 would leave no training image (a conversion
+    that trains on nothing); the split keeps 2 val and 1 train. At 0.1, round(0.3) = 0 -> 1 val."""
+    for fraction, n_val in ((0.9, 2), (0.1, 1), (0.5, 2)):  # 0.5: round(1.5) = 2
+        got = list(C.split_keys(["a", "b", "c"], fraction).values())
+        assert got.count("val") == n_val and got.count("train") == 3 - n_val, fraction
+    assert list(C.split_keys(["a", "b", "c"], 0.0).values()) == ["train"] * 3
+
+
 # ------------------------------------------------------------------ captions formats
 def read_captions(out):
     rows = [json.loads(line) for line in (out / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
