@@ -88,6 +88,22 @@ def test_labels_stay_paired_when_a_box_is_pushed_out():
     assert (out[:, :60] == 0).all()
 
 
+def test_detection_transforms_drop_boxes_under_30_percent_visible_by_default():
+    """The documented default min_visibility: 0.3 for light/default, 0 for none, or as given.
+    A box pushed until a quarter of it shows is dropped (a sliver labelled 'cat' teaches the
+    detector to fire on edges); one half visible is kept."""
+    shift = A.Affine(translate_px={"x": 60, "y": 0}, border_mode=cv2.BORDER_CONSTANT, fill=0, p=1.0)
+    img = _image(100, 100, seed=3)
+    boxes = [[35, 60, 55, 80], [30, 60, 50, 80]]  # -> 5 of 20 and 10 of 20 columns visible
+    for strength, given, n_kept in (("light", None, 1), ("default", None, 1), ("none", None, 2), ("light", 0.2, 2)):
+        made = detection_transforms(None, strength, fmt="pascal_voc", min_visibility=given, seed=0)
+        params = made.processors["bboxes"].params
+        t = A.Compose([shift], bbox_params=params)  # its box rules, with a known geometry
+        _, got, kept = apply(t, img, boxes, ["quarter", "half"])
+        assert len(kept) == n_kept and kept[-1] == "half", (strength, given, kept)
+        np.testing.assert_allclose(got[-1], [90, 60, 100, 80], atol=1e-4)
+
+
 def test_generation_transforms_never_flip():
     """Left half white, right half black; whatever the seed, the left edge stays white."""
     img = np.zeros((60, 80, 3), np.uint8)

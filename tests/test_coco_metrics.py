@@ -32,6 +32,49 @@ def test_perfect_predictions_score_one():
                               "dog": {"AP50": pytest.approx(1.0), "AP50-95": pytest.approx(1.0)}}
 
 
+def test_yolo_labels_and_detector_boxes_become_coco_records_that_score_one(tmp_path):
+    """A 2-image YOLO dataset and a detector that finds exactly its objects: the COCO records have
+    pixel [x, y, w, h] boxes and ids class + 1 on both sides, so mAP50-95 is 1; the right boxes
+    with the wrong classes score 0. A conversion slip here misreports every detector's mAP."""
+    from PIL import Image
+
+    from detection.coco_metrics import ground_truth_coco, predictions_coco
+    from detection.data import load_dataset
+
+    (tmp_path / "images" / "val").mkdir(parents=True)
+    (tmp_path / "labels" / "val").mkdir(parents=True)
+    Image.new("RGB", (40, 20)).save(tmp_path / "images" / "val" / "a.png")
+    Image.new("RGB", (100, 50), (9, 9, 9)).save(tmp_path / "images" / "val" / "b.png")
+    (tmp_path / "labels" / "val" / "a.txt").write_text("0 0.25 0.5 0.5 0.2\n")  # cx 10, cy 10, 20 x 4 px
+    (tmp_path / "labels" / "val" / "b.txt").write_text("1 0.5 0.5 0.2 0.4\n")   # cx 50, cy 25, 20 x 20 px
+    (tmp_path / "data.yaml").write_text("train: images/val\nval: images/val\nnames: [cat, dog]\n")
+    g = ground_truth_coco(load_dataset(tmp_path), "val")
+    assert [a["bbox"] for a in g["annotations"]] == [[0, 8, 20, 4], [40, 15, 20, 20]]
+    assert [a["category_id"] for a in g["annotations"]] == [1, 2]
+    assert [a["area"] for a in g["annotations"]] == [80, 400]
+    assert [(im["width"], im["height"]) for im in g["images"]] == [(40, 20), (100, 50)]
+
+    class Found:
+        def __init__(self, cls, box):
+            self.class_id, self.box, self.confidence = cls, box, 0.9
+
+    class Exact:  # the objects by hand, in x1, y1, x2, y2 pixels, as Detector.detect gives them
+        def __init__(self, classes):
+            self.classes, self.shapes = classes, []
+
+        def detect(self, arrays, conf=None, iou=None, imgsz=None):
+            self.shapes += [a.shape for a in arrays]
+            return [[Found(self.classes[0], (0, 8, 20, 12))], [Found(self.classes[1], (40, 15, 60, 35))]]
+
+    det = Exact((0, 1))
+    p = predictions_coco(det, g)
+    assert det.shapes == [(20, 40, 3), (50, 100, 3)]
+    assert [(q["image_id"], q["category_id"], q["bbox"]) for q in p] == [(1, 1, [0, 8, 20, 4]), (2, 2, [40, 15, 20, 20])]
+    m = coco_map(g, p)
+    assert m["mAP50-95"] == pytest.approx(1.0) and m["mAP50"] == pytest.approx(1.0)
+    assert coco_map(g, predictions_coco(Exact((1, 0)), g))["mAP50-95"] == 0.0
+
+
 def test_iou_062_passes_three_of_ten_thresholds():
     g = gt([[(0, 0, 0, 50, 50)]], names=("cat",))
     # prediction [0, 0, 50, 31]: IoU = 50*31 / 2500 = 0.62 -> matches at 0.50, 0.55, 0.60 only

@@ -394,6 +394,15 @@ def test_split_keys_is_a_seeded_permutation():
         C.split_keys(keys, 1.0)
 
 
+def test_split_keys_leaves_both_splits_non_empty():
+    """3 images at val_fraction 0.9: round(2.7) = 3 would leave no training image (a conversion
+    that trains on nothing); the split keeps 2 val and 1 train. At 0.1, round(0.3) = 0 -> 1 val."""
+    for fraction, n_val in ((0.9, 2), (0.1, 1), (0.5, 2)):  # 0.5: round(1.5) = 2
+        got = list(C.split_keys(["a", "b", "c"], fraction).values())
+        assert got.count("val") == n_val and got.count("train") == 3 - n_val, fraction
+    assert list(C.split_keys(["a", "b", "c"], 0.0).values()) == ["train"] * 3
+
+
 # ------------------------------------------------------------------ captions formats
 def read_captions(out):
     rows = [json.loads(line) for line in (out / "captions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -767,6 +776,32 @@ def test_an_exif_turned_photo_goes_in_the_frame_its_boxes_were_drawn_in(tmp_path
     assert close(read_yolo(out, "train", "raw", 160, 100), [(0, 120, 10, 150, 30)])
     assert close(read_yolo(out, "train", "shown", 100, 160), [(0, 10, 120, 30, 150)])
     assert report.warnings == {C.WARN_ORIENTATION: 1}  # and no size warning for the turned one
+
+
+@pytest.mark.parametrize("orientation", [5, 7])
+def test_a_mirrored_quarter_turn_is_turned_too(tmp_path, orientation):
+    """EXIF 5 and 7 (transpose, transverse) show the photo 100 wide and 160 high like 6 does:
+    its boxes, drawn on the turned photo, are kept as they are (read in the stored frame they
+    would be refused or misplaced)."""
+    from ultralytics.utils.patches import imread
+
+    stored = np.random.default_rng(0).integers(0, 256, (100, 160, 3), dtype=np.uint8)  # 160 wide, 100 high
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = orientation
+    Image.fromarray(stored).save(root / "val2017" / "shown.jpg", exif=exif.tobytes(), quality=95)
+    assert C.common.image_info(root / "val2017" / "shown.jpg").shown_size == (100, 160)
+    images = [{"id": 2, "file_name": "shown.jpg", "width": 100, "height": 160}]
+    anns = [{"id": 2, "image_id": 2, "category_id": 17, "bbox": [10, 120, 20, 30], "iscrowd": 0}]
+    (root / "annotations").mkdir()
+    (root / "annotations" / "instances_val2017.json").write_text(
+        json.dumps({"images": images, "annotations": anns, "categories": COCO_CATS}))
+    out = tmp_path / "out"
+    convert("coco", root, out, val_fraction=0.0)
+    shown = out / "images" / "train" / "shown.jpg"
+    assert same_bytes(shown, root / "val2017" / "shown.jpg") and imread(str(shown)).shape == (160, 100, 3)
+    assert close(read_yolo(out, "train", "shown", 100, 160), [(0, 10, 120, 30, 150)])
 
 
 def test_a_byte_order_mark_is_not_text_and_dropped_captions_are_named(tmp_path):

@@ -261,6 +261,8 @@ def _tiny_yolo(root, label_text):
     ("0 0.5 0.5 0.2 0.2\n1 0.5 0.5 0.2\n", r"a\.txt:2: expected 5 columns"),
     ("5 0.5 0.5 0.2 0.2\n", r"a\.txt:1: class id 5 out of range for 2"),
     ("0 0.5 0.5 1.7 0.2\n", r"a\.txt:1: box values must be normalised"),
+    ("0 0.5 0.5 0 0.1\n", r"a\.txt:1: box width and height must be > 0"),  # a zero-area box
+    ("0 0.5 0.5 0.1 0\n", r"a\.txt:1: box width and height must be > 0"),
 ])
 def test_bad_labels_name_file_and_line(tmp_path, capsys, text, message):
     from detection._common import run_cli
@@ -906,6 +908,23 @@ def test_ground_truth_is_in_the_frame_ultralytics_reads_an_exif_turned_image_in(
     data = _tiny_yolo(tmp_path / "ds", "0 0.25 0.5 0.5 0.2\n")
     exif = Image.new("RGB", (1, 1)).getexif()
     exif[0x0112] = 6
+    Image.new("RGB", (40, 20)).save(data / "images" / "train" / "a.png", exif=exif.tobytes())
+    (image, w, h, boxes), = load_dataset(data, "catdog").ground_truth("train")
+    assert imread(str(image)).shape[:2] == (h, w) == (40, 20)  # shown 20 wide, 40 high
+    assert np.allclose(boxes[0][1:], (0, 16, 10, 24))
+
+
+@pytest.mark.parametrize("orientation", [5, 7])
+def test_ground_truth_follows_a_mirrored_quarter_turn_too(tmp_path, orientation):
+    """EXIF 5 and 7 (a quarter turn and a mirror) also swap width and height for ultralytics:
+    ground truth in the stored frame would put every box of such a photo in the wrong place."""
+    from ultralytics.utils.patches import imread
+
+    from detection.data import load_dataset
+
+    data = _tiny_yolo(tmp_path / "ds", "0 0.25 0.5 0.5 0.2\n")
+    exif = Image.new("RGB", (1, 1)).getexif()
+    exif[0x0112] = orientation
     Image.new("RGB", (40, 20)).save(data / "images" / "train" / "a.png", exif=exif.tobytes())
     (image, w, h, boxes), = load_dataset(data, "catdog").ground_truth("train")
     assert imread(str(image)).shape[:2] == (h, w) == (40, 20)  # shown 20 wide, 40 high

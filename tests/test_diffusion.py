@@ -208,6 +208,23 @@ def test_q_sample_marginals_match_the_cumulative_matrix():
             assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / (2 * n)), (start, t, freq, want)
 
 
+def test_q_sample_replacement_draws_every_code_including_the_last():
+    """A schedule where replacement is frequent (beta_bar large): each of the K codes, K - 1
+    included, must come out with its cumulative-matrix share. If the redraw covered only
+    K - 1 codes, the last codebook entry would never appear in noised training inputs."""
+    K, n = 4, 20000
+    d = MaskReplaceDiffusion(K, 8, alpha_end=0.2, gamma_end=0.4)
+    g = torch.Generator().manual_seed(0)
+    for start in (0, K - 1):
+        x0 = torch.full((2, n), start)
+        for t in (3, 7):
+            xt = d.q_sample(x0, torch.tensor([t, t]), generator=g).flatten()
+            freq = torch.bincount(xt, minlength=K + 1).double() / (2 * n)
+            want = product(d, 0, t)[start]
+            assert want[:K].min() > 0.04  # every code is drawn often enough to count
+            assert (freq - want).abs().max() < 4 * math.sqrt(0.25 / (2 * n)), (start, t, freq, want)
+
+
 class TableDenoiser(nn.Module):
     """An MLP over the whole one-hot grid and t: enough capacity to memorise a few grids."""
 
@@ -233,6 +250,29 @@ def test_loss_is_finite_and_reaches_every_parameter():
     for name, p in net.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert set(stats) >= {"vb", "aux", "t_mean", "acc_masked"}
+
+
+def test_acc_masked_counts_only_masked_positions():
+    """acc_masked (logged while training) is the x0 accuracy over [MASK] positions of x_t: a
+    denoiser right everywhere except at masked positions scores 0, the converse scores 1.
+    Counting unmasked positions too would report progress the model has not made."""
+    K, T, N = 4, 6, 40
+    d = MaskReplaceDiffusion(K, T)
+    t = torch.full((4,), 3)
+    d.sample_time = lambda b, device, generator=None: (t, torch.full((b,), 1.0 / T))
+    x0 = torch.randint(0, K, (4, N), generator=torch.Generator().manual_seed(0))
+    for right_on_masked, want in ((False, 0.0), (True, 1.0)):
+        def fn(x_t, t_):
+            masked = x_t == K
+            wrong = (x0 + 1) % K
+            target = torch.where(masked == right_on_masked, x0, wrong)
+            return torch.nn.functional.one_hot(target, K).permute(0, 2, 1).float() * 20
+        seen = []
+        _, stats = d.loss(lambda x_t, t_: seen.append(x_t) or fn(x_t, t_), x0,
+                          generator=torch.Generator().manual_seed(1))
+        m = seen[0] == K
+        assert 0 < int(m.sum()) < m.numel()  # both kinds of position are present
+        assert float(stats["acc_masked"]) == want, right_on_masked
 
 
 def onehot64(i, K):
@@ -377,6 +417,17 @@ def test_fast_sampling_visits_the_requested_steps():
     assert calls == d.timesteps(10) and len(calls) == 10
 
 
+def test_skip_step_timesteps_are_rounded_not_truncated():
+    """25 steps over T = 100: t = round(99 - 99 i / 24), rounding halves to even as torch and
+    Python do (82.5 -> 82, 16.5 -> 16). Truncating instead (94.875 -> 94) shifts every jump
+    and would change a seed's image against earlier runs."""
+    d = MaskReplaceDiffusion(5, 100)
+    want = [round(99 - 99 * i / 24) for i in range(25)]
+    assert d.timesteps(25)[:6] == [99, 95, 91, 87, 82, 78] == want[:6]
+    assert d.timesteps(25) == want
+    assert d.timesteps(4, start_t=10) == [10, 7, 3, 0]  # 10, 6.67, 3.33, 0
+
+
 def test_guidance_formula_and_scale_one_is_unguided():
     K, N = 4, 2
     d = MaskReplaceDiffusion(K, 6)
@@ -469,6 +520,25 @@ def test_inpainting_never_changes_unmasked_tokens_and_editing_starts_midway():
     edited = d.sample(constant_denoiser(agree), 3, N, x_init=x_init[:1].expand(3, -1), start_t=7,
                       generator=torch.Generator().manual_seed(4))
     assert torch.equal(edited, x_init[:1].expand(3, -1))
+
+
+def test_editing_noises_the_input_to_start_t():
+    """Editing with strength (start_t = 19 of T = 20): x_init is noised to t = 19 before the
+    chain, so with a denoiser that disagrees with x_init everywhere nearly every token changes
+    (only about alpha_bar_19 of them could survive). Noising to the chain's last t instead
+    would hand back the input almost unchanged."""
+    K, N, B = 5, 64, 4
+    d = MaskReplaceDiffusion(K, 20)
+    x_init = torch.randint(0, K, (B, N), generator=torch.Generator().manual_seed(0))
+    seen_t = []
+    real_q_sample = d.q_sample
+    d.q_sample = lambda x0, t, generator=None: seen_t.append(t.tolist()) or real_q_sample(x0, t, generator)
+    wrong = torch.full((K, N), -30.0).scatter(0, ((x_init[0] + 1) % K).unsqueeze(0), 30.0)
+    out = d.sample(constant_denoiser(wrong), B, N, x_init=x_init[:1].expand(B, -1), start_t=19, steps=5,
+                   generator=torch.Generator().manual_seed(1))
+    assert seen_t == [[19] * B]
+    assert float(d.cum_a[19]) < 1e-3
+    assert (out != x_init[:1]).float().mean() > 0.95
 
 
 def test_same_generator_same_samples_and_rows_depend_on_their_own_generator():

@@ -153,6 +153,28 @@ def test_relation_uses_most_confident_of_each_class():
     assert not judge(spec, [low_cat, dog], SIZE).passed
 
 
+def test_same_class_relation_margin_is_strict_and_follows_the_longer_side():
+    """[cat, left_of, cat] compares the most confident cat with ANOTHER cat (comparing a cat
+    with itself always fails). Centres must be MORE than the margin apart (exactly the margin
+    fails), and the margin is 5% of the longer image side (10 px on 200x100, not 5)."""
+    spec = {"expect": {"cat": {"count": 2}}, "relations": [["cat", "left_of", "cat"]]}
+    left, right = det("cat", 0.9, (10, 40, 30, 60)), det("cat", 0.8, (70, 40, 90, 60))  # centres x 20, 80
+    assert judge(spec, [left, right], (100, 100)).passed
+    assert not judge(spec, [right | {"confidence": 0.95}, left], (100, 100)).passed  # a = the right cat
+    one = {"expect": {"cat": {"min": 1}}, "relations": [["cat", "left_of", "cat"]]}
+    v = judge(one, [left], (100, 100))
+    assert not v.passed and any(c.reason == "cat left of cat: no cat found" for c in v.checks)
+    dog_spec = {"expect": {"dog": {"min": 1}, "cat": {"min": 1}}, "relations": [["dog", "left_of", "cat"]]}
+    dog, cat = det("dog", 0.9, (30, 0, 50, 20)), det("cat", 0.9, (35, 70, 55, 90))  # centres x 40, 45
+    v = judge(dog_spec, [dog, cat], (100, 100))  # 5 px apart, margin 0.05 * 100 = 5 px
+    assert not v.passed and v.reason == "dog is above cat, expected left of"
+    assert judge(dog_spec, [dog, det("cat", 0.9, (36, 70, 56, 90))], (100, 100)).passed  # 6 px
+    cat8 = det("cat", 0.9, (38, 70, 58, 90))  # centre x 48: 8 px right of the dog
+    assert judge(dog_spec, [dog, cat8], (100, 100)).passed  # margin 5
+    assert not judge(dog_spec, [dog, cat8], (200, 100)).passed  # margin 10 (width is longer)
+    assert not judge(dog_spec, [dog, cat8], (100, 200)).passed  # margin 10 (height is longer)
+
+
 def test_colors_need_the_image_and_are_measured():
     img = np.zeros((64, 64, 3), np.uint8)
     img[:] = (0, 200, 0)

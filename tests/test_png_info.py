@@ -37,6 +37,28 @@ def test_missing_or_broken_settings(tmp_path):
     assert read_settings(io.BytesIO(data)) == {"seed": 1}
 
 
+def test_settings_chunk_after_the_pixels_is_still_found(tmp_path):
+    """Some tools rewrite a PNG with its text chunks after IDAT; PIL then reports them only
+    after decoding. read_settings must still find them, not say 'not saved by gendet'."""
+    import json
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (3, 2), (10, 20, 30)).save(buf, format="PNG")
+    data = buf.getvalue()
+    iend = data.rindex(b"IEND") - 4  # the IEND chunk starts with its 4-byte length
+    body = b"gendet\0" + json.dumps({"seed": 5, "prompt": "a cat"}).encode()
+    chunk = struct.pack(">I", len(body)) + b"tEXt" + body + struct.pack(">I", zlib.crc32(b"tEXt" + body))
+    late = data[:iend] + chunk + data[iend:]
+    assert late.index(b"tEXt") > late.index(b"IDAT")
+    with Image.open(io.BytesIO(late)) as im:
+        assert "gendet" not in im.info  # not seen before the pixels are read
+    assert read_settings(late) == {"seed": 5, "prompt": "a cat"}
+    (tmp_path / "late.png").write_bytes(late)
+    assert read_settings(tmp_path / "late.png") == {"seed": 5, "prompt": "a cat"}
+
+
 def test_unreadable_bytes_after_ultralytics_patched_pil():
     """ultralytics replaces PIL's Image.open with one that tries HEIF on unknown files;
     a corrupt upload must still be a ValueError with the file's name."""

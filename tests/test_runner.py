@@ -86,6 +86,9 @@ def test_runner_writes_every_output_with_known_verdicts(tmp_path):
     with open(tmp_path / "summary.csv") as fh:
         table = list(csv.DictReader(fh))
     assert table[0]["category"] == "overall" and int(table[0]["n"]) == len(rows)
+    for line in table:  # columns in their header's order: a swapped interval reads high-low
+        assert float(line["ci95_low"]) <= float(line["accuracy"]) <= float(line["ci95_high"]), line
+    assert float(table[0]["ci95_low"]) < float(table[0]["ci95_high"])
     report = (tmp_path / "report.html").read_text()
     assert all(f'src="{r["image"]}"' in report for r in rows)
     assert report.count('class="card pass"') == sum(passed)
@@ -217,7 +220,8 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
     first.start()
     try:
         assert started.wait(60)
-        with pytest.raises(gendet_env.FolderBusy, match=f"{tmp_path}: another run is writing there now \\(this evaluation run"):
+        with pytest.raises(gendet_env.FolderBusy,
+                           match=f"{tmp_path}: another run is writing there now \\(this evaluation run"):
             run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
     finally:
         go_on.set()
@@ -227,6 +231,18 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
         [(i, k) for i in range(len(suite.prompts)) for k in range(2)]
     summary = run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
     assert summary["overall"]["n"] == 2 * len(suite.prompts)  # the folder is free again once the run ends
+
+
+def test_a_corrupt_middle_row_is_an_error_only_a_torn_last_line_is_dropped(tmp_path):
+    """Only the last line can be torn by a kill; a bad line in the middle means the file was
+    damaged or edited, and silently dropping it would summarise fewer images than were judged."""
+    path = tmp_path / "results.jsonl"
+    good = json.dumps({"category": "x", "verdict": {"passed": True}})
+    path.write_text(f"{good}\n{{not json\n{good}\n")
+    with pytest.raises(ValueError, match=r"results.jsonl:2: not a JSON row"):
+        read_rows(path)
+    path.write_text(f"{good}\n{good}\n{{torn")
+    assert read_rows(path) == [json.loads(good)] * 2
 
 
 def test_sharded_run_merges_to_the_single_process_result(tmp_path):
@@ -248,6 +264,9 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     lo, hi = bootstrap_ci(x)
     half = 1.96 * np.sqrt(0.7 * 0.3 / 1000)  # 0.0284
     assert lo == pytest.approx(0.7 - half, abs=0.006) and hi == pytest.approx(0.7 + half, abs=0.006)
+    # closer: the 2.5% and 97.5% quantiles of Binomial(1000, 0.7) / 1000 are 0.671 and 0.728
+    # (scipy.stats.binom.ppf); a 90% interval (0.676, 0.724) is a reported 95% CI too narrow
+    assert lo == pytest.approx(0.671, abs=0.002) and hi == pytest.approx(0.728, abs=0.002), (lo, hi)
     # all passed or none: the bootstrap has no spread; the exact interval's edge is the rate at
     # which n equal outcomes have probability 2.5%: about ln(40)/n = 3.69/n from the end
     for n in (1, 3, 100):
@@ -258,6 +277,21 @@ def test_bootstrap_interval_matches_the_normal_approximation():
     assert bootstrap_ci(x) == bootstrap_ci(x)  # seeded
     with pytest.raises(ValueError):
         summarize([])
+
+
+def test_rows_without_a_verdict_are_counted_as_not_judged():
+    """A row whose verdict is null (the judge could not read its prompt) is left out of the
+    accuracy and counted once under not_judged; the report must not call it a pass or a fail."""
+    base = {"prompt": "a cat", "prompt_index": 0, "category": "single", "expect": "at least 1 cat",
+            "image_index": 0, "seed": 0, "settings": {}, "image": "images/0000_0.png", "size": [64, 64],
+            "detections": []}
+    judged = {**base, "verdict": {"passed": True}, "passed": True, "reason": "ok: 1 cat"}
+    unread = {**base, "category": "x", "image_index": 1, "verdict": None, "passed": None, "reason": "not judged"}
+    failed = {**judged, "image_index": 2, "verdict": {"passed": False}, "passed": False, "reason": "found 0"}
+    s = summarize([judged, unread, failed])
+    assert s["not_judged"] == 1 and s["overall"]["n"] == 2 and s["overall"]["accuracy"] == 0.5
+    assert list(s["categories"]) == ["single"]
+    assert "not_judged" not in summarize([judged, judged])
 
 
 def test_detector_spec_parsing():
@@ -471,6 +505,22 @@ def test_the_report_draws_the_boxes_the_judge_counted():
     summary = {"overall": {"accuracy": 1.0, "ci95": [0.0, 1.0], "n": 1}, "categories": {}, "suite": "s"}
     for rules, boxes in ((DEFAULT_RULES, 1), (JUDGE_1, 3)):
         assert render_report([row], {**summary, "judge": rules.to_dict()}).count("<rect") == boxes
+
+
+def test_the_report_draws_a_box_at_its_place_and_size_and_lists_the_overall_row():
+    """Box (10, 20, 30, 60) is an SVG rect at (10, 20) of 20 x 40 (drawing x2 as the width would
+    stretch every box right); the summary table starts with the overall accuracy."""
+    from evaluation.report import render_report
+
+    row = {"prompt": "a cat", "category": "single_object", "expect": "at least 1 cat", "seed": 0, "image": "x.png",
+           "size": [64, 64], "detections": [{"label": "cat", "confidence": 0.9, "box": [10, 20, 30, 60]}],
+           "passed": True, "reason": "ok: 1 cat"}
+    summary = {"overall": {"accuracy": 0.5, "ci95": [0.1, 0.9], "n": 2},
+               "categories": {"single_object": {"accuracy": 1.0, "ci95": [0.025, 1.0], "n": 1}}, "suite": "s"}
+    page = render_report([row], summary)
+    assert '<rect x="10.0" y="20.0" width="20.0" height="40.0" ' in page
+    assert "<tr><td>overall</td><td>0.500</td><td>0.100 - 0.900</td><td>2</td></tr>" in page
+    assert "<tr><td>single_object</td><td>1.000</td><td>0.025 - 1.000</td><td>1</td></tr>" in page
 
 
 def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, monkeypatch):

@@ -57,6 +57,20 @@ def test_long_prompts_warn_and_are_cut(scratch):
     assert ids[:15].tolist() == full[:15] and ids[15] == scratch.tokenizer.eos_token_id
 
 
+def test_a_prompt_of_exactly_max_length_tokens_does_not_warn(scratch):
+    """L = 16 positions hold bos + 14 words + eos with nothing cut: no warning. One word more
+    is cut and warns. Warning at n == L would tell users a prompt was truncated when it was not."""
+    import warnings
+    exact, over = " ".join(["cat"] * 14), " ".join(["cat"] * 15)
+    assert len(scratch.tokenizer(exact)["input_ids"]) == 16 and len(scratch.tokenizer(over)["input_ids"]) == 17
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ids, mask = scratch.tokenize([exact])
+    assert mask.all() and ids[0, -1] == scratch.tokenizer.eos_token_id
+    with pytest.warns(UserWarning, match="has 17 tokens; truncated to the model's 16"):
+        scratch.tokenize([over])
+
+
 def test_empty_prompt_is_an_error_except_as_null(scratch):
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         scratch.encode(["a cat", "   "])

@@ -93,6 +93,20 @@ def test_padding_is_ignored(setup):
         model.prepare_text(emb, bad)
 
 
+def test_cat_with_a_null_context_gives_its_rows_an_all_true_mask(setup):
+    """Guidance batches a padded prompt (mask) with the null text (mask None): the null rows
+    must attend to every text position, exactly as they do alone. An all-False fill would
+    change (or NaN) the unconditional half of every guided step."""
+    cfg, model, x, t, emb, mask = setup
+    a = model.prepare_text(emb, mask)
+    b = model.prepare_text(emb, None)
+    both = TextContext.cat([a, b])
+    assert torch.equal(both.mask[:3], mask) and both.mask[3:].all()
+    out = model(torch.cat([x, x]), torch.cat([t, t]), both)
+    assert torch.allclose(out[3:], model(x, t, b), atol=1e-5, rtol=0)
+    assert torch.allclose(out[:3], model(x, t, a), atol=1e-5, rtol=0)
+
+
 def test_timestep_changes_output(setup):
     cfg, model, x, t, emb, mask = setup
     ctx = model.prepare_text(emb, mask)
@@ -107,6 +121,18 @@ def test_timestep_changes_output(setup):
     sin = DenoisingTransformer(TransformerConfig.preset("tiny", timestep_emb="sinusoidal")).eval()
     ctx = sin.prepare_text(emb, mask)
     assert (sin(x, torch.tensor([1, 1, 1]), ctx) - sin(x, torch.tensor([8, 8, 8]), ctx)).abs().max() > 1e-4
+
+
+def test_sinusoidal_timestep_table_has_the_official_values():
+    """The official adalayernorm_abs table: t' = t / T * 4000, frequencies 10000^(-k / (half - 1))
+    for k < half, then [sin | cos]. Other frequencies or order would make official
+    sinusoidal checkpoints (ITHQ-style) produce noise."""
+    from generation.transformer import SinusoidalPosEmb
+    got = SinusoidalPosEmb(100, 8)(torch.tensor([0, 50]))
+    assert got[0].tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    args = [2000.0 * 10000 ** (-k / 3) for k in range(4)]  # t' = 50 / 100 * 4000
+    want = [math.sin(a) for a in args] + [math.cos(a) for a in args]
+    assert torch.allclose(got[1], torch.tensor(want), atol=1e-4, rtol=0), (got[1], want)
 
 
 def test_gradients_reach_every_parameter(setup):

@@ -74,6 +74,26 @@ def test_dead_codes_are_reseeded_from_encoder_outputs():
     assert cb.unused_steps.tolist() == [0, 0, 0, 0]
 
 
+def test_commitment_loss_pulls_the_encoder_output_toward_its_code():
+    """Training-mode EMA quantisation: loss = commitment * mse(z, code), with its gradient on z
+    (the encoder) only, and the straight-through output passes d/dzq to z unchanged. A loss
+    on the code side instead has the same value but never trains the encoder to commit."""
+    torch.manual_seed(0)
+    vq = VQVAE(TINY).train()
+    vq.codebook.initialised.fill_(True)
+    vq.codebook.embed.normal_()
+    vq.codebook.embed_sum.copy_(vq.codebook.embed)
+    vq.codebook.cluster_size.fill_(1.0)
+    z = torch.randn(2, 8, 3, 3, requires_grad=True)
+    zq, ids, loss = vq.quantize(z)
+    code = vq.codebook.embed[ids.flatten()].view(2, 3, 3, 8).permute(0, 3, 1, 2)  # the codes after the update
+    c = vq.config.commitment
+    assert math.isclose(float(loss.detach()), c * float(((z.detach() - code) ** 2).mean()), rel_tol=1e-5)
+    (loss + (3.0 * zq).sum()).backward()
+    want = 3.0 + c * 2 * (z.detach() - code) / z.numel()
+    assert torch.allclose(z.grad, want, atol=1e-6, rtol=1e-5)
+
+
 def test_save_load_round_trip_is_exact(tmp_path):
     torch.manual_seed(1)
     vq = VQVAE(TINY)
@@ -112,6 +132,29 @@ def test_gumbel_quantiser_is_argmax_in_eval_and_differentiable_in_training():
     ((rec - x).abs().mean() + qloss).backward()
     assert vq.code_embed.weight.grad.abs().sum() > 0 and vq.to_logits.weight.grad.abs().sum() > 0
     assert vq.last_stats["codes_used"] >= 1
+
+
+def test_gumbel_kl_term_is_zero_at_uniform_and_pushes_peaked_logits_back():
+    """The Gumbel quantiser's prior term is 5e-4 * KL(softmax(logits) || uniform): 0 for flat
+    logits, positive for a peaked code, and its gradient lowers the peak and raises the rest.
+    With the sign flipped, training would collapse every position onto one code."""
+    K = 32
+    vq = VQVAE(VQVAEConfig(channels=16, channel_mult=(1, 2, 2), codebook_size=K, embed_dim=8, quantizer="gumbel")).train()
+    z = torch.randn(2, 8, 3, 3)
+    with torch.no_grad():
+        vq.to_logits.weight.zero_()
+        vq.to_logits.bias.zero_()
+    assert abs(float(vq.quantize(z)[2].detach())) < 1e-9
+    with torch.no_grad():
+        vq.to_logits.bias[0] = 5.0
+    loss = vq.quantize(z)[2]
+    p = torch.softmax(torch.tensor([5.0] + [0.0] * (K - 1), dtype=torch.float64), 0)
+    kl = float((p * (p * K).log()).sum())
+    assert kl > 1 and math.isclose(float(loss.detach()), 5e-4 * kl, rel_tol=1e-5)
+    loss.backward()
+    want = 5e-4 * p * ((p * K).log() - kl)  # d KL / d logit_j, the same at every position
+    assert torch.allclose(vq.to_logits.bias.grad.double(), want, atol=1e-9, rtol=1e-4)
+    assert vq.to_logits.bias.grad[0] > 0 and (vq.to_logits.bias.grad[1:] < 0).all()
 
 
 def psnr(a, b):
