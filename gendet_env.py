@@ -12,11 +12,38 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-CACHE = Path(os.environ.get("GENDET_CACHE", ROOT / ".cache"))
+
+
+def _cache_folder() -> Path:
+    """GENDET_CACHE when set; else the project's .cache/; else, for a checkout that cannot be written
+    (a container image, a shared install: every command, --help too, failed at import), the
+    user's cache folder, then the temporary folder."""
+    import tempfile
+
+    if os.environ.get("GENDET_CACHE"):
+        return Path(os.environ["GENDET_CACHE"])
+    candidates = [ROOT / ".cache"]
+    try:
+        candidates.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gendet")
+    except RuntimeError:  # no home folder to be found
+        pass
+    candidates.append(Path(tempfile.gettempdir()) / f"gendet-cache-{getattr(os, 'getuid', lambda: 'user')()}")
+    for folder in candidates:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                return folder
+        except OSError:
+            continue
+    return candidates[0]  # none can be written: the error comes where a cache is used
+
+
+CACHE = _cache_folder()
 
 OFFLINE_VARS = {
     "HF_HUB_OFFLINE": "1",
@@ -81,9 +108,14 @@ def _user_warning_line(message, category, filename, lineno, line=None):
 
 warnings.formatwarning = _user_warning_line
 
-for _var in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "HF_HOME"):
-    Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
-seed_fonts()
+for _var, _make in (("MPLCONFIGDIR", None), ("HF_HOME", None), ("YOLO_CONFIG_DIR", seed_fonts)):
+    try:
+        Path(os.environ[_var]).mkdir(parents=True, exist_ok=True)
+        if _make:
+            _make()
+    except OSError as _e:  # a variable set to a folder that cannot be written: said, not a traceback at import
+        print(f"warning: {_var}={os.environ[_var]}: cannot write there ({_e.strerror or _e}); set it, or "
+              "GENDET_CACHE, to a writable folder", file=sys.stderr)
 
 _ULTRALYTICS_READY = False
 
@@ -148,7 +180,12 @@ def device_arg(value: str) -> str:
 
 
 class RunFolderError(ValueError):
-    """The folder a run was given cannot take it: not writable, or another run is writing there."""
+    """The folder a run was given cannot take it: not writable, or another run is writing there.
+    `reason` is the message without the folder's name, for a caller that names it its own way."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class FolderBusy(RunFolderError):
@@ -163,9 +200,9 @@ def held(folder: Path, tool: str):
     An OS lock (flock) on the folder itself: it adds no file, and a killed run holds nothing. A run
     that fails before writing anything takes away the folders it made."""
     folder = Path(folder)
-    problem = unwritable(folder, "out folder")
-    if problem:  # a clear line, not a PermissionError's traceback
-        raise RunFolderError(problem)
+    reason = _unwritable_reason(folder)
+    if reason:  # a clear line, not a PermissionError's traceback
+        raise RunFolderError(f"out folder {folder}: {reason}", reason)
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
     try:
@@ -178,8 +215,9 @@ def held(folder: Path, tool: str):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise FolderBusy(f"{folder}: another run is writing there now (this {tool} run would mix its "
-                                 "files with that one's); wait for it to end, or choose another out folder") from None
+                reason = (f"another run is writing there now (this {tool} run would mix its files with that "
+                          "one's); wait for it to end, or choose another out folder")
+                raise FolderBusy(f"{folder}: {reason}", reason) from None
         try:
             yield
         except BaseException:
@@ -197,15 +235,19 @@ def unwritable(out, option: str = "--out") -> str | None:
     """Why `out` (a folder, made later if missing) cannot be written, or None; checked up front, so
     a run does not draw for a minute and then fail at its first file. Probed with a nameless
     temporary file in the deepest folder that exists: nothing is left behind."""
+    reason = _unwritable_reason(Path(out))
+    return f"{option} {out}: {reason}" if reason else None
+
+
+def _unwritable_reason(out: Path) -> str | None:
     import tempfile
 
-    out = Path(out)
     existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
     if not existing.is_dir():
-        return f"{option} {out}: {existing} is a file, not a folder"
+        return f"{existing} is a file, not a folder"
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        return f"{option} {out}: cannot write in {existing} ({e.strerror or e})"
+        return f"cannot write in {existing} ({e.strerror or e})"
     return None

@@ -59,6 +59,8 @@ def check_local_weights(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.suffix != ".pt":
         raise ModelFileError(f"{path}: expected a local .pt weights file")
+    if p.is_dir():
+        raise ModelFileError(f"{path}: a folder, not a .pt weights file")
     if not p.is_file():
         hint = (
             " (a bare hub name: ultralytics would download it, and gendet is offline)"

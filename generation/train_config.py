@@ -31,6 +31,8 @@ class ConfigError(ValueError):
 
 def load_config(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file (e.g. generation/configs/tiny.yaml)")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

@@ -18,6 +18,32 @@ def test_offline_variables_are_set():
         assert Path(os.environ[key]).is_dir()
 
 
+def test_a_checkout_that_cannot_be_written_keeps_its_caches_elsewhere(tmp_path, monkeypatch):
+    """The caches went to the checkout's .cache/ only: in a read-only checkout (a container image,
+    a shared install) every command, --help included, failed at import with a PermissionError."""
+    import tempfile
+
+    blocked = tmp_path / "checkout"  # a file: nothing can be made under it, even by root
+    blocked.write_text("")
+    monkeypatch.setattr(gendet_env, "ROOT", blocked)
+    monkeypatch.delenv("GENDET_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert gendet_env._cache_folder() == tmp_path / "xdg" / "gendet"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert gendet_env._cache_folder().parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv("GENDET_CACHE", str(tmp_path / "mine"))
+    assert gendet_env._cache_folder() == tmp_path / "mine"
+    # a cache variable set to a folder nobody can write: a warning naming it, not a traceback
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import gendet_env"], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1],
+                          env={**os.environ, "YOLO_CONFIG_DIR": str(blocked / "yolo")})
+    assert done.returncode == 0 and done.stderr.startswith(f"warning: YOLO_CONFIG_DIR={blocked / 'yolo'}: cannot "
+                                                           "write there ("), done.stderr
+
+
 def test_loading_a_local_model_draws_no_progress_bar(tmp_path):
     """transformers 5 draws a "Loading weights" bar for each load, instant for our small local
     models; every entry point's first import turns those bars off (ours, e.g. sampling's, stay)."""

@@ -838,6 +838,17 @@ def test_every_writer_refuses_a_folder_another_run_is_writing(scenes, vqvae_dir,
         assert busy.is_dir() and not any(busy.iterdir())  # not written in, and not removed as "empty"
 
 
+def test_a_folder_given_as_the_config_or_a_detector_is_named_as_one(tmp_path, capsys):
+    from detection._common import ModelFileError, check_local_weights
+
+    assert t2i.main(["--config", str(tmp_path), "--device", "cpu", "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: config file {tmp_path} is a folder; give a YAML file "
+                                       "(e.g. generation/configs/tiny.yaml)\n")  # was "does not exist"
+    (tmp_path / "best.pt").mkdir()
+    with pytest.raises(ModelFileError, match=f"{tmp_path / 'best.pt'}: a folder, not a .pt weights file"):
+        check_local_weights(tmp_path / "best.pt")  # was "no such file"
+
+
 def test_the_token_cache_is_keyed_by_the_images_bytes_too(scenes, vqvae_dir, tmp_path):
     """Images replaced under the same names (same captions.jsonl) used to reuse stale tokens."""
     import shutil

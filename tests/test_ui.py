@@ -283,6 +283,14 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
         bad.text_input(key="ev_out").set_value(out)
         bad.button(key="ev_run").click().run()
         assert not bad.exception and bad.error[0].value.startswith(said), bad.error[0].value
+    import gendet_env
+
+    with gendet_env.held(tmp_path / "busy", "other"):  # another tab's run, or a CLI run, writes there now
+        bad.text_input(key="ev_out").set_value(str(tmp_path / "busy"))
+        bad.button(key="ev_run").click().run()
+        assert bad.error[0].value.startswith(f"Cannot write the run to `{tmp_path / 'busy'}`: another run is "
+                                             "writing there now (this evaluation run"), bad.error[0].value
+    assert not any((tmp_path / "busy").iterdir())
 
 
 def test_models_page_lists_what_is_loaded(env):

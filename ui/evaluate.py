@@ -97,6 +97,8 @@ with run_tab:
                 run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings, callback=on_step),
                           eyes, started["out_dir"], images_per_prompt=started["per_prompt"], settings=settings,
                           progress=False, on_prompt=on_prompt)
+            except gendet_env.RunFolderError as e:  # not writable, or another run is writing there
+                st.error(f"Cannot write the run to `{started['out_dir']}`: {e.reason}.")
             except ValueError as e:
                 st.error(str(e))
             except OSError as e:  # a folder that cannot be made or written
