@@ -179,6 +179,24 @@ def device_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+_HELD: set[int] = set()  # the folder locks this process holds (their descriptors)
+
+
+def _drop_held_locks_in_child() -> None:
+    """A forked child (a DataLoader or pool worker) shares its parent's lock through the inherited
+    descriptor, and a worker that outlived the run kept the folder locked; the child lets go of its copy."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_held_locks_in_child)
+
+
 class RunFolderError(ValueError):
     """The folder a run was given cannot take it: not writable, or another run is writing there.
     `reason` is the message without the folder's name, for a caller that names it its own way."""
@@ -210,6 +228,7 @@ def held(folder: Path, tool: str):
     except ImportError:  # Windows: no flock; runs are not guarded there
         fcntl = None
     fd = os.open(folder, os.O_RDONLY)
+    _HELD.add(fd)
     try:
         if fcntl is not None:
             try:
@@ -228,6 +247,7 @@ def held(folder: Path, tool: str):
                     break
             raise
     finally:
+        _HELD.discard(fd)
         os.close(fd)  # the lock goes with it
 
 

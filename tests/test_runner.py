@@ -233,6 +233,34 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
     assert summary["overall"]["n"] == 2 * len(suite.prompts)  # the folder is free again once the run ends
 
 
+def _ready_then_sleep(ready):
+    import time
+
+    ready.set()
+    time.sleep(30)
+
+
+def test_a_worker_forked_during_a_run_does_not_keep_the_folder_locked(tmp_path):
+    """A forked child (a DataLoader worker, a pool process) inherits the lock's descriptor; one that
+    outlived the run kept the folder locked, and the next run into it was refused."""
+    import multiprocessing
+
+    import gendet_env
+
+    fork = multiprocessing.get_context("fork")
+    ready = fork.Event()
+    with gendet_env.held(tmp_path, "first"):
+        worker = fork.Process(target=_ready_then_sleep, args=(ready,))
+        worker.start()
+        assert ready.wait(30)  # the child is running its own code: past the fork
+    try:
+        with gendet_env.held(tmp_path, "second"):  # the worker still lives
+            pass
+    finally:
+        worker.kill()
+        worker.join()
+
+
 def test_a_corrupt_middle_row_is_an_error_only_a_torn_last_line_is_dropped(tmp_path):
     """Only the last line can be torn by a kill; a bad line in the middle means the file was
     damaged or edited, and silently dropping it would summarise fewer images than were judged."""
