@@ -223,32 +223,39 @@ def held(folder: Path, tool: str):
         raise RunFolderError(f"out folder {folder}: {reason}", reason)
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     folder.mkdir(parents=True, exist_ok=True)
+    fd = _lock(folder, tool)
+    try:
+        yield
+    except BaseException:
+        for path in made:  # a run refused or failed before writing anything leaves no empty folders
+            try:
+                path.rmdir()
+            except OSError:  # not empty: it holds what the run wrote
+                break
+        raise
+    finally:
+        if fd is not None:
+            _HELD.discard(fd)
+            os.close(fd)  # the lock goes with it
+
+
+def _lock(folder: Path, tool: str) -> int | None:
+    """An exclusive flock on the folder, its descriptor returned; None where there is no flock
+    (Windows: runs are not guarded there)."""
     try:
         import fcntl
-    except ImportError:  # Windows: no flock; runs are not guarded there
-        fcntl = None
+    except ImportError:
+        return None
     fd = os.open(folder, os.O_RDONLY)
-    _HELD.add(fd)
     try:
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                reason = (f"another run is writing there now (this {tool} run would mix its files with that "
-                          "one's); wait for it to end, or choose another out folder")
-                raise FolderBusy(f"{folder}: {reason}", reason) from None
-        try:
-            yield
-        except BaseException:
-            for path in made:  # a run refused or failed before writing anything leaves no empty folders
-                try:
-                    path.rmdir()
-                except OSError:  # not empty: it holds what the run wrote
-                    break
-            raise
-    finally:
-        _HELD.discard(fd)
-        os.close(fd)  # the lock goes with it
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        reason = (f"another run is writing there now (this {tool} run would mix its files with that one's); "
+                  "wait for it to end, or choose another out folder")
+        raise FolderBusy(f"{folder}: {reason}", reason) from None
+    _HELD.add(fd)
+    return fd
 
 
 def unwritable(out, option: str = "--out") -> str | None:
