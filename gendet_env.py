@@ -32,10 +32,15 @@ def _cache_folder() -> Path:
         candidates.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gendet")
     except RuntimeError:  # no home folder to be found
         pass
-    candidates.append(Path(tempfile.gettempdir()) / f"gendet-cache-{getattr(os, 'getuid', lambda: 'user')()}")
+    shared = Path(tempfile.gettempdir()) / f"gendet-cache-{getattr(os, 'getuid', lambda: 'user')()}"
+    candidates.append(shared)
     for folder in candidates:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # a shared temporary folder: only one this user made and alone can write (no planted configs)
+            if folder == shared and hasattr(os, "getuid") and (folder.stat().st_uid != os.getuid()
+                                                               or folder.stat().st_mode & 0o022):
+                continue
             with tempfile.TemporaryFile(dir=folder):
                 return folder
         except OSError:
@@ -230,6 +235,8 @@ def held(folder: Path, tool: str):
         for path in made:  # a run refused or failed before writing anything leaves no empty folders
             try:
                 path.rmdir()
+            except FileNotFoundError:  # the run took it away itself
+                continue
             except OSError:  # not empty: it holds what the run wrote
                 break
         raise
@@ -246,7 +253,10 @@ def _lock(folder: Path, tool: str) -> int | None:
         import fcntl
     except ImportError:
         return None
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as e:  # a folder that can be written but not read (mode -wx)
+        return _unguarded(folder, e)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -254,8 +264,16 @@ def _lock(folder: Path, tool: str) -> int | None:
         reason = (f"another run is writing there now (this {tool} run would mix its files with that one's); "
                   "wait for it to end, or choose another out folder")
         raise FolderBusy(f"{folder}: {reason}", reason) from None
+    except OSError as e:  # a file system without flock on folders (NFS, Lustre mounted noflock)
+        os.close(fd)
+        return _unguarded(folder, e)
     _HELD.add(fd)
     return fd
+
+
+def _unguarded(folder: Path, e: OSError) -> None:
+    warnings.warn(f"{folder}: cannot lock it ({e.strerror or e}); the run goes on, but a second run into the "
+                  "same folder would not be refused", GendetWarning, stacklevel=4)
 
 
 def unwritable(out, option: str = "--out") -> str | None:

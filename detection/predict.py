@@ -71,7 +71,7 @@ def not_ours(out: Path, stem: str) -> Path | None:
     if not png.exists() and not record.exists():
         return None
     try:
-        ours = {"image", "model", "names", "imgsz"} <= set(json.loads(record.read_text(encoding="utf-8")))
+        ours = {"image", "model", "names"} <= set(json.loads(record.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):  # missing, unreadable, not JSON, not an object
         ours = False
     return None if ours else (record if record.exists() else png)
@@ -131,6 +131,9 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
             for (path, pil), dets in zip(chunk, results):
                 # the names checked above (with_suffix cut "photo.v2" to "photo": over the user's photo.png)
                 png, record_path = out / f"{path.stem}.png", out / f"{path.stem}.json"
+                record = {"image": str(path), "model": str(model), "names": det.names,
+                          "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
+                atomic_write_json(record, record_path)  # first: a PNG is never there without the JSON that owns it
                 tmp = png.with_name(png.name + ".tmp")  # a Ctrl-C never leaves half a PNG
                 try:
                     draw_detections(pil, dets).save(tmp, format="PNG")
@@ -138,9 +141,6 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                     tmp.unlink(missing_ok=True)
                     raise
                 os.replace(tmp, png)
-                record = {"image": str(path), "model": str(model), "names": det.names,
-                          "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
-                atomic_write_json(record, record_path)
                 written.append(png)
             bar.update(len(paths[start:start + batch]))
     if skipped:

@@ -177,18 +177,27 @@ def _differences(old, new, name: str = "") -> list[str]:
 
 
 def _same_files(config: dict) -> dict:
-    """config with each model named by its weights' sha256 where recorded, else by its resolved path,
-    for comparing: `models/demo/catdog.pt`, its absolute path, the default, and a relative path
-    given from another working directory are one file (a resume was refused when two met)."""
+    """config with its model paths resolved, for comparing: `models/demo/catdog.pt`, its absolute
+    path and the default are one file (a resume was refused when the README's two forms met). A
+    path is resolved where the run began when the run recorded that (`resolved`), so a resume from
+    another working directory names the same files; the weights' sha256 must agree too."""
     def resolved(value):
         if isinstance(value, dict):
-            if value.get("sha256") and "path" in value:
-                return {k: v for k, v in value.items() if k != "path"}
-            return {k: str(Path(v).resolve()) if k in ("path", "images_from") and isinstance(v, str) else resolved(v)
-                    for k, v in value.items()}
+            return {k: value.get("resolved") or str(Path(v).resolve()) if k == "path" and isinstance(v, str) else
+                    str(Path(v).resolve()) if k == "images_from" and isinstance(v, str) else resolved(v)
+                    for k, v in value.items() if k != "resolved"}
         return value
 
     return {**config, "models": resolved(config.get("models", {}))}
+
+
+def _with_resolved(value):
+    """Each model's path as given, and beside it where it resolves from here (for a later resume)."""
+    if isinstance(value, dict):
+        return {**{k: _with_resolved(v) for k, v in value.items()},
+                **({"resolved": str(Path(value["path"]).resolve())}
+                   if isinstance(value.get("path"), str) and "resolved" not in value else {})}
+    return value
 
 
 def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
@@ -200,10 +209,10 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
         if _same_files(old) != _same_files(config):
-            real = {d.split(": ")[0] for d in _differences(_same_files(old), _same_files(config))}
-            within = {key.rsplit(".", 1)[0] for key in real}  # another model: its path shown beside its sha256
-            diff = [d for d in _differences(old, config)  # as recorded and given
-                    if d.split(": ")[0] in real or d.split(": ")[0].rsplit(".", 1)[0] in within]
+            # each difference as recorded and given, or, where those read alike (one relative path from
+            # two working directories), as resolved
+            given = {d.split(": ")[0]: d for d in _differences(old, config)}
+            diff = [given.get(d.split(": ")[0], d) for d in _differences(_same_files(old), _same_files(config))]
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):
@@ -248,7 +257,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
         config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
                   "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
                   "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
-                  "models": models or {}}
+                  "models": _with_resolved(models or {})}
         if shard.rank == 0:
             _check_run_config(out, config, suite)
         if barrier:

@@ -7,9 +7,30 @@ checkpoint is lost. A second Ctrl-C stops at once, as Python's own handler would
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
-import sys
 import threading
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c():
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, for a whole command: a trainer stopped by a
+    scheduler before its loop (loading, tokenising) cleans up and says where it got to instead of
+    dying at once. Inside the loop StopAfterStep takes SIGTERM over. Main thread only."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) \
+            is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 class StoppedAtStep(KeyboardInterrupt):
@@ -47,13 +68,15 @@ class StopAfterStep:
         if not self.announce:
             return
         again = " (Ctrl-C again to stop at once, without it)" if signum == signal.SIGINT else ""
-        print(f"\n{self.name}: stopping after this {self.what}, with a checkpoint{again}",
-              file=sys.stderr, flush=True)
+        # os.write, not print: a handler that ran inside a blocked write to stderr (a full pipe) and
+        # printed there raised "reentrant call" instead of stopping
+        os.write(2, f"\n{self.name}: stopping after this {self.what}, with a checkpoint{again}\n".encode())
 
     def __enter__(self) -> StopAfterStep:
         if threading.current_thread() is threading.main_thread():
-            for signum, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
-                if signal.getsignal(signum) is default:
+            for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
+                                     (signal.SIGTERM, (signal.SIG_DFL, _interrupt))):
+                if signal.getsignal(signum) in defaults:
                     self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

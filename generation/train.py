@@ -60,7 +60,7 @@ from generation.pipeline import TextToImage
 from generation.precision import resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
-from generation.stop_signal import StopAfterStep, StoppedAtStep
+from generation.stop_signal import StopAfterStep, StoppedAtStep, sigterm_as_ctrl_c
 from generation.text import AutoTextEncoder, ClipTextEncoder, ScratchTextEncoder
 from generation.train_config import ConfigError, load_config
 from generation.train_vqvae import out_folder_problem
@@ -426,8 +426,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                     log.flush()
             if deadline is not None:
                 timed_out = time.time() >= deadline
-            stopping = stop.requested and not distributed
-            if distributed and (deadline is not None or step % tc["log_every"] == 0):  # every rank stops at one step
+            stopping = stop.requested
+            if distributed:  # every rank stops at the same step, this one: torchrun and Slurm kill after 30 s
                 flags = torch.tensor([float(timed_out), float(stop.requested)], device=device)
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
                 timed_out, stopping = bool(flags[0].item()), bool(flags[1].item())
@@ -523,6 +523,11 @@ def export_ema(pipe: TextToImage, ema: dict, path: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    with sigterm_as_ctrl_c():  # a scheduler's SIGTERM while loading or tokenising: as Ctrl-C, not a kill
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m generation.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", required=True, help="YAML config (see generation/configs/)")
     ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -577,9 +582,10 @@ def main(argv=None) -> int:
             raise ConfigError(problem)
         made = not out.exists()
         # rank 0 holds the folder (torchrun's other ranks share it); a second run into it is refused
-        with gendet_env.held(out, "generation.train") if int(os.environ.get("RANK", 0)) == 0 \
-                else contextlib.nullcontext():
-            recover_checkpoint(out)
+        rank0 = int(os.environ.get("RANK", 0)) == 0
+        with gendet_env.held(out, "generation.train") if rank0 else contextlib.nullcontext():
+            if rank0:  # the other ranks hold no lock: they must not move a checkpoint another job is swapping
+                recover_checkpoint(out)
             problem = run_folder_problem(out, args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
             if problem:
                 raise ConfigError(problem)

@@ -42,7 +42,7 @@ from generation.files import load_torch_file
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
-from generation.stop_signal import StopAfterStep, StoppedAtStep
+from generation.stop_signal import StopAfterStep, StoppedAtStep, sigterm_as_ctrl_c
 from generation.vqvae import VQVAE, VQVAEConfig
 
 # what a run writes in its out folder (the model itself lands beside its checkpoint)
@@ -356,6 +356,11 @@ def out_folder_problem(out: Path, option: str) -> str | None:
 
 
 def main(argv=None) -> int:
+    with sigterm_as_ctrl_c():  # a scheduler's SIGTERM while loading or tokenising: as Ctrl-C, not a kill
+        return _main(argv)
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m generation.train_vqvae", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", required=True, help="captions dataset or datasets.scenes root")
     ap.add_argument("--out", required=True, help="output folder (the trained model is written here)")

@@ -454,7 +454,7 @@ def test_ctrl_c_lets_a_training_stage_finish_its_step_however_long_it_takes(tmp_
     assert polite_signal(["python", "-m", "generation.train_vqvae"]) == signal.SIGTERM
     assert polite_signal(["python", "-m", "evaluation.run", "--out", "generation.training"]) == signal.SIGINT
     stage = ("import os, sys, time\nfrom generation.stop_signal import StopAfterStep\n"
-             "print('stage', os.getpid(), flush=True)\nwith StopAfterStep() as stop:\n"
+             "with StopAfterStep() as stop:\n    print('stage', os.getpid(), flush=True)\n"
              "    for step in range(1, 1000):\n        time.sleep(0.2)\n        if stop.requested:\n"
              "            time.sleep(8)  # the rest of a long step (a validation, a sample grid)\n"
              "            print(f'stopped after step {step}, with its checkpoint', flush=True)\n"

@@ -323,7 +323,8 @@ def test_cli_entry_points(trained, tmp_path, capsys):
 
 def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, tmp_path, monkeypatch):
     """A Ctrl-C while a PNG or its JSON is being written leaves the earlier run's file as it was,
-    never half a file under the final name."""
+    never half a file under the final name, and the folder still takes the same command again
+    (its JSON comes first: a PNG without one read as the user's own and was refused)."""
     from PIL import Image
 
     scenes, out = trained
@@ -342,6 +343,8 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
     with pytest.raises(KeyboardInterrupt):
         det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.5, progress=False)
     monkeypatch.undo()
+    assert png.read_bytes() == before[0] and json.loads(record.read_text())["image"] == str(image)
+    det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.001, progress=False)  # the folder takes it again
     assert (png.read_bytes(), record.read_text()) == before
     real_write = Path.write_text
 
@@ -353,8 +356,17 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
     with pytest.raises(KeyboardInterrupt):
         det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.5, progress=False)
     monkeypatch.undo()
-    assert json.loads(record.read_text()) == json.loads(before[1])
+    assert png.read_bytes() == before[0] and json.loads(record.read_text())["image"] == str(image)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([png.name, record.name])  # no .tmp left
+    det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.001, progress=False)  # again: not refused
+    assert (png.read_bytes(), record.read_text()) == before
+    first = tmp_path / "first"  # a first run into a new folder, stopped at its first JSON
+    monkeypatch.setattr(Path, "write_text", write_half)
+    with pytest.raises(KeyboardInterrupt):
+        det_predict.predict(out / "best.pt", [image], first, conf=0.001, progress=False)
+    monkeypatch.undo()
+    det_predict.predict(out / "best.pt", [image], first, conf=0.001, progress=False)  # not refused as "the user's"
+    assert (first / png.name).read_bytes() == before[0]
 
 
 def test_predict_never_writes_over_files_it_did_not_write(trained, tmp_path):
@@ -586,6 +598,13 @@ def test_train_refuses_an_out_folder_inside_its_dataset(trained):
         with pytest.raises(UsageError, match=f"--out {out} is inside the dataset {scenes}"):
             det_train.train(scenes, "catdog", out, epochs=1, plots=False)
     assert sorted(p for p in scenes.rglob("*")) == before  # nothing made there, not even an empty folder
+    # a data.yaml kept in the project, its `path:` naming the dataset elsewhere: the project is not the dataset
+    project = scenes.parent / "project"
+    project.mkdir()
+    (project / "pets.yaml").write_text(yaml.safe_dump({"path": str(scenes / "catdog"), "train": "images/train",
+                                                       "val": "images/val", "names": ["cat", "dog"]}))
+    det_train.train(project / "pets.yaml", "catdog", project / "runs" / "catdog", epochs=1, plots=False, batch=4)
+    assert (project / "runs" / "catdog" / "best.pt").is_file()
 
 
 def test_train_help_shows_the_defaults():

@@ -30,7 +30,11 @@ def test_a_checkout_that_cannot_be_written_keeps_its_caches_elsewhere(tmp_path, 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert gendet_env._cache_folder() == tmp_path / "xdg" / "gendet"
     monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
-    assert gendet_env._cache_folder().parent == Path(tempfile.gettempdir())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    assert gendet_env._cache_folder() == tmp_path / "tmp" / f"gendet-cache-{os.getuid()}"
+    (tmp_path / "tmp" / f"gendet-cache-{os.getuid()}").chmod(0o777)  # another user could have made it so
+    assert gendet_env._cache_folder() == blocked / ".cache"  # not used: none is, and the error comes later
     monkeypatch.setenv("GENDET_CACHE", str(tmp_path / "mine"))
     assert gendet_env._cache_folder() == tmp_path / "mine"
     # a cache variable set to a folder nobody can write: a warning naming it, not a traceback

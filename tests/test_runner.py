@@ -233,6 +233,32 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
     assert summary["overall"]["n"] == 2 * len(suite.prompts)  # the folder is free again once the run ends
 
 
+def test_a_folder_that_cannot_be_locked_is_run_in_with_a_warning_and_cleared_after_a_failure(tmp_path, monkeypatch):
+    """On NFS or a Lustre mount without flock, locking a folder fails (EBADF, ENOLCK): every run
+    into it ended in a traceback. It runs, unguarded, and says so. A run that fails takes away the
+    folders it made, also when it removed its own out folder first."""
+    import errno
+    import fcntl
+
+    import gendet_env
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    with pytest.warns(gendet_env.GendetWarning, match=f"{tmp_path / 'nfs'}: cannot lock it \\(No locks available\\)"):
+        with gendet_env.held(tmp_path / "nfs", "test"):
+            (tmp_path / "nfs" / "x").write_text("written")
+    assert (tmp_path / "nfs" / "x").read_text() == "written"
+    monkeypatch.undo()
+    out = tmp_path / "a" / "b" / "c"
+    with pytest.raises(RuntimeError):
+        with gendet_env.held(out, "test"):
+            out.rmdir()  # as datasets.scenes does with an empty out folder of its own
+            raise RuntimeError("failed")
+    assert not (tmp_path / "a").exists()
+
+
 def _ready_then_sleep(ready):
     import time
 
@@ -569,15 +595,28 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
     run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
               models=models("./models/../models/x.pt"))
     with pytest.raises(ValueError, match=r"\(models.detectors.catdog.path: 'models/x.pt' there, 'models/y.pt' now; "
-                                         r"models.detectors.catdog.sha256: 'b' there, 'c' now\)"):
+                                         r"models.detectors.catdog.sha256: 'b' there, 'c' now; models.generator.path"):
         run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
                   models=models("models/y.pt", sha="c"))
     with pytest.raises(ValueError, match=r"\(models.detectors.catdog.sha256: 'b' there, 'c' now\)"):  # retrained
         run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
                   models=models("models/x.pt", sha="c"))
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["models"] == models("models/x.pt")  # as given
-    # the same relative paths given from another working directory: the same weights, so the same run
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["models"]
+    assert recorded["detectors"]["catdog"] == {**models("models/x.pt")["detectors"]["catdog"],  # as given, and
+                                               "resolved": str(tmp_path / "models" / "x.pt")}  # where it was then
+    # resumed from another working directory with the files' absolute paths: recorded relative, they
+    # are found where the run began; the same relative path from there is another file, refused
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-              models=models(str(tmp_path / "models" / "x.pt")))  # 'models/x.pt' recorded: no such file from here
+              models=models(str(tmp_path / "models" / "x.pt")))
+    with pytest.raises(ValueError, match=f"models.generator.path: '{tmp_path / 'models' / 'x.pt'}' there, "
+                                         f"'{tmp_path / 'elsewhere' / 'models' / 'x.pt'}' now"):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+                  models=models("models/x.pt"))
+    # two generator folders whose transformers are alike (a decoder fine-tuned with --decoder-only): their
+    # weights' hash (the transformer's) agrees, their paths do not: another model, refused
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"models.generator.path: 'models/x.pt' there, 'models/x_new_decoder' now"):
+        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
+                  models={**models("models/x.pt"), "generator": {"path": "models/x_new_decoder", "sha256": "a"}})
