@@ -287,7 +287,12 @@ def unwritable(out, option: str = "--out") -> str | None:
 def _unwritable_reason(out: Path) -> str | None:
     import tempfile
 
-    existing = next(p for p in (out, *out.parents) if p.exists() or p == p.parent)
+    for existing in (out, *out.parents):
+        try:
+            if existing.exists() or existing == existing.parent:
+                break
+        except OSError as e:  # inside a folder this user may not enter (another's home)
+            return f"cannot reach {existing} ({e.strerror or e})"
     if not existing.is_dir():
         return f"{existing} is a file, not a folder"
     try:

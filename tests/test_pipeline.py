@@ -171,6 +171,17 @@ def test_an_out_folder_that_cannot_be_written_is_said_before_any_drawing(tmp_pat
     if Path("/proc").is_dir():  # a read-only file system, which root cannot write either
         assert gendet_env.unwritable("/proc/gendet/out").startswith("--out /proc/gendet/out: cannot write in /proc (")
     assert gendet_env.unwritable(tmp_path / "new" / "deeper") is None and not (tmp_path / "new").exists()
+    real_exists = Path.exists
+
+    def exists(path):  # as for a non-root user inside another user's 0700 home
+        if path == tmp_path / "theirs" / "out":
+            raise PermissionError(13, "Permission denied")
+        return real_exists(path)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    assert gendet_env.unwritable(tmp_path / "theirs" / "out") == (f"--out {tmp_path / 'theirs' / 'out'}: cannot reach "
+                                                                f"{tmp_path / 'theirs' / 'out'} (Permission denied)")
+    monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # the probe left nothing
 
 
