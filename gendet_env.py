@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -37,10 +38,12 @@ def _cache_folder() -> Path:
     for folder in candidates:
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            # a shared temporary folder: only one this user made and alone can write (no planted configs)
-            if folder == shared and hasattr(os, "getuid") and (folder.stat().st_uid != os.getuid()
-                                                               or folder.stat().st_mode & 0o022):
-                continue
+            if folder == shared and hasattr(os, "getuid"):  # no planted configs: this user's own real folder
+                st = os.lstat(folder)
+                if stat.S_ISLNK(st.st_mode) or st.st_uid != os.getuid():
+                    continue
+                if st.st_mode & 0o077:
+                    folder.chmod(0o700)  # one an older gendet made under a loose umask
             with tempfile.TemporaryFile(dir=folder):
                 return folder
         except OSError:
@@ -241,7 +244,7 @@ def held(folder: Path, tool: str):
                 break
         raise
     finally:
-        if fd is not None:
+        if fd in _HELD:  # not in a forked child that left the block: its copy is closed, the number maybe reused
             _HELD.discard(fd)
             os.close(fd)  # the lock goes with it
 

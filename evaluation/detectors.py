@@ -28,6 +28,15 @@ def file_sha256(path: str | Path, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def folder_sha256(folder: str | Path, length: int = 16) -> str:
+    """One hash of every file in a model folder, names included: a generator whose decoder or text
+    encoder changed is another model, though its transformer's weights are the same."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file() and not p.name.endswith(".tmp")):
+        h.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path, 64)}\n".encode())
+    return h.hexdigest()[:length]
+
+
 def parse_detector_spec(spec: str) -> dict[str, Path]:
     """"catdog=PATH,face=PATH" -> {"catdog": Path, "face": Path}; either may be left out."""
     out = {}

@@ -23,7 +23,7 @@ import os
 import sys
 from pathlib import Path
 
-from evaluation.detectors import JudgeDetectors, file_sha256
+from evaluation.detectors import JudgeDetectors, file_sha256, folder_sha256
 from evaluation.judge import DEFAULT_RULES, VERSIONS, JudgeRules
 from evaluation.runner import IMAGE_SEEDS, OLD_IMAGE_SEEDS, RunConfigError, Shard, run_suite
 from evaluation.suite import load_suite, suite_from_prompts
@@ -36,7 +36,8 @@ DEFAULT_DETECTORS = f"catdog={DEMO / 'catdog.pt'},face={DEMO / 'face.pt'}"
 
 def model_info(path: Path) -> dict:
     weights = path / "transformer" / "model.safetensors"
-    return {"path": str(path), "sha256": file_sha256(weights) if weights.is_file() else None}
+    return {"path": str(path), "sha256": file_sha256(weights) if weights.is_file() else None,
+            "weights_sha256": folder_sha256(path) if path.is_dir() else None}  # what a resume compares
 
 
 def find_judge_validation(eyes: JudgeDetectors) -> dict | None:

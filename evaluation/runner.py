@@ -176,28 +176,26 @@ def _differences(old, new, name: str = "") -> list[str]:
     return [f"{name}: {shown[0]} there, {shown[1]} now"]
 
 
-def _same_files(config: dict) -> dict:
-    """config with its model paths resolved, for comparing: `models/demo/catdog.pt`, its absolute
-    path and the default are one file (a resume was refused when the README's two forms met). A
-    path is resolved where the run began when the run recorded that (`resolved`), so a resume from
-    another working directory names the same files; the weights' sha256 must agree too."""
-    def resolved(value):
-        if isinstance(value, dict):
-            return {k: value.get("resolved") or str(Path(v).resolve()) if k == "path" and isinstance(v, str) else
-                    str(Path(v).resolve()) if k == "images_from" and isinstance(v, str) else resolved(v)
-                    for k, v in value.items() if k != "resolved"}
-        return value
-
-    return {**config, "models": resolved(config.get("models", {}))}
+_NAMES = ("path", "sha256", "weights_sha256")  # how a model is named in run.json
 
 
-def _with_resolved(value):
-    """Each model's path as given, and beside it where it resolves from here (for a later resume)."""
-    if isinstance(value, dict):
-        return {**{k: _with_resolved(v) for k, v in value.items()},
-                **({"resolved": str(Path(value["path"]).resolve())}
-                   if isinstance(value.get("path"), str) and "resolved" not in value else {})}
-    return value
+def _comparable(old, new):
+    """Two run configs with each model named by what both recorded of it: its weights' hash where
+    both have one (the generator folder's every file, else, from an older gendet, its transformer's;
+    a detector's file), else its path resolved here. The same weights given by another path, from
+    another working directory or a moved checkout, resume; a generator with another decoder does not."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return old, new
+    if "path" in old or "path" in new:  # a model
+        rest = [{k: str(Path(v).resolve()) if k == "images_from" and isinstance(v, str) else v
+                 for k, v in side.items() if k not in _NAMES} for side in (old, new)]
+        key = next((k for k in ("weights_sha256", "sha256") if old.get(k) and new.get(k)), None)
+        if key:
+            return rest[0] | {key: old[key]}, rest[1] | {key: new[key]}
+        return tuple(r | {"path": str(Path(side["path"]).resolve()) if isinstance(side.get("path"), str) else None}
+                     for r, side in zip(rest, (old, new)))
+    pairs = {k: _comparable(old.get(k), new.get(k)) for k in set(old) | set(new)}
+    return ({k: a for k, (a, _) in pairs.items() if k in old}, {k: b for k, (_, b) in pairs.items() if k in new})
 
 
 def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
@@ -208,11 +206,15 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         old = json.loads(path.read_text())
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
-        if _same_files(old) != _same_files(config):
-            # each difference as recorded and given, or, where those read alike (one relative path from
-            # two working directories), as resolved
+        compared = _comparable(old, config)
+        if compared[0] != compared[1]:
+            # each difference as recorded and given (another model: its path too), or, where those
+            # read alike (one relative path from two working directories), as compared
             given = {d.split(": ")[0]: d for d in _differences(old, config)}
-            diff = [given.get(d.split(": ")[0], d) for d in _differences(_same_files(old), _same_files(config))]
+            real = [d.split(": ")[0] for d in _differences(*compared)]
+            keys = list(dict.fromkeys(k for key in real for k in (f"{key.rsplit('.', 1)[0]}.path", key)
+                                      if k == key or (key.rsplit(".", 1)[-1] in _NAMES and k in given)))
+            diff = [given.get(k) or next(d for d in _differences(*compared) if d.startswith(f"{k}: ")) for k in keys]
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):
@@ -257,7 +259,7 @@ def run_suite(suite: Suite, generate: GenerateFn, eyes: JudgeDetectors, out_dir:
         config = {"suite": suite.name, "prompts": [p.prompt for p in suite.prompts],
                   "specs": [p.to_dict() for p in suite.prompts], "images_per_prompt": images_per_prompt,
                   "seed": seed, "image_seeds": seed_rule, "settings": settings, "judge": eyes.rules.to_dict(),
-                  "models": _with_resolved(models or {})}
+                  "models": models or {}}
         if shard.rank == 0:
             _check_run_config(out, config, suite)
         if barrier:

@@ -70,7 +70,10 @@ class StopAfterStep:
         again = " (Ctrl-C again to stop at once, without it)" if signum == signal.SIGINT else ""
         # os.write, not print: a handler that ran inside a blocked write to stderr (a full pipe) and
         # printed there raised "reentrant call" instead of stopping
-        os.write(2, f"\n{self.name}: stopping after this {self.what}, with a checkpoint{again}\n".encode())
+        try:
+            os.write(2, f"\n{self.name}: stopping after this {self.what}, with a checkpoint{again}\n".encode())
+        except OSError:  # stderr closed or a broken pipe: the stop matters more than the note
+            pass
 
     def __enter__(self) -> StopAfterStep:
         if threading.current_thread() is threading.main_thread():

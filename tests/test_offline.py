@@ -33,8 +33,13 @@ def test_a_checkout_that_cannot_be_written_keeps_its_caches_elsewhere(tmp_path, 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     assert gendet_env._cache_folder() == tmp_path / "tmp" / f"gendet-cache-{os.getuid()}"
-    (tmp_path / "tmp" / f"gendet-cache-{os.getuid()}").chmod(0o777)  # another user could have made it so
-    assert gendet_env._cache_folder() == blocked / ".cache"  # not used: none is, and the error comes later
+    own = tmp_path / "tmp" / f"gendet-cache-{os.getuid()}"
+    own.chmod(0o775)  # made by an older gendet under a loose umask: made private, and used
+    assert gendet_env._cache_folder() == own and own.stat().st_mode & 0o777 == 0o700
+    own.rmdir()
+    (tmp_path / "planted").mkdir()
+    own.symlink_to(tmp_path / "planted")  # a link someone put there, to a folder they can swap: not used
+    assert gendet_env._cache_folder() == blocked / ".cache"  # none is usable; the error comes where a cache is
     monkeypatch.setenv("GENDET_CACHE", str(tmp_path / "mine"))
     assert gendet_env._cache_folder() == tmp_path / "mine"
     # a cache variable set to a folder nobody can write: a warning naming it, not a traceback

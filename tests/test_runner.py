@@ -577,46 +577,68 @@ def test_the_report_draws_a_box_at_its_place_and_size_and_lists_the_overall_row(
     assert "<tr><td>single_object</td><td>1.000</td><td>0.025 - 1.000</td><td>1</td></tr>" in page
 
 
+def test_a_generators_folder_hash_covers_its_decoder_and_not_its_path(tmp_path):
+    from evaluation.run import model_info
+
+    gen = tmp_path / "gen"
+    for part, data in (("transformer", b"T"), ("vqvae", b"V"), ("text_encoder", b"E")):
+        (gen / part).mkdir(parents=True)
+        (gen / part / "model.safetensors").write_bytes(data)
+    (gen / "pipeline.json").write_text("{}")
+    before = model_info(gen)
+    (gen / "vqvae" / "model.safetensors").write_bytes(b"V2")  # a fine-tuned decoder
+    after = model_info(gen)
+    assert after["sha256"] == before["sha256"] and after["weights_sha256"] != before["weights_sha256"]
+    import shutil
+
+    shutil.copytree(gen, tmp_path / "moved")
+    assert model_info(tmp_path / "moved")["weights_sha256"] == after["weights_sha256"]
+    (tmp_path / "moved" / "vqvae" / "model.safetensors").rename(tmp_path / "moved" / "vqvae" / "other.safetensors")
+    assert model_info(tmp_path / "moved")["weights_sha256"] != after["weights_sha256"]  # names count too
+
+
 def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, monkeypatch):
     """`models/demo/catdog.pt`, its absolute path and the default are the same file: the README's
-    two forms of a command resume each other's run. Another file is still refused."""
+    two forms of a command resume each other's run, as does the same weights given from another
+    working directory or a moved checkout (models are compared by their weights' hash). Other
+    weights are refused: a retrained detector, a generator with another decoder."""
     suite = load_suite("smoke")
     world = SceneWorld()
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
 
-    def models(path, sha="b"):
-        return {"generator": {"path": path, "sha256": "a"}, "detectors": {"catdog": {"path": path, "sha256": sha}}}
+    def models(path, sha="b", folder="w"):
+        return {"generator": {"path": path, "sha256": "a", "weights_sha256": folder},
+                "detectors": {"catdog": {"path": path, "sha256": sha}}}
 
-    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-              models=models("models/x.pt"))
-    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-              models=models(str(tmp_path / "models" / "x.pt")))
-    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-              models=models("./models/../models/x.pt"))
+    def run(models, out="run"):
+        return run_suite(suite, world.generate, make_eyes(world), tmp_path / out, images_per_prompt=1,
+                         progress=False, models=models)
+
+    run(models("models/x.pt"))
+    run(models(str(tmp_path / "models" / "x.pt")))
+    run(models("./models/../models/x.pt"))
     with pytest.raises(ValueError, match=r"\(models.detectors.catdog.path: 'models/x.pt' there, 'models/y.pt' now; "
-                                         r"models.detectors.catdog.sha256: 'b' there, 'c' now; models.generator.path"):
-        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-                  models=models("models/y.pt", sha="c"))
+                                         r"models.detectors.catdog.sha256: 'b' there, 'c' now\)"):
+        run(models("models/y.pt", sha="c"))
     with pytest.raises(ValueError, match=r"\(models.detectors.catdog.sha256: 'b' there, 'c' now\)"):  # retrained
-        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-                  models=models("models/x.pt", sha="c"))
-    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["models"]
-    assert recorded["detectors"]["catdog"] == {**models("models/x.pt")["detectors"]["catdog"],  # as given, and
-                                               "resolved": str(tmp_path / "models" / "x.pt")}  # where it was then
-    # resumed from another working directory with the files' absolute paths: recorded relative, they
-    # are found where the run began; the same relative path from there is another file, refused
+        run(models("models/x.pt", sha="c"))
+    # the transformer alike, the decoder fine-tuned (train_vqvae --decoder-only): another generator
+    with pytest.raises(ValueError, match=r"\(models.generator.path: 'models/x.pt' there, 'models/x_ft' now; "
+                                         r"models.generator.weights_sha256: 'w' there, 'w2' now\)"):
+        run({**models("models/x.pt"), "generator": {"path": "models/x_ft", "sha256": "a", "weights_sha256": "w2"}})
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["models"] == models("models/x.pt")  # as given
+    # from another working directory, or after the checkout moved: the same weights, the same run
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-              models=models(str(tmp_path / "models" / "x.pt")))
-    with pytest.raises(ValueError, match=f"models.generator.path: '{tmp_path / 'models' / 'x.pt'}' there, "
-                                         f"'{tmp_path / 'elsewhere' / 'models' / 'x.pt'}' now"):
-        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-                  models=models("models/x.pt"))
-    # two generator folders whose transformers are alike (a decoder fine-tuned with --decoder-only): their
-    # weights' hash (the transformer's) agrees, their paths do not: another model, refused
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"models.generator.path: 'models/x.pt' there, 'models/x_new_decoder' now"):
-        run_suite(suite, world.generate, make_eyes(world), tmp_path / "run", images_per_prompt=1, progress=False,
-                  models={**models("models/x.pt"), "generator": {"path": "models/x_new_decoder", "sha256": "a"}})
+    run(models(str(tmp_path / "models" / "x.pt")))
+    run(models("../models/x.pt"))
+    # a run of an older gendet recorded no folder hash: its generator is compared by the transformer's
+    old = {"generator": {"path": "models/g", "sha256": "a"}, "detectors": {"catdog": {"path": "d.pt", "sha256": "b"}}}
+    run(old, out="older")
+    run(models("/elsewhere/models/g"), out="older")
+    # a model recorded without any hash (no weights file found) is compared by its path, resolved
+    bare = {"generator": {"path": "models/g", "sha256": None}}
+    run(bare, out="bare")
+    with pytest.raises(ValueError, match=r"models.generator.path: 'models/g' there, 'models/h' now"):
+        run({"generator": {"path": "models/h", "sha256": None}}, out="bare")

@@ -785,11 +785,10 @@ def test_sigterm_before_the_steps_begin_ends_the_trainer_as_ctrl_c_does(scenes, 
                                                                          monkeypatch):
     """A scheduler's SIGTERM while the data is tokenised (minutes on a large set) killed the trainer
     outright: no word, and its cleanup never ran (the out folder it had made was left)."""
-    import os
     import signal
 
     def tokenize(*args, **kwargs):
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # handled before this returns
         raise AssertionError("SIGTERM did not stop the run")
 
     monkeypatch.setattr(t2i, "tokenize_dataset", tokenize)
