@@ -612,31 +612,37 @@ def test_caption_table_picks_the_captions_the_strings_would_be():
         t2i.CaptionTable(text, [["a cat"], []])
 
 
-def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp_path):
-    """`torchrun --nproc_per_node 2` on CPU (gloo): rank 0 validates alone. Through the
-    DistributedDataParallel wrapper its forward waited for rank 1, which never came: the run hung
-    after its last step with no validation row and no pipeline."""
-    import os
+def torchrun_command(config_path) -> list[str]:
+    """`torchrun --nproc_per_node 2 -m generation.train` on CPU, its rendezvous on a free loopback port."""
     import shutil
     import socket
-    import subprocess
     import sys
     from pathlib import Path
 
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         torchrun = shutil.which("torchrun")
-    cfg = config(scenes, vqvae_dir, tmp_path / "ddp", 2)
-    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    with socket.socket() as sock:  # a free loopback port for the rendezvous
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    return [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
+            "-m", "generation.train", "--config", str(config_path), "--device", "cpu", "--quiet", "--no-samples"]
+
+
+def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp_path):
+    """`torchrun --nproc_per_node 2` on CPU (gloo): rank 0 validates alone. Through the
+    DistributedDataParallel wrapper its forward waited for rank 1, which never came: the run hung
+    after its last step with no validation row and no pipeline."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    cfg = config(scenes, vqvae_dir, tmp_path / "ddp", 2)
+    (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
     root = Path(__file__).resolve().parents[1]
     # both ranks tokenise; they also both wrote the token cache, and one rank's os.replace then
     # found no temporary file (rank 0 alone writes it now)
-    done = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                           str(port), "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device",
-                           "cpu", "--quiet", "--no-samples"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    done = subprocess.run(torchrun_command(tmp_path / "ddp.yaml"), cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
                           capture_output=True, text=True, timeout=180)  # 10 s when it works
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(x) for x in (tmp_path / "ddp" / "log.jsonl").read_text().splitlines()]
@@ -648,26 +654,15 @@ def test_torchrun_stopped_by_sigterm_saves_one_checkpoint_every_rank_agrees_on(s
     """SIGTERM to torchrun (a scheduler's end of job): torchrun passes it to both ranks, which agree
     on the step to stop at and save it, well inside torchrun's 30 s grace before it kills them."""
     import os
-    import shutil
     import signal
-    import socket
     import subprocess
-    import sys
     from pathlib import Path
 
-    torchrun = Path(sys.executable).with_name("torchrun")
-    if not torchrun.exists():
-        torchrun = shutil.which("torchrun")
     cfg = config(scenes, vqvae_dir, tmp_path / "ddp", 100_000)
     cfg["train"] |= {"ckpt_every": 100_000, "val_every": 100_000, "log_every": 100_000}  # only the stop syncs
     (tmp_path / "ddp.yaml").write_text(yaml.safe_dump(cfg))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     root = Path(__file__).resolve().parents[1]
-    run = subprocess.Popen([str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                            str(port), "-m", "generation.train", "--config", str(tmp_path / "ddp.yaml"), "--device",
-                            "cpu", "--quiet", "--no-samples"], cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    run = subprocess.Popen(torchrun_command(tmp_path / "ddp.yaml"), cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"},
                            stderr=subprocess.PIPE, text=True)
     log = tmp_path / "ddp" / "log.jsonl"
     try:
