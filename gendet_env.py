@@ -3,8 +3,13 @@
 Every entry point (CLIs, the app, tests/conftest.py) imports this module. It
 sets the offline variables with setdefault (a caller may still override
 them), forces ultralytics' safe loading (no override: a detector file must
-not run code), keeps every cache inside the project, and gives ultralytics a
-local font so its `check_font` never reaches for the network.
+not run code), keeps every cache inside the project (or, in a checkout that
+cannot be written, the user's), and gives ultralytics a local font so its
+`check_font` never reaches for the network.
+
+It also holds what every entry point shares about its process: paths as shown
+(`shown_path`), device names (`check_device`), and the out folder a run holds
+(`held`: one run at a time) or checks up front (`unwritable`).
 """
 
 from __future__ import annotations

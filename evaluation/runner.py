@@ -208,13 +208,14 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
             config = {k: v for k, v in config.items() if k != "specs"}
         compared = _comparable(old, config)
         if compared[0] != compared[1]:
-            # each difference as recorded and given (another model: its path too), or, where those
-            # read alike (one relative path from two working directories), as compared
-            given = {d.split(": ")[0]: d for d in _differences(old, config)}
-            real = [d.split(": ")[0] for d in _differences(*compared)]
-            keys = list(dict.fromkeys(k for key in real for k in (f"{key.rsplit('.', 1)[0]}.path", key)
-                                      if k == key or (key.rsplit(".", 1)[-1] in _NAMES and k in given)))
-            diff = [given.get(k) or next(d for d in _differences(*compared) if d.startswith(f"{k}: ")) for k in keys]
+            given = {d.split(": ")[0]: d for d in _differences(old, config)}  # as recorded and given
+            diff = []
+            for d in _differences(*compared):
+                key = d.split(": ")[0]
+                if key.rsplit(".", 1)[-1] in _NAMES:  # another model: its path as given comes first
+                    diff.append(given.get(f"{key.rsplit('.', 1)[0]}.path"))
+                diff.append(given.get(key, d))  # else as compared: one relative path from two directories
+            diff = list(dict.fromkeys(filter(None, diff)))
             more = f" and {len(diff) - 3} more" if len(diff) > 3 else ""
             hint = ""
             if old.get("prompts") == config.get("prompts") and all(d.startswith("specs") for d in diff):
