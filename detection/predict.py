@@ -11,8 +11,8 @@ from __future__ import annotations
 import gendet_env  # noqa: F401
 
 import argparse
+import io
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from datasets.images import open_as_seen
 from detection._common import IMAGE_SUFFIXES, UsageError, out_folder, resolve_model, run_cli
 from detection.detector import Detector
 from detection.draw import draw_detections
-from generation.files import atomic_write_json
+from generation.files import atomic_write_bytes, atomic_write_json
 
 
 def expand(images: list[str | Path]) -> list[tuple[Path, bool]]:
@@ -134,13 +134,9 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                 record = {"image": str(path), "model": str(model), "names": det.names,
                           "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
                 atomic_write_json(record, record_path)  # first: a PNG is never there without the JSON that owns it
-                tmp = png.with_name(png.name + ".tmp")  # a Ctrl-C never leaves half a PNG
-                try:
-                    draw_detections(pil, dets).save(tmp, format="PNG")
-                except BaseException:
-                    tmp.unlink(missing_ok=True)
-                    raise
-                os.replace(tmp, png)
+                drawn = io.BytesIO()
+                draw_detections(pil, dets).save(drawn, format="PNG")
+                atomic_write_bytes(drawn.getvalue(), png)  # a Ctrl-C never leaves half a PNG
                 written.append(png)
             bar.update(len(paths[start:start + batch]))
     if skipped:

@@ -1,11 +1,9 @@
-"""Atomic writes of weights and JSON: a reader, or a crash, never meets half a file."""
+"""Atomic writes of weights, JSON and other bytes: a reader, or a crash, never meets half a file."""
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-
-from safetensors.torch import save_file
 
 
 def plain_mode(path: Path) -> None:
@@ -18,6 +16,8 @@ def plain_mode(path: Path) -> None:
 
 def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) -> None:
     """Tensors to `path` in safetensors, through a temporary file, with a plain file's mode."""
+    from safetensors.torch import save_file  # here: the other writers stay free of torch
+
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
@@ -25,15 +25,21 @@ def atomic_save_file(tensors: dict, path: Path, metadata: dict | None = None) ->
     os.replace(tmp, path)
 
 
-def atomic_write_json(obj, path: Path, indent: int | None = 1) -> None:
+def atomic_write_bytes(data: bytes, path: Path) -> None:
+    """`data` to `path` through a temporary file beside it; a failed or interrupted write leaves the
+    earlier file as it was, and no litter."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+        tmp.write_bytes(data)
     except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed or interrupted write leaves no litter
+        tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def atomic_write_json(obj, path: Path, indent: int | None = 1) -> None:
+    atomic_write_bytes((json.dumps(obj, indent=indent) + "\n").encode(), path)
 
 
 def load_torch_file(path: Path):

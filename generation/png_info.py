@@ -16,6 +16,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from generation.files import atomic_write_bytes
+
 KEY = "gendet"
 
 
@@ -33,9 +35,7 @@ def png_bytes(image: Image.Image, settings: dict) -> bytes:
 def save_png(image: Image.Image, path: str | Path, settings: dict) -> Path:
     """Write atomically (temp file + rename): a crash never leaves half a PNG."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(png_bytes(image, settings))
-    tmp.replace(path)
+    atomic_write_bytes(png_bytes(image, settings), path)
     return path
 
 

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from generation.data import load_image, read_captions
-from generation.files import load_torch_file
+from generation.files import atomic_write_json, load_torch_file
 from generation.precision import PRECISIONS, resolve_precision, training_autocast
 from generation.runlog import interrupted, open_log, recover_checkpoint, run_folder_problem
 from generation.schedule import cosine_lr
@@ -272,9 +272,7 @@ def train(args) -> dict:
     vq.save_pretrained(out)
     metrics["size"] = args.size  # what it was trained at: generation.train says when it is used at another
     metrics["val_images"] = len(val_imgs)  # what the PSNR is over (0: measured on 64 training images)
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-    os.replace(tmp, out / "metrics.json")
+    atomic_write_json(metrics, out / "metrics.json")
     return metrics
 
 

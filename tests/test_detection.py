@@ -336,8 +336,7 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
 
     def save_half(self, fp, *args, **kwargs):
         real_save(self, fp, *args, **kwargs)
-        Path(fp).write_bytes(Path(fp).read_bytes()[:100])  # the bytes so far, then the Ctrl-C
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt  # while the PNG is being made
 
     monkeypatch.setattr(Image.Image, "save", save_half)
     with pytest.raises(KeyboardInterrupt):
@@ -346,13 +345,13 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
     assert png.read_bytes() == before[0] and json.loads(record.read_text())["image"] == str(image)
     det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.001, progress=False)  # the folder takes it again
     assert (png.read_bytes(), record.read_text()) == before
-    real_write = Path.write_text
+    real_write = Path.write_bytes
 
-    def write_half(self, text, *args, **kwargs):
-        real_write(self, text[:10], *args, **kwargs)
+    def write_half(self, data, *args, **kwargs):
+        real_write(self, data[:10], *args, **kwargs)  # the bytes so far, then the Ctrl-C
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Path, "write_text", write_half)
+    monkeypatch.setattr(Path, "write_bytes", write_half)
     with pytest.raises(KeyboardInterrupt):
         det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.5, progress=False)
     monkeypatch.undo()
@@ -361,7 +360,7 @@ def test_predict_interrupted_mid_write_keeps_the_earlier_outputs_whole(trained, 
     det_predict.predict(out / "best.pt", [image], tmp_path, conf=0.001, progress=False)  # again: not refused
     assert (png.read_bytes(), record.read_text()) == before
     first = tmp_path / "first"  # a first run into a new folder, stopped at its first JSON
-    monkeypatch.setattr(Path, "write_text", write_half)
+    monkeypatch.setattr(Path, "write_bytes", write_half)
     with pytest.raises(KeyboardInterrupt):
         det_predict.predict(out / "best.pt", [image], first, conf=0.001, progress=False)
     monkeypatch.undo()
