@@ -589,6 +589,9 @@ def _main(argv=None) -> int:
             problem = run_folder_problem(out, args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
             if problem:
                 raise ConfigError(problem)
+            if args.resume and not (out / "checkpoint" / "optimizer.pt").is_file():
+                # before tokenising: found afterwards, a mistyped folder cost minutes and kept a token cache
+                raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoint'}")
             if not (Path(cfg["data"]) / "captions.jsonl").is_file():
                 given = "--data" if args.data is not None else f"data: in {args.config}"
                 raise ConfigError(f"{given}: {cfg['data']} holds no captions.jsonl (give a datasets.scenes root "

@@ -183,6 +183,11 @@ def test_an_out_folder_with_a_run_or_other_files_is_not_written_over(scenes, vqv
     assert capsys.readouterr().err == (f"error: --data: {tmp_path / 'nodata'} holds no captions.jsonl (give a "
                                        "datasets.scenes root or a captions dataset, e.g. from datasets.convert)\n")
     assert not (tmp_path / "new").exists()
+    # --resume into a folder with no checkpoint (a typo): refused before tokenising, nothing left behind
+    assert t2i.main(["--config", str(cfg_path), "--device", "cpu", "--quiet", "--resume",
+                     "--out", str(tmp_path / "typo")]) == 2
+    assert capsys.readouterr().err == f"error: --resume: no checkpoint in {tmp_path / 'typo' / 'checkpoint'}\n"
+    assert not (tmp_path / "typo").exists()
 
 
 def test_time_limits_stop_early_and_still_write_usable_models(scenes, vqvae_dir, tmp_path):
