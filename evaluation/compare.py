@@ -43,6 +43,11 @@ def results_path(run: str | Path) -> Path:
     return path
 
 
+def split_runs(arg: str) -> list[str]:
+    """A comma-joined list of runs; a run whose own path holds a comma (it exists whole) is one run."""
+    return [arg] if Path(arg).exists() else [run for run in arg.split(",") if run]
+
+
 def outcomes(path: Path) -> dict[tuple, tuple[str, bool]]:
     """(prompt, image_index, seed) -> (category, passed), over judged rows."""
     out = {}
@@ -125,7 +130,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json-out", default=None, help="also write the comparison as JSON")
     args = ap.parse_args(argv)
     try:
-        paths = [[results_path(run) for run in arg.split(",") if run] for arg in (args.first, args.second)]
+        paths = [[results_path(run) for run in split_runs(arg)] for arg in (args.first, args.second)]
         result = compare(pooled_outcomes(paths[0]), pooled_outcomes(paths[1]))
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

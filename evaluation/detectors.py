@@ -11,6 +11,7 @@ applies its own thresholds and cross-detector de-duplication.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -38,9 +39,10 @@ def folder_sha256(folder: str | Path, length: int = 16) -> str:
 
 
 def parse_detector_spec(spec: str) -> dict[str, Path]:
-    """"catdog=PATH,face=PATH" -> {"catdog": Path, "face": Path}; either may be left out."""
+    """"catdog=PATH,face=PATH" -> {"catdog": Path, "face": Path}; either may be left out. Split only
+    at a comma that starts the next task=, so a path may hold commas of its own."""
     out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
+    for part in filter(None, (p.strip() for p in re.split(r",(?=\s*\w+\s*=)", spec))):
         task, sep, path = part.partition("=")
         if not sep or task not in TASKS or not path:
             raise ValueError(f"bad detector spec {part!r}: use catdog=PATH and/or face=PATH, comma-separated")

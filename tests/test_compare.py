@@ -112,3 +112,7 @@ def test_runs_joined_by_commas_are_pooled_and_an_image_in_two_is_refused(tmp_pat
     # the old seed rule's overlapping blocks (seed 1 reused images of seed 0) would count twice
     assert main([f"{a0},{a0}", f"{b0},{b0}"]) == 2
     assert "both hold image ('a cat', 0, 0): runs pooled must hold different images" in capsys.readouterr().err
+    # a run folder whose own name holds a comma is one run, not two
+    comma = write_run(tmp_path / "seed 0,4 images", [row("a cat", 0, "single", True), row("a cat", 1, "single", True)])
+    assert main([str(a0), str(comma)]) == 0
+    assert "| **overall** | 0.500 | 1.000 | 1 | 0 | 1 | 2 |" in capsys.readouterr().out

@@ -351,7 +351,10 @@ def test_rows_without_a_verdict_are_counted_as_not_judged():
 def test_detector_spec_parsing():
     assert parse_detector_spec("catdog=a.pt,face=b.pt") == {"catdog": __import__("pathlib").Path("a.pt"),
                                                             "face": __import__("pathlib").Path("b.pt")}
-    for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", ""):
+    # a comma inside a path stays in it: only a comma before the next task= separates
+    assert parse_detector_spec("catdog=runs/a,b/best.pt, face=c,d.pt") == {
+        "catdog": __import__("pathlib").Path("runs/a,b/best.pt"), "face": __import__("pathlib").Path("c,d.pt")}
+    for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", "", "catdog=a.pt,cat=b.pt"):
         with pytest.raises(ValueError):
             parse_detector_spec(bad)
 
