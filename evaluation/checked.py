@@ -13,7 +13,8 @@ sampling settings) or any `generate(prompt, seeds) -> images` function.
 The command line writes the passing images, best first (the expected objects' mean confidence),
 as OUT/<prompt>_<seed>.png with the settings and verdict in the PNG (never over another image:
 then -2, -3, ...), and appends every candidate's verdict and detections to OUT/checked.jsonl. It exits 0 when an image passed, 1 when none did
-(for scripts: try more candidates or another seed), 2 on bad input.
+(for scripts: try more candidates or another seed), 2 on bad input. Ctrl-C stops the drawing: the batches
+already drawn are ranked and written as above, and it exits 130.
 """
 
 from __future__ import annotations
@@ -52,6 +53,26 @@ def _score(spec: PromptSpec, detections: list[dict]) -> float:
     return float(np.mean(conf)) if conf else 0.0
 
 
+def draw_candidates(pipe, eyes: JudgeDetectors, spec: PromptSpec, seeds: list[int], batch: int | None = None,
+                    **settings):
+    """Yield each seed's judged Candidate, in seed order, `batch` drawn at a time (default: all at
+    once): a caller interrupted midway keeps the batches already drawn."""
+    generate = pipe.generate_for_judge if hasattr(pipe, "generate_for_judge") else pipe
+    step = batch or len(seeds)
+    for i in range(0, len(seeds), step):
+        images = to_uint8_images(generate(spec.prompt, seeds[i:i + step], **settings))
+        for s, image, dets in zip(seeds[i:i + step], images, eyes.detect(images)):
+            h, w = image.shape[:2]
+            verdict = judge(spec, dets, (w, h), eyes.rules, image=image)
+            yield Candidate(image, s, dets, verdict, _score(spec, dets))
+
+
+def best_first(candidates: list[Candidate], keep_failed: bool = False) -> list[Candidate]:
+    """Passing candidates first, each group by score (ties by seed); the failed ones only if asked."""
+    ranked = sorted(candidates, key=lambda c: (not c.verdict.passed, -c.score, c.seed))
+    return ranked if keep_failed else [c for c in ranked if c.verdict.passed]
+
+
 def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_candidates: int = 8,
                      seed: int = 0, keep_failed: bool = False, batch: int | None = None,
                      **settings) -> list[Candidate]:
@@ -64,18 +85,7 @@ def generate_checked(pipe, eyes: JudgeDetectors, prompt: str | PromptSpec, n_can
         raise ValueError(f"batch must be >= 1, got {batch}")
     spec = prompt if isinstance(prompt, PromptSpec) else parse_prompt(prompt)
     seeds = list(range(seed, seed + n_candidates))
-    generate = pipe.generate_for_judge if hasattr(pipe, "generate_for_judge") else pipe
-    step = batch or n_candidates
-    images = [image for i in range(0, n_candidates, step)
-              for image in to_uint8_images(generate(spec.prompt, seeds[i:i + step], **settings))]
-    found = eyes.detect(images)
-    out = []
-    for s, image, dets in zip(seeds, images, found):
-        h, w = image.shape[:2]
-        verdict = judge(spec, dets, (w, h), eyes.rules, image=image)
-        out.append(Candidate(image, s, dets, verdict, _score(spec, dets)))
-    out.sort(key=lambda c: (not c.verdict.passed, -c.score, c.seed))
-    return out if keep_failed else [c for c in out if c.verdict.passed]
+    return best_first(list(draw_candidates(pipe, eyes, spec, seeds, batch, **settings)), keep_failed)
 
 
 def main(argv=None) -> int:
@@ -84,7 +94,8 @@ def main(argv=None) -> int:
     from generation.sampling_options import add_sampling_options, clean_prompt, sampling_settings
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.checked", description=__doc__.split("\n\n")[0],
-                                 epilog="Exit status: 0 when an image passed, 1 when none did, 2 on bad input.")
+                                 epilog="Exit status: 0 when an image passed, 1 when none did, 2 on bad input, 130 "
+                                        "on Ctrl-C (the batches drawn by then are ranked and written).")
     ap.add_argument("prompt", help='what to draw, in words the judge reads, e.g. "two black cats"')
     ap.add_argument("--candidates", type=int, default=8, help="images drawn, seeds SEED to SEED+N-1 (default 8)")
     ap.add_argument("--keep", type=int, default=None, help="write at most this many passing images (default: all)")
@@ -149,15 +160,23 @@ def main(argv=None) -> int:
 
     effective = {**{k: pipe.defaults[k] for k in DEFAULTS}, **settings}
     batches = -(-args.candidates // args.batch)
+    seeds = list(range(args.seed, args.seed + args.candidates))
+    drawn, stopped = [], False
     try:
         with tqdm(total=effective["steps"] * batches, desc=f"{args.candidates} candidates", unit="step",
                   disable=args.quiet) as bar:
-            found = generate_checked(pipe, eyes, spec, args.candidates, args.seed, keep_failed=True,
-                                     batch=args.batch, **settings, callback=lambda i, t, x0: bar.update())
-    except KeyboardInterrupt:  # the best are kept, so all are drawn before any is written
-        print(f"\ninterrupted: nothing written to {args.out} (the candidates are ranked once all are drawn); "
-              "fewer --candidates take less time", file=sys.stderr)
-        return 130
+            for candidate in draw_candidates(pipe, eyes, spec, seeds, args.batch, **settings,
+                                             callback=lambda i, t, x0: bar.update()):
+                drawn.append(candidate)
+    except KeyboardInterrupt:  # the batches already drawn are ranked and written; the rest are not drawn
+        stopped = True
+        if not drawn:
+            print(f"\ninterrupted before the first batch of {args.batch} was drawn: nothing written to {args.out}",
+                  file=sys.stderr)
+            return 130
+        print(f"\ninterrupted: ranking the {len(drawn)} of {args.candidates} candidates drawn "
+              f"(seeds {drawn[0].seed}-{drawn[-1].seed})", file=sys.stderr)
+    found = best_first(drawn, keep_failed=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%dT%H:%M:%S")  # which run a row of the appended log came from
@@ -179,7 +198,7 @@ def main(argv=None) -> int:
         fh.write("".join(json.dumps(r) + "\n" for r in rows))
     passed = sum(r["passed"] for r in rows)
     print(f"{passed} of {len(rows)} candidate{'s' * (len(rows) != 1)} pass{'es' * (len(rows) == 1)}; {kept} written to {out}")
-    return 0 if passed else 1
+    return 130 if stopped else 0 if passed else 1
 
 
 if __name__ == "__main__":

@@ -229,20 +229,39 @@ def test_checked_cli_writes_the_passing_candidates_best_first(tiny_detector, tmp
     assert checked(["a purple giraffe", "--avoid", "cat", "--candidates", "2", *common,
                     "--out", str(tmp_path / "giraffe")]) in (0, 1)  # unreadable, but its exclusion is judged
     assert len((tmp_path / "giraffe" / "checked.jsonl").read_text().splitlines()) == 2
-    # Ctrl-C while drawing: one line, nothing written
+    # Ctrl-C while drawing: the batches drawn by then are ranked and written (exit 130); in the first, nothing
     import evaluation.checked as checked_module
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
+    def interrupted_at_batch(n):
+        def draw(pipe, *args, **kwargs):
+            calls, generate = [], pipe.generate_for_judge
 
-    checked_module.generate_checked, real = interrupted, checked_module.generate_checked
+            def counted(*a, **k):
+                calls.append(1)
+                if len(calls) == n:
+                    raise KeyboardInterrupt
+                return generate(*a, **k)
+            pipe.generate_for_judge = counted
+            return real(pipe, *args, **kwargs)
+        return draw
+
+    real = checked_module.draw_candidates
+    argv = ["a photo of nothing", "--candidates", "5", "--seed", "7", "--batch", "2", *common]
     try:
-        assert checked(["a cat", *common, "--out", str(tmp_path / "stopped")]) == 130
+        checked_module.draw_candidates = interrupted_at_batch(2)
+        assert checked([*argv, "--out", str(tmp_path / "half")]) == 130
+        assert "interrupted: ranking the 2 of 5 candidates drawn (seeds 7-8)" in capsys.readouterr().err
+        checked_module.draw_candidates = interrupted_at_batch(1)
+        assert checked([*argv, "--out", str(tmp_path / "stopped")]) == 130
     finally:
-        checked_module.generate_checked = real
+        checked_module.draw_candidates = real
+    want = generate_checked(pipe, eyes, "a photo of nothing", 2, 7, keep_failed=True, steps=3)
+    rows = [json.loads(line) for line in (tmp_path / "half" / "checked.jsonl").read_text().splitlines()]
+    assert [(r["seed"], r["passed"], r["reason"]) for r in rows] == [(c.seed, c.verdict.passed, c.verdict.reason)
+                                                                     for c in want]
+    assert sorted(p.name for p in (tmp_path / "half").glob("*.png")) == sorted(r["image"] for r in rows if r["image"])
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
-        f"interrupted: nothing written to {tmp_path / 'stopped'} (the candidates are ranked once all are drawn); "
-        "fewer --candidates take less time")
+        f"interrupted before the first batch of 2 was drawn: nothing written to {tmp_path / 'stopped'}")
     assert not (tmp_path / "stopped").exists()
 
 
