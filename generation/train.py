@@ -26,8 +26,8 @@ the text is worth to the model), writes sample grids (OUT/samples/: every
 it with TextToImage.from_pretrained).
 Ctrl-C or SIGTERM (Slurm, `kill`, torchrun passing either on) ends the step under way, saves a
 checkpoint and stops (exit 130; a second Ctrl-C stops at once, losing the steps since the last
-checkpoint). A resumed run on CPU continues bit-identically (tested). An out folder that holds a run's checkpoint
-needs --resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
+checkpoint). A resumed run on CPU continues bit-identically, under torchrun too: the checkpoint
+keeps every rank's random state (tested). An out folder that holds a run's checkpoint needs --resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
 """
 
 from __future__ import annotations
@@ -236,9 +236,52 @@ def lr_at(step: int, tc: dict, elapsed: float = 0.0) -> float:
 
 
 # ---------------------------------------------------------------------- checkpoints
+def random_states(gen: torch.Generator, noise_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """This process's random states: what a resume needs to draw the batches it would have drawn."""
+    return {"rng": gen.get_state(), "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}
+
+
+def gather_random_states(gen: torch.Generator, noise_gen: torch.Generator, device: torch.device) -> list[dict]:
+    """Every torchrun rank's random_states, in rank order (a collective: all ranks call it). Each
+    rank draws its own batches; a checkpoint with rank 0's states alone made every rank draw
+    rank 0's batches after a resume."""
+    mine = random_states(gen, noise_gen)
+    packed = torch.cat(list(mine.values())).to(device)  # the same lengths on every rank: one device kind
+    gathered = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, packed)
+    lengths = [len(v) for v in mine.values()]
+    # clones: a view into the packed row would save the whole row once per state
+    return [dict(zip(mine, (part.clone() for part in row.cpu().split(lengths)))) for row in gathered]
+
+
+def restore_random_states(saved: dict, gen: torch.Generator, noise_gen: torch.Generator, step: int) -> None:
+    """Take a checkpoint's random states for this process: its own rank's where the run had as many
+    ranks, else (another process count, a checkpoint from before the states were gathered) new ones
+    for ranks past 0, drawn from each rank's seed and the step, so no two ranks draw alike."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    ranks = saved.get("ranks") or [{k: saved[k] for k in ("rng", "noise_rng", "torch_rng") if k in saved}]
+    if len(ranks) == world or rank == 0:
+        mine = ranks[rank] if len(ranks) == world else ranks[0]
+        gen.set_state(mine["rng"])
+        if noise_gen is not gen and "noise_rng" in mine:  # a CUDA run's own noise generator
+            noise_gen.set_state(mine["noise_rng"])
+        torch.set_rng_state(mine["torch_rng"])
+        if rank == 0 and len(ranks) != world:
+            print(f"warning: the checkpoint holds the random states of {len(ranks)} process"
+                  f"{'es' * (len(ranks) != 1)}, this run has {world}: ranks past 0 draw new batches (the run "
+                  "goes on, but not as the uninterrupted one would have)", file=sys.stderr)
+        return
+    fresh = gen.initial_seed() * 1_000_003 + step  # gen was seeded per rank
+    gen.manual_seed(fresh)
+    if noise_gen is not gen:
+        noise_gen.manual_seed(fresh)
+    torch.manual_seed(fresh)
+
+
 def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen: torch.Generator,
-                    noise_gen: torch.Generator) -> None:
-    """Atomic: written to checkpoint.tmp/, then swapped in."""
+                    noise_gen: torch.Generator, ranks: list[dict] | None = None) -> None:
+    """Atomic: written to checkpoint.tmp/, then swapped in. `ranks`: every torchrun rank's random
+    states (gather_random_states); without it, this process's."""
     tmp, final, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -246,8 +289,9 @@ def save_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, step: int, gen
     state = {f"ema.{k}": v for k, v in ema.items()}
     state |= {f"buf.{k}": v for k, v in pipe.diffusion.state_dict().items()}
     atomic_save_file(state, tmp / "train_state.safetensors")
-    torch.save({"optimizer": opt.state_dict(), "step": step, "rng": gen.get_state(),
-                "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
+    # rank 0's states also stand alone, as before, for a single-process resume and older readers
+    torch.save({"optimizer": opt.state_dict(), "step": step, **(ranks[0] if ranks else random_states(gen, noise_gen)),
+                **({"ranks": ranks} if ranks else {})}, tmp / "optimizer.pt")
     shutil.rmtree(old, ignore_errors=True)  # one a kill left half-deleted would block the rename below
     if final.exists():
         os.replace(final, old)
@@ -280,10 +324,7 @@ def load_checkpoint(out: Path, pipe: TextToImage, ema: dict, opt, gen: torch.Gen
     # on the CPU: RNG states must stay CPU tensors; the optimizer moves its state to the params
     extra = load_torch_file(ck / "optimizer.pt")  # a damaged or foreign file: one line naming it
     opt.load_state_dict(extra["optimizer"])
-    gen.set_state(extra["rng"])
-    if noise_gen is not gen and "noise_rng" in extra:  # a CUDA run's own noise generator
-        noise_gen.set_state(extra["noise_rng"])
-    torch.set_rng_state(extra["torch_rng"])
+    restore_random_states(extra, gen, noise_gen, int(extra["step"]))
     return int(extra["step"])
 
 
@@ -432,9 +473,12 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 dist.all_reduce(flags, op=dist.ReduceOp.MAX)
                 timed_out, stopping = bool(flags[0].item()), bool(flags[1].item())
             stopping = stopping and step < end  # on the last step the run ends as it would have
-            if rank == 0 and (step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out or stopping):
-                save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen)
-                wrote = out / "checkpoint"
+            # every rank decides alike (timed_out and stopping are agreed): the states are gathered from all
+            if step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out or stopping:
+                ranks = gather_random_states(gen, noise_gen, device) if distributed else None
+                if rank == 0:
+                    save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen, ranks)
+                    wrote = out / "checkpoint"
             if stopping:
                 break
             # after the checkpoint: a grid that fails loses no training

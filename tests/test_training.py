@@ -655,6 +655,58 @@ def test_torchrun_two_processes_train_validate_and_export(scenes, vqvae_dir, tmp
     assert (tmp_path / "ddp" / "pipeline" / "pipeline.json").is_file()
 
 
+def test_torchrun_resume_ends_on_the_uninterrupted_runs_weights(scenes, vqvae_dir, tmp_path):
+    """Each rank draws its own batches. The checkpoint held rank 0's random state alone, which every
+    rank took on --resume: from there all ranks drew rank 0's batches (half the data per step on 2
+    GPUs), and the run ended elsewhere than the uninterrupted one."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    root, env = Path(__file__).resolve().parents[1], {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name in ("whole", "halves"):
+        cfg = config(scenes, vqvae_dir, tmp_path / name, 4)
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    for extra in ([], ["--stop-at", "2"], ["--resume"]):
+        done = subprocess.run([*torchrun_command(tmp_path / f"{'halves' if extra else 'whole'}.yaml"), *extra],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-3000:]
+    whole, halves = (load_file(str(tmp_path / n / "checkpoint" / "train_state.safetensors")) for n in ("whole", "halves"))
+    assert all(torch.equal(whole[k], halves[k]) for k in whole)
+
+
+def test_a_resume_on_another_process_count_gives_each_rank_its_own_draws(monkeypatch, capsys):
+    """A checkpoint of as many ranks: each takes its own states. Of another count (or from before the
+    states were gathered): rank 0 takes rank 0's and says so; the others get new seeds of their own,
+    the same on a rerun, and none draws what another does."""
+    def gens(rank):
+        g = torch.Generator().manual_seed(1000 + rank)
+        return g, g
+
+    saved = {"ranks": [t2i.random_states(*gens(r)) for r in range(2)]}
+    for r, want in ((0, saved["ranks"][0]["rng"]), (1, saved["ranks"][1]["rng"])):
+        monkeypatch.setenv("RANK", str(r))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        g, _ = gens(r)
+        g.manual_seed(99)
+        t2i.restore_random_states(saved, g, g, 7)
+        assert torch.equal(g.get_state(), want)
+    assert capsys.readouterr().err == ""
+    single = t2i.random_states(*gens(0))  # a single-process checkpoint, resumed on three ranks
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    draws = []
+    for r in (0, 1, 2, 2):
+        monkeypatch.setenv("RANK", str(r))
+        g, _ = gens(r)
+        t2i.restore_random_states(single, g, g, 7)
+        draws.append(torch.randint(0, 1 << 30, (4,), generator=g).tolist())
+    assert draws[0] == torch.randint(0, 1 << 30, (4,), generator=gens(0)[0]).tolist()  # rank 0: as saved
+    assert draws[2] == draws[3] and len({tuple(d) for d in draws}) == 3  # a rerun alike; no two ranks alike
+    assert "the checkpoint holds the random states of 1 process, this run has 3" in capsys.readouterr().err
+
+
 def test_torchrun_stopped_by_sigterm_saves_one_checkpoint_every_rank_agrees_on(scenes, vqvae_dir, tmp_path):
     """SIGTERM to torchrun (a scheduler's end of job): torchrun passes it to both ranks, which agree
     on the step to stop at and save it, well inside torchrun's 30 s grace before it kills them."""
