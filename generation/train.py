@@ -27,7 +27,8 @@ it with TextToImage.from_pretrained).
 Ctrl-C or SIGTERM (Slurm, `kill`, torchrun passing either on) ends the step under way, saves a
 checkpoint and stops (exit 130; a second Ctrl-C stops at once, losing the steps since the last
 checkpoint). A resumed run on CPU continues bit-identically, under torchrun too: the checkpoint
-keeps every rank's random state (tested). An out folder that holds a run's checkpoint needs --resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
+keeps every rank's random state (tested). An out folder that holds a run's checkpoint needs
+--resume; one that holds other files (a VQ-VAE, a dataset) is refused, not written over.
 """
 
 from __future__ import annotations
