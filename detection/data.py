@@ -32,6 +32,14 @@ class YoloDataset:
     config: dict
     images: dict[str, list[Path]] = field(default_factory=dict)
 
+    def split_folders(self) -> list[Path]:
+        """The image folders the splits name (resolved), wherever they lie: absolute ones may be
+        outside the root, and ultralytics reads every image under them."""
+        entries = [e for split in ("train", "val", "test") if self.config.get(split) is not None
+                   for e in (self.config[split] if isinstance(self.config[split], list) else [self.config[split]])]
+        folders = [p if p.is_absolute() else self.root / p for p in map(Path, map(str, entries))]
+        return [p.resolve() for p in folders if p.is_dir()]
+
     def label_path(self, image: Path) -> Path:
         return label_path_for(image)
 

@@ -272,7 +272,7 @@ def _train_held(out, data, task, model, epochs, imgsz, batch, device, workers, a
                                   time_limit=time_limit), command, resume)
     ds = load_dataset(data, task)
     given = Path(data).expanduser().resolve()  # a scenes root or YOLO folder; a data.yaml may live elsewhere
-    for root in ([given] if given.is_dir() else []) + [Path(ds.root).resolve()]:
+    for root in ([given] if given.is_dir() else []) + [Path(ds.root).resolve()] + ds.split_folders():
         if out == root or root in out.parents:  # predict and convert refuse the same
             raise UsageError(f"--out {out} is inside the dataset {root}: the run's plots would join its training "
                              "images, and rebuilding the dataset would delete the run; choose a folder outside it")

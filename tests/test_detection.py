@@ -604,6 +604,14 @@ def test_train_refuses_an_out_folder_inside_its_dataset(trained):
                                                        "val": "images/val", "names": ["cat", "dog"]}))
     det_train.train(project / "pets.yaml", "catdog", project / "runs" / "catdog", epochs=1, plots=False, batch=4)
     assert (project / "runs" / "catdog" / "best.pt").is_file()
+    # no `path:`, absolute split folders elsewhere: an --out under those images is caught too
+    (project / "abs.yaml").write_text(yaml.safe_dump({"train": str(scenes / "catdog" / "images" / "train"),
+                                                      "val": str(scenes / "catdog" / "images" / "val"),
+                                                      "names": ["cat", "dog"]}))
+    out = scenes / "catdog" / "images" / "val" / "run"
+    with pytest.raises(UsageError, match=f"--out {out} is inside the dataset {scenes / 'catdog' / 'images' / 'val'}"):
+        det_train.train(project / "abs.yaml", "catdog", out, epochs=1, plots=False)
+    assert not out.exists()
 
 
 def test_train_help_shows_the_defaults():
