@@ -165,7 +165,9 @@ def main(argv=None) -> int:
             generate, source = saved_images(args.images_from, suite, args.images_per_prompt, args.seed)
             per_prompt, seed, effective = source["images_per_prompt"], source["seed"], source["settings"]
             seed_rule = source.get("image_seeds", OLD_IMAGE_SEEDS)  # the rule its images were drawn by
-            generator = {"images_from": str(args.images_from), **source["models"].get("generator", {})}
+            # resolved too: a resume from another working directory compares where the images really are
+            generator = {"images_from": str(args.images_from), "images_from_resolved": str(args.images_from.resolve()),
+                         **source["models"].get("generator", {})}
         else:
             pipe = TextToImage.from_pretrained(args.model, device=args.device)
             per_prompt = 4 if args.images_per_prompt is None else args.images_per_prompt

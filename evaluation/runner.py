@@ -187,8 +187,10 @@ def _comparable(old, new):
     if not (isinstance(old, dict) and isinstance(new, dict)):
         return old, new
     if "path" in old or "path" in new:  # a model
-        rest = [{k: str(Path(v).resolve()) if k == "images_from" and isinstance(v, str) else v
-                 for k, v in side.items() if k not in _NAMES} for side in (old, new)]
+        rest = [{k: v for k, v in side.items() if k not in _NAMES} for side in (old, new)]
+        for side in rest:  # a rejudged run's images: where they were, resolved where each run began (older: here)
+            if isinstance(side.get("images_from"), str):
+                side["images_from"] = side.pop("images_from_resolved", None) or str(Path(side["images_from"]).resolve())
         key = next((k for k in ("weights_sha256", "sha256") if old.get(k) and new.get(k)), None)
         if key:
             return rest[0] | {key: old[key]}, rest[1] | {key: new[key]}

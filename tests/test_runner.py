@@ -640,6 +640,15 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
     old = {"generator": {"path": "models/g", "sha256": "a"}, "detectors": {"catdog": {"path": "d.pt", "sha256": "b"}}}
     run(old, out="older")
     run(models("/elsewhere/models/g"), out="older")
+    # a rejudged run's images, named relative to where it began: resumed from elsewhere by another name
+    rejudged = {"generator": {"images_from": "src", "images_from_resolved": str(tmp_path / "elsewhere" / "src"),
+                              **old["generator"]}}
+    run(rejudged, out="rejudged")
+    monkeypatch.chdir(tmp_path)
+    run({"generator": {**rejudged["generator"], "images_from": "elsewhere/src"}}, out="rejudged")
+    with pytest.raises(ValueError, match=r"models.generator.images_from: .*src' there, .*src2' now"):
+        run({"generator": {**rejudged["generator"], "images_from": "src2", "images_from_resolved": str(tmp_path / "src2")}},
+            out="rejudged")
     # a model recorded without any hash (no weights file found) is compared by its path, resolved
     bare = {"generator": {"path": "models/g", "sha256": None}}
     run(bare, out="bare")
