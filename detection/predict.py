@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from PIL import Image
+from PIL.PngImagePlugin import PngInfo
 from tqdm import tqdm
 
 from datasets.images import open_as_seen
@@ -64,17 +65,30 @@ def open_rgb(path: Path) -> Image.Image:
         raise UsageError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
+MARK = "gendet detection.predict"  # the PNGs' Software text: one whose JSON was deleted is still known as ours
+
+
+def _marked(png: Path) -> bool:
+    try:
+        with Image.open(png) as im:
+            return getattr(im, "text", {}).get("Software") == MARK
+    except Exception:  # noqa: BLE001 - not an image, unreadable: not ours
+        return False
+
+
 def not_ours(out: Path, stem: str) -> Path | None:
     """OUT/<stem>.png or .json when it is there and an earlier predict did not write it (the user's
     own files are never written over; an earlier run's are, as a rerun should)."""
     png, record = out / f"{stem}.png", out / f"{stem}.json"
     if not png.exists() and not record.exists():
         return None
+    if not record.exists():
+        return None if _marked(png) else png
     try:
         ours = {"image", "model", "names"} <= set(json.loads(record.read_text(encoding="utf-8")))
-    except (OSError, ValueError, TypeError):  # missing, unreadable, not JSON, not an object
+    except (OSError, ValueError, TypeError):  # unreadable, not JSON, not an object
         ours = False
-    return None if ours else (record if record.exists() else png)
+    return None if ours else record
 
 
 def predict(model, images: list[str | Path], out: str | Path, conf: float | None = None, iou: float | None = None,
@@ -135,7 +149,9 @@ def predict(model, images: list[str | Path], out: str | Path, conf: float | None
                           "imgsz": -(-int(imgsz or det.imgsz) // 32) * 32} | dets.to_dict()  # as ultralytics ran
                 atomic_write_json(record, record_path)  # first: a PNG is never there without the JSON that owns it
                 drawn = io.BytesIO()
-                draw_detections(pil, dets).save(drawn, format="PNG")
+                marked = PngInfo()
+                marked.add_text("Software", MARK)
+                draw_detections(pil, dets).save(drawn, format="PNG", pnginfo=marked)
                 atomic_write_bytes(drawn.getvalue(), png)  # a Ctrl-C never leaves half a PNG
                 written.append(png)
             bar.update(len(paths[start:start + batch]))

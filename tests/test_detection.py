@@ -392,6 +392,10 @@ def test_predict_never_writes_over_files_it_did_not_write(trained, tmp_path):
     det_predict.predict(out / "best.pt", [photo], results, conf=0.5, progress=False)  # its own: replaced
     assert json.loads((results / "photo.json").read_text())["detections"] == \
         [d for d in first["detections"] if d["confidence"] >= 0.5]
+    # its PNG without the JSON (deleted by hand): still known as its own by the PNG's text, replaced
+    (results / "photo.json").unlink()
+    det_predict.predict(out / "best.pt", [photo], results, progress=False)
+    assert (results / "photo.json").is_file()
 
 
 def test_coco_metrics_agree_with_ultralytics_ap_on_random_predictions():
