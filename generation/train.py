@@ -426,6 +426,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]
     deadline = min(ends) if ends else None
     timed_out = False
+    # the per-step stop flags go over a CPU group: on NCCL a GPU tensor's .item() made the CPU wait for each step
+    flag_group = dist.new_group(backend="gloo") if distributed else None
     wrote = None  # what this run has written, for the caller's "wrote" line
     stopping = False
     with StopAfterStep(announce=rank == 0) as stop:  # Ctrl-C, SIGTERM: this step ends with a checkpoint
@@ -470,8 +472,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
                 timed_out = time.time() >= deadline
             stopping = stop.requested
             if distributed:  # every rank stops at the same step, this one: torchrun and Slurm kill after 30 s
-                flags = torch.tensor([float(timed_out), float(stop.requested)], device=device)
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+                flags = torch.tensor([float(timed_out), float(stop.requested)])
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=flag_group)
                 timed_out, stopping = bool(flags[0].item()), bool(flags[1].item())
             stopping = stopping and step < end  # on the last step the run ends as it would have
             # every rank decides alike (timed_out and stopping are agreed): the states are gathered from all
