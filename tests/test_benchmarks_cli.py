@@ -1,0 +1,51 @@
+"""The benchmark scripts' command lines: bad values are one line before any model is built, the
+defaults fit the model, and what they record is what ran."""
+
+import json
+
+import pytest
+
+from benchmarks import sampling_speed
+
+
+def _refused(main, argv, capsys) -> str:
+    """main(argv) refuses with exit code 2; its one-line message."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_sampling_speed_tiny_preset_defaults_to_the_steps_it_has(tmp_path, capsys):
+    out = tmp_path / "new" / "speed.json"  # a folder not there yet is made
+    assert sampling_speed.main(["--preset", "tiny", "--device", "cpu", "--batch", "2", "--repeats", "1",
+                                "--threads", "1", "--json-out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["steps"] for r in rows] == [10] and rows[0]["batch"] == 2 and rows[0]["threads"] == 1
+    assert rows[0]["cpu"] not in ("", "cpu")
+    capsys.readouterr()
+    message = _refused(sampling_speed.main, ["--preset", "tiny", "--device", "cpu", "--steps", "25"], capsys)
+    assert message.endswith("error: --steps 25: the model has 10 diffusion steps")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["--batch", "-2"], "argument --batch: must be >= 1, got -2"),
+    (["--steps", "0"], "argument --steps: must be >= 1, got 0"),
+    (["--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    (["--threads", "-1"], "argument --threads: must be >= 1, got -1"),
+    (["--guidance", "-1"], "error: --guidance must be >= 0 (1 = off), got -1.0"),
+    (["--model", "/nonexistent"], "error: --model /nonexistent: no such folder"),
+    (["--model", "README.md"], "error: --model README.md: not a folder"),
+    (["--json-out", "tests"], "error: --json-out tests: a folder; name a file in it"),
+    (["--json-out", "README.md/x.json"], "is a file, not a folder"),
+])
+def test_sampling_speed_refuses_bad_values_before_building(argv, message, capsys, monkeypatch):
+    def no_build(*a, **k):
+        raise AssertionError("a model was built before the arguments were checked")
+
+    monkeypatch.setattr(sampling_speed, "random_pipeline", no_build)
+    monkeypatch.setattr(sampling_speed.TextToImage, "from_pretrained", no_build)
+    assert message in _refused(sampling_speed.main, ["--preset", "tiny", "--device", "cpu", *argv], capsys)
