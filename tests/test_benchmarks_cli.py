@@ -49,3 +49,20 @@ def test_sampling_speed_refuses_bad_values_before_building(argv, message, capsys
     monkeypatch.setattr(sampling_speed, "random_pipeline", no_build)
     monkeypatch.setattr(sampling_speed.TextToImage, "from_pretrained", no_build)
     assert message in _refused(sampling_speed.main, ["--preset", "tiny", "--device", "cpu", *argv], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dtype", "bfloat16", "--floor"], "error: --dtype bfloat16 needs a CUDA --device"),
+    (["--threads", "-1"], "argument --threads: must be >= 1, got -1"),
+    (["--threads", "0"], "argument --threads: must be >= 1, got 0"),
+])
+def test_sampling_refuses_bf16_on_cpu_and_bad_threads(argv, message, capsys, monkeypatch):
+    """On the CPU ours ran float32 (autocast is CUDA-only) while --floor used the bf16 matrix rate
+    and the record said bfloat16; --threads 0 was ignored, -1 a traceback."""
+    from benchmarks import diffusers_reference, sampling
+
+    def no_build(*a, **k):
+        raise AssertionError("a model was built before the arguments were checked")
+
+    monkeypatch.setattr(diffusers_reference, "build", no_build)
+    assert message in _refused(sampling.main, ["--shape", "test", "--device", "cpu", *argv], capsys)
