@@ -66,3 +66,34 @@ def test_sampling_refuses_bf16_on_cpu_and_bad_threads(argv, message, capsys, mon
 
     monkeypatch.setattr(diffusers_reference, "build", no_build)
     assert message in _refused(sampling.main, ["--shape", "test", "--device", "cpu", *argv], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["vqvae", "--batch", "0"], "argument --batch: must be >= 1, got 0"),
+    (["vqvae", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    (["vqvae", "--size", "30"], "error: --size 30 is not divisible by --downsample 8"),
+    (["vqvae", "--threads", "-1"], "argument --threads: must be >= 0, got -1"),
+    (["vqvae", "--warmup", "-1"], "argument --warmup: must be >= 0, got -1"),
+    (["transformer", "--depth", "0"], "argument --depth: must be >= 1, got 0"),
+    (["transformer", "--heads", "5"], "error: --width 192 is not divisible by --heads 5"),
+    (["transformer", "--text-dim", "30"], "error: --text-dim must be a multiple of 4"),
+])
+def test_training_speed_refuses_bad_shapes_in_one_line(argv, message, capsys, monkeypatch):
+    from benchmarks import training_speed
+
+    def no_build(*a, **k):
+        raise AssertionError("a model was built before the arguments were checked")
+
+    monkeypatch.setattr(training_speed, "vqvae_step", no_build)
+    monkeypatch.setattr(training_speed, "transformer_step", no_build)
+    assert message in _refused(training_speed.main, [*argv, "--device", "cpu"], capsys)
+
+
+def test_training_speed_records_the_cpu_model(capsys):
+    from benchmarks import training_speed
+
+    training_speed.main(["vqvae", "--size", "16", "--channels", "8", "--downsample", "4", "--batch", "1",
+                         "--repeats", "1", "--warmup", "0", "--precision", "fp32", "--layout", "contiguous",
+                         "--device", "cpu"])
+    (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert row["device"] not in ("", "cpu", "x86_64", "aarch64") and row["s_step"] > 0
