@@ -97,3 +97,29 @@ def test_training_speed_records_the_cpu_model(capsys):
                          "--device", "cpu"])
     (row,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert row["device"] not in ("", "cpu", "x86_64", "aarch64") and row["s_step"] > 0
+
+
+def test_diffusers_reference_refuses_bad_folders_before_building(tmp_path, capsys, monkeypatch):
+    """--out naming a file was a NotADirectoryError, an unwritable one a traceback after the model
+    was built, and one folder for both layouts was accepted."""
+    from benchmarks import diffusers_reference
+
+    def no_build(*a, **k):
+        raise AssertionError("a model was built before the folders were checked")
+
+    monkeypatch.setattr(diffusers_reference, "build", no_build)
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("x")
+    for argv, message in (
+        (["--out", str(a_file)], f"error: --out {a_file}: {a_file} is a file, not a folder"),
+        (["--out", "/proc/nope"], "error: --out /proc/nope: cannot write in /proc"),
+        (["--shape", "official", "--out", str(tmp_path / "x"), "--official", str(tmp_path / "x")],
+         "the two layouts need two separate folders"),
+        (["--shape", "official", "--out", str(tmp_path / "x"), "--official", str(tmp_path / "x" / "o")],
+         "the two layouts need two separate folders"),
+        (["--shape", "official", "--out", str(tmp_path / "x"), "--official", str(a_file / "o")],
+         f"error: --official {a_file / 'o'}: {a_file} is a file, not a folder"),
+    ):
+        assert diffusers_reference.main(argv) == 2
+        assert message in capsys.readouterr().err, argv
+    assert not (tmp_path / "x").exists()
