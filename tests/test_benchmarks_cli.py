@@ -123,3 +123,26 @@ def test_diffusers_reference_refuses_bad_folders_before_building(tmp_path, capsy
         assert diffusers_reference.main(argv) == 2
         assert message in capsys.readouterr().err, argv
     assert not (tmp_path / "x").exists()
+
+
+def test_detection_speed_reads_a_scenes_roots_val_images_once(tmp_path):
+    """A scenes root's catdog/ and face/ hold its images/val again: every image was read 3 times."""
+    from benchmarks.detection_speed import val_files
+    from datasets.scenes import generate
+
+    scenes = generate(tmp_path / "s", n=8, size=32, seed=3, val_fraction=0.5, progress=False)
+    val = sorted((scenes / "images" / "val").iterdir())
+    assert val_files(scenes) == val and len(val) == 4
+    assert [p.name for p in val_files(scenes / "catdog")] == [p.name for p in val]
+    assert val_files(scenes / "images" / "val") == val
+
+
+def test_detection_speed_refuses_json_out_folder_and_size_with_data(tmp_path, capsys):
+    from benchmarks import detection_speed
+    from detection._common import run_cli
+
+    for argv, message in ((["--json-out", str(tmp_path)], f"error: --json-out {tmp_path}: a folder; name a file in it"),
+                          (["--data", str(tmp_path), "--size", "64"], "error: --size is for the random images")):
+        with pytest.raises(SystemExit) as e:  # checked before the detector loads: a missing one is not reached
+            run_cli(detection_speed.main, ["--model", str(tmp_path / "none.pt"), "--device", "cpu", *argv])
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
