@@ -16,14 +16,13 @@ import gendet_env  # noqa: F401
 import argparse
 import json
 import os
-import platform
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks._common import cpu_name, json_out_problem, timed, write_json
 from detection._common import UsageError, run_cli
 from detection.detector import Detector
 
@@ -34,16 +33,21 @@ def load_images(data: str | None, n: int, size: int, seed: int = 0) -> list[np.n
         rng = np.random.default_rng(seed)
         return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
     root = Path(data)
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
-                   and "val" in p.parts)
+    files = val_files(root)
     if not files:
         raise UsageError(f"{root}: no val images (.png/.jpg under a 'val' folder) for --data")
     return [np.asarray(Image.open(files[i % len(files)]).convert("RGB")) for i in range(n)]
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
+def val_files(root: Path) -> list[Path]:
+    """The val images under `root`, each once. A scenes root's catdog/ and face/ folders hold its
+    images/val again (links to the same files): a folder with an images/val of its own (a scenes
+    root, a YOLO task folder) is read there alone; any other, every file under a 'val' folder (or
+    all of it, when it is one)."""
+    own = root / "images" / "val"
+    base = own if own.is_dir() else root
+    return sorted(p for p in base.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+                  and "val" in (root.name, *p.relative_to(root).parts[:-1]))
 
 
 def main(argv=None) -> int:
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="scenes root or YOLO folder whose val images are used "
                                                  "(default: random images of --size)")
     ap.add_argument("--size", type=int, default=None,
-                    help="image side for random images (default: the detector's own training size)")
+                    help="image side for random images, without --data (default: the detector's own training "
+                         "size)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 32], help="batch sizes to time (default 1 32)")
     ap.add_argument("--device", type=gendet_env.device_arg, default="0" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda, cuda:N, N or mps (default: cuda:0 when a GPU is there)")
@@ -63,6 +68,11 @@ def main(argv=None) -> int:
         ap.error("--batch sizes and --repeats must be >= 1")
     if args.size is not None and args.size < 1:
         ap.error(f"--size must be >= 1 (got {args.size})")
+    if args.size is not None and args.data is not None:
+        ap.error("--size is for the random images; with --data the images keep their own size")
+    problem = json_out_problem(args.json_out)
+    if problem:
+        ap.error(problem)
     model = Path(args.model)
     det = Detector.load(model, device=args.device)  # a missing or bad .pt: a UsageError naming it
     images = load_images(args.data, max(args.batch), args.size or det.imgsz)
@@ -70,21 +80,15 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else None
     results = []
     for batch in args.batch:
-        times = []
-        for _ in range(args.repeats):
-            sync(args.device)
-            t0 = time.perf_counter()
-            det.detect(images[:batch], batch=batch)  # one forward pass per call
-            sync(args.device)
-            times.append(time.perf_counter() - t0)
-        best = min(times)
+        # one forward pass per call
+        best = min(timed(lambda: det.detect(images[:batch], batch=batch), args.device) for _ in range(args.repeats))
         results.append({"model": str(model), "imgsz": det.imgsz, "input": f"{images[0].shape[1]}x{images[0].shape[0]}",
                         "device": args.device, "threads": torch.get_num_threads(), "batch": batch,
                         "seconds": round(best, 6), "images_per_s": round(batch / best, 1),  # a batch may take <5 ms
-                        "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "gpu": gpu})
+                        "cpu": cpu_name(), "cores": os.cpu_count(), "gpu": gpu})
         print(json.dumps(results[-1]), flush=True)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=1))
+        write_json(args.json_out, results)
     return 0
 
 

@@ -3,7 +3,8 @@ for generation.convert's parity tests and for benchmarks.sampling.
 
 Shapes: ``tiny`` (CPU benchmark), ``ithq`` (the released microsoft/vq-diffusion-ithq:
 36 blocks of 16 x 88, 4096 codes on 32 x 32 tokens, CLIP ViT-B/32 text, a VQGAN with f=8),
-and ``test`` (the parity tests: seconds to build and run).
+``test`` (the parity tests: seconds to build and run) and ``official`` (as small, with the
+official layout's GroupNorm(32) VQGAN: the shape for ``--official``).
 
 To try ``generation.convert`` without a download, write one (random weights: the images are noise)::
 
@@ -11,6 +12,8 @@ To try ``generation.convert`` without a download, write one (random weights: the
 """
 
 from __future__ import annotations
+
+import gendet_env
 
 import argparse
 import sys
@@ -109,6 +112,17 @@ def main(argv=None) -> int:
         print(f"error: --official needs a shape whose VQGAN has GroupNorm(32): official or ithq, not {args.shape}",
               file=sys.stderr)
         return 2
+    if args.official:
+        out, official = Path(args.out).resolve(), Path(args.official).resolve()
+        if out == official or out in official.parents or official in out.parents:
+            print(f"error: --out {args.out} and --official {args.official}: the two layouts need two separate "
+                  "folders", file=sys.stderr)
+            return 2
+    for folder, option in ((args.out, "--out"), (args.official, "--official")):
+        problem = folder and gendet_env.unwritable(folder, option)  # a file, or a folder that cannot be written
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     for folder in filter(None, (args.out, args.official)):
         if Path(folder).exists() and any(Path(folder).iterdir()):
             print(f"error: {folder} is not empty; choose a new folder", file=sys.stderr)

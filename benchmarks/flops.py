@@ -21,6 +21,7 @@ import time
 
 import torch
 
+from benchmarks._common import cpu_name, positive_int, sync
 from generation.transformer import PRESETS, TransformerConfig
 
 
@@ -49,12 +50,10 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, size: int | None = Non
     (a @ b).sum().item()  # warm-up
     best = float("inf")
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         t0 = time.perf_counter()
         c = a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        sync(device)
         best = min(best, time.perf_counter() - t0)
         del c
     return 2 * size ** 3 / best
@@ -71,8 +70,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.flops", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="ithq", choices=sorted(PRESETS),
                     help="transformer preset (generation.transformer.PRESETS; default ithq)")
-    ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per step (default 1 8)")
-    ap.add_argument("--text-len", type=int, default=77, help="text tokens attended to (default 77, CLIP's)")
+    ap.add_argument("--batch", type=positive_int, nargs="+", default=[1, 8], help="images per step (default 1 8)")
+    ap.add_argument("--text-len", type=positive_int, default=77, help="text tokens attended to (default 77, CLIP's)")
     ap.add_argument("--no-guidance", action="store_true", help="one pass a step, not the guided two")
     ap.add_argument("--device", type=gendet_env.device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                     help="where the matrix rate is measured (default: cuda when available)")
@@ -84,7 +83,7 @@ def main(argv=None) -> int:
     cfg = TransformerConfig.preset(args.preset)
     for batch in args.batch:
         row = {"preset": args.preset, "batch": batch, "guidance": not args.no_guidance, "dtype": args.dtype,
-               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"}
+               "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()}
         print(json.dumps(row | floor(cfg, batch, not args.no_guidance, args.text_len, rate)))
     return 0
 

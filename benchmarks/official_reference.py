@@ -8,7 +8,7 @@ read backwards: ``transformer.transformer.blocks.{i}.attn1.query``, taming's
 copy of the diffusion transformer under ``ema``. Written here independently of the converter,
 so a naming mistake on either side shows up as a mismatch.
 
-From the command line: ``python -m benchmarks.diffusers_reference --out D --official O``.
+From the command line: ``python -m benchmarks.diffusers_reference --shape official --out D --official O``.
 """
 
 from __future__ import annotations
@@ -247,4 +247,5 @@ def save(pipe, root: str | Path, ema_noise: float = 0.1, with_vqvae_file: bool =
 
 
 if __name__ == "__main__":
-    raise SystemExit("write the official layout with: python -m benchmarks.diffusers_reference --out DIR --official DIR")
+    raise SystemExit("write the official layout with: python -m benchmarks.diffusers_reference --shape official "
+                     "--out DIR --official OTHER_DIR")

@@ -7,7 +7,8 @@ A random diffusers pipeline of the given shape (benchmarks.diffusers_reference) 
 converted with generation.convert, and both samplers run in one process with the same
 prompt, steps, batch, guidance and truncation: warm-up first, then `--repeats` runs of each,
 interleaved, median time reported. Both include text encoding and VQ decoding. One JSON
-line per setting, then a Markdown table for benchmarks/RESULTS.md.
+line per setting, then (both samplers only: `--only` prints the JSON lines alone) a Markdown
+table for benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -16,47 +17,34 @@ import gendet_env
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
-import time
 import warnings
 
 import torch
 
 from benchmarks import diffusers_reference
+from benchmarks._common import cpu_name, positive_int, timed
 from generation.convert import convert_diffusers
 from generation.sampling_options import check_settings
 
 PROMPT = "a black cat to the left of a white dog"
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0])
     ap.add_argument("--shape", choices=sorted(diffusers_reference.SHAPES), default="tiny",
-                    help="random model: tiny (CPU) or ithq (the released model's sizes) (default tiny)")
+                    help="random model: tiny (CPU), ithq (the released model's sizes), or the tests' small "
+                         "official and test shapes (default tiny)")
     ap.add_argument("--device", type=gendet_env.device_arg, default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="images per run (default 1 8)")
     ap.add_argument("--guidance", type=float, nargs="+", default=[5.0, 1.0], help="guidance scales, each measured (1.0 = guidance off; default 5 1)")
     ap.add_argument("--truncation", type=float, default=0.86, help="top probability mass kept (default 0.86)")
     ap.add_argument("--repeats", type=int, default=3, help="timed runs after the warm-up, median kept (default 3)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                    help="ours: bf16 autocast on CUDA (diffusers runs float32 either way)")
+                    help="ours: bf16 autocast, CUDA only (diffusers runs float32 either way)")
     ap.add_argument("--compile", action="store_true", help="ours: torch.compile the transformer")
     ap.add_argument("--only", choices=["both", "ours", "diffusers"], default="both",
                     help="which samplers (default both)")
@@ -76,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             check_settings(truncation=args.truncation, guidance=g)
     except ValueError as e:
         ap.error(f"--{e}")
+    device = torch.device(args.device)
+    if args.dtype == "bfloat16" and device.type != "cuda":
+        # autocast is CUDA-only here: ours would run float32 while the record (and --floor's rate) said bfloat16
+        ap.error(f"--dtype bfloat16 needs a CUDA --device (ours runs bf16 autocast on CUDA only), not {args.device}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
 
@@ -90,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     ref.set_progress_bar_config(disable=True)
     if args.compile:
         ours.transformer.compile()
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bfloat16" and device.type == "cuda"
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if args.dtype == "bfloat16"
                 else torch.autocast("cpu", enabled=False))
 
     def run_ours(steps, batch, guidance):
@@ -106,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_images_per_prompt=batch, generator=torch.Generator(device).manual_seed(0), output_type="np")
 
     env = {"shape": args.shape, "device": torch.cuda.get_device_name(device) if device.type == "cuda"
-           else f"{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads",
+           else f"{cpu_name()} x{torch.get_num_threads()} threads",
            "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
            "dtype": args.dtype, "compile": args.compile, "truncation": args.truncation, "tf32": args.tf32}
     rate = None
@@ -131,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name, fn in runners.items():
                         if device.type == "cuda":
                             torch.cuda.reset_peak_memory_stats(device)
-                        times[name].append(time_call(lambda: fn(steps, batch, guidance), device))
+                        times[name].append(timed(lambda: fn(steps, batch, guidance), device))
                         if device.type == "cuda":
                             peaks[name] = torch.cuda.max_memory_allocated(device)
                 row = {"batch": batch, "guidance": guidance, "steps": steps}

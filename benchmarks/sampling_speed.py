@@ -15,18 +15,19 @@ import gendet_env
 import argparse
 import json
 import os
-import platform
-import time
 from pathlib import Path
 
 import torch
 
+from benchmarks._common import cpu_name, json_out_problem, positive_int, timed, write_json
 from generation.diffusion import MaskReplaceDiffusion
 from generation.pipeline import TextToImage
+from generation.sampling_options import check_settings
 from generation.text import ScratchTextEncoder
 from generation.transformer import DenoisingTransformer, TransformerConfig
 from generation.vqvae import VQVAE, VQVAEConfig
 
+DEFAULT_STEPS = (100, 25, 10)
 PRESET_IMAGE = {"demo": (128, (1, 2, 2, 4), 512), "demo32": (128, (1, 2, 2), 512), "tiny": (16, (1, 2, 2), 32)}
 
 
@@ -46,40 +47,61 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="saved pipeline folder (default: --preset with random weights)")
     ap.add_argument("--preset", default="demo", choices=sorted(PRESET_IMAGE),
                     help="transformer preset for random weights, without --model (default demo)")
-    ap.add_argument("--batch", type=int, default=4, help="images per run (default 4)")
-    ap.add_argument("--steps", type=int, nargs="+", default=[100, 25, 10], help="denoiser calls (default 100 25 10)")
+    ap.add_argument("--batch", type=positive_int, default=4, help="images per run (default 4)")
+    ap.add_argument("--steps", type=positive_int, nargs="+", default=None,
+                    help=f"denoiser calls (default: those of {' '.join(map(str, DEFAULT_STEPS))} "
+                         "the model has, e.g. 10 for the tiny preset)")
     ap.add_argument("--guidance", type=float, default=3.0, help="guidance scale; 1 = off (default 3)")
     ap.add_argument("--device", type=gendet_env.device_arg, default="cuda" if torch.cuda.is_available() else "cpu",
                     help="cpu, cuda (default: cuda when available)")
-    ap.add_argument("--repeats", type=int, default=2, help="timed runs, the best kept (default 2)")
+    ap.add_argument("--repeats", type=positive_int, default=2, help="timed runs, the best kept (default 2)")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--json-out", default=None, help="also write the results as a JSON list here")
     args = ap.parse_args(argv)
-    results = []
+    # before a model is built: a typo fails at once, not after the warm-up
+    try:
+        check_settings(guidance=args.guidance)
+    except ValueError as e:
+        ap.error(f"--{e}")
+    problem = json_out_problem(args.json_out)
+    if problem:
+        ap.error(problem)
+    if args.model and not Path(args.model).is_dir():
+        ap.error(f"--model {args.model}: {'not a folder' if Path(args.model).exists() else 'no such folder'} "
+                 "(a saved pipeline folder holds pipeline.json)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    pipe = TextToImage.from_pretrained(args.model, device=device) if args.model else random_pipeline(args.preset, device)
-    pipe("a cat", num_images=1, steps=2, guidance_scale=args.guidance)  # warm-up
-    for steps in args.steps:
-        times = []
-        for r in range(args.repeats):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            pipe("a black cat", num_images=args.batch, steps=steps, guidance_scale=args.guidance, seed=r)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t0)
+    if args.model:
+        try:
+            pipe = TextToImage.from_pretrained(args.model, device=device)
+        except (FileNotFoundError, ValueError) as e:
+            ap.error(str(e))
+        total = pipe.diffusion.num_timesteps
+    else:
+        total = TransformerConfig.preset(args.preset).diffusion_steps
+    steps = args.steps or [s for s in DEFAULT_STEPS if s <= total] or [total]
+    if max(steps) > total:
+        ap.error(f"--steps {max(steps)}: the model has {total} diffusion steps")
+    if not args.model:
+        pipe = random_pipeline(args.preset, device)
+    # warm-up at the timed batch: allocator, kernels (a batch-1 warm-up left the first timed runs cold)
+    pipe("a cat", num_images=args.batch, steps=2, guidance_scale=args.guidance)
+    results = []
+    for steps_ in steps:
+        times = [timed(lambda: pipe("a black cat", num_images=args.batch, steps=steps_, guidance_scale=args.guidance,
+                                    seed=r), device) for r in range(args.repeats)]
         best = min(times)
         results.append({"model": args.model or f"preset {args.preset} (random weights)", "device": str(device),
-                        "threads": torch.get_num_threads(), "batch": args.batch, "steps": steps,
+                        "threads": torch.get_num_threads(), "batch": args.batch, "steps": steps_,
                         "guidance": args.guidance, "seconds": round(best, 3),
-                        "images_per_s": round(args.batch / best, 3), "cpu": platform.processor() or platform.machine(),
+                        "images_per_s": round(args.batch / best, 3), "cpu": cpu_name(),
                         "cores": os.cpu_count(),
                         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None})
-        print(json.dumps(results[-1]))
+        print(json.dumps(results[-1]), flush=True)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=1))
+        write_json(args.json_out, results)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

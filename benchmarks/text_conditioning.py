@@ -19,11 +19,12 @@ from __future__ import annotations
 import gendet_env
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
+
+from benchmarks._common import json_out_problem, read_objects, write_json
 
 DEMO = gendet_env.ROOT / "models" / "demo" / "generator"
 
@@ -32,11 +33,11 @@ DEMO = gendet_env.ROOT / "models" / "demo" / "generator"
 def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], seed: int = 0,
                batch: int = 32, on_object: torch.Tensor | None = None, wrong: list[str] | None = None) -> list[dict]:
     """Rows {t, masked, true, wrong, null}: mean x0 cross-entropy (nats) over the masked tokens,
-    with each image's prompt, `wrong` (default: the next image's prompt), and the learned null text. With
+    with each image's prompt, `wrong` (default: other_captions(prompts)), and the learned null text. With
     `on_object` (bool [B, N], the tokens inside an object's box) each row also has the same
     three means over the masked object tokens ("object") and the others ("background")."""
     D = pipe.diffusion
-    wrong = prompts[1:] + prompts[:1] if wrong is None else wrong
+    wrong = other_captions(prompts) if wrong is None else wrong
     if len(wrong) != len(prompts):
         raise ValueError(f"{len(wrong)} wrong prompts for {len(prompts)} images")
     rows = []
@@ -70,6 +71,21 @@ def text_worth(pipe, tokens: torch.Tensor, prompts: list[str], ts: list[int], se
         row = {"t": t_, "masked": float(masked.float().mean()), **means("all")}
         rows.append(row | {r: means(r) for r in regions if r != "all"})
     return rows
+
+
+def other_captions(prompts: list[str]) -> list[str]:
+    """For each image, the caption of the next image (cyclically) whose caption differs from its
+    own: with the plain next one, an image next to one of the same caption (or the only image) was
+    scored against its own, and read as a model that ignores the prompt."""
+    n = len(prompts)
+    out = []
+    for i, own in enumerate(prompts):
+        other = next((prompts[(i + k) % n] for k in range(1, n) if prompts[(i + k) % n] != own), None)
+        if other is None:
+            raise ValueError(f"every one of the {n} images has the caption {own!r}: no other caption to "
+                             "compare with (use more images)")
+        out.append(other)
+    return out
 
 
 def swapped_relation(caption: str) -> str | None:
@@ -113,8 +129,13 @@ def main(argv=None) -> int:
     ap.add_argument("--device", type=gendet_env.device_arg, default="cpu", help="cpu or cuda (default cpu)")
     ap.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
-    if args.images < 1:
-        ap.error(f"--images must be >= 1, got {args.images}")
+    low = 1 if args.relations else 2  # another image's caption needs another image
+    if args.images < low:
+        why = "" if args.relations else " (the wrong caption is another image's)"
+        ap.error(f"--images must be >= {low}{why}, got {args.images}")
+    problem = json_out_problem(args.json_out)
+    if problem:
+        ap.error(problem)
     from generation.data import CaptionImageDataset
     from generation.pipeline import TextToImage
 
@@ -137,7 +158,12 @@ def main(argv=None) -> int:
             print(f"error: no val caption of {args.data} names a relation", file=sys.stderr)
             return 2
     n = min(args.images, len(picked))
-    picked, prompts, wrong = picked[:n], prompts[:n], (wrong[:n] if wrong else None)
+    picked, prompts = picked[:n], prompts[:n]
+    try:  # before the images are encoded: a val split of one caption fails at once
+        wrong = wrong[:n] if wrong else other_captions(prompts)
+    except ValueError as e:
+        print(f"error: {args.data}: {e}", file=sys.stderr)
+        return 2
     images = torch.stack([ds[i][0] for i in picked])
     with torch.no_grad():
         tokens = torch.cat([pipe.vqvae.encode(images[i:i + 64].to(pipe.device)).cpu() for i in range(0, n, 64)])
@@ -145,8 +171,7 @@ def main(argv=None) -> int:
         on_object = None
         objects_path = Path(args.data) / "objects.jsonl"
         if objects_path.is_file():  # datasets.scenes writes the boxes beside the captions
-            lines = objects_path.read_text().splitlines()
-            by_image = {r["image"]: r for r in (json.loads(x) for x in lines if x.strip())}
+            by_image = read_objects(objects_path)
             chosen = [ds.rows[i] for i in picked]
             missing = [r["image"] for r in chosen if r["image"] not in by_image]
             if missing:
@@ -168,9 +193,9 @@ def main(argv=None) -> int:
               + " | ".join(f"{c['true']:.3f} / {c['wrong']:.3f} / {c['null']:.3f}" for c in cells) + " |")
     if args.json_out:
         share = None if on_object is None else float(on_object.float().mean())
-        Path(args.json_out).write_text(json.dumps({"model": args.model, "data": args.data, "images": n,
-                                                   "wrong": "swapped relation" if args.relations else "next image",
-                                                   "object_token_share": share, "rows": rows}, indent=1))
+        write_json(args.json_out, {"model": gendet_env.shown_path(args.model), "data": args.data, "images": n,
+                                   "wrong": "swapped relation" if args.relations else "next other caption",
+                                   "object_token_share": share, "rows": rows})
     return 0
 
 

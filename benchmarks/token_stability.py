@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._common import json_out_problem, non_negative_float, positive_int, read_objects, write_json
 from benchmarks.text_conditioning import object_tokens
 
 
@@ -71,28 +72,29 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vqvae", required=True, help="a saved VQ-VAE folder (a pipeline's vqvae/ too)")
     ap.add_argument("--data", required=True, help="datasets.scenes folder; its val split and boxes are used")
-    ap.add_argument("--size", type=int, default=None,
+    ap.add_argument("--size", type=positive_int, default=None,
                     help="image side to measure at (default: the pipeline's image size when --vqvae is a "
                          "pipeline's vqvae/, else the side of the data's first val image)")
-    ap.add_argument("--images", type=int, default=200, help="val images (first N; default 200)")
-    ap.add_argument("--noise", type=float, default=2 / 255, help="pixel noise std (images in [0, 1]; default 2/255)")
+    ap.add_argument("--images", type=positive_int, default=200, help="val images (first N; default 200)")
+    ap.add_argument("--noise", type=non_negative_float, default=2 / 255, help="pixel noise std (images in [0, 1]; default 2/255)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the pixel noise (default 0)")
     ap.add_argument("--json-out", default=None, help="also write the results as JSON here")
     args = ap.parse_args(argv)
+    problem = json_out_problem(args.json_out)
+    if problem:
+        ap.error(problem)
     from generation.data import CaptionImageDataset
     from generation.vqvae import VQVAE
 
     try:
         vq = VQVAE.from_pretrained(args.vqvae).eval()
-        size = args.size or image_side(Path(args.vqvae), Path(args.data))
-        if size < 1:
-            raise ValueError(f"--size must be >= 1, got {size}")
+        size = args.size or image_side(Path(args.vqvae), Path(args.data))  # --size is >= 1 when given
         ds = CaptionImageDataset(args.data, "val", size)
         objects_path = Path(args.data) / "objects.jsonl"
         if not objects_path.is_file():
             raise FileNotFoundError(f"{objects_path} is missing: the measure needs the object boxes "
                                     "(a datasets.scenes folder)")
-        by_image = {r["image"]: r for r in map(json.loads, objects_path.read_text().splitlines()) if r}
+        by_image = read_objects(objects_path)
         n = min(args.images, len(ds))
         missing = [r["image"] for r in ds.rows[:n] if r["image"] not in by_image]
         if missing:
@@ -109,8 +111,9 @@ def main(argv=None) -> int:
     for name, r in result.items():
         print(f"| {name} | {r['object']:.3f} | {r['background']:.3f} | {r['all']:.3f} |")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"vqvae": args.vqvae, "data": args.data, "images": n,
-                                                   "noise": args.noise, **result}, indent=1))
+        # "noise" is the measure's result; the std it used is "noise_std"
+        write_json(args.json_out, {"vqvae": args.vqvae, "data": args.data, "images": n, "size": size,
+                                   "seed": args.seed, "noise_std": args.noise, **result})
     return 0
 
 

@@ -18,13 +18,12 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
+from benchmarks._common import cpu_name, non_negative_int, positive_int, timed
 from generation.diffusion import MaskReplaceDiffusion
 from generation.precision import training_autocast
 from generation.text import ScratchTextEncoder
@@ -34,22 +33,10 @@ from generation.vqvae import VQVAE, VQVAEConfig
 CAPTIONS = ["a black cat", "two dogs", "a face to the left of a dog", "a white cat on the right"]
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def time_steps(step, device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         step()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t = time.perf_counter()
-        step()
-        sync(device)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return statistics.median([timed(step, device) for _ in range(repeats)])
 
 
 def vqvae_step(args, device, channels: int, batch: int, precision: str, layout: str):
@@ -95,37 +82,52 @@ def transformer_step(args, device, batch: int, precision: str):
     return step
 
 
+def check_shapes(ap: argparse.ArgumentParser, args) -> None:
+    """The model's shape rules as one line each, before anything is built (they were tracebacks
+    from inside the first step)."""
+    if args.model == "vqvae" and args.size % args.downsample:
+        ap.error(f"--size {args.size} is not divisible by --downsample {args.downsample}")
+    if args.model == "transformer":
+        if args.width % args.heads:
+            ap.error(f"--width {args.width} is not divisible by --heads {args.heads}")
+        if args.text_dim % 4:  # the text encoder's 4 attention heads
+            ap.error(f"--text-dim must be a multiple of 4 (the text encoder's heads), got {args.text_dim}")
+        if args.codes < 2:
+            ap.error(f"--codes must be >= 2, got {args.codes}")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.training_speed", description=__doc__.split("\n\n")[0])
     ap.add_argument("model", choices=("vqvae", "transformer"), help="which model's training step to time")
-    ap.add_argument("--batch", type=int, nargs="+", default=[16], help="batch sizes (default 16)")
+    ap.add_argument("--batch", type=positive_int, nargs="+", default=[16], help="batch sizes (default 16)")
     ap.add_argument("--precision", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
                     help="precisions to compare (default fp32 bf16)")
     ap.add_argument("--device", type=gendet_env.device_arg, default=None,
                     help="cpu, cuda (default: cuda when available)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
-    ap.add_argument("--repeats", type=int, default=5, help="timed steps, the median kept (default 5)")
+    ap.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps first (default 2)")
+    ap.add_argument("--repeats", type=positive_int, default=5, help="timed steps, the median kept (default 5)")
     vq = ap.add_argument_group("vqvae")
-    vq.add_argument("--size", type=int, default=128, help="image side (default 128)")
-    vq.add_argument("--channels", type=int, nargs="+", default=[32], help="base conv channels (default 32)")
+    vq.add_argument("--size", type=positive_int, default=128, help="image side (default 128)")
+    vq.add_argument("--channels", type=positive_int, nargs="+", default=[32], help="base conv channels (default 32)")
     vq.add_argument("--downsample", type=int, choices=(4, 8), default=8,
                     help="image side / token grid side (default 8)")
-    vq.add_argument("--embed-dim", type=int, default=32, help="code vector width (default 32)")
+    vq.add_argument("--embed-dim", type=positive_int, default=32, help="code vector width (default 32)")
     vq.add_argument("--layout", nargs="+", choices=("contiguous", "channels_last"),
                     default=["contiguous", "channels_last"], help="memory layouts to compare (default both)")
     tr = ap.add_argument_group("transformer")
-    tr.add_argument("--width", type=int, default=192, help="model width (default 192)")
-    tr.add_argument("--depth", type=int, default=4, help="blocks (default 4)")
-    tr.add_argument("--heads", type=int, default=6, help="attention heads (default 6)")
-    tr.add_argument("--grid", type=int, default=16, help="token grid side (256 tokens at 16)")
-    tr.add_argument("--codes", type=int, default=512, help="image codes K (default 512)")
-    tr.add_argument("--text-dim", type=int, default=128, help="text embedding width (default 128)")
+    tr.add_argument("--width", type=positive_int, default=192, help="model width (default 192)")
+    tr.add_argument("--depth", type=positive_int, default=4, help="blocks (default 4)")
+    tr.add_argument("--heads", type=positive_int, default=6, help="attention heads (default 6)")
+    tr.add_argument("--grid", type=positive_int, default=16, help="token grid side (256 tokens at 16)")
+    tr.add_argument("--codes", type=positive_int, default=512, help="image codes K (default 512)")
+    tr.add_argument("--text-dim", type=positive_int, default=128, help="text embedding width (default 128)")
     args = ap.parse_args(argv)
+    check_shapes(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    where = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+    where = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
              "threads": torch.get_num_threads(), "torch": torch.__version__, "cpus": os.cpu_count()}
     if args.model == "vqvae":
         grid = itertools.product(args.channels, args.batch, args.precision, args.layout)

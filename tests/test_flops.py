@@ -33,3 +33,17 @@ def test_floor_is_flops_over_the_measured_rate():
     # ITHQ, one grid: 2 x 1024 tokens x ~1.0 G block parameters, plus attention and the logits head
     assert 2.0e12 < step_flops(cfg, 1, 77) < 2.5e12
     assert matmul_rate(torch.device("cpu"), torch.float32, size=256, repeats=2) > 1e8
+
+
+def test_cli_refuses_counts_below_one(capsys):
+    """--batch -3 printed a negative floor; --batch 0 and --text-len -5 were accepted."""
+    import pytest
+
+    from benchmarks.flops import main
+
+    for argv, message in ((["--batch", "-3"], "argument --batch: must be >= 1, got -3"),
+                          (["--batch", "8", "0"], "argument --batch: must be >= 1, got 0"),
+                          (["--text-len", "-5"], "argument --text-len: must be >= 1, got -5")):
+        with pytest.raises(SystemExit) as e:
+            main(["--preset", "tiny", "--device", "cpu", *argv])
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from benchmarks.text_conditioning import main, object_tokens, swapped_relation, text_worth
+from benchmarks.text_conditioning import main, object_tokens, other_captions, swapped_relation, text_worth
 from datasets.scenes import generate
 from test_pipeline import tiny_pipeline
 
@@ -81,7 +81,7 @@ def test_cli_reads_the_val_split_and_writes_rows(tmp_path, capsys):
     assert main(["--model", str(tmp_path / "nope"), "--data", str(scenes)]) == 2
     with pytest.raises(SystemExit):
         main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--images", "0"])
-    assert "--images must be >= 1, got 0" in capsys.readouterr().err
+    assert "--images must be >= 2 (the wrong caption is another image's), got 0" in capsys.readouterr().err
     objects = scenes / "objects.jsonl"
     objects.write_text("\n".join(x for x in objects.read_text().splitlines() if '"val"' not in x) + "\n\n")
     assert main(["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "9"]) == 2
@@ -125,3 +125,41 @@ def test_cli_relations_uses_only_images_with_a_relation_caption(tmp_path, capsys
     assert "objects swapped" in capsys.readouterr().out
     assert main(["--model", str(tmp_path / "gen"), "--data", str(singles), "--relations"]) == 2
     assert "no val caption" in capsys.readouterr().err
+
+
+def test_the_wrong_caption_is_the_next_one_that_differs():
+    """The plain next image's caption was the image's own for --images 1 and for neighbours with the
+    same caption: own = wrong, read as a model that ignores the prompt."""
+    assert other_captions(["a cat", "a cat", "a dog", "a face"]) == ["a dog", "a dog", "a face", "a cat"]
+    assert other_captions(["a cat", "a dog", "a dog"]) == ["a dog", "a cat", "a cat"]
+    for same in (["a cat"], ["a cat", "a cat"]):
+        with pytest.raises(ValueError, match="no other caption to compare with"):
+            other_captions(same)
+    pipe = tiny_pipeline()
+    tokens = torch.randint(0, 16, (3, 16), generator=torch.Generator().manual_seed(5))
+    prompts = ["a cat", "a cat", "a dog"]
+    assert text_worth(pipe, tokens, prompts, [9]) == text_worth(pipe, tokens, prompts, [9],
+                                                                 wrong=["a dog", "a dog", "a cat"])
+
+
+def test_cli_refuses_one_image_a_folder_json_out_and_one_caption(tmp_path, capsys):
+    scenes = generate(tmp_path / "s", n=8, size=32, seed=3, val_fraction=0.5, progress=False)
+    tiny_pipeline().save_pretrained(tmp_path / "gen")
+    base = ["--model", str(tmp_path / "gen"), "--data", str(scenes), "--t", "9"]
+    for argv, message in ((["--images", "1"], "--images must be >= 2"),
+                          (["--json-out", str(tmp_path)], f"--json-out {tmp_path}: a folder; name a file in it")):
+        with pytest.raises(SystemExit) as e:
+            main(base + argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
+    captions = scenes / "captions.jsonl"
+    rows = [json.loads(x) for x in captions.read_text().splitlines()]
+    captions.write_text("".join(json.dumps(r | {"captions": ["a cat"]}) + "\n" for r in rows))
+    assert main(base) == 2
+    assert "has the caption 'a cat': no other caption" in capsys.readouterr().err
+
+
+def test_cli_records_the_default_model_as_the_repositorys_path(tmp_path):
+    scenes = generate(tmp_path / "s", n=6, size=32, seed=3, val_fraction=0.5, progress=False)
+    out = tmp_path / "new" / "rows.json"
+    assert main(["--data", str(scenes), "--images", "2", "--t", "99", "--json-out", str(out)]) == 0
+    assert json.loads(out.read_text())["model"] == "models/demo/generator"

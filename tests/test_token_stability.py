@@ -63,6 +63,8 @@ def test_cli_measures_a_saved_vqvae_on_scenes(tmp_path, capsys):
                  "--json-out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["images"] == 3 and set(report) >= {"noise", "re-encode"}
+    # the noise measure did overwrite the std it was measured with; size and seed were not recorded
+    assert (report["noise_std"], report["size"], report["seed"]) == (2 / 255, 32, 0)
     assert all(0 <= report[m][k] <= 1 for m in ("noise", "re-encode") for k in ("object", "background", "all"))
     assert "| measure | object | background | all |" in capsys.readouterr().out
     # without --size: the data's image side (32), so the same figures
@@ -74,3 +76,28 @@ def test_cli_measures_a_saved_vqvae_on_scenes(tmp_path, capsys):
     assert main(["--vqvae", str(tmp_path / "vq"), "--data", str(scenes), "--size", "32"]) == 2
     assert "objects.jsonl is missing" in capsys.readouterr().err
     assert main(["--vqvae", str(tmp_path / "nope"), "--data", str(scenes), "--size", "32"]) == 2
+
+
+def test_cli_refuses_bad_values_in_one_line(tmp_path, capsys):
+    import pytest
+
+    scenes = generate(tmp_path / "s", n=6, size=32, seed=3, val_fraction=0.5, progress=False)
+    torch.manual_seed(0)
+    VQVAE(VQVAEConfig(channels=8, channel_mult=(1, 2, 2), codebook_size=16, embed_dim=8)).save_pretrained(tmp_path / "vq")
+    base = ["--vqvae", str(tmp_path / "vq"), "--data", str(scenes)]
+    for argv, message in ((["--images", "0"], "argument --images: must be >= 1, got 0"),
+                          (["--size", "0"], "argument --size: must be >= 1, got 0"),
+                          (["--noise", "-1"], "argument --noise: must be a finite number >= 0, got -1"),
+                          (["--noise", "nan"], "argument --noise: must be a finite number >= 0, got nan"),
+                          (["--json-out", str(tmp_path)], f"--json-out {tmp_path}: a folder; name a file in it")):
+        with pytest.raises(SystemExit) as e:
+            main(base + argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
+    # objects.jsonl: a blank line is skipped, a bad one named by file and line
+    objects = scenes / "objects.jsonl"
+    lines = objects.read_text().splitlines()
+    objects.write_text("\n".join([lines[0], ""] + lines[1:]) + "\n\n")
+    assert main(base + ["--size", "32", "--images", "2"]) == 0
+    objects.write_text("\n".join([lines[0], "", "{not json"] + lines[1:]) + "\n")
+    assert main(base + ["--size", "32", "--images", "2"]) == 2
+    assert f"error: {objects}:3: not JSON" in capsys.readouterr().err
