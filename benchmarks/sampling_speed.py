@@ -103,5 +103,6 @@ def main(argv=None) -> int:
         write_json(args.json_out, results)
     return 0
 
+
 if __name__ == "__main__":
     raise SystemExit(main())
