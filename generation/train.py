@@ -251,7 +251,7 @@ def gather_random_states(gen: torch.Generator, noise_gen: torch.Generator, devic
     gathered = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, packed)
     lengths = [len(v) for v in mine.values()]
-    # clones: a view into the packed row would save the whole row once per state
+    # clones: Generator.set_state wants a tensor of its own (a view at an offset crashed the resume)
     return [dict(zip(mine, (part.clone() for part in row.cpu().split(lengths)))) for row in gathered]
 
 
@@ -269,8 +269,8 @@ def restore_random_states(saved: dict, gen: torch.Generator, noise_gen: torch.Ge
         torch.set_rng_state(mine["torch_rng"])
         if rank == 0 and len(ranks) != world:
             print(f"warning: the checkpoint holds the random states of {len(ranks)} process"
-                  f"{'es' * (len(ranks) != 1)}, this run has {world}: ranks past 0 draw new batches (the run "
-                  "goes on, but not as the uninterrupted one would have)", file=sys.stderr)
+                  f"{'es' * (len(ranks) != 1)}, this run has {world}: the run goes on, but its batches are not "
+                  "those the uninterrupted run would have drawn", file=sys.stderr)
         return
     fresh = gen.initial_seed() * 1_000_003 + step  # gen was seeded per rank
     gen.manual_seed(fresh)
