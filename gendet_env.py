@@ -231,7 +231,7 @@ def held(folder: Path, tool: str):
     An OS lock (flock) on the folder itself: it adds no file, and a killed run holds nothing. A run
     that fails before writing anything takes away the folders it made."""
     folder = Path(folder)
-    reason = _unwritable_reason(folder)
+    reason = unwritable_reason(folder)
     if reason:  # a clear line, not a PermissionError's traceback
         raise RunFolderError(f"out folder {folder}: {reason}", reason)
     made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
@@ -288,15 +288,18 @@ def unwritable(out, option: str = "--out") -> str | None:
     """Why `out` (a folder, made later if missing) cannot be written, or None; checked up front, so
     a run does not draw for a minute and then fail at its first file. Probed with a nameless
     temporary file in the deepest folder that exists: nothing is left behind."""
-    reason = _unwritable_reason(Path(out))
+    reason = unwritable_reason(Path(out))
     return f"{option} {out}: {reason}" if reason else None
 
 
-def _unwritable_reason(out: Path) -> str | None:
+def unwritable_reason(out: Path) -> str | None:
+    """unwritable's reason alone ("X is a file, not a folder"), for a caller that words the rest."""
     import tempfile
 
     for existing in (out, *out.parents):
         try:
+            if existing.is_symlink() and not existing.exists():  # mkdir would say only "File exists"
+                return f"{existing} is a link to {os.readlink(existing)}, which does not exist"
             if existing.exists() or existing == existing.parent:
                 break
         except OSError as e:  # inside a folder this user may not enter (another's home)

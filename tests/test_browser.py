@@ -99,11 +99,16 @@ def test_app_renders_in_chromium(app_url, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
+        asked = []  # every request the page makes: none may leave this machine (the tab icon came from Google)
+        page.on("request", lambda request: asked.append(request.url))
         page.goto(app_url)
         page.get_by_text("Text-to-image generation that checks itself").wait_for(timeout=30_000)
+        page.wait_for_timeout(1000)  # the icon is asked for after the page draws
         page.screenshot(path=tmp_path / "home.png", full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
         browser.close()
+    outside = [u for u in asked if not u.startswith((app_url, "data:", "blob:"))]
+    assert not outside and any("/media/" in u for u in asked), outside  # the icon: served by the app
     assert (tmp_path / "home.png").stat().st_size > 5_000
 
 

@@ -230,7 +230,7 @@ def test_detect_page_and_upload_handling(env):
     assert np.asarray(image)[0].tolist() == [[255, 0, 0]] * 4 and np.asarray(image)[1:].min() == 255
 
 
-def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
+def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path, monkeypatch):
 
     defaults = json.loads((env[0] / "pipeline.json").read_text())["defaults"]
     at = page("evaluate.py").run()
@@ -245,8 +245,16 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     at.button(key="ev_run").click().run()
     assert not at.exception
     assert (tmp_path / "run" / "summary.json").is_file()
-    # the run records every setting it sampled with: the model's defaults and the chosen steps
-    assert json.loads((tmp_path / "run" / "run.json").read_text())["settings"] == {**defaults, "steps": 2}
+    # the run records every setting it sampled with: the model's defaults and the chosen steps; and its
+    # models, as evaluation.run does (none were recorded: a resume with another generator mixed two models)
+    from evaluation.run import model_info
+
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert recorded["settings"] == {**defaults, "steps": 2}
+    assert recorded["models"]["generator"] == model_info(env[0])
+    assert recorded["models"]["detectors"]["catdog"]["path"] == str(env[1])
+    at.button(key="ev_run").click().run()  # again: the run is complete, and the page says so
+    assert at.info[-1].value == f"The run in `{tmp_path / 'run'}` was already complete: nothing new was drawn."
     assert at.subheader[0].value.startswith("Suite smoke:")
     assert f"The run in `{tmp_path / 'run'}`, sampled at 2 steps, guidance" in [c.value for c in at.caption][0]
     assert len(at.dataframe) == 1 and len(at.get("imgs")) + len(at.get("image")) >= 1
@@ -277,12 +285,28 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path):
     assert bad.warning[0].value == f"`{tmp_path}` holds no summary.json: not a finished evaluation run."
     # output folders that cannot hold a run: said in a line, nothing written (an empty field wrote to the cwd)
     (tmp_path / "a_file").write_text("x")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    long = tmp_path / ("x" * 300)
     for out, said in (("", "Choose an output folder for the run."),
-                      (str(tmp_path / "a_file"), f"`{tmp_path / 'a_file'}` is a file, not a folder"),
-                      (str(tmp_path / "a_file" / "run"), f"Cannot write the run to `{tmp_path / 'a_file' / 'run'}`")):
+                      (str(tmp_path / "a_file"), f"Cannot write the run to `{tmp_path / 'a_file'}`: {tmp_path / 'a_file'} "
+                                                 "is a file, not a folder."),
+                      (str(tmp_path / "a_file" / "run"), f"Cannot write the run to `{tmp_path / 'a_file' / 'run'}`"),
+                      (str(tmp_path / "dangling"), f"Cannot write the run to `{tmp_path / 'dangling'}`: "
+                                                   f"{tmp_path / 'dangling'} is a link to {tmp_path / 'gone'}, which "
+                                                   "does not exist."),
+                      (str(long), f"Cannot write the run to `{long}`: cannot reach {long} (File name too long).")):
         bad.text_input(key="ev_out").set_value(out)
         bad.button(key="ev_run").click().run()
         assert not bad.exception and bad.error[0].value.startswith(said), bad.error[0].value
+    # a folder to open: too long a name, a file, a backtick in its name (kept in the code span), `~`
+    for folder, said in ((str(long), f"`{long}` cannot be read (File name too long)."),
+                         (str(tmp_path / "a_file"), f"`{tmp_path / 'a_file'}` is a file, not a run folder."),
+                         (str(tmp_path / "a`b"), f"``{tmp_path / 'a`b'}`` does not exist.")):
+        bad.text_input(key="ev_open").set_value(folder).run()
+        assert not bad.exception and bad.warning[0].value == said, bad.warning[0].value
+    monkeypatch.setenv("HOME", str(tmp_path))
+    bad.text_input(key="ev_open").set_value("~/run").run()
+    assert not bad.exception and bad.subheader[0].value.startswith("Suite smoke:")
     import gendet_env
 
     with gendet_env.held(tmp_path / "busy", "other"):  # another tab's run, or a CLI run, writes there now
@@ -573,7 +597,7 @@ def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp
     ev = page("evaluate.py")
     ev.session_state["jobs"] = {"evaluate": {"runs": 1, "params": {
         "prompts": ["a cat", "a photo of nothing"], "suite": "smoke", "per_prompt": 1, "out_dir": run,
-        "settings": settings}}}
+        "generator": str(env[0]), "settings": settings}}}
     ev.run()
     assert not ev.exception and ev.session_state["jobs"] == {}
     assert not ev.info  # "Going on with the run ..." is shown while it runs, and gone once it ends

@@ -1,6 +1,8 @@
 """Evaluate: run a prompt suite through generate-then-detect, or open an earlier run."""
 
 import json
+import re
+from pathlib import Path
 
 import streamlit as st
 from PIL import Image
@@ -9,6 +11,7 @@ import gendet_env
 from detection.draw import draw_detections
 from evaluation.judge import JudgeRules, describe_rules, merge_detections
 from evaluation.report import report_archive
+from evaluation.run import find_judge_validation, model_info
 from evaluation.runner import read_rows, run_suite
 from evaluation.suite import builtin_suites, load_suite, suite_from_prompts
 from evaluation.summary import describe_agreement
@@ -36,6 +39,39 @@ def unreadable(run) -> str | None:
     return None
 
 
+def in_repository(text: str) -> Path | None:
+    """A typed folder: `~` expanded, a relative one in the repository (an absolute one as it is)."""
+    return gendet_env.ROOT / Path(text.strip()).expanduser() if text.strip() else None
+
+
+def what_is_wrong(run: Path) -> str | None:
+    """Why `run` is not a finished run folder to open, or None (never raises: a name too long to
+    look up, a folder this user may not enter)."""
+    try:
+        if not run.exists():
+            return "does not exist"
+        if not run.is_dir():
+            return "is a file, not a run folder"
+        if not (run / "summary.json").is_file():
+            return "holds no summary.json: not a finished evaluation run"
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e})"
+    return None
+
+
+def code(text) -> str:
+    """`text` as inline code in Markdown, whatever backticks it holds (a folder's name is the user's)."""
+    text = str(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def ending(message: str) -> str:
+    """A message as a sentence: its full stop."""
+    return message if message.endswith((".", "!", "?")) else message + "."
+
+
 resources.sidebar()
 st.title("Evaluate")
 run_tab, open_tab = st.tabs(["Run a suite", "Open a run"])
@@ -55,18 +91,18 @@ with run_tab:
                        placeholder="two black cats\na dog to the left of a face")
     out_text = st.text_input("Output folder (relative: in the repository)",
                              key=resources.start("ev_out", str(gendet_env.ROOT / "runs" / "app_eval")))
-    out_dir = gendet_env.ROOT / out_text.strip() if out_text.strip() else None  # an absolute path stays as it is
+    out_dir = in_repository(out_text)
     if st.button("Run", type="primary", key="ev_run"):
         if pipe is None or resources.judge_eyes() is None:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         elif out_dir is None:
             st.error("Choose an output folder for the run.")
-        elif out_dir.exists() and not out_dir.is_dir():
-            st.error(f"`{out_dir}` is a file, not a folder: choose a folder for the run.")
+        elif problem := gendet_env.unwritable_reason(out_dir):  # said now, not after waiting for the device
+            st.error(f"Cannot write the run to {code(out_dir)}: {problem}.")
         else:  # the run goes on with these values if the page reruns before it ends
             resources.start_job("evaluate", {
                 "prompts": [p for p in map(clean_prompt, own.splitlines()) if p], "suite": suite_name,
-                "per_prompt": int(per_prompt), "out_dir": out_dir,
+                "per_prompt": int(per_prompt), "out_dir": out_dir, "generator": resources.paths()["generator"],
                 "settings": {**{k: model_defaults[k] for k in DEFAULTS}, "steps": steps}})  # recorded in run.json
     started, again = resources.job("evaluate")
     if started is not None:
@@ -74,13 +110,21 @@ with run_tab:
         eyes = resources.judge_eyes()
         going_on = st.empty()
         if again:
-            going_on.info(f"Going on with the run in `{started['out_dir']}`: the page reran before it ended (a "
+            going_on.info(f"Going on with the run in {code(started['out_dir'])}: the page reran before it ended (a "
                           "widget was used). The prompts already done are kept.")
-        bar = st.progress(0.0, text="starting")
         with resources.running("evaluate"), resources.device_lock():
+            bar = st.progress(0.0, text="starting")  # once the device is ours: not an empty bar above the wait
             try:
                 if pipe is None or eyes is None:  # changed in the sidebar since the click
                     raise ValueError("The evaluation needs a generator and at least one detector (see the sidebar).")
+                if resources.paths()["generator"] != started["generator"]:  # the page reran with another one
+                    raise ValueError(f"The sidebar's generator changed to {code(resources.paths()['generator'])} "
+                                     f"while the run drew with {code(started['generator'])}: click Run to go on "
+                                     "with the new one (in another output folder)")
+                # recorded in run.json as evaluation.run records them: a resume with another model is refused
+                models = {"generator": model_info(Path(started["generator"]).expanduser()), "detectors": eyes.info()}
+                before = len(read_rows(started["out_dir"] / "results.jsonl")) \
+                    if (started["out_dir"] / "results.jsonl").is_file() else 0
                 lines, settings = started["prompts"], started["settings"]
                 suite = suite_from_prompts(lines) if lines else load_suite(started["suite"])
                 done, steps_each = [0], settings["steps"]
@@ -94,17 +138,21 @@ with run_tab:
                     bar.progress(min(1.0, (done[0] + (i + 1) / steps_each) / n),
                                  text=f"prompt {done[0] + 1} of {n}, step {i + 1} of {steps_each}")
 
-                run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings, callback=on_step),
-                          eyes, started["out_dir"], images_per_prompt=started["per_prompt"], settings=settings,
-                          progress=False, on_prompt=on_prompt)
+                summary = run_suite(suite, lambda p, seeds: pipe.generate_for_judge(p, seeds, **settings,
+                                                                                callback=on_step),
+                                    eyes, started["out_dir"], images_per_prompt=started["per_prompt"],
+                                    settings=settings, progress=False, on_prompt=on_prompt, models=models,
+                                    judge_validation=find_judge_validation(eyes))
             except gendet_env.RunFolderError as e:  # not writable, or another run is writing there
-                st.error(f"Cannot write the run to `{started['out_dir']}`: {e.reason}.")
+                st.error(f"Cannot write the run to {code(started['out_dir'])}: {e.reason}.")
             except ValueError as e:
-                st.error(str(e))
+                st.error(ending(str(e)))
             except OSError as e:  # a folder that cannot be made or written
-                st.error(f"Cannot write the run to `{started['out_dir']}`: {e.strerror or e}.")
+                st.error(f"Cannot write the run to {code(started['out_dir'])}: {e.strerror or e}.")
             else:
                 resources.keep("ev_open", str(started["out_dir"]))
+                if before and before == summary["overall"]["n"] + summary.get("not_judged", 0):
+                    st.info(f"The run in {code(started['out_dir'])} was already complete: nothing new was drawn.")
         going_on.empty()
         bar.empty()
 
@@ -113,24 +161,22 @@ with open_tab:
 
 folder = resources.kept("ev_open").strip()
 if folder:
-    path = gendet_env.ROOT / folder  # relative: in the repository, as the output folder (absolute stays)
+    path = in_repository(folder)
     if st.session_state.get("ev_shown") != str(path):  # another run: its own categories, all shown, page 1
         for key in ("ev_cats", "ev_only", "ev_page"):
             st.session_state.pop(key, None)
         resources.keep("ev_page", 1)
         st.session_state["ev_shown"] = str(path)
-    if not path.exists():
-        st.warning(f"`{folder}` does not exist.")
-    elif not (path / "summary.json").is_file():
-        st.warning(f"`{folder}` holds no summary.json: not a finished evaluation run.")
+    if problem := what_is_wrong(path):
+        st.warning(f"{code(folder)} {problem}.")
     elif problem := unreadable(path):
-        st.error(f"`{folder}` holds a run gendet cannot read: {problem}")
+        st.error(f"{code(folder)} holds a run gendet cannot read: {problem}")
     else:
         summary = json.loads((path / "summary.json").read_text())
         rows = read_rows(path / "results.jsonl")
         what = "Your prompts" if summary.get("suite") == "prompts" else f"Suite {summary.get('suite')}"
         st.subheader(f"{what}: {summary['overall']['accuracy']:.1%} pass ({summary['overall']['n']} image{'s' * (summary['overall']['n'] != 1)})")
-        st.caption(f"The run in `{path}`, sampled at {describe_settings(summary.get('settings') or {})}")
+        st.caption(f"The run in {code(path)}, sampled at {describe_settings(summary.get('settings') or {})}")
         table = [{"category": c, "accuracy": round(b["accuracy"], 3), "95% CI low": round(b["ci95"][0], 3),
                   "95% CI high": round(b["ci95"][1], 3), "images": b["n"]}
                  for c, b in [*summary["categories"].items(), ("overall", summary["overall"])]]

@@ -11,7 +11,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `from ui import 
 
 from ui import resources  # noqa: E402
 
-st.set_page_config(page_title="gendet", page_icon=":material/pets:", layout="wide")
+
+
+def tab_icon():
+    """The browser tab's icon, drawn here: a ":material/..." page_icon is fetched from fonts.gstatic.com,
+    a request on every page load that an offline app must not make."""
+    from PIL import Image, ImageDraw
+
+    icon = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw, red = ImageDraw.Draw(icon), (255, 75, 75, 255)
+    draw.ellipse((16, 30, 48, 60), fill=red)  # a paw: the pad and four toes
+    for x, y in ((8, 24), (22, 10), (42, 10), (56, 24)):
+        draw.ellipse((x - 7, y - 8, x + 7, y + 8), fill=red)
+    return icon
+
+
+st.set_page_config(page_title="gendet", page_icon=tab_icon(), layout="wide")
 # Material icons ship with Streamlit as a font: no emoji font needed on the machine
 pages = [st.Page("home.py", title="Home", icon=":material/home:", default=True),
          st.Page("generate.py", title="Generate", icon=":material/brush:"),
