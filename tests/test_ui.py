@@ -172,10 +172,32 @@ def test_the_sidebar_says_what_is_wrong_with_a_model_path(tiny_models, tmp_path)
     assert path_status("generator", str(gen.parent)) == (f"not a generator folder (no pipeline.json); "
                                                          f"did you mean `{gen}`?")
     assert path_status("generator", str(tmp_path / "x")) == f"missing: `{tmp_path / 'x'}`"
+    # what exists, said as what it is, not "missing"
+    (tmp_path / "afile").write_text("x")
+    assert path_status("generator", str(tmp_path / "afile")) == f"a file, not a generator folder: `{tmp_path / 'afile'}`"
+    (tmp_path / "empty").mkdir()
+    assert path_status("generator", str(tmp_path / "empty")) == (f"a folder without pipeline.json (not a saved "
+                                                                 f"generator): `{tmp_path / 'empty'}`")
     assert path_status("catdog", "") == "no path given"
     assert path_status("catdog", str(det)) == f"found at `{det}`"
     (tmp_path / "README.md").write_text("# a card")
     assert path_status("catdog", str(tmp_path / "README.md")) == f"not a detector: `{tmp_path / 'README.md'}` is not a .pt file"
+
+
+def test_a_path_that_cannot_be_checked_is_said_not_raised(monkeypatch, tmp_path):
+    """A name over 255 bytes: Path.exists raises OSError (ENAMETOOLONG), which put a traceback on every
+    page for as long as the sidebar kept the value."""
+    from ui.resources import look, path_status
+
+    long = tmp_path / ("x" * 300)
+    assert look(long) == look(long / "pipeline.json") == "file name too long"
+    assert path_status("generator", str(long)) == f"cannot check `{long}`: file name too long"
+    assert path_status("face", str(long / "a.pt")) == f"cannot check `{long / 'a.pt'}`: file name too long"
+    monkeypatch.setenv("GENDET_GENERATOR", str(long))
+    monkeypatch.setenv("GENDET_CATDOG", str(long / "a.pt"))
+    at = page("generate.py").run()
+    assert not at.exception and at.warning[0].value.startswith(f"No generator at `{long}` (file name too long).")
+    assert f"cannot check `{long / 'a.pt'}`: file name too long" in [c.value for c in at.sidebar.caption]
 
 
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
