@@ -200,6 +200,18 @@ def test_a_path_that_cannot_be_checked_is_said_not_raised(monkeypatch, tmp_path)
     assert f"cannot check `{long / 'a.pt'}`: file name too long" in [c.value for c in at.sidebar.caption]
 
 
+def test_the_sidebar_expands_a_home_folder(tiny_models, monkeypatch, tmp_path):
+    """"~/gen" was looked up literally (and said "missing: ~/gen")."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "gen").symlink_to(tiny_models[0])
+    monkeypatch.setenv("GENDET_GENERATOR", "~/gen")
+    monkeypatch.setenv("GENDET_CATDOG", "~/nothing.pt")
+    at = page("home.py").run()
+    captions = [c.value for c in at.sidebar.caption]
+    assert not at.exception and f"found at `{tmp_path / 'gen'}`" in captions
+    assert f"missing: `{tmp_path / 'nothing.pt'}`" in captions
+
+
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
     monkeypatch.setenv("GENDET_GENERATOR", str(tmp_path / "nothing"))
     at = page("generate.py").run()

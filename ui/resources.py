@@ -160,7 +160,16 @@ def remember_widgets() -> None:
 
 
 def paths() -> dict[str, str]:
-    return {k: kept(f"path_{k}", value).strip() for k, value in defaults().items()}
+    return {k: user_path(kept(f"path_{k}", value).strip()) for k, value in defaults().items()}
+
+
+def user_path(typed: str) -> str:
+    """A typed path with ~ expanded, as a shell would (it was looked up literally); "~nobody/x", for
+    a user that does not exist, stays as typed."""
+    try:
+        return str(Path(typed).expanduser()) if typed else ""
+    except RuntimeError:
+        return typed
 
 
 def look(path: Path) -> str:
