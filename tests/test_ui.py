@@ -212,6 +212,16 @@ def test_the_sidebar_expands_a_home_folder(tiny_models, monkeypatch, tmp_path):
     assert f"missing: `{tmp_path / 'nothing.pt'}`" in captions
 
 
+def test_a_detector_that_fails_to_load_is_named_once(env, monkeypatch, tmp_path):
+    fake = tmp_path / "fake.pt"
+    Image.new("RGB", (4, 4)).save(fake, format="PNG")
+    monkeypatch.setenv("GENDET_CATDOG", str(fake))
+    at = page("detect.py").run()
+    assert not at.exception and at.error[0].value == (f"Could not load the catdog detector: {fake}: not a "
+                                                      "PyTorch checkpoint (neither a zip archive nor a pickle, as "
+                                                      "torch.save writes)")
+
+
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
     monkeypatch.setenv("GENDET_GENERATOR", str(tmp_path / "nothing"))
     at = page("generate.py").run()

@@ -222,7 +222,9 @@ def detectors(which=("catdog", "face")) -> dict:
         try:
             out[task] = load_detector(path)
         except Exception as e:  # noqa: BLE001
-            st.error(f"Could not load the {task} detector from `{path}`: {e}")
+            # detection's messages start with the path: named once
+            st.error(f"Could not load the {task} detector: {e}" if path in str(e) else
+                     f"Could not load the {task} detector from `{path}`: {e}")
     return out
 
 
