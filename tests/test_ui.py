@@ -581,6 +581,9 @@ def test_restored_settings_fit_the_form_and_say_what_moved():
                                                    "guidance": 3.0, "truncation": 0.86, "purity": False}, [])
     with pytest.raises(ValueError):
         form_values({"seed": "abc"}, defaults, 25, 100)
+    # integers whole: seed 2**40 was "1.09951e+12 ... set to 2.14748e+09"
+    assert form_values({"seed": 2**40}, defaults, 25, 100)[1] == [
+        "seed 1099511627776 is outside this form's 0-2147483647: set to 2147483647"]
 
 
 def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp_path):
