@@ -488,7 +488,7 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
 
 def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
     from detection.predict import open_rgb
-    from ui.uploads import open_image
+    from ui.uploads import boxes_caption, open_image
 
     stored = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     exif = Image.new("RGB", (1, 1)).getexif()
@@ -499,6 +499,12 @@ def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_p
     upright = np.rot90(stored, k=-1)
     assert note is None and np.array_equal(np.asarray(image), upright)
     assert image.info["original_size"] == (20, 30)  # as shown: 20 wide, 30 high
+    # the table's caption says the boxes are in the pixels as shown, not the file's (stored 30x20)
+    assert boxes_caption(image) == ("Boxes in the pixels of the image as shown upright (20x30); the file stores "
+                                    "30x20, turned by its EXIF orientation.")
+    plain = io.BytesIO()
+    Image.fromarray(stored).save(plain, format="PNG")
+    assert boxes_caption(open_image(plain.getvalue(), "plain.png")[0]) == "Boxes in the pixels of the 30x20 file."
     # detection.predict reads files the same way
     (tmp_path / "phone.png").write_bytes(buf.getvalue())
     assert np.array_equal(np.asarray(open_rgb(tmp_path / "phone.png")), upright)
