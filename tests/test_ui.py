@@ -486,6 +486,22 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
     assert len(names) == 130 + 5  # with report.html, results.jsonl and summary.json/.csv/.md
 
 
+def test_a_mask_of_another_size_is_said_in_the_sizes_uploaded():
+    """It quoted the downscaled 2048x1536 of a 4000x3000 upload."""
+    from ui.uploads import mask_mismatch, open_image
+
+    def opened(w, h):
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h)).save(buf, format="PNG")
+        return open_image(buf.getvalue(), "x.png")[0]
+
+    big = opened(4000, 3000)
+    assert mask_mismatch(big, opened(1000, 750), "photo.png", "mask.png") == (
+        "mask.png: 1000x750, but the image photo.png is 4000x3000; give a mask of the image's size")
+    assert mask_mismatch(big, opened(4000, 3000), "photo.png", "mask.png") is None
+    assert mask_mismatch(opened(30, 20), opened(20, 30), "a.png", "m.png").startswith("m.png: 20x30, but the image a.png is 30x20")
+
+
 def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
     from detection.predict import open_rgb
     from ui.uploads import boxes_caption, open_image

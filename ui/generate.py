@@ -17,7 +17,7 @@ from generation.png_info import png_bytes, read_settings
 from generation.sampling_options import describe_settings
 from ui import resources
 from ui.restore import GUIDANCE, STRENGTH, TRUNCATION, form_values
-from ui.uploads import IMAGE_TYPES, open_image
+from ui.uploads import IMAGE_TYPES, mask_mismatch, open_image
 
 BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
 SHOWN = 10  # generations kept in the history, the newest first
@@ -169,6 +169,10 @@ def draw_and_judge() -> int | None:
                 return
             if note:  # transparency, a downscale: said with the result
                 notes.append(note)
+        mismatch = mask_mismatch(opened[0][0], opened[1][0], init_file.name, mask_file.name) if mask_file else None
+        if mismatch:  # said in the sizes uploaded, before edit_inputs compares the downscaled ones
+            st.error(mismatch)
+            return
         try:
             edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
         except ValueError as e:

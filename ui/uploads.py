@@ -40,6 +40,17 @@ def open_image(data: bytes, name: str, background: str = "white"):
     return image, "; ".join(notes) or None
 
 
+def mask_mismatch(image, mask, image_name: str, mask_name: str) -> str | None:
+    """Why an opened mask does not fit its opened image, in the sizes uploaded, or None.
+    (edit_inputs compares them after open_image's downscale: it quoted 2048x1536 of a 4000x3000
+    upload.)"""
+    size, mask_size = (x.info.get("original_size", x.size) for x in (image, mask))
+    if size == mask_size and image.size == mask.size:
+        return None
+    return (f"{mask_name}: {mask_size[0]}x{mask_size[1]}, but the image {image_name} is {size[0]}x{size[1]}; "
+            "give a mask of the image's size")
+
+
 def boxes_caption(image) -> str:
     """Which pixels box_table's boxes are in: the upload's as shown, which are not the ones its file
     stores when its EXIF orientation turned it (it said "the 150x300 file" of a file of 300x150)."""
