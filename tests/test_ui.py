@@ -149,6 +149,19 @@ def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
     assert len(at.get("download_button")) == 1
 
 
+def test_a_long_prompt_the_judge_cannot_read_gets_a_short_note(env):
+    """"a cat " * 200: the note quoted the whole prompt twice, and called 'cat a cat ... a' a colour."""
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a cat " * 200)
+    at.slider(key="steps").set_value(1)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    cut = ("a cat " * 200)[:80] + "…"
+    assert not at.exception and [w.value for w in at.warning if w.value.startswith("Not judged")] == [
+        f"Not judged: cannot judge '{cut}': '{cut}' names more than one object; objects are joined by 'and', e.g. "
+        "'a cat and a dog'. Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'."]
+
+
 def test_generate_shows_the_prompt_as_typed_and_points_no_x_to_must_not_contain(env):
     at = page("generate.py").run()
     at.text_input(key="prompt").set_value("no *black* dogs $x$ ")

@@ -36,6 +36,15 @@ def plain(note: str) -> str:
     return re.sub(r"([\\`*_\[\]$<>~|#])", r"\\\1", note)
 
 
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # a Python repr of a string
+
+
+def short_quotes(note: str, limit: int = 80) -> str:
+    """A note with each quoted text over `limit` characters cut: a ParseError quotes the whole prompt,
+    twice ("a cat " * 200 made a warning of 2,500 characters)."""
+    return QUOTED.sub(lambda m: m[0] if len(m[0]) <= limit + 2 else m[0][:limit + 1] + "…" + m[0][0], note)
+
+
 resources.sidebar()
 st.title("Generate")
 
@@ -150,8 +159,8 @@ def draw_and_judge() -> int | None:
         spec = None
         hint = (" To keep a class out, choose it under Must not contain." if
                 prompt.strip().lower().startswith(("no ", "without ")) else "")
-        notes.append(f"{'Only Must not contain is checked' if avoid else 'Not judged'}: {e}. Prompts the judge "
-                     f"reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.{hint}")
+        notes.append(f"{'Only Must not contain is checked' if avoid else 'Not judged'}: {short_quotes(str(e))}. "
+                     f"Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.{hint}")
     if avoid:
         if spec and any(spec.expect.get(c, {}).get("count", 1) > 0 for c in avoid):
             notes.append("The prompt asks for a class you also excluded; the exclusion wins.")
