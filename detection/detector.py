@@ -31,6 +31,7 @@ import numpy as np
 from datasets.images import is_tensor as _is_tensor
 from datasets.images import rgb_uint8
 from detection._common import BUNDLED, UsageError, check_local_weights, names_list, quiet_ultralytics, resolve_model
+from generation.files import NOT_PYTORCH, not_pytorch
 from generation.sampling_options import whole  # any integer type, or 128.0 (no torch: stays light)
 
 
@@ -150,6 +151,8 @@ class Detector:
             raise UsageError(f"device: {e}") from None
         weights = check_local_weights(resolve_model(path) if str(path) in BUNDLED else path)
         quiet_ultralytics(verbose)
+        if not_pytorch(weights):  # ultralytics' safe mode would call it a pickle to refuse
+            raise UsageError(f"{path}: {NOT_PYTORCH}")
         from ultralytics import YOLO
 
         try:

@@ -42,6 +42,21 @@ def atomic_write_json(obj, path: Path, indent: int | None = 1) -> None:
     atomic_write_bytes((json.dumps(obj, indent=indent) + "\n").encode(), path)
 
 
+def not_pytorch(path: Path) -> bool:
+    """Whether a file starts with bytes torch.save never writes (it writes a zip archive, or in its
+    older format a pickle): an image renamed .pt is not a checkpoint, and not an unsafe pickle either.
+    An empty or unreadable file is left to the loaders' own message."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return False
+    return bool(head) and not head.startswith(b"PK\x03\x04") and head[:1] != b"\x80"
+
+
+NOT_PYTORCH = "not a PyTorch checkpoint (neither a zip archive nor a pickle, as torch.save writes)"
+
+
 def load_torch_file(path: Path):
     """torch.load(weights_only=True), its failures said in one line: a file cut short is not an
     unsafe one, and nothing here suggests turning the check off (torch's own message does)."""
@@ -51,6 +66,8 @@ def load_torch_file(path: Path):
 
     import torch
 
+    if not_pytorch(path):
+        raise ValueError(f"{path}: {NOT_PYTORCH}")
     try:
         with warnings.catch_warnings():  # torch's note on pickle protocols says nothing a user can act on
             warnings.filterwarnings("ignore", message="Detected pickle protocol")

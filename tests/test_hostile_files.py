@@ -72,6 +72,22 @@ def test_checkpoints_and_converted_weights_refuse_pickles_in_one_line(tmp_path):
     assert load_torch_file(tmp_path / "ok.pt")["step"] == 3
 
 
+def test_an_image_renamed_pt_is_not_called_an_unsafe_pickle(tmp_path):
+    """A PNG given as a detector or checkpoint was "refused: it holds Python objects ... could run
+    code": it is no PyTorch file at all, and is said so."""
+    from detection._common import UsageError
+    from detection.detector import Detector
+    from generation.files import load_torch_file
+
+    fake = tmp_path / "fake.pt"
+    Image.new("RGB", (4, 4)).save(fake, format="PNG")
+    with pytest.raises(UsageError) as e:
+        Detector.load(fake, device="cpu")
+    assert str(e.value) == f"{fake}: not a PyTorch checkpoint (neither a zip archive nor a pickle, as torch.save writes)"
+    with pytest.raises(ValueError, match="fake.pt: not a PyTorch checkpoint"):
+        load_torch_file(fake)
+
+
 def _row(**changes) -> dict:
     row = {"prompt": "a cat", "prompt_index": 0, "category": "single_object", "expect": "at least 1 cat",
            "image_index": 0, "seed": 0, "image": "images/0000_0.png", "size": [8, 8],

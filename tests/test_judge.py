@@ -228,6 +228,9 @@ def test_parse_prompt_grammar():
                        ("a cat on the left of a dog", "the relations the judge reads are to the left of, to the "
                                                       "right of, above, below, e.g. 'a cat to the left of a dog'"),
                        ("a cat next to a dog", "the relations the judge reads"),
+                       # two objects not joined by "and": not a colour 'cat a' of a cat
+                       ("a cat a dog", r"'a cat a dog' names more than one object; objects are joined by 'and', "
+                                       r"e.g. 'a cat and a dog'"),
                        ("a dog left of a cat", "the relations the judge reads")]:
         with pytest.raises(ParseError, match=words):
             parse_prompt(bad)

@@ -149,6 +149,19 @@ def test_generate_rejects_an_empty_prompt_and_says_when_it_cannot_judge(env):
     assert len(at.get("download_button")) == 1
 
 
+def test_a_long_prompt_the_judge_cannot_read_gets_a_short_note(env):
+    """"a cat " * 200: the note quoted the whole prompt twice, and called 'cat a cat ... a' a colour."""
+    at = page("generate.py").run()
+    at.text_input(key="prompt").set_value("a cat " * 200)
+    at.slider(key="steps").set_value(1)
+    at.number_input(key="n").set_value(1)
+    at.button(key="FormSubmitter:generate-Generate").click().run()
+    cut = ("a cat " * 200)[:80] + "…"
+    assert not at.exception and [w.value for w in at.warning if w.value.startswith("Not judged")] == [
+        f"Not judged: cannot judge '{cut}': '{cut}' names more than one object; objects are joined by 'and', e.g. "
+        "'a cat and a dog'. Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'."]
+
+
 def test_generate_shows_the_prompt_as_typed_and_points_no_x_to_must_not_contain(env):
     at = page("generate.py").run()
     at.text_input(key="prompt").set_value("no *black* dogs $x$ ")
@@ -172,10 +185,54 @@ def test_the_sidebar_says_what_is_wrong_with_a_model_path(tiny_models, tmp_path)
     assert path_status("generator", str(gen.parent)) == (f"not a generator folder (no pipeline.json); "
                                                          f"did you mean `{gen}`?")
     assert path_status("generator", str(tmp_path / "x")) == f"missing: `{tmp_path / 'x'}`"
+    # what exists, said as what it is, not "missing"
+    (tmp_path / "afile").write_text("x")
+    assert path_status("generator", str(tmp_path / "afile")) == f"a file, not a generator folder: `{tmp_path / 'afile'}`"
+    (tmp_path / "empty").mkdir()
+    assert path_status("generator", str(tmp_path / "empty")) == (f"a folder without pipeline.json (not a saved "
+                                                                 f"generator): `{tmp_path / 'empty'}`")
     assert path_status("catdog", "") == "no path given"
     assert path_status("catdog", str(det)) == f"found at `{det}`"
     (tmp_path / "README.md").write_text("# a card")
     assert path_status("catdog", str(tmp_path / "README.md")) == f"not a detector: `{tmp_path / 'README.md'}` is not a .pt file"
+
+
+def test_a_path_that_cannot_be_checked_is_said_not_raised(monkeypatch, tmp_path):
+    """A name over 255 bytes: Path.exists raises OSError (ENAMETOOLONG), which put a traceback on every
+    page for as long as the sidebar kept the value."""
+    from ui.resources import look, path_status
+
+    long = tmp_path / ("x" * 300)
+    assert look(long) == look(long / "pipeline.json") == "file name too long"
+    assert path_status("generator", str(long)) == f"cannot check `{long}`: file name too long"
+    assert path_status("face", str(long / "a.pt")) == f"cannot check `{long / 'a.pt'}`: file name too long"
+    monkeypatch.setenv("GENDET_GENERATOR", str(long))
+    monkeypatch.setenv("GENDET_CATDOG", str(long / "a.pt"))
+    at = page("generate.py").run()
+    assert not at.exception and at.warning[0].value.startswith(f"No generator at `{long}` (file name too long).")
+    assert f"cannot check `{long / 'a.pt'}`: file name too long" in [c.value for c in at.sidebar.caption]
+
+
+def test_the_sidebar_expands_a_home_folder(tiny_models, monkeypatch, tmp_path):
+    """"~/gen" was looked up literally (and said "missing: ~/gen")."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "gen").symlink_to(tiny_models[0])
+    monkeypatch.setenv("GENDET_GENERATOR", "~/gen")
+    monkeypatch.setenv("GENDET_CATDOG", "~/nothing.pt")
+    at = page("home.py").run()
+    captions = [c.value for c in at.sidebar.caption]
+    assert not at.exception and f"found at `{tmp_path / 'gen'}`" in captions
+    assert f"missing: `{tmp_path / 'nothing.pt'}`" in captions
+
+
+def test_a_detector_that_fails_to_load_is_named_once(env, monkeypatch, tmp_path):
+    fake = tmp_path / "fake.pt"
+    Image.new("RGB", (4, 4)).save(fake, format="PNG")
+    monkeypatch.setenv("GENDET_CATDOG", str(fake))
+    at = page("detect.py").run()
+    assert not at.exception and at.error[0].value == (f"Could not load the catdog detector: {fake}: not a "
+                                                      "PyTorch checkpoint (neither a zip archive nor a pickle, as "
+                                                      "torch.save writes)")
 
 
 def test_generate_without_a_generator_explains(monkeypatch, tmp_path):
@@ -466,9 +523,25 @@ def test_evaluate_pages_through_a_long_run_and_downloads_its_report(env, tmp_pat
     assert len(names) == 130 + 5  # with report.html, results.jsonl and summary.json/.csv/.md
 
 
+def test_a_mask_of_another_size_is_said_in_the_sizes_uploaded():
+    """It quoted the downscaled 2048x1536 of a 4000x3000 upload."""
+    from ui.uploads import mask_mismatch, open_image
+
+    def opened(w, h):
+        buf = io.BytesIO()
+        Image.new("RGB", (w, h)).save(buf, format="PNG")
+        return open_image(buf.getvalue(), "x.png")[0]
+
+    big = opened(4000, 3000)
+    assert mask_mismatch(big, opened(1000, 750), "photo.png", "mask.png") == (
+        "mask.png: 1000x750, but the image photo.png is 4000x3000; give a mask of the image's size")
+    assert mask_mismatch(big, opened(4000, 3000), "photo.png", "mask.png") is None
+    assert mask_mismatch(opened(30, 20), opened(20, 30), "a.png", "m.png").startswith("m.png: 20x30, but the image a.png is 30x20")
+
+
 def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_path):
     from detection.predict import open_rgb
-    from ui.uploads import open_image
+    from ui.uploads import boxes_caption, open_image
 
     stored = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
     exif = Image.new("RGB", (1, 1)).getexif()
@@ -479,6 +552,12 @@ def test_an_uploaded_phone_photo_is_turned_upright_by_its_exif_orientation(tmp_p
     upright = np.rot90(stored, k=-1)
     assert note is None and np.array_equal(np.asarray(image), upright)
     assert image.info["original_size"] == (20, 30)  # as shown: 20 wide, 30 high
+    # the table's caption says the boxes are in the pixels as shown, not the file's (stored 30x20)
+    assert boxes_caption(image) == ("Boxes in the pixels of the image as shown upright (20x30); the file stores "
+                                    "30x20, turned by its EXIF orientation.")
+    plain = io.BytesIO()
+    Image.fromarray(stored).save(plain, format="PNG")
+    assert boxes_caption(open_image(plain.getvalue(), "plain.png")[0]) == "Boxes in the pixels of the 30x20 file."
     # detection.predict reads files the same way
     (tmp_path / "phone.png").write_bytes(buf.getvalue())
     assert np.array_equal(np.asarray(open_rgb(tmp_path / "phone.png")), upright)
@@ -561,6 +640,9 @@ def test_restored_settings_fit_the_form_and_say_what_moved():
                                                    "guidance": 3.0, "truncation": 0.86, "purity": False}, [])
     with pytest.raises(ValueError):
         form_values({"seed": "abc"}, defaults, 25, 100)
+    # integers whole: seed 2**40 was "1.09951e+12 ... set to 2.14748e+09"
+    assert form_values({"seed": 2**40}, defaults, 25, 100)[1] == [
+        "seed 1099511627776 is outside this form's 0-2147483647: set to 2147483647"]
 
 
 def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp_path):

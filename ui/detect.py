@@ -4,7 +4,7 @@ import streamlit as st
 
 from detection.draw import draw_detections
 from ui import resources
-from ui.uploads import IMAGE_TYPES, box_table, open_image
+from ui.uploads import IMAGE_TYPES, box_table, boxes_caption, open_image
 
 resources.sidebar()
 st.title("Detect")
@@ -37,7 +37,6 @@ for f in files or []:
     left.image(draw_detections(image, found), caption=f.name, width="stretch")
     if found:
         right.dataframe(box_table(found, image), hide_index=True)
-        w, h = image.info.get("original_size", image.size)
-        right.caption(f"Boxes in the pixels of the {w}x{h} file.")
+        right.caption(boxes_caption(image))
     else:
         right.caption(f"nothing found at confidence {conf:.2f} or above")

@@ -17,7 +17,7 @@ from generation.png_info import png_bytes, read_settings
 from generation.sampling_options import describe_settings
 from ui import resources
 from ui.restore import GUIDANCE, STRENGTH, TRUNCATION, form_values
-from ui.uploads import IMAGE_TYPES, open_image
+from ui.uploads import IMAGE_TYPES, mask_mismatch, open_image
 
 BATCH = 8  # images drawn at once: a candidate budget of 64 is 8 batches, with the same images
 SHOWN = 10  # generations kept in the history, the newest first
@@ -34,6 +34,15 @@ def plain(note: str) -> str:
     """A one-line note for st.warning, the characters that would start markdown or LaTeX escaped
     (a note quotes the prompt: "**bold** $x^2$" showed bold and typeset)."""
     return re.sub(r"([\\`*_\[\]$<>~|#])", r"\\\1", note)
+
+
+QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")  # a Python repr of a string
+
+
+def short_quotes(note: str, limit: int = 80) -> str:
+    """A note with each quoted text over `limit` characters cut: a ParseError quotes the whole prompt,
+    twice ("a cat " * 200 made a warning of 2,500 characters)."""
+    return QUOTED.sub(lambda m: m[0] if len(m[0]) <= limit + 2 else m[0][:limit + 1] + "…" + m[0][0], note)
 
 
 resources.sidebar()
@@ -150,8 +159,8 @@ def draw_and_judge() -> int | None:
         spec = None
         hint = (" To keep a class out, choose it under Must not contain." if
                 prompt.strip().lower().startswith(("no ", "without ")) else "")
-        notes.append(f"{'Only Must not contain is checked' if avoid else 'Not judged'}: {e}. Prompts the judge "
-                     f"reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.{hint}")
+        notes.append(f"{'Only Must not contain is checked' if avoid else 'Not judged'}: {short_quotes(str(e))}. "
+                     f"Prompts the judge reads: 'a cat', 'two black dogs', 'a dog to the left of a face'.{hint}")
     if avoid:
         if spec and any(spec.expect.get(c, {}).get("count", 1) > 0 for c in avoid):
             notes.append("The prompt asks for a class you also excluded; the exclusion wins.")
@@ -169,6 +178,10 @@ def draw_and_judge() -> int | None:
                 return
             if note:  # transparency, a downscale: said with the result
                 notes.append(note)
+        mismatch = mask_mismatch(opened[0][0], opened[1][0], init_file.name, mask_file.name) if mask_file else None
+        if mismatch:  # said in the sizes uploaded, before edit_inputs compares the downscaled ones
+            st.error(mismatch)
+            return
         try:
             edit = edit_inputs(pipe.image_size, opened[0][0], opened[1][0] if mask_file is not None else None)
         except ValueError as e:

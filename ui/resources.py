@@ -160,16 +160,40 @@ def remember_widgets() -> None:
 
 
 def paths() -> dict[str, str]:
-    return {k: kept(f"path_{k}", value).strip() for k, value in defaults().items()}
+    return {k: user_path(kept(f"path_{k}", value).strip()) for k, value in defaults().items()}
+
+
+def user_path(typed: str) -> str:
+    """A typed path with ~ expanded, as a shell would (it was looked up literally); "~nobody/x", for
+    a user that does not exist, stays as typed."""
+    try:
+        return str(Path(typed).expanduser()) if typed else ""
+    except RuntimeError:
+        return typed
+
+
+def look(path: Path) -> str:
+    """What is at a user's path: "file", "folder", "missing", or why that cannot be told, e.g. "file
+    name too long". Never raises: Path.exists raises OSError for a name over 255 bytes or a folder the
+    app may not read, and that put a traceback on every page."""
+    try:
+        return "folder" if path.is_dir() else "file" if path.exists() else "missing"
+    except OSError as e:
+        return (e.strerror or type(e).__name__).lower()
+
+
+FOUND = ("file", "folder", "missing")  # what look() says when it could look
 
 
 def generator():
     """The loaded generator, or None after showing why not."""
     path = paths()["generator"]
-    if not path or not (Path(path) / "pipeline.json").is_file():
+    if not path or look(Path(path) / "pipeline.json") != "file":
         inner = generator_inside(Path(path)) if path else None
         hint = f"Did you mean `{inner}`? " if inner else ""
-        where = f"at `{path}`" if path else "folder given (the sidebar's Generator folder is empty)"
+        why = look(Path(path)) if path else "missing"
+        where = (f"at `{path}`" + ("" if why in FOUND else f" ({why})") if path
+                 else "folder given (the sidebar's Generator folder is empty)")
         st.warning(f"No generator {where}. {hint}{MISSING_HELP}")
         return None
     try:
@@ -193,12 +217,14 @@ def detectors(which=("catdog", "face")) -> dict:
     out = {}
     for task in which:
         path = paths()[task]
-        if not Path(path).is_file():
+        if not path or look(Path(path)) != "file":
             continue
         try:
             out[task] = load_detector(path)
         except Exception as e:  # noqa: BLE001
-            st.error(f"Could not load the {task} detector from `{path}`: {e}")
+            # detection's messages start with the path: named once
+            st.error(f"Could not load the {task} detector: {e}" if path in str(e) else
+                     f"Could not load the {task} detector from `{path}`: {e}")
     return out
 
 
@@ -225,18 +251,22 @@ def path_status(key: str, path: str) -> str:
     if not path:
         return "no path given"
     p = Path(path)
-    if key == "generator":
-        if (p / "pipeline.json").is_file():
-            return f"found at `{p}`"
-        inner = generator_inside(p)
-        return f"not a generator folder (no pipeline.json); did you mean `{inner}`?" if inner else f"missing: `{p}`"
-    if not p.exists():
+    kind = look(p)
+    if kind not in FOUND:
+        return f"cannot check `{p}`: {kind}"
+    if kind == "missing":
         return f"missing: `{p}`"
-    if not p.is_file() or p.suffix != ".pt":
-        return f"not a detector: `{p}` is not a .pt file"
-    return f"found at `{p}`"
+    if key != "generator":
+        return f"found at `{p}`" if kind == "file" and p.suffix == ".pt" else f"not a detector: `{p}` is not a .pt file"
+    if kind == "file":
+        return f"a file, not a generator folder: `{p}`"
+    if look(p / "pipeline.json") == "file":
+        return f"found at `{p}`"
+    inner = generator_inside(p)
+    return (f"not a generator folder (no pipeline.json); did you mean `{inner}`?" if inner else
+            f"a folder without pipeline.json (not a saved generator): `{p}`")
 
 
 def generator_inside(folder: Path) -> Path | None:
     """The generator in a bundle folder (generator/) or a training run's (pipeline/), if any."""
-    return next((q for q in (folder / "generator", folder / "pipeline") if (q / "pipeline.json").is_file()), None)
+    return next((q for q in (folder / "generator", folder / "pipeline") if look(q / "pipeline.json") == "file"), None)

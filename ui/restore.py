@@ -9,6 +9,11 @@ TRUNCATION = (0.5, 1.0)
 STRENGTH = (0.01, 1.0)
 
 
+def shown(value) -> str:
+    """A number as a message shows it: an integer whole (":g" wrote seed 2**40 as 1.09951e+12)."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
 def form_values(settings: dict, defaults: dict, default_steps: int, most_steps: int) -> tuple[dict, list[str]]:
     """(widget values, what had to move): each setting as its widget takes it, moved into the widget's
     range where a CLI run used a value the form cannot show (guidance 0.5, 200 steps), and said so.
@@ -18,7 +23,7 @@ def form_values(settings: dict, defaults: dict, default_steps: int, most_steps: 
     def within(value, low, high, name):
         kept = min(max(value, low), high)
         if kept != value:
-            moved.append(f"{name} {value:g} is outside this form's {low:g}-{high:g}: set to {kept:g}")
+            moved.append(f"{name} {shown(value)} is outside this form's {shown(low)}-{shown(high)}: set to {shown(kept)}")
         return kept
 
     values = {"prompt": str(settings.get("prompt", "")),
