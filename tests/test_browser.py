@@ -177,6 +177,7 @@ def test_generate_in_chromium_shows_images_and_verdicts(app_url, tmp_path):
         verdicts = page.locator("[data-testid='stAlert']").filter(has_text=VERDICT)
         verdicts.first.wait_for(timeout=120_000)
         page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=60_000)  # all four rendered
+        verdicts.nth(3).wait_for(timeout=30_000)  # each image's button is drawn before its verdict
         page.wait_for_timeout(500)
         page.screenshot(path=tmp_path / "generate.png", full_page=True)
         assert page.locator("[data-testid='stException']").count() == 0
@@ -205,6 +206,7 @@ def test_two_tabs_generate_at_once_on_the_bundled_models_and_download(bundle_url
         for page, prompt in zip(pages, prompts):
             page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=180_000)
             verdicts = page.locator("[data-testid='stAlert']").filter(has_text=VERDICT)
+            verdicts.nth(3).wait_for(timeout=30_000)  # each image's button is drawn before its verdict
             assert verdicts.count() == 4, prompt
             assert page.locator("[data-testid='stImage']").count() >= 4
             assert page.locator("[data-testid='stException']").count() == 0
@@ -277,6 +279,7 @@ def test_generate_redraws_an_uploaded_image_in_chromium(app_server, tmp_path):
         page.locator(chip.format("photo.png")).wait_for(state="attached", timeout=30_000)
         page.get_by_role("button", name="Generate").click()
         page.get_by_role("button", name="Download PNG").nth(3).wait_for(timeout=120_000)
+        page.locator("[data-testid='stAlert']").filter(has_text=VERDICT).nth(3).wait_for(timeout=30_000)
         assert page.locator("[data-testid='stAlert']").filter(has_text=VERDICT).count() == 4
         assert page.get_by_text("photo.png redrawn at strength 0.5").count() == 1  # the history's line
         upload("Mask: white = redraw (optional)", mask)  # now inpaint: the rest is kept, as the CLI's --mask
