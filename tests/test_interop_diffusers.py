@@ -293,7 +293,7 @@ def test_the_sampling_benchmarks_ratio_comes_from_unrounded_times(capsys, monkey
     from benchmarks import sampling
 
     times = iter([3e-5, 9e-5, 3e-5, 9e-5, 3e-5, 9e-5])  # ours, diffusers, per repeat
-    monkeypatch.setattr(sampling, "time_call", lambda fn, device: next(times))
+    monkeypatch.setattr(sampling, "timed", lambda fn, device: next(times))
     assert sampling.main(["--shape", "test", "--steps", "2", "--batch", "1", "--guidance", "1", "--repeats", "3"]) == 0
     row = json.loads(capsys.readouterr().out.splitlines()[1])
     assert row["ours_s"] == 0.0 and row["diffusers_s"] == 0.0001 and row["ratio"] == 3.0
