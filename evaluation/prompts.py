@@ -24,8 +24,8 @@ from generation.sampling_options import clean_prompt, text_problem
 
 RELATION_WORDS = {"to the left of": "left_of", "to the right of": "right_of", "above": "above", "below": "below"}
 NUMBERS = {w: n for n, w in COUNT_WORDS.items()} | {str(n): n for n in COUNT_WORDS}
-# words that start or end a noun phrase: inside one, they are a second object not joined by "and"
-OBJECT_WORDS = {"a", "an", *NUMBERS, *CLASSES, *(f"{c}s" for c in CLASSES)}
+# class words inside a noun phrase: a second object not joined by "and" ("a cat a cat")
+OBJECT_WORDS = {*CLASSES, *(f"{c}s" for c in CLASSES)}
 EMPTY = set(EMPTY_CAPTIONS) | {"a plain background", "an empty background", "no animals", "no objects"}
 
 
@@ -46,14 +46,14 @@ def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
     else:
         raise ParseError(f"cannot judge {prompt!r}: {text!r} should start with a, an or a number word (one..four)")
     label = noun[:-1] if noun.endswith("s") and noun[:-1] in CLASSES else noun
+    if set(middle) & OBJECT_WORDS:  # "a cat a cat", "a cat two dogs": one phrase, two objects
+        raise ParseError(f"cannot judge {prompt!r}: {text!r} names more than one object; objects are joined by "
+                         "'and', e.g. 'a cat and a dog'")
     if label not in CLASSES:
         raise ParseError(f"cannot judge {prompt!r}: {noun!r} is not one of {', '.join(CLASSES)}")
     if (count > 1) != (noun != label):
         raise ParseError(f"cannot judge {prompt!r}: {text!r} mixes singular and plural")
     color = None
-    if set(middle) & OBJECT_WORDS:  # "a cat a cat": read as the colour 'cat a' of a cat
-        raise ParseError(f"cannot judge {prompt!r}: {text!r} names more than one object; objects are joined by "
-                         "'and', e.g. 'a cat and a dog'")
     if middle:
         if len(middle) != 1 or middle[0] not in COLORS or label not in COLOR_CLASSES:
             known = f"({', '.join(COLORS)})" if label in COLOR_CLASSES else "(none: faces have no colour here)"

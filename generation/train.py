@@ -242,17 +242,17 @@ def random_states(gen: torch.Generator, noise_gen: torch.Generator) -> dict[str,
     return {"rng": gen.get_state(), "noise_rng": noise_gen.get_state(), "torch_rng": torch.get_rng_state()}
 
 
-def gather_random_states(gen: torch.Generator, noise_gen: torch.Generator, device: torch.device) -> list[dict]:
-    """Every torchrun rank's random_states, in rank order (a collective: all ranks call it). Each
-    rank draws its own batches; a checkpoint with rank 0's states alone made every rank draw
-    rank 0's batches after a resume."""
+def gather_random_states(gen: torch.Generator, noise_gen: torch.Generator, group) -> list[dict]:
+    """Every torchrun rank's random_states, in rank order (a collective: all ranks call it), over
+    `group`, a gloo group: the states are CPU tensors. Each rank draws its own batches; a checkpoint
+    with rank 0's states alone made every rank draw rank 0's batches after a resume."""
     mine = random_states(gen, noise_gen)
-    packed = torch.cat(list(mine.values())).to(device)  # the same lengths on every rank: one device kind
+    packed = torch.cat(list(mine.values()))  # the same lengths on every rank: one device kind
     gathered = [torch.empty_like(packed) for _ in range(dist.get_world_size())]
-    dist.all_gather(gathered, packed)
+    dist.all_gather(gathered, packed, group=group)
     lengths = [len(v) for v in mine.values()]
     # clones: Generator.set_state wants a tensor of its own (a view at an offset crashed the resume)
-    return [dict(zip(mine, (part.clone() for part in row.cpu().split(lengths)))) for row in gathered]
+    return [dict(zip(mine, (part.clone() for part in row.split(lengths)))) for row in gathered]
 
 
 def restore_random_states(saved: dict, gen: torch.Generator, noise_gen: torch.Generator, step: int) -> None:
@@ -426,8 +426,9 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]
     deadline = min(ends) if ends else None
     timed_out = False
-    # the per-step stop flags go over a CPU group: on NCCL a GPU tensor's .item() made the CPU wait for each step
-    flag_group = dist.new_group(backend="gloo") if distributed else None
+    # the per-step stop flags and the random states go over a CPU group: on NCCL a GPU tensor's .item()
+    # made the CPU wait for each step
+    cpu_group = dist.new_group(backend="gloo") if distributed else None
     wrote = None  # what this run has written, for the caller's "wrote" line
     stopping = False
     with StopAfterStep(announce=rank == 0) as stop:  # Ctrl-C, SIGTERM: this step ends with a checkpoint
@@ -473,12 +474,12 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
             stopping = stop.requested
             if distributed:  # every rank stops at the same step, this one: torchrun and Slurm kill after 30 s
                 flags = torch.tensor([float(timed_out), float(stop.requested)])
-                dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=flag_group)
+                dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=cpu_group)
                 timed_out, stopping = bool(flags[0].item()), bool(flags[1].item())
             stopping = stopping and step < end  # on the last step the run ends as it would have
             # every rank decides alike (timed_out and stopping are agreed): the states are gathered from all
             if step % tc["ckpt_every"] == 0 or step in (tc["steps"], end) or timed_out or stopping:
-                ranks = gather_random_states(gen, noise_gen, device) if distributed else None
+                ranks = gather_random_states(gen, noise_gen, cpu_group) if distributed else None
                 if rank == 0:
                     save_checkpoint(out, pipe, ema, opt, step, gen, noise_gen, ranks)
                     wrote = out / "checkpoint"
@@ -636,8 +637,9 @@ def _main(argv=None) -> int:
             problem = run_folder_problem(out, args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
             if problem:
                 raise ConfigError(problem)
-            if args.resume and not (out / "checkpoint" / "optimizer.pt").is_file():
-                # before tokenising: found afterwards, a mistyped folder cost minutes and kept a token cache
+            # before tokenising: found afterwards, a mistyped folder cost minutes and kept a token cache. Rank 0
+            # alone: it recovers a checkpoint a kill left mid-swap, which the others would not yet see
+            if rank0 and args.resume and not (out / "checkpoint" / "optimizer.pt").is_file():
                 raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoint'}")
             if not (Path(cfg["data"]) / "captions.jsonl").is_file():
                 given = "--data" if args.data is not None else f"data: in {args.config}"

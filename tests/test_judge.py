@@ -231,6 +231,8 @@ def test_parse_prompt_grammar():
                        # two objects not joined by "and": not a colour 'cat a' of a cat
                        ("a cat a dog", r"'a cat a dog' names more than one object; objects are joined by 'and', "
                                        r"e.g. 'a cat and a dog'"),
+                       ("a cat two dogs", r"'a cat two dogs' names more than one object"),  # not "mixes plural"
+                       ("a one cat", r"'one' is not a colour the judge knows for cat"),  # one object: no such note
                        ("a dog left of a cat", "the relations the judge reads")]:
         with pytest.raises(ParseError, match=words):
             parse_prompt(bad)

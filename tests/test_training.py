@@ -678,30 +678,36 @@ def test_torchrun_resume_ends_on_the_uninterrupted_runs_weights(scenes, vqvae_di
 
 
 def test_a_resume_on_another_process_count_gives_each_rank_its_own_draws(monkeypatch, capsys):
-    """A checkpoint of as many ranks: each takes its own states. Of another count (or from before the
-    states were gathered): rank 0 takes rank 0's and says so; the others get new seeds of their own,
-    the same on a rerun, and none draws what another does."""
-    def gens(rank):
+    """A checkpoint of as many ranks: each takes its own states (batch draws, a GPU run's own noise
+    generator, torch's global one). Of another count (or from before the states were gathered): rank
+    0 takes rank 0's and says so; the others get new seeds of their own, the same on a rerun, and
+    none draws what another does."""
+    def gens(rank, own_noise=False):  # a GPU run draws its noise from a generator of its own
         g = torch.Generator().manual_seed(1000 + rank)
-        return g, g
+        return g, torch.Generator().manual_seed(5000 + rank) if own_noise else g
 
-    saved = {"ranks": [t2i.random_states(*gens(r)) for r in range(2)]}
-    for r, want in ((0, saved["ranks"][0]["rng"]), (1, saved["ranks"][1]["rng"])):
-        monkeypatch.setenv("RANK", str(r))
-        monkeypatch.setenv("WORLD_SIZE", "2")
-        g, _ = gens(r)
-        g.manual_seed(99)
-        t2i.restore_random_states(saved, g, g, 7)
-        assert torch.equal(g.get_state(), want)
-    assert capsys.readouterr().err == ""
-    single = t2i.random_states(*gens(0))  # a single-process checkpoint, resumed on three ranks
-    monkeypatch.setenv("WORLD_SIZE", "3")
-    draws = []
-    for r in (0, 1, 2, 2):
-        monkeypatch.setenv("RANK", str(r))
-        g, _ = gens(r)
-        t2i.restore_random_states(single, g, g, 7)
-        draws.append(torch.randint(0, 1 << 30, (4,), generator=g).tolist())
+    with torch.random.fork_rng():  # the global generator is set here: later tests keep theirs
+        saved = {"ranks": []}
+        for r in range(2):
+            torch.manual_seed(7000 + r)
+            saved["ranks"].append(t2i.random_states(*gens(r, own_noise=True)))
+        for r in (0, 1):
+            monkeypatch.setenv("RANK", str(r))
+            monkeypatch.setenv("WORLD_SIZE", "2")
+            g, noise = gens(r, own_noise=True)
+            g.manual_seed(99), noise.manual_seed(99), torch.manual_seed(99)
+            t2i.restore_random_states(saved, g, noise, 7)
+            assert [torch.equal(a, b) for a, b in zip((g.get_state(), noise.get_state(), torch.get_rng_state()),
+                                                      saved["ranks"][r].values())] == [True] * 3
+        assert capsys.readouterr().err == ""
+        single = t2i.random_states(*gens(0))  # a single-process checkpoint, resumed on three ranks
+        monkeypatch.setenv("WORLD_SIZE", "3")
+        draws = []
+        for r in (0, 1, 2, 2):
+            monkeypatch.setenv("RANK", str(r))
+            g, _ = gens(r)
+            t2i.restore_random_states(single, g, g, 7)
+            draws.append(torch.randint(0, 1 << 30, (4,), generator=g).tolist())
     assert draws[0] == torch.randint(0, 1 << 30, (4,), generator=gens(0)[0]).tolist()  # rank 0: as saved
     assert draws[2] == draws[3] and len({tuple(d) for d in draws}) == 3  # a rerun alike; no two ranks alike
     assert "the checkpoint holds the random states of 1 process, this run has 3" in capsys.readouterr().err
