@@ -15,6 +15,7 @@ It also holds what every entry point shares about its process: paths as shown
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -299,7 +300,15 @@ def unwritable_reason(out: Path) -> str | None:
     for existing in (out, *out.parents):
         try:
             if existing.is_symlink() and not existing.exists():  # mkdir would say only "File exists"
-                return f"{existing} is a link to {os.readlink(existing)}, which does not exist"
+                target = os.readlink(existing)
+                try:
+                    existing.resolve(strict=True)
+                except RuntimeError:  # Python 3.11's word for a loop of links (3.13: OSError ELOOP)
+                    return f"{existing} is a link in a loop of links ({target})"
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        return f"{existing} is a link in a loop of links ({target})"
+                return f"{existing} is a link to {target}, which does not exist"
             if existing.exists() or existing == existing.parent:
                 break
         except OSError as e:  # inside a folder this user may not enter (another's home)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -71,9 +72,12 @@ def json_out_problem(path) -> str | None:
     checked up front, so a run does not measure for minutes and then fail at its last line."""
     if path is None:
         return None
-    if Path(path).is_dir():
+    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
         return f"--json-out {path}: a folder; name a file in it"
-    return gendet_env.unwritable(Path(path).parent, "--json-out")
+    if Path(path).exists() and not os.access(path, os.W_OK):
+        return f"--json-out {path}: this file cannot be written over"
+    reason = gendet_env.unwritable_reason(Path(path).parent)
+    return f"--json-out {path}: {reason}" if reason else None
 
 
 def write_json(path, data) -> None:

@@ -71,7 +71,7 @@ MARK = "gendet detection.predict"  # the PNGs' Software text: one whose JSON was
 def _marked(png: Path) -> bool:
     try:
         with Image.open(png) as im:
-            return getattr(im, "text", {}).get("Software") == MARK
+            return im.info.get("Software") == MARK  # read with the header: the text comes before the pixels
     except Exception:  # noqa: BLE001 - not an image, unreadable: not ours
         return False
 

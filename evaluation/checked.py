@@ -171,11 +171,12 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:  # the batches already drawn are ranked and written; the rest are not drawn
         stopped = True
         if not drawn:
-            print(f"\ninterrupted before the first batch of {args.batch} was drawn: nothing written to {args.out}",
-                  file=sys.stderr)
+            print(f"\ninterrupted before the first batch of {min(args.batch, args.candidates)} was drawn: nothing "
+                  f"written to {args.out}", file=sys.stderr)
             return 130
-        print(f"\ninterrupted: ranking the {len(drawn)} of {args.candidates} candidates drawn "
-              f"(seeds {drawn[0].seed}-{drawn[-1].seed})", file=sys.stderr)
+        seeds_drawn = f"seed {drawn[0].seed}" if len(drawn) == 1 else f"seeds {drawn[0].seed}-{drawn[-1].seed}"
+        print(f"\ninterrupted: ranking the {len(drawn)} of {args.candidates} candidates drawn ({seeds_drawn})",
+              file=sys.stderr)
     found = best_first(drawn, keep_failed=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,11 @@ def folder_sha256(folder: str | Path, length: int = 16) -> str:
 
 def parse_detector_spec(spec: str) -> dict[str, Path]:
     """"catdog=PATH,face=PATH" -> {"catdog": Path, "face": Path}; either may be left out. Split only
-    at a comma that starts the next task=, so a path may hold commas of its own."""
+    at a comma before the next "catdog=" or "face=", so a path may hold commas (and "=") of its own;
+    stray commas around the parts are dropped."""
     out = {}
-    for part in filter(None, (p.strip() for p in re.split(r",(?=\s*\w+\s*=)", spec))):
+    tasks = "|".join(map(re.escape, TASKS))
+    for part in filter(None, (p.strip(" ,") for p in re.split(rf",(?=\s*(?:{tasks})\s*=)", spec))):
         task, sep, path = part.partition("=")
         if not sep or task not in TASKS or not path:
             raise ValueError(f"bad detector spec {part!r}: use catdog=PATH and/or face=PATH, comma-separated")
@@ -70,7 +72,9 @@ class JudgeDetectors:
             if task not in TASKS:
                 raise ValueError(f"unknown detector task {task!r}: use {' and/or '.join(TASKS)}")
             if not path.is_file():
-                raise FileNotFoundError(f"{task} detector {path} does not exist")
+                comma = (" (the comma is read as part of the path: give the detectors as catdog=PATH,face=PATH)"
+                         if "," in str(path) else "")
+                raise FileNotFoundError(f"{task} detector {path} does not exist{comma}")
         found = {t: Detector.load(p, device=device) for t, p in paths.items()}
         for task, det in found.items():  # a face detector given as catdog judged every cat "found 0"
             if not set(det.names) & set(TASK_CLASSES[task]):

@@ -208,6 +208,8 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         old = json.loads(path.read_text())
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
+        if old.get("models") == {}:  # the app's runs recorded no models until 2026-12-08: resumed as before
+            old, config = ({k: v for k, v in c.items() if k != "models"} for c in (old, config))
         compared = _comparable(old, config)
         if compared[0] != compared[1]:
             given = {d.split(": ")[0]: d for d in _differences(old, config)}  # as recorded and given

@@ -183,6 +183,16 @@ def test_an_out_folder_that_cannot_be_written_is_said_before_any_drawing(tmp_pat
                                                                 f"{tmp_path / 'theirs' / 'out'} (Permission denied)")
     monkeypatch.undo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # the probe left nothing
+    # links that lead nowhere: mkdir said only "File exists"
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "links" / "loop_a").symlink_to(tmp_path / "links" / "loop_b")
+    (tmp_path / "links" / "loop_b").symlink_to(tmp_path / "links" / "loop_a")
+    assert gendet_env.unwritable(tmp_path / "links" / "dangling" / "out") == (
+        f"--out {tmp_path / 'links' / 'dangling' / 'out'}: {tmp_path / 'links' / 'dangling'} is a link to "
+        f"{tmp_path / 'gone'}, which does not exist")
+    assert gendet_env.unwritable_reason(tmp_path / "links" / "loop_a") == (
+        f"{tmp_path / 'links' / 'loop_a'} is a link in a loop of links ({tmp_path / 'links' / 'loop_b'})")
 
 
 def test_sample_cli_writes_pngs_with_their_settings(tmp_path, capsys):

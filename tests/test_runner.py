@@ -351,10 +351,16 @@ def test_rows_without_a_verdict_are_counted_as_not_judged():
 def test_detector_spec_parsing():
     assert parse_detector_spec("catdog=a.pt,face=b.pt") == {"catdog": __import__("pathlib").Path("a.pt"),
                                                             "face": __import__("pathlib").Path("b.pt")}
-    # a comma inside a path stays in it: only a comma before the next task= separates
-    assert parse_detector_spec("catdog=runs/a,b/best.pt, face=c,d.pt") == {
-        "catdog": __import__("pathlib").Path("runs/a,b/best.pt"), "face": __import__("pathlib").Path("c,d.pt")}
-    for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", "", "catdog=a.pt,cat=b.pt"):
+    # a comma inside a path stays in it: only a comma before the next catdog= or face= separates
+    Path = __import__("pathlib").Path
+    assert parse_detector_spec("catdog=runs/a,b/best.pt, face=c,d.pt") == {"catdog": Path("runs/a,b/best.pt"),
+                                                                          "face": Path("c,d.pt")}
+    assert parse_detector_spec("catdog=runs/lr=0.1,bs=16/best.pt") == {"catdog": Path("runs/lr=0.1,bs=16/best.pt")}
+    for stray in ("catdog=a.pt,", "catdog=a.pt,,face=b.pt", ",catdog=a.pt , face=b.pt,"):  # stray commas dropped
+        assert parse_detector_spec(stray)["catdog"] == Path("a.pt")
+    with pytest.raises(FileNotFoundError, match="a.pt,face does not exist \\(the comma is read as part of the path"):
+        JudgeDetectors.load("catdog=a.pt,face")  # a forgotten "=": one path, said so
+    for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", ""):
         with pytest.raises(ValueError):
             parse_detector_spec(bad)
 
@@ -649,6 +655,10 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
     with pytest.raises(ValueError, match=r"models.generator.images_from: .*src' there, .*src2' now"):
         run({"generator": {**rejudged["generator"], "images_from": "src2", "images_from_resolved": str(tmp_path / "src2")}},
             out="rejudged")
+    # the app's runs recorded no models before 2026-12-08: the app, which now does, resumes them
+    run(None, out="app")
+    assert json.loads((tmp_path / "app" / "run.json").read_text())["models"] == {}
+    run(models("models/x.pt"), out="app")
     # a model recorded without any hash (no weights file found) is compared by its path, resolved
     bare = {"generator": {"path": "models/g", "sha256": None}}
     run(bare, out="bare")

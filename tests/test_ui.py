@@ -364,6 +364,8 @@ def test_evaluate_runs_the_smoke_suite_and_shows_the_report(env, tmp_path, monke
     monkeypatch.setenv("HOME", str(tmp_path))
     bad.text_input(key="ev_open").set_value("~/run").run()
     assert not bad.exception and bad.subheader[0].value.startswith("Suite smoke:")
+    bad.text_input(key="ev_open").set_value("~nosuchuser/run").run()  # no such user: a name like any other
+    assert not bad.exception and bad.warning[0].value == "`~nosuchuser/run` does not exist."
     import gendet_env
 
     with gendet_env.held(tmp_path / "busy", "other"):  # another tab's run, or a CLI run, writes there now
@@ -687,6 +689,15 @@ def test_a_job_a_rerun_stopped_runs_again_and_leaving_its_page_drops_it(env, tmp
         ["a cat", "a photo of nothing"]
     assert first.stat().st_mtime_ns == first_written and (run / "summary.json").is_file()
     assert ev.subheader[0].value.startswith("Your prompts:")  # the finished run is opened
+    # the page reran after the sidebar's generator changed: not drawn on with the other model
+    changed = page("evaluate.py")
+    changed.session_state["jobs"] = {"evaluate": {"runs": 1, "params": {
+        "prompts": ["a cat"], "suite": "smoke", "per_prompt": 1, "out_dir": tmp_path / "changed",
+        "generator": str(tmp_path / "other_generator"), "settings": settings}}}
+    changed.run()
+    assert not changed.exception and changed.error[0].value.startswith(
+        f"The sidebar's generator changed to `{env[0]}` while the run drew with `{tmp_path / 'other_generator'}`")
+    assert not (tmp_path / "changed").exists()
 
     # a job that fails is done: it is not run, and failed, again at every rerun
     broken = page("generate.py")

@@ -41,7 +41,7 @@ def unreadable(run) -> str | None:
 
 def in_repository(text: str) -> Path | None:
     """A typed folder: `~` expanded, a relative one in the repository (an absolute one as it is)."""
-    return gendet_env.ROOT / Path(text.strip()).expanduser() if text.strip() else None
+    return gendet_env.ROOT / resources.user_path(text.strip()) if text.strip() else None
 
 
 def what_is_wrong(run: Path) -> str | None:
