@@ -72,17 +72,18 @@ def json_out_problem(path) -> str | None:
     checked up front, so a run does not measure for minutes and then fail at its last line."""
     if path is None:
         return None
-    if Path(path).is_dir() or str(path).endswith(("/", os.sep)):
+    file = Path(path).expanduser()  # a quoted ~ too, as write_json writes it
+    if file.is_dir() or str(path).endswith(("/", os.sep)):
         return f"--json-out {path}: a folder; name a file in it"
-    if Path(path).exists() and not os.access(path, os.W_OK):
+    if file.exists() and not os.access(file, os.W_OK):
         return f"--json-out {path}: this file cannot be written over"
-    reason = gendet_env.unwritable_reason(Path(path).parent)
+    reason = gendet_env.unwritable_reason(file.parent)
     return f"--json-out {path}: {reason}" if reason else None
 
 
 def write_json(path, data) -> None:
-    """`data` as indented JSON at `path`, its folder made when missing."""
-    path = Path(path)
+    """`data` as indented JSON at `path` (~ expanded), its folder made when missing."""
+    path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
 

@@ -66,8 +66,9 @@ def main(argv=None) -> int:
     problem = json_out_problem(args.json_out)
     if problem:
         ap.error(problem)
-    if args.model and not Path(args.model).is_dir():
-        ap.error(f"--model {args.model}: {'not a folder' if Path(args.model).exists() else 'no such folder'} "
+    model = Path(args.model).expanduser() if args.model else None  # as from_pretrained reads it
+    if model and not model.is_dir():
+        ap.error(f"--model {args.model}: {'not a folder' if model.exists() else 'no such folder'} "
                  "(a saved pipeline folder holds pipeline.json)")
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import string
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -44,7 +45,7 @@ def parse_detector_spec(spec: str) -> dict[str, Path]:
     stray commas around the parts are dropped."""
     out = {}
     tasks = "|".join(map(re.escape, TASKS))
-    for part in filter(None, (p.strip(" ,") for p in re.split(rf",(?=\s*(?:{tasks})\s*=)", spec))):
+    for part in filter(None, (p.strip(string.whitespace + ",") for p in re.split(rf",(?=\s*(?:{tasks})\s*=)", spec))):
         task, sep, path = part.partition("=")
         if not sep or task not in TASKS or not path:
             raise ValueError(f"bad detector spec {part!r}: use catdog=PATH and/or face=PATH, comma-separated")

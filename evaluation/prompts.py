@@ -46,7 +46,7 @@ def _noun_phrase(text: str, prompt: str) -> tuple[str, int, bool, str | None]:
     else:
         raise ParseError(f"cannot judge {prompt!r}: {text!r} should start with a, an or a number word (one..four)")
     label = noun[:-1] if noun.endswith("s") and noun[:-1] in CLASSES else noun
-    if set(middle) & OBJECT_WORDS:  # "a cat a cat", "a cat two dogs": one phrase, two objects
+    if {w.strip(",;") for w in middle} & OBJECT_WORDS:  # "a cat a cat", "a cat, a dog": one phrase, two objects
         raise ParseError(f"cannot judge {prompt!r}: {text!r} names more than one object; objects are joined by "
                          "'and', e.g. 'a cat and a dog'")
     if label not in CLASSES:
@@ -94,7 +94,9 @@ def parse_prompt(prompt: str) -> PromptSpec:
     try:
         phrases = [_noun_phrase(p.strip(), prompt) for side in sides for p in side.split(" and ")]
     except ParseError:
-        if not relations and re.search(r"\b(left|right|next to|beside|near|on top|under|behind|in front)\b", text):
+        # a relation misspelt ("to the lft of") reads like one too: not two objects missing an "and"
+        if not relations and re.search(r"\b(left|right|next to|beside|near|on top|under|behind|in front|to the|of)\b",
+                                       text):
             raise ParseError(f"cannot judge {prompt!r}: the relations the judge reads are "
                              f"{', '.join(RELATION_WORDS)}, e.g. 'a cat to the left of a dog'") from None
         raise

@@ -268,9 +268,11 @@ def restore_random_states(saved: dict, gen: torch.Generator, noise_gen: torch.Ge
             noise_gen.set_state(mine["noise_rng"])
         torch.set_rng_state(mine["torch_rng"])
         if rank == 0 and len(ranks) != world:
-            print(f"warning: the checkpoint holds the random states of {len(ranks)} process"
-                  f"{'es' * (len(ranks) != 1)}, this run has {world}: the run goes on, but its batches are not "
-                  "those the uninterrupted run would have drawn", file=sys.stderr)
+            held = (f"the random states of {len(ranks)} processes" if "ranks" in saved else
+                    "one process's random state (a single-process run's, or rank 0's alone: gendet kept no "
+                    "other rank's before 2026-12-08)")
+            print(f"warning: the checkpoint holds {held}, this run has {world}: the run goes on, but its batches "
+                  "are not those the uninterrupted run would have drawn", file=sys.stderr)
         return
     fresh = gen.initial_seed() * 1_000_003 + step  # gen was seeded per rank
     gen.manual_seed(fresh)

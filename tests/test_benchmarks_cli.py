@@ -154,3 +154,14 @@ def test_detection_speed_refuses_json_out_folder_and_size_with_data(tmp_path, ca
         with pytest.raises(SystemExit) as e:  # checked before the detector loads: a missing one is not reached
             run_cli(detection_speed.main, ["--model", str(tmp_path / "none.pt"), "--device", "cpu", *argv])
         assert e.value.code == 2 and message in capsys.readouterr().err, argv
+
+
+def test_json_out_expands_a_quoted_home(tmp_path, monkeypatch):
+    """--json-out "~/x.json" (quoted, or from a script) made a folder named ~ in the working directory."""
+    from benchmarks._common import json_out_problem, write_json
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert json_out_problem("~/runs/x.json") is None
+    write_json("~/runs/x.json", [1])
+    assert json.loads((tmp_path / "home" / "runs" / "x.json").read_text()) == [1] and not (tmp_path / "~").exists()

@@ -232,6 +232,8 @@ def test_parse_prompt_grammar():
                        ("a cat a dog", r"'a cat a dog' names more than one object; objects are joined by 'and', "
                                        r"e.g. 'a cat and a dog'"),
                        ("a cat two dogs", r"'a cat two dogs' names more than one object"),  # not "mixes plural"
+                       ("a cat, a dog", r"'a cat, a dog' names more than one object"),
+                       ("a cat to the lft of a dog", "the relations the judge reads are"),  # a typo, not a missing and
                        ("a one cat", r"'one' is not a colour the judge knows for cat"),  # one object: no such note
                        ("a dog left of a cat", "the relations the judge reads")]:
         with pytest.raises(ParseError, match=words):

@@ -356,7 +356,7 @@ def test_detector_spec_parsing():
     assert parse_detector_spec("catdog=runs/a,b/best.pt, face=c,d.pt") == {"catdog": Path("runs/a,b/best.pt"),
                                                                           "face": Path("c,d.pt")}
     assert parse_detector_spec("catdog=runs/lr=0.1,bs=16/best.pt") == {"catdog": Path("runs/lr=0.1,bs=16/best.pt")}
-    for stray in ("catdog=a.pt,", "catdog=a.pt,,face=b.pt", ",catdog=a.pt , face=b.pt,"):  # stray commas dropped
+    for stray in ("catdog=a.pt,", "catdog=a.pt,,face=b.pt", ",catdog=a.pt , face=b.pt,", "catdog=a.pt,\tface=b.pt"):
         assert parse_detector_spec(stray)["catdog"] == Path("a.pt")
     with pytest.raises(FileNotFoundError, match="a.pt,face does not exist \\(the comma is read as part of the path"):
         JudgeDetectors.load("catdog=a.pt,face")  # a forgotten "=": one path, said so

@@ -710,7 +710,11 @@ def test_a_resume_on_another_process_count_gives_each_rank_its_own_draws(monkeyp
             draws.append(torch.randint(0, 1 << 30, (4,), generator=g).tolist())
     assert draws[0] == torch.randint(0, 1 << 30, (4,), generator=gens(0)[0]).tolist()  # rank 0: as saved
     assert draws[2] == draws[3] and len({tuple(d) for d in draws}) == 3  # a rerun alike; no two ranks alike
-    assert "the checkpoint holds the random states of 1 process, this run has 3" in capsys.readouterr().err
+    assert "the checkpoint holds one process's random state (a single-process run's, or rank 0's alone" in \
+        capsys.readouterr().err
+    monkeypatch.setenv("RANK", "0")  # a 2-rank checkpoint on 3 ranks
+    t2i.restore_random_states(saved, *gens(0), 7)
+    assert "the checkpoint holds the random states of 2 processes, this run has 3" in capsys.readouterr().err
 
 
 def test_torchrun_stopped_by_sigterm_saves_one_checkpoint_every_rank_agrees_on(scenes, vqvae_dir, tmp_path):
