@@ -148,6 +148,15 @@ def ultralytics():
     return ul
 
 
+def expand_user(path) -> Path:
+    """`path` with ~ expanded, as a shell would; "~nobody/x", for a user that does not exist, stays as
+    given (Path.expanduser raises RuntimeError for it)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 def shown_path(path) -> str:
     """A path as recorded in files people share (PNG settings): relative to the repository when it
     is inside it ("models/demo/generator", not the machine's absolute path), else as given."""

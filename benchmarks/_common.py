@@ -72,7 +72,7 @@ def json_out_problem(path) -> str | None:
     checked up front, so a run does not measure for minutes and then fail at its last line."""
     if path is None:
         return None
-    file = Path(path).expanduser()  # a quoted ~ too, as write_json writes it
+    file = gendet_env.expand_user(path)  # a quoted ~ too, as write_json writes it
     if file.is_dir() or str(path).endswith(("/", os.sep)):
         return f"--json-out {path}: a folder; name a file in it"
     if file.exists() and not os.access(file, os.W_OK):
@@ -83,7 +83,7 @@ def json_out_problem(path) -> str | None:
 
 def write_json(path, data) -> None:
     """`data` as indented JSON at `path` (~ expanded), its folder made when missing."""
-    path = Path(path).expanduser()
+    path = gendet_env.expand_user(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
 

@@ -15,7 +15,6 @@ import gendet_env
 import argparse
 import json
 import os
-from pathlib import Path
 
 import torch
 
@@ -66,7 +65,7 @@ def main(argv=None) -> int:
     problem = json_out_problem(args.json_out)
     if problem:
         ap.error(problem)
-    model = Path(args.model).expanduser() if args.model else None  # as from_pretrained reads it
+    model = gendet_env.expand_user(args.model) if args.model else None  # as from_pretrained reads it
     if model and not model.is_dir():
         ap.error(f"--model {args.model}: {'not a folder' if model.exists() else 'no such folder'} "
                  "(a saved pipeline folder holds pipeline.json)")

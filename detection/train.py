@@ -610,7 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder (best.pt, metrics.json, curves.png, README.md): "
                                                 "new or empty, or a run's to --resume")
     p.add_argument("--workers", type=int, default=2,
-                   help="dataloader workers on a GPU (default 2; ultralytics loads in the main process on CPU)")
+                   help="dataloader workers on a GPU (default 2; ultralytics loads in the main process on "
+                        "CPU and MPS)")
     p.add_argument("--augment", default="default", choices=AUGMENT_MODES,
                    help="ultralytics' augmentation (default), a light set without mosaic, or none")
     p.add_argument("--patience", type=int, default=50, help="early-stopping patience in epochs (default 50)")

@@ -16,6 +16,7 @@ import string
 from pathlib import Path
 from typing import Any, Mapping
 
+import gendet_env
 from evaluation.judge import DEFAULT_RULES, JudgeRules
 
 TASKS = ("catdog", "face")
@@ -47,11 +48,12 @@ def parse_detector_spec(spec: str) -> dict[str, Path]:
     tasks = "|".join(map(re.escape, TASKS))
     for part in filter(None, (p.strip(string.whitespace + ",") for p in re.split(rf",(?=\s*(?:{tasks})\s*=)", spec))):
         task, sep, path = part.partition("=")
+        task, path = task.strip(), path.strip()
         if not sep or task not in TASKS or not path:
             raise ValueError(f"bad detector spec {part!r}: use catdog=PATH and/or face=PATH, comma-separated")
         if task in out:
             raise ValueError(f"detector {task!r} given twice in {spec!r}")
-        out[task] = Path(path)
+        out[task] = gendet_env.expand_user(path)
     if not out:
         raise ValueError("no detectors given: use catdog=PATH and/or face=PATH")
     return out
@@ -68,12 +70,14 @@ class JudgeDetectors:
     def load(cls, spec: str | Mapping[str, str | Path], device=None, rules: JudgeRules = DEFAULT_RULES):
         from detection.detector import Detector
 
-        paths = parse_detector_spec(spec) if isinstance(spec, str) else {k: Path(v).expanduser() for k, v in spec.items()}
+        paths = parse_detector_spec(spec) if isinstance(spec, str) else {k: gendet_env.expand_user(v) for k, v in spec.items()}
         for task, path in paths.items():
             if task not in TASKS:
                 raise ValueError(f"unknown detector task {task!r}: use {' and/or '.join(TASKS)}")
             if not path.is_file():
-                comma = (" (the comma is read as part of the path: give the detectors as catdog=PATH,face=PATH)"
+                other = re.search(r",\s*(\w+)\s*=", str(path))  # "catdog=a.pt,cat=b.pt": a misspelt task
+                comma = (f" ({other.group(1)!r} is not a detector task: give catdog=PATH and/or face=PATH)" if other
+                         else " (the comma is read as part of the path: give the detectors as catdog=PATH,face=PATH)"
                          if "," in str(path) else "")
                 raise FileNotFoundError(f"{task} detector {path} does not exist{comma}")
         found = {t: Detector.load(p, device=device) for t, p in paths.items()}

@@ -95,8 +95,8 @@ def parse_prompt(prompt: str) -> PromptSpec:
         phrases = [_noun_phrase(p.strip(), prompt) for side in sides for p in side.split(" and ")]
     except ParseError:
         # a relation misspelt ("to the lft of") reads like one too: not two objects missing an "and"
-        if not relations and re.search(r"\b(left|right|next to|beside|near|on top|under|behind|in front|to the|of)\b",
-                                       text):
+        if not relations and re.search(r"\b(left|right|next to|beside|near|on top|under|behind|in front|"
+                                       r"to the \w+ of)\b", text):
             raise ParseError(f"cannot judge {prompt!r}: the relations the judge reads are "
                              f"{', '.join(RELATION_WORDS)}, e.g. 'a cat to the left of a dog'") from None
         raise

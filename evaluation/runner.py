@@ -15,6 +15,7 @@ import gendet_env
 import contextlib
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -209,6 +210,10 @@ def _check_run_config(out: Path, config: dict, suite: Suite) -> None:
         if "specs" not in old:  # a run from before they were recorded: its prompts are checked
             config = {k: v for k, v in config.items() if k != "specs"}
         if old.get("models") == {}:  # the app's runs recorded no models until 2026-12-08: resumed as before
+            if config.get("models"):  # and recorded from now on, so a later resume with others is refused
+                warnings.warn(f"{path} recorded no models (an app run from before 2026-12-08); it records these "
+                              "from now on, and its earlier images are taken to be theirs", gendet_env.GendetWarning)
+                write_json({**old, "models": config["models"]}, path)
             old, config = ({k: v for k, v in c.items() if k != "models"} for c in (old, config))
         compared = _comparable(old, config)
         if compared[0] != compared[1]:

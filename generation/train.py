@@ -365,6 +365,9 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     rank = int(os.environ.get("RANK", 0))
     if distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    # the per-step stop flags and the random states go over a CPU group: on NCCL a GPU tensor's .item()
+    # made the CPU wait for each step
+    cpu_group = dist.new_group(backend="gloo") if distributed else None
     if device is None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -396,6 +399,8 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     # the diffusion's noise (t, x_t) is drawn where the tokens are: torch samples only on a
     # generator's own device, and drawing on the CPU and copying would stall a GPU every step
     noise_gen = gen if device.type == "cpu" else torch.Generator(device).manual_seed(tc["seed"] * 1000 + rank)
+    if distributed and resume:  # rank 0 has recovered a checkpoint a kill left mid-swap: read it after that
+        dist.barrier(group=cpu_group)
     step = load_checkpoint(out, pipe, ema, opt, gen, noise_gen, device) if resume else 0
     if resume and rank == 0:
         print(f"resumed from step {step} of {tc['steps']} ({out / 'checkpoint'})", file=sys.stderr)
@@ -428,9 +433,6 @@ def train(cfg: dict, resume: bool = False, device: str | None = None, progress: 
     ends = [t for t in (start + 60 * time_limit if time_limit else None, stop_by) if t is not None]
     deadline = min(ends) if ends else None
     timed_out = False
-    # the per-step stop flags and the random states go over a CPU group: on NCCL a GPU tensor's .item()
-    # made the CPU wait for each step
-    cpu_group = dist.new_group(backend="gloo") if distributed else None
     wrote = None  # what this run has written, for the caller's "wrote" line
     stopping = False
     with StopAfterStep(announce=rank == 0) as stop:  # Ctrl-C, SIGTERM: this step ends with a checkpoint
@@ -639,9 +641,11 @@ def _main(argv=None) -> int:
             problem = run_folder_problem(out, args.resume, "generation.train", RUN_FILES, trained=("checkpoint",))
             if problem:
                 raise ConfigError(problem)
-            # before tokenising: found afterwards, a mistyped folder cost minutes and kept a token cache. Rank 0
-            # alone: it recovers a checkpoint a kill left mid-swap, which the others would not yet see
-            if rank0 and args.resume and not (out / "checkpoint" / "optimizer.pt").is_file():
+            # before tokenising: found afterwards, a mistyped folder cost minutes and kept a token cache. Every
+            # rank checks (one refusing alone left the others waiting for it); the other ranks also count a
+            # checkpoint a kill left mid-swap, which rank 0 may not have recovered yet
+            kept = ("checkpoint",) if rank0 else ("checkpoint", "checkpoint.tmp", "checkpoint.old")
+            if args.resume and not any((out / name / "optimizer.pt").is_file() for name in kept):
                 raise ConfigError(f"--resume: no checkpoint in {out / 'checkpoint'}")
             if not (Path(cfg["data"]) / "captions.jsonl").is_file():
                 given = "--data" if args.data is not None else f"data: in {args.config}"

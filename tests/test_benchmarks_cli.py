@@ -156,7 +156,7 @@ def test_detection_speed_refuses_json_out_folder_and_size_with_data(tmp_path, ca
         assert e.value.code == 2 and message in capsys.readouterr().err, argv
 
 
-def test_json_out_expands_a_quoted_home(tmp_path, monkeypatch):
+def test_json_out_expands_a_quoted_home(tmp_path, monkeypatch, capsys):
     """--json-out "~/x.json" (quoted, or from a script) made a folder named ~ in the working directory."""
     from benchmarks._common import json_out_problem, write_json
 
@@ -165,3 +165,7 @@ def test_json_out_expands_a_quoted_home(tmp_path, monkeypatch):
     assert json_out_problem("~/runs/x.json") is None
     write_json("~/runs/x.json", [1])
     assert json.loads((tmp_path / "home" / "runs" / "x.json").read_text()) == [1] and not (tmp_path / "~").exists()
+    # ~ of a user that does not exist: a name like any other, not a RuntimeError's traceback
+    assert json_out_problem("~nosuchuser/x.json") is None
+    assert "error: --model ~nosuchuser/g: no such folder" in _refused(sampling_speed.main, [
+        "--preset", "tiny", "--device", "cpu", "--model", "~nosuchuser/g"], capsys)

@@ -234,6 +234,7 @@ def test_parse_prompt_grammar():
                        ("a cat two dogs", r"'a cat two dogs' names more than one object"),  # not "mixes plural"
                        ("a cat, a dog", r"'a cat, a dog' names more than one object"),
                        ("a cat to the lft of a dog", "the relations the judge reads are"),  # a typo, not a missing and
+                       ("photo of a cat", "should start with a, an or a number word"),  # "of": no relation
                        ("a one cat", r"'one' is not a colour the judge knows for cat"),  # one object: no such note
                        ("a dog left of a cat", "the relations the judge reads")]:
         with pytest.raises(ParseError, match=words):

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+import gendet_env
+
 from datasets.scenes import render_scene
 from evaluation.detectors import JudgeDetectors, parse_detector_spec
 from evaluation.judge import judge
@@ -360,6 +362,11 @@ def test_detector_spec_parsing():
         assert parse_detector_spec(stray)["catdog"] == Path("a.pt")
     with pytest.raises(FileNotFoundError, match="a.pt,face does not exist \\(the comma is read as part of the path"):
         JudgeDetectors.load("catdog=a.pt,face")  # a forgotten "=": one path, said so
+    with pytest.raises(FileNotFoundError, match="\\('cat' is not a detector task: give catdog=PATH and/or face=PATH"):
+        JudgeDetectors.load("catdog=a.pt,cat=b.pt")  # a misspelt task: named
+    assert parse_detector_spec("catdog =a.pt, face = b.pt") == {"catdog": Path("a.pt"), "face": Path("b.pt")}
+    assert parse_detector_spec("catdog=~nosuchuser/a.pt")["catdog"] == Path("~nosuchuser/a.pt")  # as given
+    assert parse_detector_spec("catdog=~/a.pt")["catdog"] == Path.home() / "a.pt"  # as the mapping form
     for bad in ("cat=a.pt", "catdog", "catdog=a.pt,catdog=b.pt", ""):
         with pytest.raises(ValueError):
             parse_detector_spec(bad)
@@ -658,7 +665,11 @@ def test_a_model_named_another_way_resumes_and_another_model_does_not(tmp_path, 
     # the app's runs recorded no models before 2026-12-08: the app, which now does, resumes them
     run(None, out="app")
     assert json.loads((tmp_path / "app" / "run.json").read_text())["models"] == {}
-    run(models("models/x.pt"), out="app")
+    with pytest.warns(gendet_env.GendetWarning, match="recorded no models .* it records these from now on"):
+        run(models("models/x.pt"), out="app")
+    assert json.loads((tmp_path / "app" / "run.json").read_text())["models"] == models("models/x.pt")
+    with pytest.raises(ValueError, match="models.detectors.catdog.sha256: 'b' there, 'c' now"):
+        run(models("models/x.pt", sha="c"), out="app")  # and compared from then on
     # a model recorded without any hash (no weights file found) is compared by its path, resolved
     bare = {"generator": {"path": "models/g", "sha256": None}}
     run(bare, out="bare")

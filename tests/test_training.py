@@ -665,11 +665,17 @@ def test_torchrun_resume_ends_on_the_uninterrupted_runs_weights(scenes, vqvae_di
 
     from safetensors.torch import load_file
 
+    import shutil
+
     root, env = Path(__file__).resolve().parents[1], {**os.environ, "OMP_NUM_THREADS": "1"}
     for name in ("whole", "halves"):
         cfg = config(scenes, vqvae_dir, tmp_path / name, 4)
         (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     for extra in ([], ["--stop-at", "2"], ["--resume"]):
+        if extra == ["--resume"]:  # killed mid-swap: rank 0 recovers it while the others must wait, not refuse
+            ck = tmp_path / "halves" / "checkpoint"
+            shutil.copytree(ck, ck.with_name("checkpoint.old"))
+            os.replace(ck, ck.with_name("checkpoint.tmp"))
         done = subprocess.run([*torchrun_command(tmp_path / f"{'halves' if extra else 'whole'}.yaml"), *extra],
                               cwd=root, env=env, capture_output=True, text=True, timeout=180)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -712,8 +718,9 @@ def test_a_resume_on_another_process_count_gives_each_rank_its_own_draws(monkeyp
     assert draws[2] == draws[3] and len({tuple(d) for d in draws}) == 3  # a rerun alike; no two ranks alike
     assert "the checkpoint holds one process's random state (a single-process run's, or rank 0's alone" in \
         capsys.readouterr().err
-    monkeypatch.setenv("RANK", "0")  # a 2-rank checkpoint on 3 ranks
-    t2i.restore_random_states(saved, *gens(0), 7)
+    with torch.random.fork_rng():
+        monkeypatch.setenv("RANK", "0")  # a 2-rank checkpoint on 3 ranks
+        t2i.restore_random_states(saved, *gens(0), 7)
     assert "the checkpoint holds the random states of 2 processes, this run has 3" in capsys.readouterr().err
 
 

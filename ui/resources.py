@@ -166,10 +166,7 @@ def paths() -> dict[str, str]:
 def user_path(typed: str) -> str:
     """A typed path with ~ expanded, as a shell would (it was looked up literally); "~nobody/x", for
     a user that does not exist, stays as typed."""
-    try:
-        return str(Path(typed).expanduser()) if typed else ""
-    except RuntimeError:
-        return typed
+    return str(gendet_env.expand_user(typed)) if typed else ""
 
 
 def look(path: Path) -> str:
