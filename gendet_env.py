@@ -279,14 +279,40 @@ def _lock(folder: Path, tool: str) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        reason = (f"another run is writing there now (this {tool} run would mix its files with that one's); "
-                  "wait for it to end, or choose another out folder")
+        reason = _busy(tool)
         raise FolderBusy(f"{folder}: {reason}", reason) from None
     except OSError as e:  # a file system without flock on folders (NFS, Lustre mounted noflock)
         os.close(fd)
         return _unguarded(folder, e)
     _HELD.add(fd)
     return fd
+
+
+def _busy(tool: str) -> str:
+    return (f"another run is writing there now (this {tool} run would mix its files with that one's); "
+            "wait for it to end, or choose another out folder")
+
+
+def busy_reason(folder: Path, tool: str) -> str | None:
+    """Why `held(folder, tool)` would be refused now (another run holds the folder), or None: a probe,
+    for saying so before other waits (the app's wait for the device). The run itself holds it later."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # missing, or not a folder: nobody holds it
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _busy(tool)
+    except OSError:  # no flock here: nothing to tell
+        return None
+    finally:
+        os.close(fd)  # lets go of the probe's own lock, not another holder's
+    return None
 
 
 def _unguarded(folder: Path, e: OSError) -> None:

@@ -225,9 +225,15 @@ def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path):
         with pytest.raises(gendet_env.FolderBusy,
                            match=f"{tmp_path}: another run is writing there now \\(this evaluation run"):
             run_suite(suite, world.generate, make_eyes(world), tmp_path, images_per_prompt=2, progress=False)
+        # the probe the app asks before its wait for the device: the same reason, and the holder keeps its lock
+        assert gendet_env.busy_reason(tmp_path, "evaluation").startswith("another run is writing there now (this "
+                                                                         "evaluation run would mix")
+        assert gendet_env.busy_reason(tmp_path, "evaluation") is not None
+        assert gendet_env.busy_reason(tmp_path / "missing", "evaluation") is None
     finally:
         go_on.set()
         first.join(120)
+    assert gendet_env.busy_reason(tmp_path, "evaluation") is None  # free again
     rows = read_rows(tmp_path / "results.jsonl")
     assert sorted((r["prompt_index"], r["image_index"]) for r in rows) == \
         [(i, k) for i in range(len(suite.prompts)) for k in range(2)]

@@ -97,7 +97,8 @@ with run_tab:
             st.error("The evaluation needs a generator and at least one detector (see the sidebar).")
         elif out_dir is None:
             st.error("Choose an output folder for the run.")
-        elif problem := gendet_env.unwritable_reason(out_dir):  # said now, not after waiting for the device
+        elif problem := (gendet_env.unwritable_reason(out_dir)  # said now, not after waiting for the device
+                         or gendet_env.busy_reason(out_dir, "evaluation")):
             st.error(f"Cannot write the run to {code(out_dir)}: {problem}.")
         else:  # the run goes on with these values if the page reruns before it ends
             resources.start_job("evaluate", {
