@@ -101,17 +101,8 @@ def cpu_name() -> str:
 
 
 def read_objects(path) -> dict[str, dict]:
-    """A datasets.scenes objects.jsonl as {image: row}; blank lines skipped, a bad line named by
-    file and line number (a ValueError)."""
-    path = Path(path)
-    rows = {}
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            rows[row["image"]] = row
-        except (ValueError, TypeError, KeyError) as e:
-            reason = "no 'image' field" if isinstance(e, (KeyError, TypeError)) else f"not JSON ({e})"
-            raise ValueError(f"{path}:{number}: {reason}") from None
-    return rows
+    """A datasets.scenes objects.jsonl as {image: row} (datasets.scenes.read_objects: blank lines
+    skipped, a bad line named by file and line number)."""
+    from datasets.scenes import read_objects as rows
+
+    return {row["image"]: row for row in rows(path)}

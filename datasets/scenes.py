@@ -395,6 +395,23 @@ def _coco(records: list[dict], split: str, size: int) -> dict:
                            for c in CLASSES]}
 
 
+def read_objects(path: Path) -> list[dict]:
+    """The rows of an objects.jsonl as _write_index_files writes them; blank lines skipped, a bad
+    line named by file and line number (a ValueError)."""
+    rows = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{number}: not JSON ({e})") from None
+        if not isinstance(row, dict) or "image" not in row:
+            raise ValueError(f"{path}:{number}: no 'image' field")
+        rows.append(row)
+    return rows
+
+
 def _write_index_files(root: Path, records: list[dict], n: int, size: int, seed: int,
                        val_fraction: float, n_train: int, n_val: int, backgrounds: tuple[str, ...],
                        min_object: float, count_probs: tuple[float, ...]) -> None:

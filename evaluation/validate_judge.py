@@ -42,7 +42,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from datasets.scenes import iou
+from datasets.scenes import iou, read_objects as scenes_objects
 from evaluation.detectors import JudgeDetectors
 from evaluation.judge import DEFAULT_RULES, VERSIONS, judge
 from evaluation.run import DEFAULT_DETECTORS
@@ -56,16 +56,7 @@ def read_objects(root: Path, split: str) -> list[dict]:
     path = root / "objects.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{root} has no objects.jsonl: --data must be a datasets.scenes root")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-            if row.get("split", "train") == split:
-                rows.append(row)
-    return rows
+    return [row for row in scenes_objects(path) if row.get("split", "train") == split]
 
 
 # images, and each image's own first caption -> the images the detectors see
